@@ -1,0 +1,354 @@
+"""Typed configuration: dataclasses loaded from YAML, strict on unknown keys and wrong types.
+
+A recipe is a YAML file with one section per part::
+
+    name: quickstart
+    tokenizer: {train: bpe, vocab_size: 4096}
+    data: {source: embedded, seq_len: 128}
+    model: {hidden_size: 256, num_layers: 4, num_heads: 4}
+    process: {name: masked, schedule: {name: loglinear}}
+    sampler: {name: ancestral}
+    train: {max_steps: 2000, lr: 1e-3}
+
+``process``, ``schedule`` and ``sampler`` sections are polymorphic: their ``name`` picks a class in
+:mod:`textdiff.registry`, whose own config dataclass validates the remaining keys.
+
+Overrides use dotted paths, ``train.lr=1e-4``; values are parsed with ``yaml.safe_load`` so
+``true``, ``3``, ``1e-4`` and ``[0.9, 0.95]`` get their natural types.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+
+from .errors import ConfigError
+
+# --------------------------------------------------------------------------------------------
+# Generic strict (de)serialisation of dataclasses
+# --------------------------------------------------------------------------------------------
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check ``value`` against annotation ``tp`` (recursively) and return it, converted if harmless."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, where)
+            except ConfigError as e:  # try the next member of the union
+                errors.append(str(e))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {value!r} does not fit {_type_name(tp)}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{where}: {value!r} is not one of {list(args)}")
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
+        inner = args[0] if args else Any
+        return [_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}")
+        return dict(value)
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        return from_dict(tp, value, where)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def from_dict(cls: type, data: Any, where: str = "") -> Any:
+    """Build dataclass ``cls`` from ``data``, rejecting unknown keys and wrong types.
+
+    A field whose metadata names a registry (``field(metadata={"registry": "process"})``) is a
+    polymorphic section: its ``name`` key selects the concrete config class.
+    """
+    where = where or cls.__name__
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__} {data!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key(s) {unknown}; valid keys are {sorted(known)} (check the spelling)"
+        )
+    kwargs = {}
+    for name, value in data.items():
+        f = known[name]
+        sub = f"{where}.{name}" if where else name
+        registry = f.metadata.get("registry")
+        if registry is not None:
+            kwargs[name] = resolve_section(registry, value, sub)
+        else:
+            kwargs[name] = _coerce(value, hints[name], sub)
+    try:
+        obj = cls(**kwargs)
+    except TypeError as e:  # a required field is missing
+        raise ConfigError(f"{where}: {e}") from None
+    check = getattr(obj, "validate", None)
+    if callable(check):
+        check()
+    return obj
+
+
+def resolve_section(kind: str, value: Any, where: str) -> Any:
+    """Turn a ``{name: ..., **fields}`` mapping into the config dataclass registered under ``name``."""
+    from .registry import config_class  # late import: registry imports the processes
+
+    if value is None:
+        return None
+    if dataclasses.is_dataclass(value):
+        return value
+    if isinstance(value, str):
+        value = {"name": value}
+    if not isinstance(value, dict) or "name" not in value:
+        raise ConfigError(f"{where}: expected a mapping with a 'name' key, got {value!r}")
+    cls = config_class(kind, value["name"])
+    return from_dict(cls, value, where)
+
+
+def to_dict(obj: Any) -> Any:
+    """Dataclass (nested) to plain Python containers, ready for YAML or JSON."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+# --------------------------------------------------------------------------------------------
+# The recipe sections
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TokenizerConfig:
+    """Where the tokenizer comes from: a local folder / hub name, or trained on the corpus."""
+
+    path: Optional[str] = None  # local folder or hub name of a Hugging Face tokenizer
+    train: Optional[Literal["bpe", "unigram"]] = None  # train one on the training corpus
+    vocab_size: int = 4096  # size of a trained tokenizer (special tokens included)
+    min_frequency: int = 2  # BPE merges need at least this many occurrences
+
+    def validate(self) -> None:
+        if (self.path is None) == (self.train is None):
+            raise ConfigError("tokenizer: give exactly one of 'path' (a tokenizer folder) or 'train' (bpe|unigram)")
+        if self.vocab_size < 64:
+            raise ConfigError(f"tokenizer.vocab_size={self.vocab_size} is too small; use at least 64")
+
+
+@dataclass
+class DataConfig:
+    """The text corpus and how it becomes fixed-length token rows."""
+
+    source: str = "embedded"  # 'embedded', a local .txt/.jsonl/.json/.parquet file or folder, or a hub name
+    hub_config: Optional[str] = None  # the dataset config name for hub datasets
+    split: str = "train"  # split read from the source
+    text_field: str = "text"  # column holding the text (jsonl / parquet / hub)
+    val_source: Optional[str] = None  # separate validation file; else a held-out fraction of source
+    val_fraction: float = 0.05  # held-out fraction of documents when val_source is not given
+    layout: Literal["wrap", "pad"] = "wrap"  # wrap: concatenate + cut; pad: one document per row
+    seq_len: int = 128  # tokens per row (L)
+    max_documents: Optional[int] = None  # cap on documents read (for quick runs)
+    lines_are_documents: bool = False  # .txt files: one document per line instead of per blank-line paragraph
+    num_proc: Optional[int] = None  # processes for datasets.map
+    shuffle_seed: int = 0  # seed of the document / row shuffle
+
+    def validate(self) -> None:
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError(f"data.val_fraction={self.val_fraction} must be in [0, 1)")
+        if self.seq_len < 2:
+            raise ConfigError(f"data.seq_len={self.seq_len} must be at least 2")
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of the textdiff denoiser (turned into a ``TextDiffConfig``)."""
+
+    hidden_size: int = 256  # width d
+    num_layers: int = 4  # transformer blocks
+    num_heads: int = 4  # attention heads (d must be divisible)
+    mlp_ratio: float = 4.0  # MLP width / d
+    dropout: float = 0.0  # dropout inside blocks
+    max_seq_len: Optional[int] = None  # maximum positions; default data.seq_len
+    cond_dim: int = 128  # width of the time embedding (used only with time conditioning)
+    rope_theta: float = 10000.0  # rotary base
+    attention: Literal["bidirectional", "causal", "block_causal"] = "bidirectional"
+    block_size: Optional[int] = None  # block length L' for block_causal attention
+    tie_word_embeddings: bool = False  # share input embedding and output projection
+
+    def validate(self) -> None:
+        if self.hidden_size % self.num_heads:
+            raise ConfigError(
+                f"model.hidden_size={self.hidden_size} is not divisible by model.num_heads={self.num_heads}"
+            )
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and bookkeeping of a training run."""
+
+    max_steps: int = 1000  # optimizer steps
+    max_minutes: Optional[float] = None  # stop (and save) after this wall-clock budget
+    batch_size: int = 32  # rows per micro-batch per process
+    grad_accum: int = 1  # micro-batches per optimizer step
+    lr: float = 3e-4  # peak learning rate
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
+    warmup_steps: int = 100  # linear warmup
+    lr_schedule: Literal["cosine", "constant"] = "cosine"  # after warmup
+    weight_decay: float = 0.0  # AdamW decay on matrices
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.98])  # AdamW betas
+    grad_clip: float = 1.0  # max gradient norm (0 = off)
+    ema: float = 0.0  # EMA decay of weights (0 = off); the EMA is used for eval and saving
+    eval_every: int = 200  # steps between validations
+    eval_batches: int = 16  # validation batches per evaluation (0 = whole split)
+    eval_t_samples: int = 1  # t draws per validation row
+    save_every: int = 500  # steps between resumable checkpoints
+    keep_checkpoints: int = 2  # newest checkpoints kept
+    log_every: int = 10  # steps between metrics lines
+    seed: int = 0  # everything random derives from this
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
+    init_from: Optional[str] = None  # fine-tune: start from this saved model folder
+    trackers: list[str] = field(default_factory=lambda: ["tensorboard"])  # accelerate trackers, when installed
+    compile: bool = False  # torch.compile the denoiser
+    num_threads: Optional[int] = None  # torch CPU threads (default: torch's choice)
+    cond_dropout: float = 0.0  # probability of dropping the prompt during SFT (for guidance)
+
+    def validate(self) -> None:
+        for k in ("max_steps", "batch_size", "grad_accum", "eval_every", "save_every", "log_every"):
+            if getattr(self, k) < 1:
+                raise ConfigError(f"train.{k}={getattr(self, k)} must be at least 1")
+        if self.lr <= 0:
+            raise ConfigError(f"train.lr={self.lr} must be positive")
+        if not 0.0 <= self.ema < 1.0:
+            raise ConfigError(f"train.ema={self.ema} must be in [0, 1)")
+
+
+@dataclass
+class Recipe:
+    """A whole training recipe; ``textdiff train`` takes one."""
+
+    name: str = "run"  # the run's name; default output_dir is runs/<name>
+    output_dir: Optional[str] = None  # where config, metrics and checkpoints go
+    tokenizer: TokenizerConfig = field(default_factory=lambda: TokenizerConfig(train="bpe"))
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    process: Any = field(default=None, metadata={"registry": "process"})
+    sampler: Any = field(default=None, metadata={"registry": "sampler"})
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sft: Optional[dict] = None  # supervised fine-tuning options (see textdiff.sft)
+    denoiser: Optional[dict] = None  # external denoiser (see textdiff.models.external)
+
+    def __post_init__(self) -> None:
+        if self.process is None:
+            self.process = resolve_section("process", {"name": "masked"}, "process")
+        if self.sampler is None:
+            self.sampler = resolve_section("sampler", {"name": "ancestral"}, "sampler")
+        if self.output_dir is None:
+            self.output_dir = str(Path("runs") / self.name)
+
+
+# --------------------------------------------------------------------------------------------
+# Loading, overrides, saving
+# --------------------------------------------------------------------------------------------
+
+
+def parse_overrides(overrides: list[str]) -> list[tuple[list[str], Any]]:
+    """``["train.lr=1e-4", ...]`` -> ``[(["train", "lr"], 1e-4), ...]``."""
+    parsed = []
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like section.key=value, e.g. train.lr=1e-4")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else None
+        except yaml.YAMLError:
+            value = raw
+        parsed.append((key.strip().split("."), value))
+    return parsed
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    for path, value in parse_overrides(overrides):
+        node = raw
+        for part in path[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if isinstance(child, str):  # "process: masked" shorthand
+                child = node[part] = {"name": child}
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {'.'.join(path)}: {part!r} is not a section")
+            node = child
+        node[path[-1]] = value
+    return raw
+
+
+def load_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"recipe file {str(path)!r} does not exist; pass a path like recipes/quickstart.yaml")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        first = str(e).splitlines()[0]
+        raise ConfigError(f"{path}: not valid YAML ({first})") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    return raw
+
+
+def load_recipe(path: str | Path | None = None, overrides: list[str] | None = None, raw: dict | None = None) -> Recipe:
+    """Read a recipe YAML (or a dict), apply ``key=value`` overrides, validate strictly."""
+    if raw is None:
+        raw = load_yaml(path) if path is not None else {}
+        if path is not None:
+            raw.setdefault("name", Path(path).stem)
+    raw = apply_overrides(raw, overrides or [])
+    return from_dict(Recipe, raw, "recipe")
+
+
+def save_recipe(recipe: Recipe, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(recipe), sort_keys=False))

@@ -1,0 +1,61 @@
+"""Architecture config of the textdiff denoiser, a ``PretrainedConfig`` so that ``save_pretrained``,
+``from_pretrained`` and the Auto classes work on it."""
+from __future__ import annotations
+
+from typing import Optional
+
+from transformers import PretrainedConfig
+
+ATTENTION_KINDS = ("bidirectional", "causal", "block_causal")
+
+
+class TextDiffConfig(PretrainedConfig):
+    """A DiT-style transformer: rotary positions, pre-norm blocks, adaLN time conditioning (only when
+    ``time_conditioning``), SDPA attention.
+
+    ``attention`` picks the structural mask: ``bidirectional`` (masked / uniform / SEDD diffusion),
+    ``causal`` (the AR baseline) or ``block_causal`` with ``block_size`` (block diffusion, BD3-LM).
+    """
+
+    model_type = "textdiff"
+
+    def __init__(
+        self,
+        vocab_size: int = 4096,
+        hidden_size: int = 256,
+        num_layers: int = 4,
+        num_heads: int = 4,
+        mlp_ratio: float = 4.0,
+        dropout: float = 0.0,
+        max_position_embeddings: int = 1024,
+        time_conditioning: bool = False,
+        cond_dim: int = 128,
+        rope_theta: float = 10000.0,
+        attention: str = "bidirectional",
+        block_size: Optional[int] = None,
+        initializer_range: float = 0.02,
+        mask_token_id: Optional[int] = None,
+        tie_word_embeddings: bool = False,
+        **kwargs,
+    ):
+        if attention not in ATTENTION_KINDS:
+            raise ValueError(f"attention={attention!r}; use one of {ATTENTION_KINDS}")
+        if attention == "block_causal" and not block_size:
+            raise ValueError("attention='block_causal' needs block_size (the block length L')")
+        if hidden_size % num_heads:
+            raise ValueError(f"hidden_size={hidden_size} is not divisible by num_heads={num_heads}")
+        self.vocab_size = vocab_size
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.num_heads = num_heads
+        self.mlp_ratio = mlp_ratio
+        self.dropout = dropout
+        self.max_position_embeddings = max_position_embeddings
+        self.time_conditioning = time_conditioning
+        self.cond_dim = cond_dim
+        self.rope_theta = rope_theta
+        self.attention = attention
+        self.block_size = block_size
+        self.initializer_range = initializer_range
+        self.mask_token_id = mask_token_id
+        super().__init__(tie_word_embeddings=tie_word_embeddings, **kwargs)

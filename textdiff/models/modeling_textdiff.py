@@ -1,0 +1,306 @@
+"""The textdiff denoiser: a DiT-style transformer ``(input_ids [B, L], t, cache) -> logits [B, L, V]``.
+
+It knows nothing about the forward process it serves. Pieces:
+
+* token embedding, rotary positions (computed from ``position_ids``, so left padding and caches
+  keep exact relative positions);
+* pre-norm blocks: attention (SDPA) and a GELU MLP; with ``time_conditioning`` every norm is
+  modulated by adaLN (shift, scale, gate from an embedding of t, zero-initialised as in DiT);
+* a structural attention mask from the config: bidirectional, causal (AR) or block-causal (BD3-LM);
+  callers may pass their own 4-D boolean mask instead (block-diffusion training on ``[x_t ; x0]``);
+* an explicit :class:`~textdiff.models.cache.KVCache` read in every call and extended only with
+  ``update_cache=True``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from transformers import PreTrainedModel
+from transformers.utils import ModelOutput
+
+from .cache import KVCache
+from .configuration_textdiff import TextDiffConfig
+
+try:  # transformers >= 5 guards initialisation of weights that were loaded
+    from transformers import initialization as init
+except ImportError:  # pragma: no cover - transformers 4.x
+    init = nn.init
+
+
+@dataclass
+class TextDiffOutput(ModelOutput):
+    logits: Optional[torch.Tensor] = None  # [B, L, V]
+    cache: Optional[KVCache] = None
+    hidden_states: Optional[torch.Tensor] = None  # [B, L, d] after the final norm
+
+
+# ---------------------------------------------------------------------------------------------
+# Positions and masks
+# ---------------------------------------------------------------------------------------------
+
+
+def rotary_tables(positions: torch.Tensor, head_dim: int, theta: float):
+    """cos, sin [B, 1, L, Dh] for integer ``positions`` [B, L]."""
+    inv_freq = theta ** (-torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim)
+    angles = positions.float()[..., None] * inv_freq  # [B, L, Dh/2]
+    angles = torch.cat([angles, angles], dim=-1)  # [B, L, Dh]
+    return angles.cos()[:, None], angles.sin()[:, None]
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate pairs (x_i, x_{i + Dh/2}) of ``x`` [B, H, L, Dh] by the position angles."""
+    x1, x2 = x.chunk(2, dim=-1)
+    rotated = torch.cat([-x2, x1], dim=-1)
+    return (x * cos + rotated * sin).to(x.dtype)
+
+
+def structural_mask(kind: str, q_pos: torch.Tensor, k_pos: torch.Tensor, block_size: Optional[int]):
+    """Bool [B, 1, Lq, Lk], True = may attend, from absolute positions; None when all True."""
+    if kind == "bidirectional":
+        return None
+    q = q_pos[:, None, :, None]
+    k = k_pos[:, None, None, :]
+    if kind == "causal":
+        return k <= q
+    return torch.div(k, block_size, rounding_mode="floor") <= torch.div(q, block_size, rounding_mode="floor")
+
+
+# ---------------------------------------------------------------------------------------------
+# Layers
+# ---------------------------------------------------------------------------------------------
+
+
+class TimestepEmbedding(nn.Module):
+    """t [B] or [B, L] -> conditioning vector [B, 1 | L, cond_dim] (sinusoidal features + MLP)."""
+
+    def __init__(self, cond_dim: int, freq_dim: int = 256):
+        super().__init__()
+        self.freq_dim = freq_dim
+        self.mlp = nn.Sequential(nn.Linear(freq_dim, cond_dim), nn.SiLU(), nn.Linear(cond_dim, cond_dim))
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        if t.dim() == 1:
+            t = t[:, None]  # [B, 1]
+        half = self.freq_dim // 2
+        freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+        args = 1000.0 * t.float()[..., None] * freqs  # [B, L|1, half]
+        feats = torch.cat([args.cos(), args.sin()], dim=-1)
+        return F.silu(self.mlp(feats.to(self.mlp[0].weight.dtype)))
+
+
+class Attention(nn.Module):
+    def __init__(self, config: TextDiffConfig):
+        super().__init__()
+        self.num_heads = config.num_heads
+        self.head_dim = config.hidden_size // config.num_heads
+        self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=False)
+        self.proj = nn.Linear(config.hidden_size, config.hidden_size, bias=False)
+        self.dropout = config.dropout
+
+    def forward(self, x, rope, mask, cache: Optional[KVCache], layer_idx: int, update_cache: bool, is_causal: bool):
+        B, L, D = x.shape
+        qkv = self.qkv(x).view(B, L, 3, self.num_heads, self.head_dim)  # [B, L, 3, H, Dh]
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [B, H, L, Dh]
+        cos, sin = rope
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        k_all, v_all = k, v
+        if cache is not None:
+            past_k, past_v = cache.layer(layer_idx)
+            if past_k is not None:
+                k_all = torch.cat([past_k, k], dim=2)  # [B, H, T + L, Dh]
+                v_all = torch.cat([past_v, v], dim=2)
+            if update_cache:
+                cache.append_layer(layer_idx, k, v)
+        out = F.scaled_dot_product_attention(
+            q, k_all, v_all, attn_mask=mask, is_causal=is_causal,
+            dropout_p=self.dropout if self.training else 0.0,
+        )  # [B, H, L, Dh]
+        return self.proj(out.transpose(1, 2).reshape(B, L, D))  # [B, L, D]
+
+
+class MLP(nn.Module):
+    def __init__(self, config: TextDiffConfig):
+        super().__init__()
+        inner = int(config.mlp_ratio * config.hidden_size)
+        self.fc = nn.Linear(config.hidden_size, inner, bias=True)
+        self.out = nn.Linear(inner, config.hidden_size, bias=True)
+        self.drop = nn.Dropout(config.dropout)
+
+    def forward(self, x):
+        return self.drop(self.out(F.gelu(self.fc(x), approximate="tanh")))
+
+
+def modulate(x, shift, scale):
+    return x * (1 + scale) + shift
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block; adaLN-Zero modulation when the model is time-conditioned."""
+
+    def __init__(self, config: TextDiffConfig):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(config.hidden_size, bias=False)
+        self.attn = Attention(config)
+        self.norm2 = nn.LayerNorm(config.hidden_size, bias=False)
+        self.mlp = MLP(config)
+        self.adaLN = nn.Linear(config.cond_dim, 6 * config.hidden_size) if config.time_conditioning else None
+        self.drop = nn.Dropout(config.dropout)
+
+    def forward(self, x, cond, rope, mask, cache, layer_idx, update_cache, is_causal):
+        if self.adaLN is None:
+            x = x + self.drop(self.attn(self.norm1(x), rope, mask, cache, layer_idx, update_cache, is_causal))
+            return x + self.mlp(self.norm2(x))
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.adaLN(cond).chunk(6, dim=-1)  # each [B, 1|L, d]
+        h = self.attn(modulate(self.norm1(x), shift1, scale1), rope, mask, cache, layer_idx, update_cache, is_causal)
+        x = x + gate1 * self.drop(h)
+        return x + gate2 * self.mlp(modulate(self.norm2(x), shift2, scale2))
+
+
+# ---------------------------------------------------------------------------------------------
+# The model
+# ---------------------------------------------------------------------------------------------
+
+
+class TextDiffPreTrainedModel(PreTrainedModel):
+    config_class = TextDiffConfig
+    base_model_prefix = "textdiff"
+    _supports_sdpa = True
+    _no_split_modules = ["Block"]
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            if getattr(module, "zero_init", False):
+                init.zeros_(module.weight)
+            else:
+                init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            init.normal_(module.weight, mean=0.0, std=std)
+        elif isinstance(module, nn.LayerNorm):
+            if module.weight is not None:
+                init.ones_(module.weight)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+
+
+class TextDiffModel(TextDiffPreTrainedModel):
+    """Denoiser network: ``forward(input_ids, t=None, cache=None) -> TextDiffOutput(logits [B, L, V])``."""
+
+    _tied_weights_keys = {"lm_head.weight": "embed.weight"}
+
+    def __init__(self, config: TextDiffConfig):
+        super().__init__(config)
+        self.embed = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.time_embed = TimestepEmbedding(config.cond_dim) if config.time_conditioning else None
+        self.blocks = nn.ModuleList([Block(config) for _ in range(config.num_layers)])
+        self.norm_f = nn.LayerNorm(config.hidden_size, bias=False)
+        self.final_adaLN = nn.Linear(config.cond_dim, 2 * config.hidden_size) if config.time_conditioning else None
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        for block in self.blocks:  # adaLN-Zero: every modulated block starts as the identity
+            if block.adaLN is not None:
+                block.adaLN.zero_init = True
+        if self.final_adaLN is not None:
+            self.final_adaLN.zero_init = True
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.embed
+
+    def set_input_embeddings(self, value):
+        self.embed = value
+
+    def get_output_embeddings(self):
+        return self.lm_head
+
+    def set_output_embeddings(self, value):
+        self.lm_head = value
+
+    def default_positions(self, input_ids, attention_mask, cache):
+        """[B, L] absolute positions: left padding is skipped, a cache offsets them."""
+        B, L = input_ids.shape
+        if attention_mask is not None and attention_mask.dim() == 2:
+            pos = attention_mask.long().cumsum(-1) - 1
+            pos = pos.clamp_min(0)
+        else:
+            pos = torch.arange(L, device=input_ids.device).expand(B, L)
+        if cache is not None and cache.length > 0:
+            last = torch.where(cache.valid, cache.positions, torch.full_like(cache.positions, -1)).amax(-1)
+            pos = pos + (last + 1)[:, None]
+        return pos
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        t: Optional[torch.Tensor] = None,
+        attention_mask: Optional[torch.Tensor] = None,
+        position_ids: Optional[torch.Tensor] = None,
+        cache: Optional[KVCache] = None,
+        update_cache: bool = False,
+        **kwargs,
+    ) -> TextDiffOutput:
+        """
+        input_ids: [B, L] tokens (x_t for diffusion, x for AR).
+        t: [B] or [B, L] diffusion time; required iff ``config.time_conditioning``.
+        attention_mask: [B, L] (1 = real token, 0 = padding) or a bool [B|1, 1, L, T+L] mask
+            (True = may attend) that replaces the structural one.
+        position_ids: [B, L]; default from the padding and the cache.
+        cache: a KVCache read (and, with ``update_cache``, extended) by this call.
+        """
+        B, L = input_ids.shape
+        cfg = self.config
+        if self.time_embed is not None and t is None:
+            raise ValueError("this denoiser is time-conditioned: pass t (a [B] or [B, L] tensor of times in [0, 1])")
+        if position_ids is None:
+            position_ids = self.default_positions(input_ids, attention_mask, cache)
+        if int(position_ids.max()) >= cfg.max_position_embeddings:
+            raise ValueError(
+                f"position {int(position_ids.max())} exceeds max_position_embeddings={cfg.max_position_embeddings}; "
+                "use shorter inputs or a sliding cache window"
+            )
+        mask, is_causal = self._attention_mask(attention_mask, position_ids, cache)
+        if cache is not None and update_cache:
+            valid = attention_mask.bool() if attention_mask is not None and attention_mask.dim() == 2 else \
+                torch.ones(B, L, dtype=torch.bool, device=input_ids.device)
+            cache.append_positions(position_ids, valid)
+
+        x = self.embed(input_ids)  # [B, L, d]
+        cond = self.time_embed(t.to(x.device)) if self.time_embed is not None else None  # [B, 1|L, c]
+        rope = rotary_tables(position_ids, cfg.hidden_size // cfg.num_heads, cfg.rope_theta)
+        for i, block in enumerate(self.blocks):
+            x = block(x, cond, rope, mask, cache, i, update_cache, is_causal)
+        x = self.norm_f(x)
+        if self.final_adaLN is not None:
+            shift, scale = self.final_adaLN(cond).chunk(2, dim=-1)
+            x = modulate(x, shift, scale)
+        logits = self.lm_head(x)  # [B, L, V]
+        return TextDiffOutput(logits=logits, cache=cache, hidden_states=x)
+
+    def _attention_mask(self, attention_mask, position_ids, cache):
+        """Combine the structural mask, key padding and the cache into one SDPA mask."""
+        cfg = self.config
+        if attention_mask is not None and attention_mask.dim() == 4:
+            return attention_mask.bool(), False
+        has_cache = cache is not None and cache.length > 0
+        pad = attention_mask is not None and not bool(attention_mask.all())
+        if not has_cache and not pad and cfg.attention == "causal":
+            return None, True  # the fast fused causal path
+        k_pos = position_ids
+        k_valid = attention_mask.bool() if attention_mask is not None else torch.ones_like(position_ids, dtype=torch.bool)
+        if has_cache:
+            k_pos = torch.cat([cache.positions, position_ids], dim=1)  # [B, T + L]
+            k_valid = torch.cat([cache.valid, k_valid], dim=1)
+        mask = structural_mask(cfg.attention, position_ids, k_pos, cfg.block_size)
+        if not bool(k_valid.all()):
+            key_mask = k_valid[:, None, None, :]  # [B, 1, 1, T + L]
+            mask = key_mask if mask is None else mask & key_mask
+            if attention_mask is not None:  # padded queries may look anywhere (their output is ignored)
+                mask = mask | ~attention_mask.bool()[:, None, :, None]
+        return mask, False

@@ -1,0 +1,118 @@
+"""The sampler interface shared by every sampler.
+
+A sampler is bound to a forward process and reads the denoiser's logits through it. The generation
+loop owns the model call and the blocks/caches; a sampler only sees one window::
+
+    sampler.set_timesteps(num_steps)             # the time grid 1 = t_0 > t_1 > ... > t_N = 0
+    for t, s in sampler.pairs():                 # consecutive (t, s) with s < t
+        logits = model(x_t, t)                   # the loop calls the model
+        x_t = sampler.step(logits, t, s, x_t, generator).x_s
+
+Per-sampler knobs live in the sampler's config dataclass (which round-trips through JSON), never as
+extra ``step`` arguments. Every categorical draw is float64 (see :mod:`textdiff.categorical`).
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar, Optional
+
+import torch
+
+from ..categorical import Generator
+from ..errors import ConfigError, IncompatibleError
+
+
+@dataclass
+class SamplerConfig:
+    name: str = "ancestral"
+    temperature: float = 1.0  # divides the clean-token logits (0 = greedy)
+    top_k: Optional[int] = None  # keep the k most likely clean tokens
+    top_p: float = 1.0  # nucleus: keep the smallest set with this much mass
+
+    def validate(self) -> None:
+        if self.temperature < 0:
+            raise ConfigError(f"sampler.temperature={self.temperature} must be >= 0")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ConfigError(f"sampler.top_p={self.top_p} must be in (0, 1]")
+        if self.top_k is not None and self.top_k < 1:
+            raise ConfigError(f"sampler.top_k={self.top_k} must be at least 1")
+
+
+@dataclass
+class StepOutput:
+    x_s: torch.Tensor  # [B, L] the sample at the earlier time s
+    x0_pred: Optional[torch.Tensor] = None  # [B, L] the sampler's current guess of the clean tokens
+
+
+class Sampler(ABC):
+    """Base class. Subclasses set ``compatible`` (process classes they can serve) and ``revises``."""
+
+    config_class: ClassVar[type] = SamplerConfig
+    #: names of the process families this sampler serves (checked at construction)
+    compatible: ClassVar[tuple[str, ...]] = ()
+    #: True if a committed (clean) token may change again (ReMDM-style remasking)
+    revises: ClassVar[bool] = False
+    #: True if this sampler's model call may be skipped when x_t did not change (cached-NFE)
+    cache_unchanged: ClassVar[bool] = False
+
+    def __init__(self, config: SamplerConfig, process):
+        self.config = config
+        self.process = process
+        family = type(process).__name__
+        names = {c.registered_name for c in type(process).__mro__ if hasattr(c, "registered_name")}
+        if self.compatible and not names & set(self.compatible):
+            raise IncompatibleError(
+                f"sampler {config.name!r} cannot serve process {process.config.name!r} ({family}); "
+                f"it works with: {', '.join(self.compatible)}"
+            )
+        self.timesteps: Optional[torch.Tensor] = None
+
+    # ---- time grid ----------------------------------------------------------------------------
+    def set_timesteps(self, num_steps: int, device=None) -> None:
+        """Uniform grid t_i = 1 − i / N, i = 0..N (N + 1 points, N steps)."""
+        if num_steps < 1:
+            raise ConfigError(f"steps={num_steps} must be at least 1")
+        self.num_steps = int(num_steps)
+        self.timesteps = torch.linspace(1.0, 0.0, num_steps + 1, dtype=torch.float64, device=device)
+
+    def pairs(self):
+        """Consecutive (t, s) floats of the grid, s < t."""
+        if self.timesteps is None:
+            raise ConfigError("call set_timesteps(num_steps) before sampling")
+        ts = self.timesteps.tolist()
+        return list(zip(ts[:-1], ts[1:]))
+
+    # ---- the step -----------------------------------------------------------------------------
+    @abstractmethod
+    def step(self, logits: torch.Tensor, t, s, x_t: torch.Tensor, generator: Generator = None) -> StepOutput:
+        """Move x_t [B, L] at time t to x_s at time s < t using the denoiser's ``logits`` [B, L, V]."""
+
+    # ---- helpers shared by samplers -----------------------------------------------------------
+    def filter_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """Temperature, top-k and nucleus filtering of [..., V] logits (float32 -> float64 result)."""
+        lg = logits.double()
+        cfg = self.config
+        if cfg.temperature == 0:
+            best = lg.argmax(-1, keepdim=True)
+            return torch.full_like(lg, float("-inf")).scatter_(-1, best, 0.0)
+        if cfg.temperature != 1.0:
+            lg = lg / cfg.temperature
+        if cfg.top_k is not None and cfg.top_k < lg.shape[-1]:
+            kth = torch.topk(lg, cfg.top_k, dim=-1).values[..., -1:]
+            lg = lg.masked_fill(lg < kth, float("-inf"))
+        if cfg.top_p < 1.0:
+            sorted_lg, order = torch.sort(lg, dim=-1, descending=True)
+            probs = torch.softmax(sorted_lg, dim=-1)
+            before = probs.cumsum(-1) - probs  # mass strictly before each token
+            drop_sorted = before >= cfg.top_p  # the top token is always kept
+            drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+            lg = lg.masked_fill(drop, float("-inf"))
+        return lg
+
+    def x0_log_probs(self, logits, x_t, t) -> torch.Tensor:
+        """Filtered log p_θ(x0 | x_t) [B, L, V] in float64, read through the process."""
+        return torch.log_softmax(self.filter_logits(self.process.x0_logits(logits, x_t, t)), dim=-1)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.config})"
