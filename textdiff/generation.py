@@ -21,7 +21,6 @@ for block-causal models (BD3-LM) and feeds only the window. Samplers never see b
 from __future__ import annotations
 
 import time
-from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence, Union
 
@@ -29,6 +28,7 @@ import torch
 
 from .categorical import make_generators
 from .errors import ConfigError, IncompatibleError
+from .contexts import BlockCache, Context, FullContext
 from .models.cache import KVCache
 
 # ---------------------------------------------------------------------------------------------
@@ -67,68 +67,6 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_id: int, device) -> tuple[tor
             ids[b, P - len(p):] = torch.as_tensor(list(p), dtype=torch.long, device=device)
             valid[b, P - len(p):] = True
     return ids, valid
-
-
-# ---------------------------------------------------------------------------------------------
-# How the model sees the context
-# ---------------------------------------------------------------------------------------------
-
-
-class Context(ABC):
-    """Strategy for the model call: given the full rows and a window, return the window's logits."""
-
-    def __init__(self, denoise: Callable, valid: torch.Tensor, positions: torch.Tensor):
-        self.denoise = denoise  # (input_ids, t, attention_mask, position_ids, cache, update_cache) -> logits
-        self.valid = valid  # [B, T] False on left padding
-        self.positions = positions  # [B, T] absolute positions
-
-    @abstractmethod
-    def logits(self, x: torch.Tensor, lo: int, hi: int, t: torch.Tensor) -> torch.Tensor:
-        """Logits [B, hi - lo, V] of the window [lo, hi) of rows ``x`` [B, T] at time ``t`` [B]."""
-
-    def commit(self, x: torch.Tensor, lo: int, hi: int) -> None:
-        """Called once the window [lo, hi) is final."""
-
-
-class FullContext(Context):
-    """Feed the whole row (prompt, committed blocks, window and any later masked positions).
-
-    Exact for every model; costs a forward over the full length per step.
-    """
-
-    def logits(self, x, lo, hi, t):
-        out = self.denoise(x, t, self.valid.long(), self.positions, None, False)  # [B, T, V]
-        return out[:, lo:hi]
-
-
-class BlockCache(Context):
-    """Exact KV cache for block-causal (and causal) models.
-
-    Everything before the window is clean and, under a block-causal mask, its keys and values do
-    not depend on anything after it, so caching them changes no logit. Each step feeds only the
-    window [B, L']; when the window is final its keys and values are appended (one extra call).
-    """
-
-    def __init__(self, denoise, valid, positions, cache: KVCache, max_cache: Optional[int] = None):
-        super().__init__(denoise, valid, positions)
-        self.cache = cache
-        self.filled = 0  # row coordinate up to which the cache holds keys
-        self.max_cache = max_cache  # sliding window length (None: unbounded)
-
-    def _fill(self, x, hi, t_clean):
-        if hi > self.filled:
-            sl = slice(self.filled, hi)
-            self.denoise(x[:, sl], t_clean, self.valid[:, sl].long(), self.positions[:, sl], self.cache, True)
-            self.filled = hi
-            if self.max_cache is not None:
-                self.cache.crop(self.max_cache)
-
-    def logits(self, x, lo, hi, t):
-        self._fill(x, lo, torch.zeros_like(t))  # prompt prefill on first use
-        return self.denoise(x[:, lo:hi], t, self.valid[:, lo:hi].long(), self.positions[:, lo:hi], self.cache, False)
-
-    def commit(self, x, lo, hi):
-        self._fill(x, hi, torch.zeros(x.shape[0], device=x.device))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -246,10 +184,11 @@ def generate(
         )
 
     call = denoise or _model_call(model, process)
+    shift = getattr(process, "logits_shift", 0)  # 1 for next-token (AR) models
     if block_size is not None and use_cache and structural in ("block_causal", "causal"):
-        ctx: Context = BlockCache(call, valid, positions, KVCache.for_model(model), max_context)
+        ctx: Context = BlockCache(call, valid, positions, KVCache.for_model(model), max_context, shift=shift)
     else:
-        ctx = FullContext(call, valid, positions)
+        ctx = FullContext(call, valid, positions, shift=shift)
 
     windows = [(P + lo, P + min(lo + (block_size or N), N)) for lo in range(0, N, block_size or N)]
     steps_per = [max(1, steps // len(windows))] * len(windows)

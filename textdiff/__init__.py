@@ -1,0 +1,29 @@
+"""textdiff: discrete text diffusion language models.
+
+Public API::
+
+    from textdiff import DiffusionLM
+    lm = DiffusionLM.from_pretrained("runs/quickstart/final")
+    lm.generate(["The list"], max_new_tokens=64, steps=64, seed=0)
+"""
+from .errors import ConfigError, DataError, IncompatibleError, TextDiffError
+from .registry import available, build_process, build_sampler, build_schedule, register
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConfigError", "DataError", "IncompatibleError", "TextDiffError",
+    "available", "build_process", "build_sampler", "build_schedule", "register",
+]
+
+
+def __getattr__(name):  # heavy imports only when used
+    if name == "DiffusionLM":
+        from .lm import DiffusionLM
+
+        return DiffusionLM
+    if name == "generate":
+        from .generation import generate
+
+        return generate
+    raise AttributeError(name)
