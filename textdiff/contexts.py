@@ -80,3 +80,16 @@ class BlockCache(Context):
 
     def commit(self, x, lo, hi):
         self._fill(x, hi - self.shift, torch.zeros(x.shape[0], device=x.device))
+
+
+def make_context(model, process, denoise, valid, positions, block_size=None, cache="auto", max_context=None) -> Context:
+    """Pick the context strategy for one ``generate()`` call.
+
+    cache: "auto" (an exact cache when the model is block-causal or causal and decoding is
+    block-wise, else none) or "none".
+    """
+    shift = getattr(process, "logits_shift", 0)  # 1 for next-token (AR) models
+    structural = getattr(model.config, "attention", "bidirectional")
+    if cache == "auto" and block_size is not None and structural in ("block_causal", "causal"):
+        return BlockCache(denoise, valid, positions, KVCache.for_model(model), max_context, shift=shift)
+    return FullContext(denoise, valid, positions, shift=shift)

@@ -28,8 +28,7 @@ import torch
 
 from .categorical import make_generators
 from .errors import ConfigError, IncompatibleError
-from .contexts import BlockCache, Context, FullContext
-from .models.cache import KVCache
+from .contexts import make_context
 
 # ---------------------------------------------------------------------------------------------
 # Inputs and outputs
@@ -184,11 +183,8 @@ def generate(
         )
 
     call = denoise or _model_call(model, process)
-    shift = getattr(process, "logits_shift", 0)  # 1 for next-token (AR) models
-    if block_size is not None and use_cache and structural in ("block_causal", "causal"):
-        ctx: Context = BlockCache(call, valid, positions, KVCache.for_model(model), max_context, shift=shift)
-    else:
-        ctx = FullContext(call, valid, positions, shift=shift)
+    ctx = make_context(model, process, call, valid, positions, block_size=block_size,
+                       cache="auto" if use_cache else "none", max_context=max_context)
 
     windows = [(P + lo, P + min(lo + (block_size or N), N)) for lo in range(0, N, block_size or N)]
     steps_per = [max(1, steps // len(windows))] * len(windows)

@@ -106,6 +106,15 @@ class ForwardProcess(ABC):
     def loss(self, logits: torch.Tensor, x_t: torch.Tensor, x0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Per-token NELBO integrand at time t, [B, L] (nats). E_t[sum_l loss] >= −log p(x0)."""
 
+    # ---- how the denoiser is fed (block diffusion overrides these) -----------------------------
+    def model_inputs(self, x_t: torch.Tensor, x0: torch.Tensor, t: torch.Tensor) -> dict:
+        """Keyword arguments of the denoiser call for a training / evaluation batch."""
+        return {"input_ids": x_t}
+
+    def model_logits(self, logits: torch.Tensor, x_t: torch.Tensor) -> torch.Tensor:
+        """Pick the [B, L, V] logits of x_t out of the denoiser's output."""
+        return logits
+
     def prior_loss(self, x0: torch.Tensor) -> torch.Tensor:
         """KL(q(x_1 | x0) || prior) per token [B, L]; zero when the schedule reaches the prior."""
         return torch.zeros_like(x0, dtype=torch.float32)
