@@ -19,6 +19,7 @@ Overrides use dotted paths, ``train.lr=1e-4``; values are parsed with ``yaml.saf
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -32,6 +33,9 @@ from .errors import ConfigError
 # --------------------------------------------------------------------------------------------
 # Generic strict (de)serialisation of dataclasses
 # --------------------------------------------------------------------------------------------
+
+
+_SCIENTIFIC = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
 
 
 def _type_name(tp: Any) -> str:
@@ -82,6 +86,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str) and _SCIENTIFIC.match(value.strip()):
+            return float(value)  # YAML 1.1 reads "1e-4" (no dot) as a string
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         return float(value)
@@ -129,6 +135,9 @@ def from_dict(cls: type, data: Any, where: str = "") -> Any:
     return obj
 
 
+DEFAULT_NAMES = {"process": "masked", "sampler": "ancestral", "schedule": "loglinear"}
+
+
 def resolve_section(kind: str, value: Any, where: str) -> Any:
     """Turn a ``{name: ..., **fields}`` mapping into the config dataclass registered under ``name``."""
     from .registry import config_class  # late import: registry imports the processes
@@ -139,6 +148,8 @@ def resolve_section(kind: str, value: Any, where: str) -> Any:
         return value
     if isinstance(value, str):
         value = {"name": value}
+    if isinstance(value, dict) and "name" not in value and kind in DEFAULT_NAMES:
+        value = {"name": DEFAULT_NAMES[kind], **value}
     if not isinstance(value, dict) or "name" not in value:
         raise ConfigError(f"{where}: expected a mapping with a 'name' key, got {value!r}")
     cls = config_class(kind, value["name"])

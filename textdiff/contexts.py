@@ -1,11 +1,21 @@
 """How the denoiser sees its context during generation: one strategy object per call of ``generate()``.
 
 ``generate()`` (in :mod:`textdiff.generation`) walks windows of new positions and asks its context for
-the logits of the current window; when a window is final it calls ``commit``. Strategies:
+the logits of the current window; when a window is final it calls ``commit``. Strategies
+(``cache=`` mode of :func:`make_context`):
 
-* :class:`FullContext`: feed the whole row every call. Exact for every model.
-* :class:`BlockCache`: an exact KV cache of everything before the window, for block-causal and causal
-  models (BD3-LM, the AR baseline); each step feeds only the window.
+* ``"none"`` :class:`FullContext`: feed the whole row every call. Exact for every model.
+* ``"exact"`` :class:`BlockCache`: a KV cache of everything before the window, for block-causal and
+  causal models (BD3-LM, the AR baseline). EXACT: under a block-causal mask the keys and values of
+  committed blocks do not depend on anything after them, so every logit equals the uncached one.
+  ``max_context`` slides the cached window (generation beyond the training context).
+* ``"prefix"`` :class:`PrefixCache` and ``"dual"`` :class:`DualCache`: APPROXIMATE caches for
+  bidirectional (full-sequence masked, LLaDA-style) models decoded semi-autoregressively (Fast-dLLM,
+  Wu et al. 2025). In a bidirectional model the keys of the prefix depend on the tokens after it,
+  which change while the block is decoded; these caches reuse stale keys, so their logits differ
+  from the uncached ones (measured in ``benchmarks/block_decoding.py``).
+* ``"auto"``: ``"exact"`` when the model is block-causal / causal and decoding is block-wise (and
+  the blocks are whole model blocks), else ``"none"``. Never an approximate cache.
 
 ``shift`` = 1 serves next-token (AR) models: the logits that predict position i come from position
 i − 1, so the context feeds positions [lo − 1, hi − 1).
@@ -17,14 +27,17 @@ from typing import Callable, Optional
 
 import torch
 
+from .errors import ConfigError, IncompatibleError
 from .models.cache import KVCache
 
-
-# ---------------------------------------------------------------------------------------------
+CACHE_MODES = ("auto", "none", "exact", "prefix", "dual")
 
 
 class Context(ABC):
     """Strategy for the model call: given the full rows and a window, return the window's logits."""
+
+    #: False for approximate caches (their logits differ from the uncached model's)
+    exact: bool = True
 
     def __init__(self, denoise: Callable, valid: torch.Tensor, positions: torch.Tensor, shift: int = 0):
         self.denoise = denoise  # (input_ids, t, attention_mask, position_ids, cache, update_cache) -> logits
@@ -43,12 +56,26 @@ class Context(ABC):
 class FullContext(Context):
     """Feed the whole row (prompt, committed blocks, window and any later masked positions).
 
-    Exact for every model; costs a forward over the full length per step.
+    Exact for every model; costs a forward over the full length per step. ``upto_window``: feed only
+    [0, hi) (recompute the whole prefix, skip the later positions), exact when nothing after the
+    window is visible to it (causal models, block-causal ones decoded in whole blocks).
+    ``clean_time``: give the committed tokens before the window t = 0 (block-causal models, trained
+    with a clean x0 half at t = 0), so a time-conditioned block model sees what :class:`BlockCache` gives it.
     """
 
+    def __init__(self, denoise, valid, positions, shift: int = 0, clean_time: bool = False, upto_window: bool = False):
+        super().__init__(denoise, valid, positions, shift)
+        self.clean_time = clean_time
+        self.upto_window = upto_window
+
     def logits(self, x, lo, hi, t):
-        out = self.denoise(x, t, self.valid.long(), self.positions, None, False)  # [B, T, V]
-        return out[:, lo - self.shift: hi - self.shift]
+        lo, hi = lo - self.shift, hi - self.shift
+        end = hi if self.upto_window else x.shape[1]
+        if self.clean_time:
+            t = t[:, None].expand(x.shape[0], end).clone()  # [B, end]
+            t[:, :lo] = 0.0
+        out = self.denoise(x[:, :end], t, self.valid[:, :end].long(), self.positions[:, :end], None, False)
+        return out[:, lo:hi]  # [B, hi - lo, V]
 
 
 class BlockCache(Context):
@@ -56,7 +83,9 @@ class BlockCache(Context):
 
     Everything before the window is clean and, under a block-causal mask, its keys and values do
     not depend on anything after it, so caching them changes no logit. Each step feeds only the
-    window [B, L']; when the window is final its keys and values are appended (one extra call).
+    window [B, L']; once the window is final its keys and values are appended (one extra forward
+    over the clean block, at t = 0, done lazily when the next window starts). ``max_cache`` keeps only the newest cached tokens (a sliding
+    window: exact with respect to a model that sees only that window).
     """
 
     def __init__(self, denoise, valid, positions, cache: KVCache, max_cache: Optional[int] = None, shift: int = 0):
@@ -79,17 +108,136 @@ class BlockCache(Context):
         return self.denoise(x[:, lo:hi], t, self.valid[:, lo:hi].long(), self.positions[:, lo:hi], self.cache, False)
 
     def commit(self, x, lo, hi):
-        self._fill(x, hi - self.shift, torch.zeros(x.shape[0], device=x.device))
+        """Nothing yet: the committed block's keys are computed at t = 0 when the next window asks
+        (``_fill``), so the last block of a generation costs no extra forward."""
+
+
+def keep_tokens(cache: KVCache, index: torch.Tensor) -> KVCache:
+    """A new cache with the cached tokens ``index`` [n] (row coordinates of the cache) of ``cache``."""
+    out = KVCache(len(cache.keys))
+    out.keys = [None if k is None else k[:, :, index] for k in cache.keys]
+    out.values = [None if v is None else v[:, :, index] for v in cache.values]
+    out.positions = cache.positions[:, index]
+    out.valid = cache.valid[:, index]
+    return out
+
+
+class _RefreshedCache(Context):
+    """Shared logic of the approximate caches: the first call of every window runs the full row
+    (its logits are exact) and keeps the keys/values of the positions ``kept(lo, hi, T)``; later
+    calls of the same window feed only ``fed(lo, hi, T)`` and attend to the kept (stale) keys."""
+
+    exact = False
+
+    def __init__(self, denoise, valid, positions, num_layers: int):
+        super().__init__(denoise, valid, positions, 0)
+        self.num_layers = num_layers
+        self.window = None  # the window the cache was refreshed for
+        self.cache: Optional[KVCache] = None
+
+    @abstractmethod
+    def kept(self, lo, hi, T) -> torch.Tensor:
+        """Row coordinates [n] of the tokens whose keys/values are kept at a refresh."""
+
+    @abstractmethod
+    def fed_end(self, lo, hi, T) -> int:
+        """Non-refresh calls feed [lo, fed_end)."""
+
+    def logits(self, x, lo, hi, t):
+        T = x.shape[1]
+        if self.window != (lo, hi):  # refresh: one exact forward over the whole row
+            full = KVCache(self.num_layers)
+            out = self.denoise(x, t, self.valid.long(), self.positions, full, True)  # [B, T, V]
+            self.cache = keep_tokens(full, self.kept(lo, hi, T).to(x.device))
+            self.window = (lo, hi)
+            return out[:, lo:hi]
+        end = self.fed_end(lo, hi, T)
+        sl = slice(lo, end)
+        out = self.denoise(x[:, sl], t, self.valid[:, sl].long(), self.positions[:, sl], self.cache, False)
+        return out[:, : hi - lo]
+
+    def commit(self, x, lo, hi):
+        self.window, self.cache = None, None  # the next window refreshes
+
+
+class PrefixCache(_RefreshedCache):
+    """APPROXIMATE prefix cache for bidirectional models (Fast-dLLM's prefix KV cache).
+
+    At the first step of each block the whole row is run and the keys/values of the prefix
+    (positions before the block) are kept; the other steps of the block feed the block and the
+    masked suffix [lo, T) and attend to the kept prefix. The prefix keys were computed with the
+    block and suffix as they were at the block's first step, so later steps are approximate.
+    """
+
+    def kept(self, lo, hi, T):
+        return torch.arange(0, lo)
+
+    def fed_end(self, lo, hi, T):
+        return T
+
+
+class DualCache(_RefreshedCache):
+    """APPROXIMATE dual cache for bidirectional models (Fast-dLLM's DualCache).
+
+    Like :class:`PrefixCache` but also keeps the keys/values of the masked suffix [hi, T), so the
+    other steps of a block feed only the block [lo, hi). Both prefix and suffix keys are stale.
+    """
+
+    def kept(self, lo, hi, T):
+        return torch.cat([torch.arange(0, lo), torch.arange(hi, T)])
+
+    def fed_end(self, lo, hi, T):
+        return hi
 
 
 def make_context(model, process, denoise, valid, positions, block_size=None, cache="auto", max_context=None) -> Context:
-    """Pick the context strategy for one ``generate()`` call.
+    """Pick the context strategy for one ``generate()`` call (see the module docstring for modes).
 
-    cache: "auto" (an exact cache when the model is block-causal or causal and decoding is
-    block-wise, else none) or "none".
+    cache: one of ``CACHE_MODES`` (``True`` / ``False`` mean ``"auto"`` / ``"none"``).
+    max_context: slide an exact cache to at most this many tokens (needs ``"exact"`` or ``"auto"``
+    resolving to it); window + cache must fit in the model's ``max_position_embeddings``.
     """
+    cache = {True: "auto", False: "none", None: "auto"}.get(cache, cache)
+    if cache not in CACHE_MODES:
+        raise ConfigError(f"cache={cache!r}; use one of {', '.join(CACHE_MODES)}")
+    config = model.config
     shift = getattr(process, "logits_shift", 0)  # 1 for next-token (AR) models
-    structural = getattr(model.config, "attention", "bidirectional")
-    if cache == "auto" and block_size is not None and structural in ("block_causal", "causal"):
+    structural = getattr(config, "attention", "bidirectional")
+    causal = structural in ("block_causal", "causal")
+    limit = getattr(config, "max_position_embeddings", None)
+    if block_size is not None and limit is not None and block_size > limit:
+        raise ConfigError(f"block_size={block_size} is larger than the model's context ({limit} positions); use a smaller block_size")
+    # an exact cache needs windows made of whole model blocks (a part-block would be cached too early)
+    model_block = getattr(config, "block_size", None) if structural == "block_causal" else 1
+    whole = block_size is not None and block_size % (model_block or 1) == 0
+
+    if cache == "exact":
+        if not causal:
+            raise IncompatibleError(
+                f"cache='exact' needs a block-causal or causal model, this one is {structural} (its keys depend on later "
+                "tokens): use cache='prefix' or 'dual' (approximate) or 'none'")
+        if not whole:
+            raise ConfigError(f"cache='exact' needs block_size set to a multiple of the model's block size {model_block}, got {block_size}")
+    if cache in ("prefix", "dual"):
+        if causal:
+            raise IncompatibleError(f"cache={cache!r} is an approximation for bidirectional models; this model is {structural}: use cache='exact'")
+        if block_size is None:
+            raise ConfigError(f"cache={cache!r} needs block-wise (semi-autoregressive) decoding: pass block_size")
+        if shift:
+            raise IncompatibleError(f"cache={cache!r} serves diffusion models, not next-token processes")
+    use_exact = cache == "exact" or (cache == "auto" and causal and whole)
+    if max_context is not None:
+        if not use_exact:
+            raise ConfigError("max_context slides an exact KV cache: it needs a block-causal / causal model, block_size and cache='exact' or 'auto'")
+        if block_size > max_context:
+            raise ConfigError(f"block_size={block_size} is larger than max_context={max_context}; use a smaller block_size")
+        if limit is not None and max_context + block_size > limit:
+            raise ConfigError(f"max_context={max_context} + block_size={block_size} exceeds the model's context ({limit}); lower max_context")
+    if use_exact:
         return BlockCache(denoise, valid, positions, KVCache.for_model(model), max_context, shift=shift)
-    return FullContext(denoise, valid, positions, shift=shift)
+    if cache == "prefix":
+        return PrefixCache(denoise, valid, positions, config.num_layers)
+    if cache == "dual":
+        return DualCache(denoise, valid, positions, config.num_layers)
+    return FullContext(denoise, valid, positions, shift=shift, clean_time=structural == "block_causal",
+                       upto_window=causal and whole)

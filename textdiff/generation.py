@@ -1,7 +1,8 @@
 """``generate()``: the only place the denoiser is called during sampling.
 
 Layout of one batch: every row is ``[left padding | prompt | N new positions]``. The new positions
-start from the process prior (all [MASK] for masked diffusion); prompt and padding are frozen.
+start from the process prior (all [MASK] for masked diffusion); prompt and padding are frozen, and so
+are the non-mask positions of an infilling ``template``.
 
 The OUTER loop walks over windows of new positions: one window of N positions (full-sequence
 diffusion), or blocks of ``block_size`` positions left to right (block diffusion / semi-AR). The
@@ -9,26 +10,39 @@ INNER loop runs any sampler on the current window::
 
     for window in windows:                        # blocks, left to right
         sampler.set_timesteps(steps_per_window)
+        sampler.begin(x[window], generator)        # state-dependent grids (first-hitting)
         for t, s in sampler.pairs():
+            if sampler.finished(x[window]): break  # e.g. no [MASK] left
             logits = context.logits(x, window, t)  # the model call (with or without a KV cache)
-            x[window] = sampler.step(logits, t, s, x[window]).x_s
+            x[window] = sampler.step(logits, t, s, x[window]).x_s   # frozen positions restored
         context.commit(x, window)                   # exact cache: append the clean block's keys/values
 
-How the model sees the context is a :class:`Context` strategy: ``FullContext`` feeds the whole
-row every call (exact for any model); ``BlockCache`` keeps an exact KV cache of committed blocks
-for block-causal models (BD3-LM) and feeds only the window. Samplers never see blocks or caches.
+How the model sees the context is a :class:`~textdiff.contexts.Context` strategy chosen by
+``make_context`` (the single hook for caches). Samplers never see blocks or caches.
+
+Counting: ``nfe`` counts the denoiser evaluations of sampling steps (one per step that was not
+skipped by the cached-NFE rule or an early exit); ``model_calls`` counts every network forward,
+including KV-cache prefill / commit calls and both branches of classifier-free guidance.
+
+Reproducibility: ``seed=int`` gives row b the generator seeded with ``seed + b`` (or pass one seed
+per row); each row draws all its noise from its own generator, so a row's result does not depend on
+the other rows of the batch (batch invariance), up to floating-point differences of batched kernels.
+
+Streaming: ``callback(StepInfo)`` after every step, or iterate ``stream(...)`` (same arguments),
+which yields the :class:`StepInfo` objects and keeps the final :class:`GenerationOutput` in
+``.output``.
 """
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
 
 from .categorical import make_generators
-from .errors import ConfigError, IncompatibleError
 from .contexts import make_context
+from .errors import ConfigError, IncompatibleError
 
 # ---------------------------------------------------------------------------------------------
 # Inputs and outputs
@@ -38,22 +52,37 @@ from .contexts import make_context
 @dataclass
 class GenerationOutput:
     sequences: torch.Tensor  # [B, P + N] final rows (left-padded prompts + new tokens)
-    generated: list[list[int]]  # per row: the new tokens (cut after EOS when stop_at_eos)
-    nfe: int  # network function evaluations (model calls) used
+    generated: list[list[int]]  # per row: the new tokens (cut before EOS when stop_at_eos)
+    nfe: int  # denoiser evaluations of sampling steps
     seconds: float  # wall-clock time of the sampling loop
     lengths: list[int] = field(default_factory=list)  # len(generated[b])
     prompt_lengths: list[int] = field(default_factory=list)
+    model_calls: int = 0  # every network forward (cache prefill / commit and guidance branches included)
+    steps: int = 0  # sampler steps taken (including those whose model call was skipped)
 
 
 @dataclass
 class StepInfo:
-    """What a streaming callback receives after every sampler step."""
+    """What a streaming consumer receives after every sampler step."""
 
-    x: torch.Tensor  # [B, P + N] current rows
+    x: torch.Tensor  # [B, P + N] a snapshot of the current rows
     window: tuple[int, int]  # [lo, hi) of the window in row coordinates
-    t: float
-    s: float
+    t: Union[float, torch.Tensor]  # the step's time (float, or [B] for per-row grids)
+    s: Union[float, torch.Tensor]
     nfe: int
+    x0_pred: Optional[torch.Tensor] = None  # [B, hi - lo] the sampler's guess, when it gives one
+
+
+@dataclass
+class Layout:
+    """What a ``denoise`` wrapper with a ``setup(layout)`` method learns about one call (guidance)."""
+
+    valid: torch.Tensor  # [B, T] False on left padding
+    positions: torch.Tensor  # [B, T] absolute positions
+    prompt: torch.Tensor  # [B, T] True on prompt tokens
+    first_new_position: int  # positions >= this are generated (or template) tokens
+    process: Any = None
+    model: Any = None
 
 
 def left_pad(prompts: Sequence[Sequence[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -66,11 +95,6 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_id: int, device) -> tuple[tor
             ids[b, P - len(p):] = torch.as_tensor(list(p), dtype=torch.long, device=device)
             valid[b, P - len(p):] = True
     return ids, valid
-
-
-# ---------------------------------------------------------------------------------------------
-# generate()
-# ---------------------------------------------------------------------------------------------
 
 
 def _model_call(model, process):
@@ -87,8 +111,22 @@ def _model_call(model, process):
     return denoise
 
 
+class _Counted:
+    """Counts network forwards of a denoise callable (``forwards_per_call`` of wrappers, else 1)."""
+
+    def __init__(self, denoise):
+        self.denoise = denoise
+        self.calls = 0
+
+    def __call__(self, *args):
+        self.calls += int(getattr(self.denoise, "forwards_per_call", 1))
+        return self.denoise(*args)
+
+
 def _generators(seed, generator, batch_size, device):
     if generator is not None:
+        if isinstance(generator, (list, tuple)) and len(generator) != batch_size:
+            raise ConfigError(f"got {len(generator)} generators for {batch_size} prompts; give one per prompt")
         return generator
     if seed is None:
         return None
@@ -98,7 +136,167 @@ def _generators(seed, generator, batch_size, device):
     return make_generators(seeds, device="cpu")
 
 
+def _fork(gens):
+    """Per-row generators for one window, seeded by one draw from each row's generator.
+
+    The loop stops a window early once EVERY row is finished, so a row decoded alone may take fewer
+    steps (and draws) than in a batch; forking per window keeps its later windows batch-invariant.
+    A single shared generator is returned as is.
+    """
+    if not isinstance(gens, (list, tuple)):
+        return gens
+    return [torch.Generator(device=g.device).manual_seed(int(torch.randint(0, 2**62, (1,), generator=g, device=g.device)))
+            for g in gens]
+
+
+def _device(model):
+    try:
+        return next(model.parameters()).device
+    except (AttributeError, StopIteration):
+        return torch.device("cpu")
+
+
+def _as_time(t, B: int, device, dtype) -> torch.Tensor:
+    if isinstance(t, torch.Tensor):
+        return t.to(device=device, dtype=dtype).reshape(B)
+    return torch.full((B,), float(t), device=device, dtype=dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# generate()
+# ---------------------------------------------------------------------------------------------
+
+
+def _run(
+    model, process, sampler, prompts=None, *, max_new_tokens=128, steps=128, batch_size=None,
+    block_size=None, use_cache=True, max_context=None, seed=None, generator=None, pad_token_id=0,
+    eos_token_id=None, stop_at_eos=True, template=None, infill_id=None, denoise=None,
+):
+    """Validate and set up eagerly (errors raise here); return the loop as a generator that yields
+    :class:`StepInfo` and returns :class:`GenerationOutput`."""
+    from .registry import build_sampler
+
+    if not hasattr(sampler, "step"):  # a name, mapping or config: build it for this process
+        sampler = build_sampler(sampler, process)
+    device = _device(model)
+    config = getattr(model, "config", None)
+    if prompts is None:
+        prompts = [[] for _ in range(batch_size or 1)]
+    if isinstance(prompts, str) or (len(prompts) and isinstance(prompts[0], int)):
+        raise ConfigError("prompts must be a list of token-id lists, e.g. [[5, 8, 13]]; tokenize strings first")
+    prompts = [list(p) for p in prompts]
+    B = len(prompts)
+    if B == 0:
+        raise ConfigError("no prompts given; pass a list of prompts (use [[]] for unconditional samples)")
+    if steps < 1:
+        raise ConfigError(f"steps={steps} must be at least 1")
+    if block_size is not None and block_size < 1:
+        raise ConfigError(f"block_size={block_size} must be at least 1 (or None for one window)")
+    if template is not None:
+        marker = process.mask_id if infill_id is None else infill_id
+        if marker is None:
+            raise ConfigError("this process has no mask token; pass infill_id= to mark the template's blanks")
+        template = torch.as_tensor(template, dtype=torch.long, device=device)
+        if template.dim() == 1:
+            template = template[None].expand(B, -1)
+        if template.dim() != 2 or template.shape[0] != B:
+            raise ConfigError(f"template must be [N] or [{B}, N] token ids, got shape {list(template.shape)}")
+        max_new_tokens = template.shape[1]
+    if max_new_tokens < 1:
+        raise ConfigError(f"max_new_tokens={max_new_tokens} must be at least 1")
+    N = max_new_tokens
+    gens = _generators(seed, generator, B, device)
+
+    prompt_ids, prompt_valid = left_pad(prompts, pad_token_id, device)  # [B, P]
+    P = prompt_ids.shape[1]
+    bad = prompt_valid & ((prompt_ids < 0) | (prompt_ids >= process.vocab_size))
+    if bool(bad.any()):
+        raise ConfigError(f"prompt token id {int(prompt_ids[bad][0])} is outside the vocabulary [0, {process.vocab_size})")
+    new = process.prior((B, N), device=device, generator=gens)  # [B, N]
+    frozen_new = torch.zeros(B, N, dtype=torch.bool, device=device)
+    if template is not None:
+        frozen_new = template != marker
+        new = torch.where(frozen_new, template, new)
+    x = torch.cat([prompt_ids, new], dim=1)  # [B, T]
+    frozen = torch.cat([torch.ones_like(prompt_valid), frozen_new], dim=1)  # prompt + template are fixed
+    valid = torch.cat([prompt_valid, torch.ones(B, N, dtype=torch.bool, device=device)], dim=1)
+
+    structural = getattr(config, "attention", "bidirectional")
+    model_block = getattr(config, "block_size", None)
+    if block_size is not None and structural == "block_causal" and model_block:
+        if block_size % model_block and model_block % block_size:
+            raise ConfigError(f"block_size={block_size} does not fit the model's block size {model_block}")
+    lengths = prompt_valid.sum(1)  # [B]
+    # positions: the first new token of every row sits at the same block-aligned position
+    align = block_size or 1
+    start = int(((int(lengths.max()) + align - 1) // align) * align) if P else 0
+    positions = torch.cumsum(valid.long(), 1) - 1 - lengths[:, None] + start  # [B, T]
+    positions = torch.where(valid, positions, torch.zeros_like(positions)).clamp_min(0)
+    max_pos = getattr(config, "max_position_embeddings", None)
+    if max_context is None and max_pos is not None and int(positions.max()) >= max_pos:
+        raise ConfigError(
+            f"prompt + max_new_tokens needs {int(positions.max()) + 1} positions but the model allows "
+            f"{max_pos}; shorten the prompt or max_new_tokens (or set max_context)"
+        )
+
+    call = denoise or _model_call(model, process)
+    if hasattr(call, "setup"):
+        prompt = torch.zeros(B, P + N, dtype=torch.bool, device=device)
+        prompt[:, :P] = prompt_valid
+        call.setup(Layout(valid=valid, positions=positions, prompt=prompt, first_new_position=start,
+                          process=process, model=model))
+    counted = _Counted(call)
+    ctx = make_context(model, process, counted, valid, positions, block_size=block_size,
+                       cache=use_cache, max_context=max_context)
+    windows = [(P + lo, P + min(lo + (block_size or N), N)) for lo in range(0, N, block_size or N)]
+    return _loop(sampler, ctx, counted, x, frozen, windows, max(1, steps // len(windows)), gens, P, lengths,
+                 eos_token_id if stop_at_eos else None, block_size)
+
+
 @torch.no_grad()
+def _loop(sampler, ctx, counted, x, frozen, windows, steps_per, gens, P, lengths, eos_token_id, block_size):
+    """The sampling loop: yields :class:`StepInfo` after every step, returns :class:`GenerationOutput`."""
+    B, device = x.shape[0], x.device
+    nfe, taken, started = 0, 0, time.perf_counter()
+    row_gens = gens
+    for lo, hi in windows:
+        gens = _fork(row_gens)  # a row's noise in later windows must not depend on other rows' step counts
+        sampler.set_timesteps(steps_per, device=device)
+        sampler.begin(x[:, lo:hi], generator=gens)
+        cached_logits, last_x = None, None
+        for t_f, s_f in sampler.pairs():
+            x_win = x[:, lo:hi]
+            if sampler.finished(x_win):
+                break
+            t64, s64 = _as_time(t_f, B, device, torch.float64), _as_time(s_f, B, device, torch.float64)
+            reuse = getattr(sampler, "skips_unchanged", False) and last_x is not None and torch.equal(x_win, last_x)
+            if reuse:
+                logits = cached_logits
+            else:
+                logits = ctx.logits(x, lo, hi, t64.float())  # [B, hi - lo, V]
+                nfe += 1
+            out = sampler.step(logits, t64, s64, x_win, generator=gens)
+            x_new = torch.where(frozen[:, lo:hi], x_win, out.x_s)
+            cached_logits, last_x = logits, x_win.clone()
+            x[:, lo:hi] = x_new
+            taken += 1
+            yield StepInfo(x=x.clone(), window=(lo, hi), t=t_f, s=s_f, nfe=nfe, x0_pred=out.x0_pred)
+        ctx.commit(x, lo, hi)
+        if eos_token_id is not None and block_size is not None:
+            if bool((x[:, P:hi] == eos_token_id).any(1).all()):
+                x = x[:, :hi]
+                break
+    seconds = time.perf_counter() - started
+
+    generated = x[:, P:].tolist()
+    if eos_token_id is not None:
+        generated = [row[: row.index(eos_token_id)] if eos_token_id in row else row for row in generated]
+    return GenerationOutput(
+        sequences=x, generated=generated, nfe=nfe, seconds=seconds, lengths=[len(g) for g in generated],
+        prompt_lengths=lengths.tolist(), model_calls=counted.calls, steps=taken,
+    )
+
+
 def generate(
     model,
     process,
@@ -109,7 +307,7 @@ def generate(
     steps: int = 128,
     batch_size: Optional[int] = None,
     block_size: Optional[int] = None,
-    use_cache: bool = True,
+    use_cache: Union[bool, str] = True,
     max_context: Optional[int] = None,
     seed: Union[int, Sequence[int], None] = None,
     generator=None,
@@ -117,114 +315,68 @@ def generate(
     eos_token_id: Optional[int] = None,
     stop_at_eos: bool = True,
     template: Optional[torch.Tensor] = None,
+    infill_id: Optional[int] = None,
     callback: Optional[Callable[[StepInfo], None]] = None,
     denoise: Optional[Callable] = None,
 ) -> GenerationOutput:
     """Sample new tokens after each prompt (or fill a template).
 
+    model: the denoiser (``model(ids, t=..., attention_mask=..., position_ids=..., cache=...,
+        update_cache=...)``); only its parameters' device and ``config`` are read when ``denoise``
+        is given.
+    process: the forward process the model serves. sampler: a Sampler, or a name / mapping / config
+        to build one for ``process`` (``"first_hitting"``, ``{"name": "confidence", "ordering": "margin"}``).
     prompts: token-id lists (may differ in length; may be empty); or None with ``batch_size``.
     max_new_tokens: N, the number of new positions per row.
     steps: sampler steps in total; with blocks, split evenly across blocks (at least 1 each).
     block_size: generate blocks of this many tokens left to right (None: one window of N).
-    use_cache: with blocks and a block-causal / causal model, keep an exact KV cache.
+    use_cache: True (= "auto": an exact KV cache with blocks and a block-causal / causal model),
+        False (= "none"), or a mode of :func:`textdiff.contexts.make_context`: "exact", or the
+        APPROXIMATE "prefix" / "dual" caches for bidirectional models decoded in blocks.
     max_context: slide the cache window to at most this many tokens (beyond the training context).
     seed: an int (row b uses seed + b) or one seed per row; gives batch-invariant results.
-    template: [B, N] ids with ``process.mask_id`` where tokens must be generated (infilling);
-        other positions are frozen.
-    callback: called with a :class:`StepInfo` after every step (streaming).
-    denoise: replace the model call (guidance wrappers); same signature as ``_model_call``.
+    generator: a torch.Generator (repeatable, not batch-invariant) or one per row.
+    eos_token_id, stop_at_eos: cut each row before its first EOS; with blocks, stop once every row
+        has produced an EOS.
+    template: [N] or [B, N] ids with ``infill_id`` (default ``process.mask_id``) where tokens must be
+        generated (infilling at arbitrary positions); other positions are frozen.
+    callback: called with a :class:`StepInfo` after every step (streaming); see also :func:`stream`.
+    denoise: replace the model call (guidance wrappers, oracle denoisers); same signature as
+        ``_model_call``'s result; an object with ``setup(layout)`` is told the :class:`Layout` first.
     """
-    device = next(model.parameters()).device
-    if prompts is None:
-        prompts = [[] for _ in range(batch_size or 1)]
-    prompts = [list(p) for p in prompts]
-    B = len(prompts)
-    if B == 0:
-        raise ConfigError("no prompts given; pass a list of prompts (use [''] for unconditional samples)")
-    if max_new_tokens < 1 and template is None:
-        raise ConfigError(f"max_new_tokens={max_new_tokens} must be at least 1")
-    if steps < 1:
-        raise ConfigError(f"steps={steps} must be at least 1")
-    if template is not None:
-        template = torch.as_tensor(template, dtype=torch.long, device=device)
-        if template.dim() == 1:
-            template = template[None].expand(B, -1)
-        max_new_tokens = template.shape[1]
-    N = max_new_tokens
-    gens = _generators(seed, generator, B, device)
+    run = _run(model, process, sampler, prompts, max_new_tokens=max_new_tokens, steps=steps,
+               batch_size=batch_size, block_size=block_size, use_cache=use_cache, max_context=max_context,
+               seed=seed, generator=generator, pad_token_id=pad_token_id, eos_token_id=eos_token_id,
+               stop_at_eos=stop_at_eos, template=template, infill_id=infill_id, denoise=denoise)
+    stream_ = GenerationStream(run)
+    for info in stream_:
+        if callback is not None:
+            callback(info)
+    return stream_.output
 
-    prompt_ids, prompt_valid = left_pad(prompts, pad_token_id, device)  # [B, P]
-    P = prompt_ids.shape[1]
-    new = process.prior((B, N), device=device, generator=gens)  # [B, N]
-    frozen_new = torch.zeros(B, N, dtype=torch.bool, device=device)
-    if template is not None:
-        frozen_new = template != process.mask_id
-        new = torch.where(frozen_new, template, new)
-    x = torch.cat([prompt_ids, new], dim=1)  # [B, T]
-    frozen = torch.cat([torch.ones_like(prompt_valid), frozen_new], dim=1)  # prompt + template are fixed
-    valid = torch.cat([prompt_valid, torch.ones(B, N, dtype=torch.bool, device=device)], dim=1)
 
-    config = model.config
-    structural = getattr(config, "attention", "bidirectional")
-    lengths = prompt_valid.sum(1)  # [B]
-    if block_size is not None and structural == "block_causal" and config.block_size:
-        block_size = config.block_size if block_size is None else block_size
-        if block_size % config.block_size and config.block_size % block_size:
-            raise ConfigError(f"block_size={block_size} does not fit the model's block size {config.block_size}")
-    # positions: the first new token of every row sits at the same block-aligned position
-    align = block_size or 1
-    start = ((lengths.max() + align - 1) // align) * align if P else torch.tensor(0, device=device)
-    positions = torch.cumsum(valid.long(), 1) - 1 - lengths[:, None] + start  # [B, T]
-    positions = torch.where(valid, positions, torch.zeros_like(positions)).clamp_min(0)
-    if max_context is None and int(positions.max()) >= config.max_position_embeddings:
-        raise ConfigError(
-            f"prompt + max_new_tokens needs position {int(positions.max())} but the model allows "
-            f"{config.max_position_embeddings}; shorten the prompt or max_new_tokens"
-        )
+class GenerationStream:
+    """Iterator over the :class:`StepInfo` of one generation; ``.output`` is set when it ends."""
 
-    call = denoise or _model_call(model, process)
-    ctx = make_context(model, process, call, valid, positions, block_size=block_size,
-                       cache="auto" if use_cache else "none", max_context=max_context)
+    def __init__(self, run):
+        self._run = run
+        self.output: Optional[GenerationOutput] = None
 
-    windows = [(P + lo, P + min(lo + (block_size or N), N)) for lo in range(0, N, block_size or N)]
-    steps_per = [max(1, steps // len(windows))] * len(windows)
-    nfe, started = 0, time.perf_counter()
-    for lo, hi in windows:
-        sampler.set_timesteps(steps_per[0], device=device)
-        cached_logits, last_x = None, None
-        for t_f, s_f in sampler.pairs():
-            t = torch.full((B,), t_f, device=device)
-            s = torch.full((B,), s_f, device=device)
-            x_win = x[:, lo:hi]
-            reuse = getattr(sampler, "skips_unchanged", False) and last_x is not None and torch.equal(x_win, last_x)
-            if reuse:
-                logits = cached_logits
-            else:
-                logits = ctx.logits(x, lo, hi, t)  # [B, hi - lo, V]
-                nfe += 1
-            out = sampler.step(logits, t, s, x_win, generator=gens)
-            x_new = torch.where(frozen[:, lo:hi], x_win, out.x_s)
-            cached_logits, last_x = logits, x_win.clone()
-            x[:, lo:hi] = x_new
-            if callback is not None:
-                callback(StepInfo(x=x, window=(lo, hi), t=t_f, s=s_f, nfe=nfe))
-        ctx.commit(x, lo, hi)
-        if stop_at_eos and eos_token_id is not None and block_size is not None:
-            if bool((x[:, P:hi] == eos_token_id).any(1).all()):
-                x = x[:, :hi]
-                break
-    seconds = time.perf_counter() - started
+    def __iter__(self):
+        self.output = yield from self._run
 
-    generated = []
-    for b in range(B):
-        row = x[b, P:].tolist()
-        if stop_at_eos and eos_token_id is not None and eos_token_id in row:
-            row = row[: row.index(eos_token_id)]
-        generated.append(row)
-    return GenerationOutput(
-        sequences=x, generated=generated, nfe=nfe, seconds=seconds,
-        lengths=[len(g) for g in generated], prompt_lengths=lengths.tolist(),
-    )
+
+def stream(model, process, sampler, prompts=None, **kwargs) -> GenerationStream:
+    """Same arguments as :func:`generate` (but no ``callback``): iterate to get every step::
+
+        s = stream(model, process, "ancestral", [[1, 2]], max_new_tokens=16, steps=8, seed=0)
+        for info in s:
+            show(info.x)
+        result = s.output
+    """
+    if "callback" in kwargs:
+        raise ConfigError("stream() yields every step itself; drop the callback argument")
+    return GenerationStream(_run(model, process, sampler, prompts, **kwargs))
 
 
 def check_compatible(model, process) -> None:
@@ -234,4 +386,8 @@ def check_compatible(model, process) -> None:
     if needs_t and not has_t:
         raise IncompatibleError(
             "the process is time-conditioned but the model has no time embedding; set process.time_conditioning=false or build the model with time_conditioning"
+        )
+    if has_t and not needs_t:
+        raise IncompatibleError(
+            f"the model is time-conditioned but process {process.config.name!r} does not feed t; set process.time_conditioning=true (or use a time-free model)"
         )

@@ -41,11 +41,11 @@ def nelbo_terms(
     """
     B = x0.shape[0]
     if t is None:
-        t = process.sample_t(B, device=x0.device, generator=generator)
+        t = process.sample_t(B, device=x0.device, generator=generator, seq_len=x0.shape[1])
     x_t = process.corrupt(x0, t, frozen=frozen, generator=generator)
     inputs = process.model_inputs(x_t, x0, t)
     if process.time_conditioning:
-        inputs["t"] = t
+        inputs.setdefault("t", t)  # model_inputs may give its own (block diffusion: [B, 2L])
     logits = model(**inputs).logits
     logits = process.model_logits(logits, x_t)  # [B, L, V]
     loss = process.loss(logits, x_t, x0, t)  # [B, L]

@@ -8,11 +8,13 @@ Every schedule gives ``alpha``, ``dalpha`` (α'), ``sigma`` and ``dsigma`` (σ')
 """
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import torch
 
+from .errors import ConfigError
 from .registry import register
 
 
@@ -36,6 +38,10 @@ class Schedule(ABC):
     @abstractmethod
     def dalpha(self, t: torch.Tensor) -> torch.Tensor:
         """Time derivative α'(t) ≤ 0."""
+
+    def mask_rate(self, t: torch.Tensor) -> torch.Tensor:
+        """1 − α(t), the corruption probability; subclasses compute it without cancellation near t = 0."""
+        return 1 - self.alpha(t)
 
     def sigma(self, t: torch.Tensor) -> torch.Tensor:
         """Total noise σ(t) = −log α(t)."""
@@ -62,6 +68,10 @@ class LogLinearConfig(ScheduleConfig):
     name: str = "loglinear"
     eps: float = 1e-3  # α(1) = eps, so the prior is reached up to eps
 
+    def validate(self) -> None:
+        if not 0.0 <= self.eps < 1.0:
+            raise ConfigError(f"schedule loglinear: eps={self.eps} must be in [0, 1)")
+
 
 @register("schedule", "loglinear")
 class LogLinear(Schedule):
@@ -78,5 +88,213 @@ class LogLinear(Schedule):
     def dalpha(self, t):
         return torch.full_like(t, -(1 - self.config.eps))
 
+    def sigma(self, t):
+        return -torch.log1p(-(1 - self.config.eps) * t)
+
+    def mask_rate(self, t):
+        return (1 - self.config.eps) * t
+
     def t_from_alpha(self, alpha):
         return (1 - alpha) / (1 - self.config.eps)
+
+
+@dataclass
+class LinearConfig(ScheduleConfig):
+    name: str = "linear"
+    sigma_min: float = 0.0  # σ(0); α(0) = exp(−σ_min)
+    sigma_max: float = 10.0  # σ(1); α(1) = exp(−σ_max)
+
+    def validate(self) -> None:
+        if not 0.0 <= self.sigma_min < self.sigma_max:
+            raise ConfigError(f"schedule linear: need 0 <= sigma_min < sigma_max, got {self.sigma_min}, {self.sigma_max}")
+
+
+@register("schedule", "linear")
+class Linear(Schedule):
+    """Linear total noise (MDLM's "linear"): σ(t) = σ_min + (σ_max − σ_min) t.
+
+    α(t) = exp(−σ(t)), α'(t) = −(σ_max − σ_min) α(t). Limits: α(0) = e^{−σ_min}, α(1) = e^{−σ_max}.
+    """
+
+    config_class = LinearConfig
+
+    def sigma(self, t):
+        c = self.config
+        return c.sigma_min + (c.sigma_max - c.sigma_min) * t
+
+    def dsigma(self, t):
+        c = self.config
+        return torch.full_like(t, c.sigma_max - c.sigma_min)
+
+    def alpha(self, t):
+        return torch.exp(-self.sigma(t))
+
+    def mask_rate(self, t):
+        return -torch.expm1(-self.sigma(t))
+
+    def dalpha(self, t):
+        return -self.dsigma(t) * self.alpha(t)
+
+    def t_from_alpha(self, alpha):
+        c = self.config
+        return (-torch.log(alpha) - c.sigma_min) / (c.sigma_max - c.sigma_min)
+
+
+@dataclass
+class CosineConfig(ScheduleConfig):
+    name: str = "cosine"
+    eps: float = 1e-3  # α(1) = eps
+
+    def validate(self) -> None:
+        if not 0.0 <= self.eps < 1.0:
+            raise ConfigError(f"schedule cosine: eps={self.eps} must be in [0, 1)")
+
+
+@register("schedule", "cosine")
+class Cosine(Schedule):
+    """Cosine schedule (MDLM's "cosine"): α(t) = ε + (1 − ε) cos(π t / 2).
+
+    α'(t) = −(1 − ε) (π / 2) sin(π t / 2). Limits: α(0) = 1, α(1) = ε. Few tokens are corrupted early
+    (1 − α ≈ (1 − ε) π² t² / 8), so more of the training budget goes to high noise levels.
+    """
+
+    config_class = CosineConfig
+
+    def alpha(self, t):
+        eps = self.config.eps
+        return eps + (1 - eps) * torch.cos(torch.pi * t / 2)
+
+    def mask_rate(self, t):
+        return 2 * (1 - self.config.eps) * torch.sin(torch.pi * t / 4) ** 2  # 1 − cos x = 2 sin²(x/2)
+
+    def dalpha(self, t):
+        eps = self.config.eps
+        return -(1 - eps) * (torch.pi / 2) * torch.sin(torch.pi * t / 2)
+
+    def t_from_alpha(self, alpha):
+        eps = self.config.eps
+        return torch.arccos(((alpha - eps) / (1 - eps)).clamp(-1.0, 1.0)) * 2 / torch.pi
+
+
+@dataclass
+class GeometricConfig(ScheduleConfig):
+    name: str = "geometric"
+    sigma_min: float = 1e-4  # σ(0) (SEDD's uniform graph: 1e-4)
+    sigma_max: float = 20.0  # σ(1) (SEDD's uniform graph: 20)
+
+    def validate(self) -> None:
+        if not 0.0 < self.sigma_min < self.sigma_max:
+            raise ConfigError(f"schedule geometric: need 0 < sigma_min < sigma_max, got {self.sigma_min}, {self.sigma_max}")
+
+
+@register("schedule", "geometric")
+class Geometric(Schedule):
+    """Geometric total noise (SEDD, Lou et al. 2024): σ(t) = σ_min^{1 − t} σ_max^t.
+
+    σ'(t) = σ(t) log(σ_max / σ_min); α(t) = exp(−σ(t)), α'(t) = −σ'(t) α(t).
+    Limits: α(0) = e^{−σ_min} ≈ 1 − σ_min (so a NELBO over [0, 1] leaves out a reconstruction term
+    of order σ_min), α(1) = e^{−σ_max} ≈ 2e-9 for σ_max = 20.
+    """
+
+    config_class = GeometricConfig
+
+    def sigma(self, t):
+        c = self.config
+        return c.sigma_min ** (1 - t) * c.sigma_max ** t
+
+    def dsigma(self, t):
+        c = self.config
+        return self.sigma(t) * math.log(c.sigma_max / c.sigma_min)
+
+    def alpha(self, t):
+        return torch.exp(-self.sigma(t))
+
+    def mask_rate(self, t):
+        return -torch.expm1(-self.sigma(t))
+
+    def dalpha(self, t):
+        return -self.dsigma(t) * self.alpha(t)
+
+    def t_from_alpha(self, alpha):
+        c = self.config
+        return torch.log(-torch.log(alpha) / c.sigma_min) / math.log(c.sigma_max / c.sigma_min)
+
+
+@dataclass
+class PolynomialConfig(ScheduleConfig):
+    name: str = "polynomial"
+    power: float = 2.0  # w: the mask rate grows like t^w (w = 1 is log-linear)
+    eps: float = 1e-3  # α(1) = eps
+
+    def validate(self) -> None:
+        if self.power <= 0 or not 0.0 <= self.eps < 1.0:
+            raise ConfigError(f"schedule polynomial: need power > 0 and 0 <= eps < 1, got {self.power}, {self.eps}")
+
+
+@register("schedule", "polynomial")
+class Polynomial(Schedule):
+    """Polynomial schedule (MD4's "poly"): α(t) = 1 − (1 − ε) t^w.
+
+    α'(t) = −(1 − ε) w t^{w − 1}. Limits: α(0) = 1, α(1) = ε. w > 1 keeps tokens clean longer,
+    w < 1 corrupts early. For masked diffusion the ELBO weight −α'/(1 − α) is w / t.
+    """
+
+    config_class = PolynomialConfig
+
+    def alpha(self, t):
+        c = self.config
+        return 1 - (1 - c.eps) * t ** c.power
+
+    def mask_rate(self, t):
+        c = self.config
+        return (1 - c.eps) * t ** c.power
+
+    def dalpha(self, t):
+        c = self.config
+        return -(1 - c.eps) * c.power * t ** (c.power - 1)
+
+    def t_from_alpha(self, alpha):
+        c = self.config
+        return ((1 - alpha) / (1 - c.eps)).clamp_min(0.0) ** (1.0 / c.power)
+
+
+@dataclass
+class ClippedConfig(ScheduleConfig):
+    name: str = "clipped"
+    beta: float = 0.3  # lowest mask rate 1 − α, at t = 0
+    omega: float = 0.8  # highest mask rate 1 − α, at t = 1
+
+    def validate(self) -> None:
+        if not 0.0 <= self.beta < self.omega <= 1.0:
+            raise ConfigError(
+                f"schedule clipped: need 0 <= beta < omega <= 1, got beta={self.beta}, omega={self.omega}"
+            )
+
+
+@register("schedule", "clipped")
+class Clipped(Schedule):
+    """Clipped linear schedule (BD3-LM, Arriola et al. 2025): the mask rate 1 − α is drawn in [β, ω].
+
+    α(t) = 1 − β − (ω − β) t, α'(t) = −(ω − β). Limits: α(0) = 1 − β, α(1) = 1 − ω.
+    With t ~ U(0, 1) this is BD3-LM's mask rate ~ U[β, ω], which lowers the variance of the
+    gradient. With β > 0 or ω < 1 the masked NELBO integral covers only the mask rates in [β, ω]:
+    it is a training objective, NOT a likelihood bound — evaluate with β = 0, ω = 1 (log-linear).
+    """
+
+    config_class = ClippedConfig
+
+    def alpha(self, t):
+        c = self.config
+        return 1 - c.beta - (c.omega - c.beta) * t
+
+    def mask_rate(self, t):
+        c = self.config
+        return c.beta + (c.omega - c.beta) * t
+
+    def dalpha(self, t):
+        c = self.config
+        return torch.full_like(t, -(c.omega - c.beta))
+
+    def t_from_alpha(self, alpha):
+        c = self.config
+        return ((1 - alpha - c.beta) / (c.omega - c.beta)).clamp(0.0, 1.0)

@@ -13,6 +13,9 @@ class TextDiffConfig(PretrainedConfig):
     """A DiT-style transformer: rotary positions, pre-norm blocks, adaLN time conditioning (only when
     ``time_conditioning``), SDPA attention.
 
+    ``attn_backend``: "sdpa" (PyTorch's fused kernels), "eager" (explicit softmax(QKᵀ)V, faster on
+    CPUs for short rows, especially in bfloat16) or "auto" (eager on CPU, SDPA elsewhere).
+
     ``attention`` picks the structural mask: ``bidirectional`` (masked / uniform / SEDD diffusion),
     ``causal`` (the AR baseline) or ``block_causal`` with ``block_size`` (block diffusion, BD3-LM).
     """
@@ -36,6 +39,7 @@ class TextDiffConfig(PretrainedConfig):
         initializer_range: float = 0.02,
         mask_token_id: Optional[int] = None,
         tie_word_embeddings: bool = False,
+        attn_backend: str = "auto",
         **kwargs,
     ):
         if attention not in ATTENTION_KINDS:
@@ -58,4 +62,7 @@ class TextDiffConfig(PretrainedConfig):
         self.block_size = block_size
         self.initializer_range = initializer_range
         self.mask_token_id = mask_token_id
+        if attn_backend not in ("auto", "sdpa", "eager"):
+            raise ValueError(f"attn_backend={attn_backend!r}; use 'auto', 'sdpa' or 'eager'")
+        self.attn_backend = attn_backend
         super().__init__(tie_word_embeddings=tie_word_embeddings, **kwargs)

@@ -25,6 +25,7 @@ from transformers.utils import ModelOutput
 
 from .cache import KVCache
 from .configuration_textdiff import TextDiffConfig
+from .masks import is_flex_mask
 
 try:  # transformers >= 5 guards initialisation of weights that were loaded
     from transformers import initialization as init
@@ -93,6 +94,37 @@ class TimestepEmbedding(nn.Module):
         return F.silu(self.mlp(feats.to(self.mlp[0].weight.dtype)))
 
 
+_compiled_flex = None
+
+
+def flex_attend(q, k, v, block_mask):
+    """FlexAttention [B, H, L, Dh] with a ``BlockMask``; fused (compiled) on GPU, unfused on CPU."""
+    global _compiled_flex
+    from torch.nn.attention.flex_attention import flex_attention
+
+    if q.device.type != "cuda" or torch.compiler.is_compiling():
+        if q.device.type == "cpu" and torch.is_grad_enabled() and q.requires_grad:
+            raise ValueError("FlexAttention has no backward on CPU; train with process.attention_backend='sdpa' (or 'auto') on CPU")
+        return flex_attention(q, k, v, block_mask=block_mask)
+    if _compiled_flex is None:
+        _compiled_flex = torch.compile(flex_attention, dynamic=False)
+    return _compiled_flex(q, k, v, block_mask=block_mask)
+
+
+def eager_attention(q, k, v, mask, is_causal: bool, dropout: float = 0.0):
+    """softmax(Q Kᵀ / √Dh) V with the softmax in float32; q [B, H, L, Dh], k and v [B, H, T, Dh]."""
+    scores = (q @ k.transpose(-1, -2)) * (q.shape[-1] ** -0.5)  # [B, H, L, T]
+    if is_causal:
+        L, T = scores.shape[-2:]
+        mask = torch.ones(L, T, dtype=torch.bool, device=q.device).tril(T - L)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)
+    if dropout > 0:
+        probs = F.dropout(probs, p=dropout)
+    return probs @ v  # [B, H, L, Dh]
+
+
 class Attention(nn.Module):
     def __init__(self, config: TextDiffConfig):
         super().__init__()
@@ -101,6 +133,7 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=False)
         self.proj = nn.Linear(config.hidden_size, config.hidden_size, bias=False)
         self.dropout = config.dropout
+        self.backend = getattr(config, "attn_backend", "auto")
 
     def forward(self, x, rope, mask, cache: Optional[KVCache], layer_idx: int, update_cache: bool, is_causal: bool):
         B, L, D = x.shape
@@ -116,11 +149,14 @@ class Attention(nn.Module):
                 v_all = torch.cat([past_v, v], dim=2)
             if update_cache:
                 cache.append_layer(layer_idx, k, v)
-        out = F.scaled_dot_product_attention(
-            q, k_all, v_all, attn_mask=mask, is_causal=is_causal,
-            dropout_p=self.dropout if self.training else 0.0,
-        )  # [B, H, L, Dh]
-        return self.proj(out.transpose(1, 2).reshape(B, L, D))  # [B, L, D]
+        dropout = self.dropout if self.training else 0.0
+        if is_flex_mask(mask):  # FlexAttention BlockMask (block-diffusion training)
+            out = flex_attend(q, k_all, v_all, mask)
+        elif self.backend == "eager" or (self.backend == "auto" and x.device.type == "cpu"):
+            out = eager_attention(q, k_all, v_all, mask, is_causal, dropout)
+        else:
+            out = F.scaled_dot_product_attention(q, k_all, v_all, attn_mask=mask, is_causal=is_causal, dropout_p=dropout)
+        return self.proj(out.transpose(1, 2).reshape(B, L, D))  # [B, H, L, Dh] -> [B, L, D]
 
 
 class MLP(nn.Module):
@@ -250,7 +286,8 @@ class TextDiffModel(TextDiffPreTrainedModel):
         input_ids: [B, L] tokens (x_t for diffusion, x for AR).
         t: [B] or [B, L] diffusion time; required iff ``config.time_conditioning``.
         attention_mask: [B, L] (1 = real token, 0 = padding) or a bool [B|1, 1, L, T+L] mask
-            (True = may attend) that replaces the structural one.
+            (True = may attend) that replaces the structural one, or a FlexAttention ``BlockMask``
+            (then ``position_ids`` are required and no cache is used).
         position_ids: [B, L]; default from the padding and the cache.
         cache: a KVCache read (and, with ``update_cache``, extended) by this call.
         """
@@ -260,9 +297,13 @@ class TextDiffModel(TextDiffPreTrainedModel):
             raise ValueError("this denoiser is time-conditioned: pass t (a [B] or [B, L] tensor of times in [0, 1])")
         if position_ids is None:
             position_ids = self.default_positions(input_ids, attention_mask, cache)
-        if int(position_ids.max()) >= cfg.max_position_embeddings:
+        # rotary attention only sees relative positions: bound the span (a sliding cache may go far)
+        first = position_ids.min()
+        if cache is not None and cache.length > 0 and bool(cache.valid.any()):
+            first = torch.minimum(first, cache.positions[cache.valid].min())
+        if not torch.compiler.is_compiling() and int(position_ids.max() - first) >= cfg.max_position_embeddings:
             raise ValueError(
-                f"position {int(position_ids.max())} exceeds max_position_embeddings={cfg.max_position_embeddings}; "
+                f"positions span {int(position_ids.max() - first) + 1} > max_position_embeddings={cfg.max_position_embeddings}; "
                 "use shorter inputs or a sliding cache window"
             )
         mask, is_causal = self._attention_mask(attention_mask, position_ids, cache)
@@ -286,6 +327,8 @@ class TextDiffModel(TextDiffPreTrainedModel):
     def _attention_mask(self, attention_mask, position_ids, cache):
         """Combine the structural mask, key padding and the cache into one SDPA mask."""
         cfg = self.config
+        if is_flex_mask(attention_mask):
+            return attention_mask, False
         if attention_mask is not None and attention_mask.dim() == 4:
             return attention_mask.bool(), False
         has_cache = cache is not None and cache.length > 0

@@ -4,7 +4,14 @@ At each step draw x_s ~ p_θ(x_s | x_t) = Σ_{x0} q(x_s | x_t, x0) p_θ(x0 | x_t
 gives as ``reverse_probs``. Temperature / top-k / top-p act on p_θ(x0 | x_t) before the posterior.
 
 ``cache_unchanged`` (MDLM's cached sampler): when the model ignores t and x_t did not change in a
-step, the logits are the same, so the generation loop may reuse them and skip a network call.
+step, the logits are the same, so the generation loop may reuse them and skip a network call. This
+is exact: a denoiser that is not given t is a function of x_t alone, so the reused logits are the
+logits the skipped call would have returned, and the draws (which come from the per-row generators in
+the same order either way) are identical. ``tests/test_sampler_oracle.py`` checks cached == uncached
+token for token and that the cached run uses fewer calls.
+
+For absorbing processes the loop stops once no [MASK] is left (``finished``): every later posterior
+is the identity, so the remaining steps could not change anything.
 """
 from __future__ import annotations
 
@@ -25,11 +32,14 @@ class AncestralConfig(SamplerConfig):
 @register("sampler", "ancestral")
 class AncestralSampler(Sampler):
     config_class = AncestralConfig
-    compatible = ("masked", "uniform")
+    compatible = ("masked", "uniform", "ar")
 
     @property
     def skips_unchanged(self) -> bool:
         return self.config.cache_unchanged and not self.process.time_conditioning
+
+    def finished(self, x_t):
+        return self._no_noise_left(x_t)
 
     def step(self, logits, t, s, x_t, generator=None):
         filtered = self.filter_logits(self.process.x0_logits(logits, x_t, t))  # [B, L, V]

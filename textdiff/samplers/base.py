@@ -4,12 +4,20 @@ A sampler is bound to a forward process and reads the denoiser's logits through 
 loop owns the model call and the blocks/caches; a sampler only sees one window::
 
     sampler.set_timesteps(num_steps)             # the time grid 1 = t_0 > t_1 > ... > t_N = 0
+    sampler.begin(x_t, generator)                # optional: a grid that depends on the state
     for t, s in sampler.pairs():                 # consecutive (t, s) with s < t
+        if sampler.finished(x_t): break          # optional early exit (nothing left to do)
         logits = model(x_t, t)                   # the loop calls the model
         x_t = sampler.step(logits, t, s, x_t, generator).x_s
 
 Per-sampler knobs live in the sampler's config dataclass (which round-trips through JSON), never as
 extra ``step`` arguments. Every categorical draw is float64 (see :mod:`textdiff.categorical`).
+
+Time grids: ``timesteps`` is either one grid ``[N + 1]`` shared by all rows (``pairs()`` gives python
+floats) or one grid per row ``[B, N + 1]`` (``pairs()`` gives ``[B]`` float64 tensors). Per-row grids
+serve samplers whose times are random and state dependent, e.g. first-hitting sampling, whose grid
+is drawn in :meth:`Sampler.begin` once the sampler sees the window. ``t`` and ``s`` reaching ``step``
+are always ``[B]`` tensors (the generation loop broadcasts floats).
 """
 from __future__ import annotations
 
@@ -57,6 +65,7 @@ class Sampler(ABC):
     cache_unchanged: ClassVar[bool] = False
 
     def __init__(self, config: SamplerConfig, process):
+        config.validate()
         self.config = config
         self.process = process
         family = type(process).__name__
@@ -76,12 +85,33 @@ class Sampler(ABC):
         self.num_steps = int(num_steps)
         self.timesteps = torch.linspace(1.0, 0.0, num_steps + 1, dtype=torch.float64, device=device)
 
+    def begin(self, x_t: torch.Tensor, generator: Generator = None) -> None:
+        """Called once per window after :meth:`set_timesteps`, with the initial x_t [B, L].
+
+        The default does nothing; a sampler whose grid depends on the state (first-hitting) draws it
+        here, replacing ``timesteps`` with a per-row grid [B, N + 1].
+        """
+
     def pairs(self):
-        """Consecutive (t, s) floats of the grid, s < t."""
+        """Consecutive (t, s) of the grid, s <= t: floats for a shared grid, [B] tensors per row."""
         if self.timesteps is None:
             raise ConfigError("call set_timesteps(num_steps) before sampling")
+        if self.timesteps.dim() == 2:  # one grid per row
+            cols = self.timesteps.unbind(1)
+            return list(zip(cols[:-1], cols[1:]))
         ts = self.timesteps.tolist()
         return list(zip(ts[:-1], ts[1:]))
+
+    def finished(self, x_t: torch.Tensor) -> bool:
+        """True when further steps cannot change x_t [B, L] (the loop may stop early). Default False."""
+        return False
+
+    def _no_noise_left(self, x_t: torch.Tensor) -> bool:
+        """For absorbing processes: no [MASK] left, so a non-revising sampler has nothing to do."""
+        try:
+            return not bool(self.process.is_noise(x_t).any())
+        except IncompatibleError:
+            return False
 
     # ---- the step -----------------------------------------------------------------------------
     @abstractmethod
@@ -89,6 +119,12 @@ class Sampler(ABC):
         """Move x_t [B, L] at time t to x_s at time s < t using the denoiser's ``logits`` [B, L, V]."""
 
     # ---- helpers shared by samplers -----------------------------------------------------------
+    @staticmethod
+    def rows(t, x_t: torch.Tensor) -> torch.Tensor:
+        """A time given as a float, a [] or a [B] tensor -> [B] float64 on x_t's device."""
+        t = torch.as_tensor(t, dtype=torch.float64, device=x_t.device)
+        return t.expand(x_t.shape[0]) if t.dim() == 0 else t.reshape(x_t.shape[0])
+
     def filter_logits(self, logits: torch.Tensor) -> torch.Tensor:
         """Temperature, top-k and nucleus filtering of [..., V] logits (float32 -> float64 result)."""
         lg = logits.double()
@@ -109,6 +145,22 @@ class Sampler(ABC):
             drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
             lg = lg.masked_fill(drop, float("-inf"))
         return lg
+
+    @property
+    def filters(self) -> bool:
+        """Whether temperature / top-k / top-p change anything (False at the defaults)."""
+        cfg = self.config
+        return cfg.temperature != 1.0 or cfg.top_k is not None or cfg.top_p < 1.0
+
+    def filter_probs(self, probs: torch.Tensor) -> torch.Tensor:
+        """Filter a transition distribution [..., V] (rows sum to 1) by temperature / top-k / top-p.
+
+        Used by samplers that do not read p_θ(x0 | x_t) (Euler, analytic): the knobs then act on the
+        one-step transition distribution. Identity (exactly) at the default knobs.
+        """
+        if not self.filters:
+            return probs.double()
+        return torch.softmax(self.filter_logits(torch.log(probs.double())), dim=-1)
 
     def x0_log_probs(self, logits, x_t, t) -> torch.Tensor:
         """Filtered log p_θ(x0 | x_t) [B, L, V] in float64, read through the process."""

@@ -1,0 +1,146 @@
+"""The ``textdiff`` command line: ``train``, ``generate``, ``score``, ``eval``, ``list``.
+
+User mistakes print one line ``error: ...`` and exit with status 2, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from .errors import TextDiffError
+
+
+def _cmd_train(args) -> None:
+    from .config import load_recipe
+    from .training.loop import train
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    final = train(recipe, resume=args.resume)
+    print(f"saved {final}")
+
+
+def _read_prompts(args) -> list[str]:
+    prompts = list(args.prompt or [])
+    if args.prompt_file:
+        path = Path(args.prompt_file)
+        if not path.is_file():
+            raise TextDiffError(f"prompt file {str(path)!r} does not exist")
+        for line in path.read_text().splitlines():
+            if not line.strip():
+                continue
+            prompts.append(json.loads(line)["prompt"] if path.suffix == ".jsonl" else line)
+    return prompts or [""]
+
+
+def _cmd_generate(args) -> None:
+    from .lm import DiffusionLM
+
+    lm = DiffusionLM.from_pretrained(args.model, device=args.device)
+    prompts = _read_prompts(args)
+    prompts = [p for p in prompts for _ in range(args.num_samples)]
+    texts, out = lm.generate(
+        prompts, max_new_tokens=args.max_new_tokens, steps=args.steps, sampler=args.sampler,
+        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+        block_size=args.block_size, return_output=True,
+    )
+    sink = open(args.output, "w") if args.output else sys.stdout
+    for i, (prompt, text) in enumerate(zip(prompts, texts)):
+        if args.format == "jsonl":
+            sink.write(json.dumps({"prompt": prompt, "text": text, "new_tokens": out.lengths[i]}) + "\n")
+        else:
+            sink.write(text + ("\n" + "-" * 40 + "\n" if i < len(texts) - 1 else "\n"))
+    if args.output:
+        sink.close()
+    print(f"[{len(texts)} samples, {out.nfe} model calls, {out.seconds:.2f} s]", file=sys.stderr)
+
+
+def _cmd_score(args) -> None:
+    from .lm import DiffusionLM
+
+    lm = DiffusionLM.from_pretrained(args.model, device=args.device)
+    texts = args.text or [ln for ln in Path(args.file).read_text().splitlines() if ln.strip()]
+    for text, nelbo in zip(texts, lm.score(texts, t_samples=args.t_samples, seed=args.seed)):
+        print(json.dumps({"text": text, "nelbo": nelbo}))
+
+
+def _cmd_list(args) -> None:
+    from .registry import available
+
+    for kind in ("process", "schedule", "sampler"):
+        print(f"{kind}: {', '.join(available(kind))}")
+
+
+def _cmd_eval(args) -> None:
+    try:
+        from evaluation.run import main as run_suite  # the harness lives outside the package
+    except ImportError:
+        raise TextDiffError("the evaluation harness is not importable; run from the repository root: python -m evaluation SUITE.yaml") from None
+    run_suite([args.suite, *args.overrides])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="textdiff", description="Train, sample from and evaluate discrete text diffusion LMs.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a recipe (YAML) with key=value overrides")
+    t.add_argument("recipe", help="recipe YAML, e.g. recipes/quickstart.yaml")
+    t.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. train.lr=1e-4")
+    t.add_argument("--resume", action="store_true", help="continue from the last checkpoint in output_dir")
+    t.set_defaults(func=_cmd_train)
+
+    g = sub.add_parser("generate", help="sample text from a saved model")
+    g.add_argument("--model", required=True, help="a saved model folder (a run's final/)")
+    g.add_argument("--prompt", action="append", help="a prompt (repeatable)")
+    g.add_argument("--prompt-file", help="prompts, one per line (.txt) or {'prompt': ...} per line (.jsonl)")
+    g.add_argument("--num-samples", type=int, default=1, help="samples per prompt")
+    g.add_argument("--max-new-tokens", type=int, default=64)
+    g.add_argument("--steps", type=int, default=None, help="sampler steps (default: max-new-tokens)")
+    g.add_argument("--sampler", default=None, help="sampler name (default: the model's saved sampler)")
+    g.add_argument("--temperature", type=float, default=None)
+    g.add_argument("--top-k", type=int, default=None)
+    g.add_argument("--top-p", type=float, default=None)
+    g.add_argument("--block-size", type=int, default=None, help="decode blocks of this many tokens left to right")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--format", choices=["text", "jsonl"], default="text")
+    g.add_argument("--output", help="write samples here instead of stdout")
+    g.add_argument("--device", default=None)
+    g.set_defaults(func=_cmd_generate)
+
+    s = sub.add_parser("score", help="NELBO (nats) of texts under a saved model")
+    s.add_argument("--model", required=True)
+    s.add_argument("--text", action="append")
+    s.add_argument("--file")
+    s.add_argument("--t-samples", type=int, default=32)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--device", default=None)
+    s.set_defaults(func=_cmd_score)
+
+    e = sub.add_parser("eval", help="run an evaluation suite (see evaluation/)")
+    e.add_argument("suite")
+    e.add_argument("overrides", nargs="*")
+    e.set_defaults(func=_cmd_eval)
+
+    ls = sub.add_parser("list", help="list registered processes, schedules and samplers")
+    ls.set_defaults(func=_cmd_list)
+    return p
+
+
+def main(argv=None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except TextDiffError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; the last checkpoint is intact (resume with --resume)", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""``DiffusionLM``: a denoiser, its tokenizer, its forward process and a default sampler in one object.
+
+    lm = DiffusionLM.from_pretrained("runs/quickstart/final")
+    lm.generate(["The list"], max_new_tokens=64, steps=64, seed=0)
+    lm.score(["Some text."])            # NELBO per text (nats)
+    lm.save_pretrained("my-model")
+
+A saved folder is a Hugging Face model folder (``config.json`` + ``model.safetensors``), the
+tokenizer files, and ``textdiff.json`` with the process and sampler configs.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import torch
+
+from .config import resolve_section, to_dict
+from .errors import ConfigError
+from .registry import build_process, build_sampler
+from .training.setup import PIPELINE_FILE
+
+
+class DiffusionLM:
+    def __init__(self, model, tokenizer, process, sampler_config=None, seq_len: Optional[int] = None):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.process = process
+        self.sampler_config = sampler_config if sampler_config is not None else resolve_section("sampler", "ancestral", "sampler")
+        self.seq_len = seq_len or getattr(model.config, "max_position_embeddings", None)
+
+    # ---- loading and saving -------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, path: Union[str, Path], device: Optional[str] = None, dtype: Optional[torch.dtype] = None):
+        """Load a saved textdiff model folder (a run's ``final/`` or ``checkpoint-N/``)."""
+        from transformers import AutoModel
+
+        from . import models  # noqa: F401  (registers the textdiff Auto classes)
+        from .tokenization import load_tokenizer
+
+        path = Path(path)
+        if not path.is_dir():
+            raise ConfigError(f"model folder {str(path)!r} does not exist; pass a run's final/ folder")
+        missing = [f for f in ("config.json", PIPELINE_FILE) if not (path / f).is_file()]
+        if not any(path.glob("*.safetensors")):
+            missing.append("model.safetensors")
+        if missing:
+            raise ConfigError(f"model folder {str(path)!r} is missing {', '.join(missing)}; is it a textdiff model folder?")
+        meta = json.loads((path / PIPELINE_FILE).read_text())
+        tok_source = path if (path / "tokenizer_config.json").is_file() else path.parent / "tokenizer"
+        tokenizer = load_tokenizer(str(tok_source))
+        model = AutoModel.from_pretrained(str(path), dtype=dtype) if dtype is not None else AutoModel.from_pretrained(str(path))
+        model.to(device or ("cuda" if torch.cuda.is_available() else "cpu")).eval()
+        process = build_process(meta["process"], vocab_size=model.config.vocab_size, mask_id=tokenizer.mask_token_id)
+        sampler = resolve_section("sampler", meta.get("sampler") or "ancestral", "sampler")
+        return cls(model, tokenizer, process, sampler, seq_len=meta.get("seq_len"))
+
+    def save_pretrained(self, path: Union[str, Path]) -> None:
+        from .training.checkpoint import atomic_dir, commit_dir
+
+        path = Path(path)
+        tmp = atomic_dir(path)
+        self.model.save_pretrained(tmp, safe_serialization=True)
+        self.tokenizer.save_pretrained(tmp)
+        meta = {"process": to_dict(self.process.config), "sampler": to_dict(self.sampler_config),
+                "mask_token_id": self.tokenizer.mask_token_id, "eos_token_id": self.tokenizer.eos_token_id,
+                "pad_token_id": self.tokenizer.pad_token_id, "seq_len": self.seq_len}
+        (tmp / PIPELINE_FILE).write_text(json.dumps(meta, indent=2))
+        commit_dir(tmp, path)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    # ---- sampling -----------------------------------------------------------------------------
+    def make_sampler(self, sampler=None, **overrides):
+        """A sampler from a name, mapping or config (default: the saved one), with field overrides."""
+        if sampler is None:
+            spec = to_dict(self.sampler_config)
+        elif isinstance(sampler, str):
+            spec = {"name": sampler}
+        elif isinstance(sampler, dict):
+            spec = dict(sampler)
+        else:
+            spec = to_dict(sampler)
+        spec.update({k: v for k, v in overrides.items() if v is not None})
+        return build_sampler(resolve_section("sampler", spec, "sampler"), self.process)
+
+    def encode_prompts(self, prompts: Sequence[str]) -> list[list[int]]:
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        if len(prompts) == 0:
+            raise ConfigError("prompts is empty; pass a list of strings (use [''] for an unconditional sample)")
+        return [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+
+    def generate(
+        self,
+        prompts: Sequence[str],
+        max_new_tokens: int = 64,
+        steps: Optional[int] = None,
+        sampler=None,
+        temperature: Optional[float] = None,
+        top_k: Optional[int] = None,
+        top_p: Optional[float] = None,
+        seed: Optional[int] = None,
+        block_size: Optional[int] = None,
+        return_output: bool = False,
+        **kwargs,
+    ):
+        """Continue each prompt with ``max_new_tokens`` sampled tokens; returns the decoded texts
+        (prompt + continuation). ``return_output=True`` also returns the GenerationOutput (NFE, time)."""
+        from .generation import generate
+
+        ids = self.encode_prompts(prompts)
+        s = self.make_sampler(sampler, temperature=temperature, top_k=top_k, top_p=top_p)
+        longest = max(len(p) for p in ids)
+        limit = getattr(self.model.config, "max_position_embeddings", None)
+        if limit is not None and kwargs.get("max_context") is None and longest + max_new_tokens > limit:
+            raise ConfigError(
+                f"prompt ({longest} tokens) + max_new_tokens ({max_new_tokens}) exceeds the model's context of {limit}; shorten them"
+            )
+        out = generate(
+            self.model, self.process, s, ids, max_new_tokens=max_new_tokens, steps=steps or max_new_tokens,
+            seed=seed, block_size=block_size, pad_token_id=self.tokenizer.pad_token_id,
+            eos_token_id=self.tokenizer.eos_token_id, **kwargs,
+        )
+        texts = [self.tokenizer.decode(p + g, skip_special_tokens=True) for p, g in zip(ids, out.generated)]
+        return (texts, out) if return_output else texts
+
+    # ---- likelihood ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def score(self, texts: Sequence[str], t_samples: int = 32, seed: int = 0) -> list[float]:
+        """NELBO (nats, an upper bound on −log p) of each text with EOS appended, averaged over
+        ``t_samples`` draws of t per text (stratified). For AR models it is the exact NLL."""
+        from .objective import nelbo_terms
+
+        if isinstance(texts, str):
+            texts = [texts]
+        results = []
+        for i, text in enumerate(texts):
+            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"] + [self.tokenizer.eos_token_id]
+            if self.seq_len and len(ids) > self.seq_len:
+                raise ConfigError(f"text {i} has {len(ids)} tokens, more than the model's {self.seq_len}; split it")
+            x0 = torch.tensor([ids] * t_samples, device=self.device)  # [S, L]
+            g = torch.Generator().manual_seed(seed + i)
+            t = self.process.sample_t(t_samples, device=self.device, generator=g)
+            terms = nelbo_terms(self.model, self.process, x0, t=t, generator=g)
+            results.append(float(terms.loss.sum(1).mean() + self.process.prior_loss(x0[:1]).sum()))
+        return results

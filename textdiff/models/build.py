@@ -1,0 +1,67 @@
+"""Build the denoiser a recipe asks for (the textdiff transformer, or a saved model to fine-tune)."""
+from __future__ import annotations
+
+from typing import Optional
+
+from ..config import ModelConfig
+from ..errors import ConfigError
+from .configuration_textdiff import TextDiffConfig
+from .modeling_textdiff import TextDiffModel
+
+
+def denoiser_config(cfg: ModelConfig, vocab_size: int, process, seq_len: int, mask_id: Optional[int]) -> TextDiffConfig:
+    """A TextDiffConfig from the recipe's model section and what the process requires."""
+    attention = getattr(process, "required_attention", None) or cfg.attention
+    block_size = getattr(process, "block_size", None) or cfg.block_size
+    max_len = cfg.max_seq_len or seq_len
+    if seq_len > max_len:
+        raise ConfigError(f"data.seq_len={seq_len} exceeds model.max_seq_len={max_len}; raise model.max_seq_len or lower data.seq_len")
+    return TextDiffConfig(
+        vocab_size=vocab_size, hidden_size=cfg.hidden_size, num_layers=cfg.num_layers, num_heads=cfg.num_heads,
+        mlp_ratio=cfg.mlp_ratio, dropout=cfg.dropout, max_position_embeddings=max_len,
+        time_conditioning=process.time_conditioning, cond_dim=cfg.cond_dim, rope_theta=cfg.rope_theta,
+        attention=attention, block_size=block_size if attention == "block_causal" else None,
+        mask_token_id=mask_id, tie_word_embeddings=cfg.tie_word_embeddings,
+    )
+
+
+def load_denoiser(path: str, vocab_size: Optional[int] = None):
+    """A saved textdiff denoiser (``init_from``); embeddings grow if the tokenizer gained tokens."""
+    from pathlib import Path
+
+    if not (Path(path) / "config.json").is_file():
+        raise ConfigError(f"init_from={path!r} is not a saved model folder (no config.json); point it at a run's final/ folder")
+    model = TextDiffModel.from_pretrained(path)
+    if vocab_size is not None and vocab_size != model.config.vocab_size:
+        if vocab_size < model.config.vocab_size:
+            raise ConfigError(f"the tokenizer has {vocab_size} tokens but the model {model.config.vocab_size}; use the model's tokenizer")
+        model.resize_token_embeddings(vocab_size)
+    return model
+
+
+def adapt_attention(model, process) -> None:
+    """Fine-tune across attention kinds: a block-diffusion model (BD3-LM) from a full-sequence
+    masked checkpoint shares every weight; only the structural mask (config) changes."""
+    need = getattr(process, "required_attention", None)
+    if need is None or getattr(model.config, "attention", need) == need:
+        return
+    if need == "block_causal":
+        model.config.block_size = process.block_size
+    model.config.attention = need
+
+
+def check_model_process(model, process, seq_len: int) -> None:
+    """Raise a one-line error when the model cannot serve the process at this length."""
+    from ..generation import check_compatible
+
+    check_compatible(model, process)
+    need = getattr(process, "required_attention", None)
+    have = getattr(model.config, "attention", None)
+    if need is not None and have is not None and need != have:
+        raise ConfigError(f"process {process.config.name!r} needs {need} attention but the model has {have}; set model.attention={need}")
+    check = getattr(process, "check_model", None)  # e.g. block diffusion: the same block size
+    if check is not None:
+        check(model.config)
+    max_len = getattr(model.config, "max_position_embeddings", None)
+    if max_len is not None and seq_len > max_len:
+        raise ConfigError(f"data.seq_len={seq_len} exceeds the model's maximum {max_len}; lower data.seq_len")

@@ -1,0 +1,162 @@
+"""Confidence-ordered unmasking for masked diffusion: MaskGIT (Chang et al. 2022), LLaDA's
+low-confidence remasking (Nie et al. 2025), Dream's top-k margin and entropy orderings (Ye et al.
+2025), and Fast-dLLM's threshold parallel decoding (Wu et al. 2025).
+
+One step, at every [MASK] position of x_t [B, L]:
+
+1. draw a candidate x̂0 ~ p̃_θ(x0 | x_t), the filtered prediction (temperature / top-k / top-p;
+   temperature 0 = argmax);
+2. score every masked position (higher = commit first), from the UNFILTERED p = p_θ(x0 | x_t) so
+   that greedy decoding still has a meaningful order (LLaDA scores with the plain softmax too):
+
+   * ``confidence``: p(x̂0) — LLaDA "low_confidence" remasking, MaskGIT, Dream "maskgit_plus";
+   * ``margin``: p(top-1) − p(top-2) — Dream "topk_margin";
+   * ``entropy``: Σ_v p(v) log p(v) = −H(p) — Dream "entropy";
+   * ``random``: U(0, 1) — LLaDA "random" remasking (plain MDLM order);
+
+   with ``order_temperature`` τ > 0 the order is sampled: positions are drawn without replacement
+   with probability ∝ exp(score / τ) (Gumbel-top-k; Dream's ``alg_temp``);
+3. commit x̂0 at the k best masked positions; the others stay [MASK] (they are "remasked").
+
+The commit schedule gives k from the fraction m(t) of tokens still masked at time t::
+
+    k = ceil(n_masked · (1 − m(s) / m(t))),   at least 1 while masks remain, all of them at s = 0
+
+with ``commit_schedule`` = ``linear`` (m(t) = t: LLaDA's even split, remainder first),
+``cosine`` (m(t) = cos(π/2 · (1 − t)): MaskGIT) or ``process`` (m(t) = 1 − α(t): the expected MDLM
+rate; equal to ``linear`` for the log-linear schedule).
+
+:class:`ThresholdSampler` (``threshold``, Fast-dLLM): commit every masked position whose confidence
+p(x̂0) exceeds τ, and at least the most confident one per step (all of them at s = 0), so fewer steps
+than the grid are often used (the loop stops once no [MASK] is left).
+
+Neither sampler ever changes a committed token (``revises = False``). Block-wise (semi-AR) decoding,
+as in LLaDA, is the ``block_size`` of ``generate()``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from ..categorical import gumbel, sample_from_logits, uniform
+from ..errors import ConfigError
+from ..registry import register
+from .base import Sampler, SamplerConfig, StepOutput
+
+
+def rank_commit(score: torch.Tensor, eligible: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """[B, L] bool: the ``k`` [B] highest-``score`` [B, L] positions among ``eligible`` [B, L].
+
+    Ties are broken by position (stable sort), so the choice is deterministic.
+    """
+    score = torch.where(eligible, score.double(), torch.full_like(score, float("-inf"), dtype=torch.float64))
+    order = torch.sort(score, dim=1, descending=True, stable=True).indices  # [B, L]
+    ranks = torch.empty_like(order).scatter_(1, order, torch.arange(score.shape[1], device=score.device).expand_as(order))
+    return eligible & (ranks < k[:, None])
+
+
+class _Unmasker(Sampler):
+    """Shared parts of the confidence samplers: candidate draw and scores."""
+
+    compatible = ("masked", "sedd_absorb")
+
+    def finished(self, x_t):
+        return self._no_noise_left(x_t)
+
+    def candidates(self, logits, x_t, t, generator):
+        """(x̂0 [B, L] drawn from the filtered prediction, unfiltered p_θ(x0 | x_t) [B, L, V] float64)."""
+        logp = self.x0_log_probs(logits, x_t, t)  # filtered, float64
+        x0_hat = sample_from_logits(logp, generator)  # [B, L]
+        probs = self.process.x0_probs(logits, x_t, t).double()  # [B, L, V] unfiltered
+        return x0_hat, probs
+
+
+@dataclass
+class ConfidenceConfig(SamplerConfig):
+    name: str = "confidence"
+    #: which positions are committed first: confidence (LLaDA/MaskGIT), margin / entropy (Dream), random
+    ordering: Literal["confidence", "margin", "entropy", "random"] = "confidence"
+    #: how many tokens each step commits: linear (LLaDA), cosine (MaskGIT) or process (1 − α(t))
+    commit_schedule: Literal["linear", "cosine", "process"] = "linear"
+    #: > 0: sample the order ∝ exp(score / τ) instead of taking the top scores (Dream's alg_temp)
+    order_temperature: float = 0.0
+
+    def validate(self) -> None:
+        super().validate()
+        if self.order_temperature < 0:
+            raise ConfigError(f"sampler.order_temperature={self.order_temperature} must be >= 0")
+
+
+@register("sampler", "confidence")
+class ConfidenceSampler(_Unmasker):
+    config_class = ConfidenceConfig
+
+    def masked_fraction(self, t: torch.Tensor) -> torch.Tensor:
+        """m(t) [B] float64: the fraction of the window still masked at time t."""
+        t = t.double()
+        kind = self.config.commit_schedule
+        if kind == "linear":
+            return t
+        if kind == "cosine":
+            return torch.cos(0.5 * math.pi * (1.0 - t))
+        return 1.0 - self.process.alpha(t).double()
+
+    def commit_counts(self, n: torch.Tensor, t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """k [B] tokens to commit this step for ``n`` [B] masked positions."""
+        m_t, m_s = self.masked_fraction(t), self.masked_fraction(s)
+        frac = torch.where(m_t > 0, 1.0 - m_s / m_t.clamp_min(1e-300), torch.ones_like(m_t)).clamp(0.0, 1.0)
+        k = torch.ceil(n.double() * frac - 1e-9).long()
+        k = torch.where(s.double() <= 0, n, k)  # the last step commits everything
+        return torch.minimum(torch.maximum(k, (n > 0).long()), n)
+
+    def scores(self, probs, x0_hat, shape, generator) -> torch.Tensor:
+        """[B, L] float64 scores, higher = more confident."""
+        kind = self.config.ordering
+        if kind == "confidence":
+            return probs.gather(-1, x0_hat[..., None])[..., 0]
+        if kind == "margin":
+            top2 = torch.topk(probs, 2, dim=-1).values
+            return top2[..., 0] - top2[..., 1]
+        if kind == "entropy":
+            return torch.where(probs > 0, probs * torch.log(probs), torch.zeros_like(probs)).sum(-1)
+        return uniform(shape, generator, probs.device)
+
+    def step(self, logits, t, s, x_t, generator=None):
+        noise = self.process.is_noise(x_t)  # [B, L]
+        x0_hat, probs = self.candidates(logits, x_t, t, generator)
+        score = self.scores(probs, x0_hat, x_t.shape, generator)
+        if self.config.order_temperature > 0:
+            score = score / self.config.order_temperature + gumbel(x_t.shape, generator, x_t.device)
+        k = self.commit_counts(noise.sum(1), self.rows(t, x_t), self.rows(s, x_t))
+        commit = rank_commit(score, noise, k)
+        return StepOutput(x_s=torch.where(commit, x0_hat, x_t), x0_pred=torch.where(noise, x0_hat, x_t))
+
+
+@dataclass
+class ThresholdConfig(SamplerConfig):
+    name: str = "threshold"
+    #: commit every masked position whose confidence p(x̂0) exceeds this (Fast-dLLM's τ)
+    threshold: float = 0.9
+
+    def validate(self) -> None:
+        super().validate()
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ConfigError(f"sampler.threshold={self.threshold} must be in [0, 1]")
+
+
+@register("sampler", "threshold")
+class ThresholdSampler(_Unmasker):
+    config_class = ThresholdConfig
+
+    def step(self, logits, t, s, x_t, generator=None):
+        noise = self.process.is_noise(x_t)  # [B, L]
+        x0_hat, probs = self.candidates(logits, x_t, t, generator)
+        conf = probs.gather(-1, x0_hat[..., None])[..., 0]  # [B, L]
+        commit = noise & (conf > self.config.threshold)
+        best = rank_commit(conf, noise, torch.ones(x_t.shape[0], dtype=torch.long, device=x_t.device))
+        commit |= best  # at least one per step while masks remain
+        commit |= noise & (self.rows(s, x_t) <= 0)[:, None]  # the last step commits everything
+        return StepOutput(x_s=torch.where(commit, x0_hat, x_t), x0_pred=torch.where(noise, x0_hat, x_t))

@@ -1,0 +1,1 @@
+"""Training: the loop (``loop.train``), optimizer and schedule, EMA, atomic checkpoints."""

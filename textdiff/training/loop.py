@@ -1,0 +1,230 @@
+"""The training loop, visible in one function: :func:`train`.
+
+Runs unchanged on one CPU, one GPU or several under ``accelerate launch``. Data order and noise are
+functions of (seed, global row index) only, so a resumed run continues with the same batches and
+the same corruption, and N processes with batch b see exactly what one process with batch N·b sees.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+
+from ..config import Recipe, save_recipe, to_dict
+from ..errors import ConfigError
+from ..objective import nelbo_terms
+from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .ema import EMA
+from .optim import build_optimizer, build_scheduler
+from .setup import RowStream, prepare_run, row_generators, save_final
+
+VALIDATION_SEED = 1_000_003  # validation noise is fixed, so evaluations are comparable over time
+
+
+@torch.no_grad()
+def evaluate(model, process, rows, batch_size: int, max_batches: int, t_samples: int, device) -> dict:
+    """Validation NELBO (nats per counted token) with fixed noise; the same loss code as training."""
+    model.eval()
+    total, count = 0.0, 0.0
+    n_rows = len(rows) if max_batches == 0 else min(len(rows), max_batches * batch_size)
+    for start in range(0, n_rows, batch_size):
+        batch = rows[start:min(start + batch_size, n_rows)]
+        x0 = batch["input_ids"].to(device)  # [B, L]
+        mask = batch["loss_mask"].to(device) if "loss_mask" in batch else None
+        for k in range(t_samples):
+            gens = row_generators(VALIDATION_SEED + 7919 * k, start, x0.shape[0])
+            t = process.sample_t(x0.shape[0], device=device, seq_len=x0.shape[1],
+                                 generator=torch.Generator().manual_seed(VALIDATION_SEED + start + k))
+            terms = nelbo_terms(model, process, x0, loss_mask=mask, t=t, generator=gens)
+            total += float(terms.loss.sum()) + float((process.prior_loss(x0) * terms.mask).sum())
+            count += float(terms.mask.sum())
+    model.train()
+    nelbo = total / max(count, 1.0)
+    return {"val_nelbo": nelbo, "val_ppl_bound": math.exp(min(nelbo, 700.0)), "val_tokens": count / t_samples}
+
+
+def train(recipe: Recipe, resume: bool = False, stop_at: int | None = None) -> Path:
+    """Train ``recipe``; returns the folder of the final model (``<output_dir>/final``).
+
+    ``stop_at``: end abruptly after this step, as a killed run would (no final save): used to test
+    that ``resume=True`` continues exactly.
+    """
+    from accelerate import Accelerator
+
+    cfg = recipe.train
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    precision = resolve_precision(cfg.mixed_precision)
+    acc = Accelerator(mixed_precision=precision, log_with=_trackers(cfg.trackers), project_dir=recipe.output_dir)
+    run = prepare_run(recipe, resume=resume, is_main=acc.is_main_process)  # data, tokenizer, model, process
+    out = Path(recipe.output_dir)
+    model, process = run.model, run.process
+    optimizer = build_optimizer(model.to(acc.device), cfg)
+    scheduler = build_scheduler(optimizer, cfg)
+    model, optimizer = acc.prepare(model, optimizer)
+    raw_model = acc.unwrap_model(model)
+    ema = EMA(raw_model, cfg.ema) if cfg.ema > 0 else None
+    if cfg.compile:
+        model = torch.compile(model)
+
+    step, rows_seen, elapsed = 0, 0, 0.0
+    ckpt = latest_checkpoint(out) if resume else None
+    if ckpt is not None:
+        state = load_checkpoint(ckpt, raw_model, optimizer, scheduler, ema)
+        step, rows_seen, elapsed = state["step"], state["rows_seen"], state["elapsed"]
+        acc.print(f"resumed from {ckpt} at step {step}")
+        if acc.is_main_process:
+            _truncate_metrics(out / "metrics.jsonl", step)  # drop lines the killed run wrote after it
+    if acc.is_main_process:
+        save_recipe(recipe, out / "config.yaml")
+        acc.init_trackers(recipe.name, config=_flat(to_dict(recipe)))
+    metrics = open(out / "metrics.jsonl", "a") if acc.is_main_process else None
+
+    world, rank = acc.num_processes, acc.process_index
+    rows_per_step = cfg.batch_size * cfg.grad_accum * world
+    stream = RowStream(run.train_rows, seed=cfg.seed)
+    bar = _progress(acc, step, cfg.max_steps)
+    started, window_tokens, window_start = time.perf_counter() - elapsed, 0, time.perf_counter()
+    first_eval = not (out / "metrics.jsonl").exists() or ckpt is None
+    model.train()
+    while step < cfg.max_steps:
+        # ---- one optimizer step over grad_accum micro-batches on every process ------------------
+        base = rows_seen  # global index of the first row of this step
+        t_all = process.sample_t(rows_per_step, device=acc.device, seq_len=recipe.data.seq_len,
+                                 generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + step))  # [G] or [G, L]
+        micro = []
+        for j in range(cfg.grad_accum):
+            offset = (j * world + rank) * cfg.batch_size  # this process's rows within the step
+            batch = stream.rows(base + offset, cfg.batch_size)
+            x0 = batch["input_ids"].to(acc.device)  # [b, L]
+            mask = batch["loss_mask"].to(acc.device).float() if "loss_mask" in batch else torch.ones_like(x0, dtype=torch.float)
+            micro.append((offset, x0, mask))
+        local_tokens = sum(m.sum() for _, _, m in micro)
+        global_tokens = acc.reduce(local_tokens.detach().clone(), reduction="sum")  # normaliser of the step
+        step_loss = torch.zeros((), device=acc.device)
+        for j, (offset, x0, mask) in enumerate(micro):
+            gens = row_generators(cfg.seed, base + offset, x0.shape[0])
+            t = t_all[offset:offset + x0.shape[0]]
+            sync = acc.no_sync(model) if j < cfg.grad_accum - 1 else nullcontext()
+            with sync, acc.autocast():
+                terms = nelbo_terms(model, process, x0, loss_mask=mask, t=t, generator=gens)
+                loss = terms.loss.sum() * world / global_tokens  # DDP averages over processes
+            acc.backward(loss)
+            step_loss += terms.loss.sum().detach()
+        if cfg.grad_clip > 0:
+            acc.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        scheduler.apply(step, time.perf_counter() - started)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if ema is not None:
+            ema.update(raw_model, step)
+        step += 1
+        rows_seen += rows_per_step
+        window_tokens += rows_per_step * x0.shape[1]
+
+        # ---- bookkeeping: log, validate, checkpoint ---------------------------------------------
+        train_loss = float(acc.reduce(step_loss, reduction="sum") / global_tokens)
+        if not math.isfinite(train_loss):
+            raise ConfigError(f"the loss became {train_loss} at step {step}; lower train.lr or raise train.warmup_steps")
+        elapsed = time.perf_counter() - started
+        out_of_time = cfg.max_minutes is not None and elapsed >= cfg.max_minutes * 60
+        last = step >= cfg.max_steps or out_of_time
+        if step % cfg.log_every == 0 or last:
+            tok_s = window_tokens / max(time.perf_counter() - window_start, 1e-9)
+            window_tokens, window_start = 0, time.perf_counter()
+            line = {"step": step, "train_loss": train_loss, "lr": scheduler.get_last_lr()[0], "tokens_per_s": tok_s, "elapsed_s": elapsed}
+            _log(acc, metrics, line)
+            bar.set_postfix(loss=f"{train_loss:.3f}", tok_s=f"{tok_s:,.0f}")
+        if run.val_rows is not None and (step % cfg.eval_every == 0 or last):
+            with ema.swapped_in(raw_model) if ema is not None else nullcontext():
+                line = {"step": step, **evaluate(raw_model, process, run.val_rows, cfg.batch_size, cfg.eval_batches,
+                                                 cfg.eval_t_samples, acc.device)}
+            if first_eval:
+                line["val_unigram_ppl"] = run.val_unigram_ppl
+                first_eval = False
+            _log(acc, metrics, line)
+        if (step % cfg.save_every == 0 or last) and acc.is_main_process:
+            save_checkpoint(out, step, raw_model, optimizer, scheduler, ema,
+                            {"step": step, "rows_seen": rows_seen, "elapsed": elapsed}, cfg.keep_checkpoints)
+        bar.update(1)
+        if stop_at is not None and step >= stop_at:
+            bar.close()
+            metrics and metrics.close()
+            return out / f"checkpoint-{step}"
+        if out_of_time:
+            acc.print(f"stopping at step {step}: train.max_minutes={cfg.max_minutes} reached")
+            break
+    bar.close()
+    acc.wait_for_everyone()
+    final = out / "final"
+    if acc.is_main_process:
+        with ema.swapped_in(raw_model) if ema is not None else nullcontext():
+            save_final(run, raw_model, final)
+        metrics.close()
+    acc.end_training()
+    return final
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def resolve_precision(requested: str) -> str:
+    """'auto': bf16 on GPU, fp32 on CPU. bf16 on a CPU without native bf16 (AVX512-BF16 / AMX) would
+    be emulated and slow, so it falls back to fp32 with a warning."""
+    if requested == "auto":
+        return "bf16" if torch.cuda.is_available() else "no"
+    if requested == "bf16" and not torch.cuda.is_available():
+        native = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
+        if not native:
+            print("warning: this CPU has no native bfloat16; training in float32 instead")
+            return "no"
+    return requested
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    if path.is_file():
+        keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step]
+        path.write_text("".join(ln + "\n" for ln in keep))
+
+
+def _trackers(names):
+    """Accelerate trackers that are installed (TensorBoard only when the package is there)."""
+    import importlib.util
+
+    wanted = []
+    for name in names:
+        module = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}.get(name, name)
+        if importlib.util.find_spec(module) is not None:
+            wanted.append(name)
+    return wanted or None
+
+
+def _flat(d, prefix=""):
+    """Nested config -> flat {a.b: scalar} for trackers."""
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flat(v, key + "."))
+        elif isinstance(v, (int, float, str, bool)) or v is None:
+            out[key] = "none" if v is None else v
+        else:
+            out[key] = str(v)
+    return out
+
+
+def _log(acc, metrics, line: dict) -> None:
+    if metrics is not None:
+        metrics.write(json.dumps(line) + "\n")
+        metrics.flush()
+    acc.log({k: v for k, v in line.items() if k != "step" and isinstance(v, (int, float))}, step=line["step"])
+
+
+def _progress(acc, start, total):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=start, disable=not acc.is_local_main_process, desc="train", dynamic_ncols=True)

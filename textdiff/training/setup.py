@@ -1,0 +1,148 @@
+"""Everything a run needs before its first step: output folder checks, data, tokenizer, process,
+model; plus the deterministic row stream and the final save."""
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+import yaml
+
+from ..config import Recipe, save_recipe, to_dict
+from ..errors import ConfigError
+from ..registry import build_process
+from .checkpoint import atomic_dir, commit_dir, latest_checkpoint
+
+PIPELINE_FILE = "textdiff.json"  # process + sampler configs saved beside every model
+_MAY_CHANGE_ON_RESUME = {"train.max_steps", "train.max_minutes", "train.eval_every", "train.save_every",
+                         "train.log_every", "train.keep_checkpoints", "train.trackers", "train.num_threads"}
+
+
+@dataclass
+class Run:
+    recipe: Recipe
+    tokenizer: Any
+    process: Any
+    model: torch.nn.Module
+    train_rows: Any
+    val_rows: Optional[Any]
+    val_unigram_ppl: Optional[float]
+
+
+def _diff_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
+    keys = []
+    for k in sorted(set(a) | set(b)):
+        path = f"{prefix}{k}"
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            keys += _diff_keys(va, vb, path + ".")
+        elif va != vb:
+            keys.append(path)
+    return keys
+
+
+def check_output_dir(recipe: Recipe, resume: bool) -> None:
+    """Refuse to mix two runs in one folder; nothing is written or deleted here."""
+    out = Path(recipe.output_dir)
+    saved = out / "config.yaml"
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"output_dir {str(out)!r} is a file; choose a folder")
+    if not saved.is_file():
+        return
+    if not resume:
+        raise ConfigError(
+            f"output folder {str(out)!r} already holds a run; pass --resume to continue it, or set output_dir=<new folder>"
+        )
+    differs = [k for k in _diff_keys(yaml.safe_load(saved.read_text()) or {}, to_dict(recipe)) if k not in _MAY_CHANGE_ON_RESUME]
+    if differs:
+        raise ConfigError(
+            f"output folder {str(out)!r} holds a different run (differs in {', '.join(differs[:5])}); use another output_dir"
+        )
+
+
+def prepare_run(recipe: Recipe, resume: bool = False, is_main: bool = True) -> Run:
+    import datasets
+
+    from ..data import split_documents, tokenize_rows, unigram_log_probs, unigram_ppl
+    from ..models.build import adapt_attention, check_model_process, denoiser_config, load_denoiser
+    from ..models.modeling_textdiff import TextDiffModel
+    from ..tokenization import build_tokenizer, ensure_special_tokens, load_tokenizer
+
+    datasets.disable_progress_bars()
+    check_output_dir(recipe, resume)
+    out = Path(recipe.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = recipe.train
+    torch.manual_seed(cfg.seed)
+
+    train_docs, val_docs = split_documents(recipe.data)
+    tok_dir = out / "tokenizer"
+    if resume and (tok_dir / "tokenizer_config.json").is_file():
+        tokenizer = load_tokenizer(str(tok_dir))
+    elif cfg.init_from is not None and recipe.tokenizer.path is None:
+        tokenizer = load_tokenizer(cfg.init_from)  # fine-tuning keeps the model's tokenizer
+    else:
+        tokenizer = build_tokenizer(recipe.tokenizer, train_docs["text"])
+    ensure_special_tokens(tokenizer)
+    if is_main:
+        tokenizer.save_pretrained(tok_dir)
+
+    train_rows = tokenize_rows(train_docs, tokenizer, recipe.data)
+    val_rows = tokenize_rows(val_docs, tokenizer, recipe.data) if val_docs is not None else None
+    vocab = len(tokenizer)
+    val_ppl = unigram_ppl(val_rows, unigram_log_probs(train_rows, vocab)) if val_rows is not None else None
+
+    process = build_process(recipe.process, vocab_size=vocab, mask_id=tokenizer.mask_token_id)
+    if recipe.denoiser:
+        from ..models.external import build_external_denoiser  # external HF denoisers (issue 7)
+
+        model = build_external_denoiser(recipe.denoiser, tokenizer, process)
+    elif cfg.init_from is not None:
+        model = load_denoiser(cfg.init_from, vocab)
+        adapt_attention(model, process)  # e.g. block diffusion fine-tuned from a masked checkpoint
+    else:
+        model = TextDiffModel(denoiser_config(recipe.model, vocab, process, recipe.data.seq_len, tokenizer.mask_token_id))
+    check_model_process(model, process, recipe.data.seq_len)
+    return Run(recipe, tokenizer, process, model, train_rows, val_rows, val_ppl)
+
+
+class RowStream:
+    """Rows by global index: row i of the stream is row perm_e[i mod N] of the dataset, where
+    perm_e is a seeded permutation for epoch e = i // N. Resuming at any row is exact."""
+
+    def __init__(self, rows, seed: int):
+        self.data = rows
+        self.n = len(rows)
+        self.seed = seed
+        self._perm: dict[int, torch.Tensor] = {}
+
+    def perm(self, epoch: int) -> torch.Tensor:
+        if epoch not in self._perm:
+            self._perm = {epoch: torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 7919 + epoch))}
+        return self._perm[epoch]
+
+    def rows(self, start: int, count: int) -> dict:
+        index = [int(self.perm(i // self.n)[i % self.n]) for i in range(start, start + count)]
+        return self.data[index]
+
+
+def row_generators(seed: int, start: int, count: int) -> list[torch.Generator]:
+    """One generator per global row index: the noise of a row depends on nothing else."""
+    return [torch.Generator().manual_seed(hash((seed, start + i)) & 0x7FFF_FFFF_FFFF_FFFF) for i in range(count)]
+
+
+def save_final(run: Run, model, path: Path) -> None:
+    """Write the model, its tokenizer, its process/sampler configs and the recipe, atomically."""
+    tmp = atomic_dir(path)
+    model.save_pretrained(tmp, safe_serialization=True)
+    run.tokenizer.save_pretrained(tmp)
+    pipeline = {"process": to_dict(run.process.config), "sampler": to_dict(run.recipe.sampler),
+                "mask_token_id": run.tokenizer.mask_token_id, "eos_token_id": run.tokenizer.eos_token_id,
+                "pad_token_id": run.tokenizer.pad_token_id, "seq_len": run.recipe.data.seq_len}
+    (tmp / PIPELINE_FILE).write_text(json.dumps(pipeline, indent=2))
+    save_recipe(run.recipe, tmp / "config.yaml")
+    commit_dir(tmp, path)
+    shutil.rmtree(tmp, ignore_errors=True)
