@@ -165,3 +165,15 @@ def test_bad_cache_settings_raise_one_line(kwargs, words):
     with pytest.raises(TextDiffError, match=words) as e:
         make_context(model, proc, _model_call(model, proc), valid, pos, **kwargs)
     assert "\n" not in str(e.value)
+
+
+def test_ar_baseline_cache_is_exact_and_one_call_per_token():
+    model, proc = tiny_model(attention="causal"), build_process("ar", V, MASK)
+    prompts = [[5, 6, 7], [8, 9, 10, 11, 12], [3]]  # an AR prompt needs at least one token
+    kw = dict(max_new_tokens=10, steps=10, block_size=1, seed=[1, 2, 3])
+    a = generate(model, proc, "ancestral", prompts, use_cache="exact", **kw)
+    b = generate(model, proc, "ancestral", prompts, use_cache="none", **kw)
+    assert torch.equal(a.sequences, b.sequences)
+    assert a.model_calls == 10 + 1  # one prefill, then each token's call also caches it
+    alone = generate(model, proc, "ancestral", [prompts[1]], use_cache="exact", **dict(kw, seed=[2]))
+    assert alone.generated[0] == a.generated[1]

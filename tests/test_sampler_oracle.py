@@ -23,14 +23,14 @@ import textdiff
 from textdiff.generation import generate
 
 L, K = 4, 3
-S = 16384  # samples per sampler
+S = 12288  # samples per sampler
 MASK = K  # the masked process's vocabulary is K symbols + [MASK]
 
 
 def joint_law() -> torch.Tensor:
     g = torch.Generator().manual_seed(1234)
-    gam = torch._standard_gamma(torch.full((K ** L,), 0.1, dtype=torch.float64), generator=g)
-    return 0.95 * gam / gam.sum() + 0.05 / K ** L
+    gam = torch._standard_gamma(torch.full((K ** L,), 0.05, dtype=torch.float64), generator=g)
+    return 0.99 * gam / gam.sum() + 0.01 / K ** L
 
 
 LAW = joint_law()  # [81]

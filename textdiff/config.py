@@ -276,6 +276,69 @@ class TrainConfig:
 
 
 @dataclass
+class DenoiserConfig:
+    """An external Hugging Face network used as the denoiser of the masked process
+    (:mod:`textdiff.models.external`). Its tokenizer (``path`` unless ``tokenizer.path`` is given)
+    and its own mask token are used; the recipe's ``model`` section is ignored."""
+
+    path: str = ""  # local folder (or hub name when online) of the Hugging Face model
+    kind: Literal["masked_lm", "bidirectional", "causal"] = "masked_lm"  # BERT-style / LLaDA-style / AR -> diffusion (Dream)
+    init: Literal["pretrained", "random"] = "pretrained"  # random: the folder's config with fresh weights
+    trust_remote_code: bool = False  # LLaDA / Dream checkpoints on the hub ship their own modeling code
+    mask_token: Optional[str] = None  # the model's mask token when its tokenizer does not name one (LLaDA: <|mdm_mask|>)
+    full_attention: bool = True  # kind=causal: attend both ways (Dream); false keeps the causal mask
+    dtype: Optional[Literal["float32", "bfloat16", "float16"]] = None  # weights dtype (default: float32)
+
+    def validate(self) -> None:
+        if not self.path:
+            raise ConfigError("denoiser.path is required: a Hugging Face model folder (or hub name)")
+
+
+@dataclass
+class SFTConfig:
+    """Supervised fine-tuning on instruction data (:mod:`textdiff.sft`); replaces the ``data`` corpus.
+
+    Rows are ``[prompt | response | EOS | EOS padding]`` of ``data.seq_len`` tokens; the prompt is
+    never corrupted and the loss covers the response, normalised per sequence by its counted length."""
+
+    source: str = "synthetic"  # a .jsonl file ({prompt, response} or {messages}) or 'synthetic' (built-in tasks)
+    val_source: Optional[str] = None  # separate validation .jsonl; else a held-out fraction of source
+    val_fraction: float = 0.05  # held-out fraction of rows when val_source is not given
+    prompt_field: str = "prompt"  # JSONL keys of prompt/response rows
+    response_field: str = "response"
+    messages_field: str = "messages"  # JSONL key of chat rows (formatted with the tokenizer's chat template)
+    eos_policy: Literal["first", "all", "weighted"] = "first"  # which EOS pads count in the loss (see textdiff.sft)
+    pad_eos_weight: float = 0.1  # eos_policy=weighted: loss weight of each EOS pad after the first
+    tasks: list[str] = field(default_factory=lambda: ["add", "copy", "reverse"])  # synthetic: which tasks
+    num_examples: int = 4000  # synthetic: rows generated (deterministic in seed)
+    seed: int = 0  # synthetic: generator seed
+    max_examples: Optional[int] = None  # cap on rows read from source
+
+    def validate(self) -> None:
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError(f"sft.val_fraction={self.val_fraction} must be in [0, 1)")
+        if not 0.0 <= self.pad_eos_weight <= 1.0:
+            raise ConfigError(f"sft.pad_eos_weight={self.pad_eos_weight} must be in [0, 1]")
+
+
+@dataclass
+class LoraConfig:
+    """Low-rank adapters through peft (:mod:`textdiff.lora`) on the textdiff or an external denoiser."""
+
+    r: int = 8  # rank
+    alpha: float = 16.0  # scaling alpha / r
+    dropout: float = 0.0  # dropout on the adapter input
+    target_modules: list[str] = field(default_factory=lambda: ["qkv", "proj"])  # module name suffixes (BERT: query, value)
+    modules_to_save: list[str] = field(default_factory=list)  # modules trained in full (e.g. lm_head)
+
+    def validate(self) -> None:
+        if self.r < 1:
+            raise ConfigError(f"lora.r={self.r} must be at least 1")
+        if not self.target_modules:
+            raise ConfigError("lora.target_modules is empty; name the linear layers to adapt, e.g. [qkv, proj]")
+
+
+@dataclass
 class Recipe:
     """A whole training recipe; ``textdiff train`` takes one."""
 
@@ -287,8 +350,9 @@ class Recipe:
     process: Any = field(default=None, metadata={"registry": "process"})
     sampler: Any = field(default=None, metadata={"registry": "sampler"})
     train: TrainConfig = field(default_factory=TrainConfig)
-    sft: Optional[dict] = None  # supervised fine-tuning options (see textdiff.sft)
-    denoiser: Optional[dict] = None  # external denoiser (see textdiff.models.external)
+    sft: Optional[SFTConfig] = None  # supervised fine-tuning options (see textdiff.sft)
+    denoiser: Optional[DenoiserConfig] = None  # external denoiser (see textdiff.models.external)
+    lora: Optional[LoraConfig] = None  # train low-rank adapters only (see textdiff.lora)
 
     def __post_init__(self) -> None:
         if self.process is None:

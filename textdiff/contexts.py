@@ -103,8 +103,15 @@ class BlockCache(Context):
                 self.cache.crop(self.max_cache)
 
     def logits(self, x, lo, hi, t):
+        final = hi - self.shift <= lo  # everything before the window is final: so is every fed token
         lo, hi = lo - self.shift, hi - self.shift
         self._fill(x, lo, torch.zeros_like(t))  # prompt prefill on first use
+        if final:  # next-token model with one-token windows: cache the fed token in the same call
+            out = self.denoise(x[:, lo:hi], torch.zeros_like(t), self.valid[:, lo:hi].long(), self.positions[:, lo:hi], self.cache, True)
+            self.filled = hi
+            if self.max_cache is not None:
+                self.cache.crop(self.max_cache)
+            return out
         return self.denoise(x[:, lo:hi], t, self.valid[:, lo:hi].long(), self.positions[:, lo:hi], self.cache, False)
 
     def commit(self, x, lo, hi):

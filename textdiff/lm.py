@@ -40,8 +40,13 @@ class DiffusionLM:
         from .tokenization import load_tokenizer
 
         path = Path(path)
+        if not path.is_dir() and _looks_like_repo_id(str(path)):
+            path = _download(str(path))  # a hub repository pushed with push_to_hub (needs a network)
         if not path.is_dir():
             raise ConfigError(f"model folder {str(path)!r} does not exist; pass a run's final/ folder")
+        from .models.external import check_textdiff_folder, is_external_folder, load_external_denoiser
+
+        check_textdiff_folder(path)  # a folder of another architecture: one-line error
         missing = [f for f in ("config.json", PIPELINE_FILE) if not (path / f).is_file()]
         if not any(path.glob("*.safetensors")):
             missing.append("model.safetensors")
@@ -50,7 +55,10 @@ class DiffusionLM:
         meta = json.loads((path / PIPELINE_FILE).read_text())
         tok_source = path if (path / "tokenizer_config.json").is_file() else path.parent / "tokenizer"
         tokenizer = load_tokenizer(str(tok_source))
-        model = AutoModel.from_pretrained(str(path), dtype=dtype) if dtype is not None else AutoModel.from_pretrained(str(path))
+        if is_external_folder(path):  # a Hugging Face network trained as a denoiser (models/external.py)
+            model = load_external_denoiser(path, dtype=dtype)
+        else:
+            model = AutoModel.from_pretrained(str(path), dtype=dtype) if dtype is not None else AutoModel.from_pretrained(str(path))
         model.to(device or ("cuda" if torch.cuda.is_available() else "cpu")).eval()
         process = build_process(meta["process"], vocab_size=model.config.vocab_size, mask_id=tokenizer.mask_token_id)
         sampler = resolve_section("sampler", meta.get("sampler") or "ancestral", "sampler")
@@ -68,6 +76,24 @@ class DiffusionLM:
                 "pad_token_id": self.tokenizer.pad_token_id, "seq_len": self.seq_len}
         (tmp / PIPELINE_FILE).write_text(json.dumps(meta, indent=2))
         commit_dir(tmp, path)
+
+    def push_to_hub(self, repo_id: str, private: Optional[bool] = None, token: Optional[str] = None,
+                    commit_message: str = "Upload textdiff model", revision: Optional[str] = None) -> str:
+        """Upload the folder :meth:`save_pretrained` writes to a Hugging Face Hub model repository
+        (created when missing); returns the repository URL. ``from_pretrained(repo_id)`` loads it back.
+        Needs a network and a token with write access (``huggingface-cli login`` or ``token=``)."""
+        import tempfile
+
+        from huggingface_hub import HfApi
+
+        api = HfApi(token=token)
+        url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp) / "model"
+            self.save_pretrained(folder)
+            api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model",
+                              commit_message=commit_message, revision=revision)
+        return str(url)
 
     @property
     def device(self) -> torch.device:
@@ -148,3 +174,18 @@ class DiffusionLM:
             terms = nelbo_terms(self.model, self.process, x0, t=t, generator=g)
             results.append(float(terms.loss.sum(1).mean() + self.process.prior_loss(x0[:1]).sum()))
         return results
+
+
+def _looks_like_repo_id(name: str) -> bool:
+    """'owner/name' with no local meaning: a hub model repository."""
+    parts = name.split("/")
+    return len(parts) == 2 and all(parts) and not name.startswith((".", "/", "~")) and not Path(name).exists()
+
+
+def _download(repo_id: str) -> Path:
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(repo_id))
+    except Exception as e:  # noqa: BLE001 - offline, unknown repository, no access
+        raise ConfigError(f"cannot download model {repo_id!r} from the hub ({type(e).__name__}); pass a local model folder") from None

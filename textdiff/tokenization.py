@@ -100,11 +100,34 @@ def ensure_special_tokens(tokenizer):
     return added
 
 
+def _from_vocab_files(folder: Path):
+    """GPT-2 BPE (vocab.json + merges.txt) or BERT WordPiece (vocab.txt) files -> a fast tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from tokenizers.implementations import BertWordPieceTokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    if (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
+        tok = Tokenizer(models.BPE.from_file(str(folder / "vocab.json"), str(folder / "merges.txt")))
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, bos_token=EOS, unk_token=EOS)
+    if (folder / "vocab.txt").is_file():
+        tok = BertWordPieceTokenizer(str(folder / "vocab.txt"), lowercase=True)
+        return PreTrainedTokenizerFast(tokenizer_object=tok._tokenizer, unk_token="[UNK]", sep_token="[SEP]",
+                                       pad_token="[PAD]", cls_token="[CLS]", mask_token="[MASK]")
+    return None
+
+
 def load_tokenizer(path: str):
     """Load a tokenizer from a local folder (or a hub name when online); one-line error otherwise."""
     from transformers import AutoTokenizer
 
+    folder = Path(path)
     try:
+        if folder.is_dir() and not (folder / "tokenizer_config.json").is_file() and not (folder / "tokenizer.json").is_file():
+            bare = _from_vocab_files(folder)  # bare vocabulary files, as published
+            if bare is not None:
+                return bare
         return AutoTokenizer.from_pretrained(path)
     except Exception as e:  # noqa: BLE001
         where = "folder" if Path(path).exists() else "name"

@@ -50,9 +50,13 @@ from .base import Sampler, SamplerConfig, StepOutput
 def rank_commit(score: torch.Tensor, eligible: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     """[B, L] bool: the ``k`` [B] highest-``score`` [B, L] positions among ``eligible`` [B, L].
 
-    Ties are broken by position (stable sort), so the choice is deterministic.
+    Scores are rounded to 4 decimals first and ties are broken by position (stable sort): exact
+    ties are common (identical [MASK] positions with no context get identical scores) and without the
+    rounding the last-bit differences between batched and unbatched kernels would break them
+    differently, losing batch invariance.
     """
-    score = torch.where(eligible, score.double(), torch.full_like(score, float("-inf"), dtype=torch.float64))
+    score = torch.round(score.double(), decimals=4)
+    score = torch.where(eligible, score, torch.full_like(score, float("-inf")))
     order = torch.sort(score, dim=1, descending=True, stable=True).indices  # [B, L]
     ranks = torch.empty_like(order).scatter_(1, order, torch.arange(score.shape[1], device=score.device).expand_as(order))
     return eligible & (ranks < k[:, None])

@@ -17,6 +17,7 @@ import torch
 from ..config import Recipe, save_recipe, to_dict
 from ..errors import ConfigError
 from ..objective import nelbo_terms
+from ..sft import with_prompt_dropout
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .ema import EMA
 from .optim import build_optimizer, build_scheduler
@@ -35,11 +36,12 @@ def evaluate(model, process, rows, batch_size: int, max_batches: int, t_samples:
         batch = rows[start:min(start + batch_size, n_rows)]
         x0 = batch["input_ids"].to(device)  # [B, L]
         mask = batch["loss_mask"].to(device) if "loss_mask" in batch else None
+        frozen = batch["prompt_mask"].to(device).bool() if "prompt_mask" in batch else None  # SFT prompts
         for k in range(t_samples):
             gens = row_generators(VALIDATION_SEED + 7919 * k, start, x0.shape[0])
             t = process.sample_t(x0.shape[0], device=device, seq_len=x0.shape[1],
                                  generator=torch.Generator().manual_seed(VALIDATION_SEED + start + k))
-            terms = nelbo_terms(model, process, x0, loss_mask=mask, t=t, generator=gens)
+            terms = nelbo_terms(model, process, x0, loss_mask=mask, t=t, frozen=frozen, generator=gens)
             total += float(terms.loss.sum()) + float((process.prior_loss(x0) * terms.mask).sum())
             count += float(terms.mask.sum())
     model.train()
@@ -59,8 +61,10 @@ def train(recipe: Recipe, resume: bool = False, stop_at: int | None = None) -> P
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     precision = resolve_precision(cfg.mixed_precision)
+    _forget_previous_accelerator(precision)
     acc = Accelerator(mixed_precision=precision, log_with=_trackers(cfg.trackers), project_dir=recipe.output_dir)
     run = prepare_run(recipe, resume=resume, is_main=acc.is_main_process)  # data, tokenizer, model, process
+    acc.wait_for_everyone()  # every process has checked the output folder before the main one writes to it
     out = Path(recipe.output_dir)
     model, process = run.model, run.process
     optimizer = build_optimizer(model.to(acc.device), cfg)
@@ -76,6 +80,8 @@ def train(recipe: Recipe, resume: bool = False, stop_at: int | None = None) -> P
     if ckpt is not None:
         state = load_checkpoint(ckpt, raw_model, optimizer, scheduler, ema)
         step, rows_seen, elapsed = state["step"], state["rows_seen"], state["elapsed"]
+        if hasattr(raw_model, "load_adapter_checkpoint"):  # LoRA: adapters live beside the merged weights
+            raw_model.load_adapter_checkpoint(ckpt)
         acc.print(f"resumed from {ckpt} at step {step}")
         if acc.is_main_process:
             _truncate_metrics(out / "metrics.jsonl", step)  # drop lines the killed run wrote after it
@@ -102,16 +108,18 @@ def train(recipe: Recipe, resume: bool = False, stop_at: int | None = None) -> P
             batch = stream.rows(base + offset, cfg.batch_size)
             x0 = batch["input_ids"].to(acc.device)  # [b, L]
             mask = batch["loss_mask"].to(acc.device).float() if "loss_mask" in batch else torch.ones_like(x0, dtype=torch.float)
-            micro.append((offset, x0, mask))
-        local_tokens = sum(m.sum() for _, _, m in micro)
+            prompt = batch["prompt_mask"].to(acc.device).bool() if "prompt_mask" in batch else None  # SFT: never corrupted
+            micro.append((offset, x0, mask, prompt))
+        local_tokens = sum(m.sum() for _, _, m, _ in micro)
         global_tokens = acc.reduce(local_tokens.detach().clone(), reduction="sum")  # normaliser of the step
         step_loss = torch.zeros((), device=acc.device)
-        for j, (offset, x0, mask) in enumerate(micro):
+        for j, (offset, x0, mask, prompt) in enumerate(micro):
             gens = row_generators(cfg.seed, base + offset, x0.shape[0])
             t = t_all[offset:offset + x0.shape[0]]
             sync = acc.no_sync(model) if j < cfg.grad_accum - 1 else nullcontext()
+            net = with_prompt_dropout(model, prompt, cfg.cond_dropout, process.mask_id, cfg.seed, base + offset)
             with sync, acc.autocast():
-                terms = nelbo_terms(model, process, x0, loss_mask=mask, t=t, generator=gens)
+                terms = nelbo_terms(net, process, x0, loss_mask=mask, t=t, frozen=prompt, generator=gens)
                 loss = terms.loss.sum() * world / global_tokens  # DDP averages over processes
             acc.backward(loss)
             step_loss += terms.loss.sum().detach()
@@ -170,6 +178,15 @@ def train(recipe: Recipe, resume: bool = False, stop_at: int | None = None) -> P
 
 
 # ---------------------------------------------------------------------------------------------
+
+
+def _forget_previous_accelerator(precision: str) -> None:
+    """Accelerate keeps one global state per process; a second ``train`` call in the same process
+    (a notebook, a test) with another precision must start from a clean one."""
+    from accelerate.state import AcceleratorState
+
+    if AcceleratorState._shared_state and AcceleratorState().mixed_precision != precision:
+        AcceleratorState._reset_state()
 
 
 def resolve_precision(requested: str) -> str:

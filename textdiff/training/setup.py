@@ -78,20 +78,37 @@ def prepare_run(recipe: Recipe, resume: bool = False, is_main: bool = True) -> R
     cfg = recipe.train
     torch.manual_seed(cfg.seed)
 
-    train_docs, val_docs = split_documents(recipe.data)
+    if recipe.sft is not None:  # instruction data replaces the corpus (textdiff.sft)
+        from ..sft import example_texts, load_examples
+
+        train_docs, val_docs = load_examples(recipe.sft)
+        corpus_texts = example_texts(train_docs, recipe.sft)
+    else:
+        train_docs, val_docs = split_documents(recipe.data)
+        corpus_texts = None
     tok_dir = out / "tokenizer"
     if resume and (tok_dir / "tokenizer_config.json").is_file():
         tokenizer = load_tokenizer(str(tok_dir))
+    elif recipe.denoiser is not None:  # an external network brings its own tokenizer and mask token
+        from ..models.external import load_external_tokenizer
+
+        tokenizer = load_external_tokenizer(recipe.denoiser, recipe.tokenizer.path)
     elif cfg.init_from is not None and recipe.tokenizer.path is None:
         tokenizer = load_tokenizer(cfg.init_from)  # fine-tuning keeps the model's tokenizer
     else:
-        tokenizer = build_tokenizer(recipe.tokenizer, train_docs["text"])
+        tokenizer = build_tokenizer(recipe.tokenizer, corpus_texts if corpus_texts is not None else train_docs["text"])
     ensure_special_tokens(tokenizer)
     if is_main:
         tokenizer.save_pretrained(tok_dir)
 
-    train_rows = tokenize_rows(train_docs, tokenizer, recipe.data)
-    val_rows = tokenize_rows(val_docs, tokenizer, recipe.data) if val_docs is not None else None
+    if recipe.sft is not None:
+        from ..sft import build_rows
+
+        train_rows = build_rows(train_docs, tokenizer, recipe.data.seq_len, recipe.sft)
+        val_rows = build_rows(val_docs, tokenizer, recipe.data.seq_len, recipe.sft, "validation") if val_docs else None
+    else:
+        train_rows = tokenize_rows(train_docs, tokenizer, recipe.data)
+        val_rows = tokenize_rows(val_docs, tokenizer, recipe.data) if val_docs is not None else None
     vocab = len(tokenizer)
     val_ppl = unigram_ppl(val_rows, unigram_log_probs(train_rows, vocab)) if val_rows is not None else None
 
@@ -101,11 +118,21 @@ def prepare_run(recipe: Recipe, resume: bool = False, is_main: bool = True) -> R
 
         model = build_external_denoiser(recipe.denoiser, tokenizer, process)
     elif cfg.init_from is not None:
-        model = load_denoiser(cfg.init_from, vocab)
-        adapt_attention(model, process)  # e.g. block diffusion fine-tuned from a masked checkpoint
+        from ..models.external import check_textdiff_folder, is_external_folder, load_external_denoiser
+
+        check_textdiff_folder(cfg.init_from)  # one-line error for a folder of another architecture
+        if is_external_folder(cfg.init_from):
+            model = load_external_denoiser(cfg.init_from, vocab)
+        else:
+            model = load_denoiser(cfg.init_from, vocab)
+            adapt_attention(model, process)  # e.g. block diffusion fine-tuned from a masked checkpoint
     else:
         model = TextDiffModel(denoiser_config(recipe.model, vocab, process, recipe.data.seq_len, tokenizer.mask_token_id))
     check_model_process(model, process, recipe.data.seq_len)
+    if recipe.lora is not None:  # train low-rank adapters only (textdiff.lora)
+        from ..lora import apply_lora
+
+        model = apply_lora(model, recipe.lora)
     return Run(recipe, tokenizer, process, model, train_rows, val_rows, val_ppl)
 
 

@@ -1,0 +1,233 @@
+"""Run an evaluation suite: ``python -m evaluation SUITE.yaml [key=value ...]`` (or ``textdiff eval``).
+
+Writes into the suite's ``output_dir``:
+
+* ``report.json``: every figure and the full protocol (models and their process / sampler configs,
+  steps, seeds, precision, datasets and layouts, reference model, textdiff version, git commit);
+* ``report.md``: the same as tables;
+* ``genppl_entropy_vs_steps.png`` and ``quality_vs_speed.png`` when the suite generates text.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from textdiff.config import to_dict
+from textdiff.errors import ConfigError
+
+from .corpora import lambada_pairs, load_corpus
+from .suite import REPO_ROOT, ConditionalTask, GenerationTask, LikelihoodTask, load_suite, resolve
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+TIMING_KEYS = ("seconds", "speed", "created_utc", "wall_seconds")  # numbers that vary run to run
+
+
+def git_commit() -> dict:
+    """The checkout's commit and whether it has local changes (read-only git calls)."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
+                               capture_output=True, text=True, timeout=10)
+        if head.returncode != 0:
+            return {"commit": None, "dirty": None}
+        return {"commit": head.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+
+
+def _label(spec) -> str:
+    if spec.label:
+        return spec.label
+    p = Path(spec.path)
+    return p.parent.name if p.name in ("final",) else p.name
+
+
+def load_model(spec, suite):
+    from textdiff.lm import DiffusionLM
+
+    device = suite.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    path = resolve(spec.path)
+    dtype = DTYPES[suite.precision]
+    lm = DiffusionLM.from_pretrained(path, device=device, dtype=None if dtype == torch.float32 else dtype)
+    info = {"label": _label(spec), "path": str(spec.path), "resolved_path": str(path),
+            "process": to_dict(lm.process.config), "default_sampler": to_dict(lm.sampler_config),
+            "seq_len": lm.seq_len, "vocab_size": len(lm.tokenizer), "precision": suite.precision, "device": device,
+            "parameters": int(sum(p.numel() for p in lm.model.parameters()))}
+    return lm, info
+
+
+def run_likelihood(lm, task: LikelihoodTask, suite, docs) -> dict:
+    from textdiff.eval.elbo import evaluate_likelihood, text_rows
+
+    seq_len = task.seq_len or lm.seq_len
+    cap = min(x for x in (task.max_rows, suite.max_rows, 10**12) if x is not None)
+    rows = text_rows(docs, lm.tokenizer, seq_len, task.layout, max_rows=None if cap == 10**12 else cap)
+    res = evaluate_likelihood(lm.model, lm.process, rows, batch_size=task.batch_size, t_samples=task.t_samples,
+                              t_sampling=task.t_sampling, seed=suite.seed, ci_level=task.ci_level,
+                              bootstrap=task.bootstrap, layout=task.layout, tokenizer=lm.tokenizer)
+    return {**res.to_dict(), "max_rows": None if cap == 10**12 else cap}
+
+
+def run_conditional(lm, task: ConditionalTask, suite, docs) -> dict:
+    from textdiff.eval.common import mean_interval, safe_exp
+    from textdiff.eval.conditional import conditional_nll, greedy_match
+
+    cap = min(x for x in (task.max_examples, suite.max_examples, 10**12) if x is not None)
+    pairs = lambada_pairs(docs, None if cap == 10**12 else cap)
+    nlls, tokens, hits, started = [], [], [], time.perf_counter()
+    for i, (context, answer) in enumerate(pairs):
+        p = lm.tokenizer(context, add_special_tokens=False)["input_ids"]
+        a = lm.tokenizer(answer, add_special_tokens=False)["input_ids"]
+        score = conditional_nll(lm.model, lm.process, p, a, mc_samples=task.mc_samples, seed=suite.seed, index=i,
+                                seq_len=lm.seq_len)
+        nlls.append(score.nll)
+        tokens.append(score.answer_tokens)
+        if task.greedy:
+            keep = p[max(0, len(p) + len(a) - (lm.seq_len or 10**9)):]
+            hits.append(greedy_match(lm.model, lm.process, keep, a, pad_token_id=lm.tokenizer.pad_token_id or 0))
+    mean, se, ci = mean_interval(nlls, task.ci_level)
+    per_token = float(np.sum(nlls) / np.sum(tokens))
+    return {"examples": len(pairs), "mc_samples": task.mc_samples if lm.process.is_diffusion else 1,
+            "estimator": "nelbo" if lm.process.is_diffusion else "exact", "nll_per_example": mean,
+            "nll_per_example_ci": ci, "ci_level": task.ci_level, "nll_per_answer_token": per_token,
+            "answer_ppl_bound": safe_exp(per_token), "answer_tokens": int(np.sum(tokens)),
+            "greedy_accuracy": float(np.mean(hits)) if hits else None, "seconds": time.perf_counter() - started}
+
+
+def run_generation(lm, info, spec, task: GenerationTask, suite, refs: dict, human: dict) -> list[dict]:
+    from textdiff.eval.diversity import diversity
+    from textdiff.eval.gen_ppl import generative_perplexity, load_reference
+    from textdiff.eval.mauve import mauve_score
+    from textdiff.eval.speed import sample_texts
+
+    sampler_spec = task.sampler or spec.sampler
+    sampler = lm.make_sampler(sampler_spec)
+    n = min(x for x in (task.num_samples, suite.max_samples) if x is not None)
+    length = task.max_new_tokens or lm.seq_len
+    if "mauve" in task.metrics:
+        from textdiff.eval.common import require
+
+        require("mauve", "mauve", "MAUVE")  # fail before sampling, not after
+    ref = None
+    if task.reference is not None and "gen_ppl" in task.metrics:
+        key = str(resolve(task.reference.path)) if not task.reference.path.count("/") == 0 else task.reference.path
+        if key not in refs:
+            refs[key] = load_reference(key, device=lm.device)
+        ref = refs[key]
+    out = []
+    for steps in task.steps:
+        ids, texts, speed = sample_texts(lm.model, lm.process, lm.tokenizer, num_samples=n, max_new_tokens=length,
+                                         steps=steps, sampler=sampler, batch_size=task.batch_size, seed=suite.seed,
+                                         block_size=task.block_size)
+        entry = {"steps": steps, "num_samples": n, "max_new_tokens": length, "sampler": to_dict(sampler.config),
+                 "block_size": task.block_size, "seed": suite.seed, "speed": speed}
+        if "gen_ppl" in task.metrics:
+            entry["gen_ppl"] = generative_perplexity(ref, token_ids=ids, source_tokenizer=lm.tokenizer,
+                                                     retokenize_mode=task.retokenize, eos=task.eos,
+                                                     ci_level=task.ci_level, seed=suite.seed)
+            entry["gen_ppl"]["protocol"]["note"] = task.reference.note
+        if "diversity" in task.metrics:
+            entry["diversity"] = {**diversity(ids), "tokenizer": "the evaluated model's"}
+        if "mauve" in task.metrics:
+            m = task.mauve
+            if id(m) not in human:
+                human[id(m)] = load_corpus(m.dataset, REPO_ROOT)
+            mref = ref if ref is not None else None
+            if mref is None:
+                raise ConfigError(f"task {task.name!r}: mauve features come from the reference LM; give reference:")
+            entry["mauve"] = mauve_score(p_texts=texts, q_texts=human[id(m)][: len(texts)], reference=mref,
+                                         seeds=m.seeds, num_buckets=m.num_buckets)
+        entry["samples"] = texts[: task.keep_samples]
+        out.append(entry)
+    return out
+
+
+def run_suite(suite, raw: dict, argv: list[str]) -> dict:
+    import textdiff
+
+    started = time.perf_counter()
+    if suite.threads:
+        torch.set_num_threads(suite.threads)
+    torch.manual_seed(suite.seed)
+    corpora, refs, human, models, results = {}, {}, {}, [], []
+    for spec in suite.models:
+        lm, info = load_model(spec, suite)
+        models.append(info)
+        for task in suite.tasks:
+            base = {"model": info["label"], "task": task.name, "metric": task.metric}
+            if isinstance(task, (LikelihoodTask, ConditionalTask)):
+                key = json.dumps(to_dict(task.dataset), sort_keys=True)
+                if key not in corpora:
+                    corpora[key] = load_corpus(task.dataset, REPO_ROOT)
+                dataset = {**to_dict(task.dataset), "documents": len(corpora[key])}
+                if isinstance(task, LikelihoodTask):
+                    results.append({**base, "dataset": dataset, **run_likelihood(lm, task, suite, corpora[key])})
+                else:
+                    results.append({**base, "dataset": dataset, **run_conditional(lm, task, suite, corpora[key])})
+            else:
+                for entry in run_generation(lm, info, spec, task, suite, refs, human):
+                    results.append({**base, **entry})
+            print(f"[{info['label']}] {task.name}: done", file=sys.stderr)
+    return {
+        "suite": suite.name,
+        "notes": suite.notes,
+        "command": "python -m evaluation " + " ".join(argv),
+        "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "textdiff_version": textdiff.__version__,
+        "git": git_commit(),
+        "environment": {"python": platform.python_version(), "torch": torch.__version__,
+                        "transformers": _version("transformers"), "threads": torch.get_num_threads(),
+                        "platform": platform.platform()},
+        "protocol": {"seed": suite.seed, "precision": suite.precision, "device": suite.device or "auto",
+                     "caps": {"max_rows": suite.max_rows, "max_examples": suite.max_examples, "max_samples": suite.max_samples},
+                     "sampling": "float64 Gumbel-max categorical draws (textdiff.categorical), one generator per sample",
+                     "suite": raw},
+        "models": models,
+        "results": results,
+        "wall_seconds": time.perf_counter() - started,
+    }
+
+
+def _version(name: str):
+    try:
+        from importlib.metadata import version
+
+        return version(name)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def main(argv=None) -> Path:
+    """Run the suite named by argv[0] with key=value overrides argv[1:]; returns the report.json path."""
+    from .report import write_markdown, write_plots
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        raise ConfigError("usage: python -m evaluation SUITE.yaml [key=value ...]")
+    suite, raw = load_suite(argv[0], argv[1:])
+    report = run_suite(suite, raw, argv)
+    out = resolve(suite.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "report.json"
+    path.write_text(json.dumps(report, indent=2, default=_jsonable))
+    write_markdown(report, out / "report.md")
+    plots = write_plots(report, out)
+    print(f"wrote {path}, {out / 'report.md'}" + "".join(f", {p}" for p in plots))
+    return path
+
+
+def _jsonable(x):
+    if isinstance(x, (np.floating, np.integer)):
+        return x.item()
+    if isinstance(x, Path):
+        return str(x)
+    raise TypeError(f"cannot write {type(x).__name__} to JSON")

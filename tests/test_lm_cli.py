@@ -1,0 +1,81 @@
+"""The user-facing surfaces: DiffusionLM (Python API) and the textdiff CLI."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from textdiff.cli import main
+from textdiff.config import load_recipe
+from textdiff.errors import ConfigError
+from textdiff.training.loop import train
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from tests.conftest import tiny_recipe
+
+    tmp = tmp_path_factory.mktemp("lm")
+    recipe = load_recipe(raw=tiny_recipe(tmp, train={"max_steps": 20, "eval_every": 20}))
+    return train(recipe)
+
+
+def test_generate_and_score_from_pretrained(trained, tmp_path):
+    from textdiff import DiffusionLM
+
+    lm = DiffusionLM.from_pretrained(trained)
+    texts, out = lm.generate(["The list", "A"], max_new_tokens=12, steps=12, seed=0, return_output=True)
+    assert len(texts) == 2 and texts[0].startswith("The list") and texts[1].startswith("A")
+    assert 1 <= out.nfe <= 12
+    again = lm.generate(["The list", "A"], max_new_tokens=12, steps=12, seed=0)
+    assert again == texts  # the seed makes it repeatable
+    nelbo = lm.score(["The list of things.", "Another sentence here."], t_samples=8)
+    assert all(0 < v < 1e4 for v in nelbo)
+    lm.save_pretrained(tmp_path / "copy")
+    copy = DiffusionLM.from_pretrained(tmp_path / "copy")
+    assert copy.score(["The list of things."], t_samples=8) == pytest.approx(nelbo[:1], rel=1e-5)
+    assert copy.generate(["The list"], max_new_tokens=12, steps=12, seed=0)[0] == texts[0]
+
+
+def test_missing_model_files_are_one_line_errors(tmp_path):
+    from textdiff import DiffusionLM
+
+    with pytest.raises(ConfigError, match="does not exist"):
+        DiffusionLM.from_pretrained(tmp_path / "nope")
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "config.json").write_text("{}")
+    with pytest.raises(ConfigError, match="missing textdiff.json, model.safetensors"):
+        DiffusionLM.from_pretrained(tmp_path / "half")
+
+
+def test_too_long_prompt_is_refused(trained):
+    from textdiff import DiffusionLM
+
+    lm = DiffusionLM.from_pretrained(trained)
+    with pytest.raises(ConfigError, match="exceeds the model's context"):
+        lm.generate(["word " * 40], max_new_tokens=8)
+
+
+def test_cli_generate_writes_jsonl(trained, tmp_path, capsys):
+    out = tmp_path / "samples.jsonl"
+    code = main(["generate", "--model", str(trained), "--prompt", "The list", "--num-samples", "2",
+                 "--max-new-tokens", "8", "--steps", "8", "--format", "jsonl", "--output", str(out)])
+    assert code == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 2 and all(r["text"].startswith("The list") for r in rows)
+
+
+def test_cli_errors_are_one_line_with_status_2(tmp_path, capsys):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: r\ntrain: {max_stepz: 3}\n")
+    assert main(["train", str(recipe)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "max_stepz" in err and "\n" not in err
+    assert main(["generate", "--model", str(tmp_path / "missing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [[], ["train"], ["generate"], ["score"], ["eval"], ["list"]])
+def test_cli_help(command):
+    proc = subprocess.run([sys.executable, "-m", "textdiff.cli", *command, "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0 and "usage: textdiff" in proc.stdout
