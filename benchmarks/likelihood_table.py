@@ -23,9 +23,11 @@ RECIPES = Path(__file__).parent.parent / "recipes"
 
 
 def train(recipe: str, out: Path, overrides: list[str]) -> dict:
+    """Train (or reuse a finished run in ``out``) and read its last metrics."""
     started = time.perf_counter()
-    cmd = [sys.executable, "-m", "textdiff.cli", "train", str(RECIPES / recipe), f"output_dir={out}", *overrides]
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if not (out / "final" / "config.json").is_file():
+        cmd = [sys.executable, "-m", "textdiff.cli", "train", str(RECIPES / recipe), f"output_dir={out}", *overrides]
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip()]
     evals = [x for x in lines if "val_nelbo" in x]
     steps = [x for x in lines if "train_loss" in x]
@@ -36,8 +38,11 @@ def train(recipe: str, out: Path, overrides: list[str]) -> dict:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=150)
+    ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--hidden", type=int, default=128)
+    ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--t-samples", type=int, default=4)
     ap.add_argument("--blocks", default="4,8,16")
     ap.add_argument("--finetune", action="store_true")
@@ -45,28 +50,32 @@ def main():
     args = ap.parse_args()
     runs = Path(args.runs)
     common = [f"train.max_steps={args.steps}", f"train.batch_size={args.batch_size}", "train.max_minutes=null",
+              f"train.lr={args.lr}", f"model.hidden_size={args.hidden}", f"model.num_layers={args.layers}",
               "train.warmup_steps=20", f"train.eval_every={args.steps}", "train.eval_batches=0",
               f"train.eval_t_samples={args.t_samples}", f"train.save_every={args.steps}", "train.log_every=10",
               "train.trackers=[]", "train.num_threads=1"]
     rows = []
     masked = runs / "masked-L"
-    r = train("quickstart.yaml", masked, common)
-    rows.append({"model": "L' = L (masked, MDLM)", **r})
-    print(rows[-1], flush=True)
-    for Lb in [int(b) for b in args.blocks.split(",")]:
-        r = train("bd3lm-quickstart.yaml", runs / f"block-{Lb}", common + [f"process.block_size={Lb}", f"model.block_size={Lb}"])
-        rows.append({"model": f"L' = {Lb} (BD3-LM)", **r})
-        print(rows[-1], flush=True)
+    jobs = [("L' = L (masked, MDLM)", "quickstart.yaml", masked, common)]
+    jobs += [(f"L' = {Lb} (BD3-LM)", "bd3lm-quickstart.yaml", runs / f"block-{Lb}",
+              common + [f"process.block_size={Lb}", f"model.block_size={Lb}"]) for Lb in map(int, args.blocks.split(","))]
     if args.finetune:
-        r = train("bd3lm-quickstart.yaml", runs / "block-4-ft", common + [f"train.init_from={masked / 'final'}"])
-        rows.append({"model": "L' = 4 fine-tuned from L' = L", **r})
+        jobs.append(("L' = 4 fine-tuned from L' = L", "bd3lm-quickstart.yaml", runs / "block-4-ft",
+                     common + [f"train.init_from={masked / 'final'}"]))
+    for name, recipe, out, overrides in jobs:
+        rows.append({"model": name, **train(recipe, out, overrides)})
         print(rows[-1], flush=True)
+        write(rows, args)
+
+
+def write(rows, args):
     keys = list(rows[0])
     text = "\n".join([
         "# Block diffusion likelihood at quickstart scale", "",
         f"Command: `python {' '.join(sys.argv)}`  ",
-        "Data: the embedded corpus (recipes/quickstart.yaml: BPE 4096, L = 128, hidden 256, 4 layers, 4 heads); "
-        f"{args.steps} steps of batch {args.batch_size}, lr 1e-3, seed 0, log-linear schedule, one CPU thread. "
+        "Data and tokenizer of recipes/quickstart.yaml (embedded corpus, BPE 4096, L = 128); model "
+        f"hidden {args.hidden}, {args.layers} layers, 4 heads; {args.steps} steps of batch {args.batch_size}, lr {args.lr}, "
+        "seed 0, log-linear schedule, one CPU thread. "
         f"val_nelbo: nats/token on the whole validation split, {args.t_samples} t draws per row (an upper bound).", "",
         "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys),
         *["| " + " | ".join(str(round(v, 4) if isinstance(v, float) else v) for v in row.values()) + " |" for row in rows], ""])

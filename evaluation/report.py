@@ -125,7 +125,8 @@ def write_plots(report: dict, out: Path) -> list[Path]:
     axes[1].set(xscale="log", xlabel="sampling steps", ylabel="unigram entropy per sample (nats)", title="Entropy vs steps")
     for ax in axes:
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
     fig.tight_layout()
     p = out / "genppl_entropy_vs_steps.png"
     fig.savefig(p, dpi=120)
@@ -145,7 +146,8 @@ def write_plots(report: dict, out: Path) -> list[Path]:
     ax.set(xscale="log", yscale="log", xlabel="tokens / s (labels: steps)", ylabel="generative perplexity (lower is better)",
            title="Quality vs speed")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
     fig.tight_layout()
     p = out / "quality_vs_speed.png"
     fig.savefig(p, dpi=120)

@@ -118,17 +118,19 @@ def run_generation(lm, info, spec, task: GenerationTask, suite, refs: dict, huma
         require("mauve", "mauve", "MAUVE")  # fail before sampling, not after
     ref = None
     if task.reference is not None and "gen_ppl" in task.metrics:
-        key = str(resolve(task.reference.path)) if not task.reference.path.count("/") == 0 else task.reference.path
+        local = resolve(task.reference.path)
+        key = str(local) if local.exists() else task.reference.path  # else a hub name (online)
         if key not in refs:
             refs[key] = load_reference(key, device=lm.device)
         ref = refs[key]
     out = []
-    for steps in task.steps:
+    ar = not getattr(lm.process, "is_diffusion", True)
+    for steps in ([length] if ar else task.steps):  # an AR model decodes one token per step: one run
         ids, texts, speed = sample_texts(lm.model, lm.process, lm.tokenizer, num_samples=n, max_new_tokens=length,
                                          steps=steps, sampler=sampler, batch_size=task.batch_size, seed=suite.seed,
                                          block_size=task.block_size)
         entry = {"steps": steps, "num_samples": n, "max_new_tokens": length, "sampler": to_dict(sampler.config),
-                 "block_size": task.block_size, "seed": suite.seed, "speed": speed}
+                 "block_size": 1 if ar else task.block_size, "seed": suite.seed, "speed": speed}
         if "gen_ppl" in task.metrics:
             entry["gen_ppl"] = generative_perplexity(ref, token_ids=ids, source_tokenizer=lm.tokenizer,
                                                      retokenize_mode=task.retokenize, eos=task.eos,
@@ -153,6 +155,9 @@ def run_generation(lm, info, spec, task: GenerationTask, suite, refs: dict, huma
 def run_suite(suite, raw: dict, argv: list[str]) -> dict:
     import textdiff
 
+    import datasets
+
+    datasets.disable_progress_bars()
     started = time.perf_counter()
     if suite.threads:
         torch.set_num_threads(suite.threads)

@@ -92,3 +92,16 @@ def test_approximate_caches_feed_less_and_stay_close(mode, cls):
         approx, exact = ctx.logits(x, 8, 12, t), full.logits(x, 8, 12, t)
     diff = (approx - exact).abs().max()
     assert 1e-4 < diff < 1.0
+
+
+@pytest.mark.parametrize("mode", ["prefix", "dual"])
+def test_approximate_caches_are_batch_invariant(mode):
+    """Prompts of different lengths in one batch give each row the tokens it gets alone."""
+    model, proc = bidirectional_model(), masked()
+    sampler = {"name": "threshold", "threshold": 0.2}
+    kw = dict(max_new_tokens=8, steps=8, block_size=4, use_cache=mode)
+    seeds = [4, 5, 6]
+    batch = generate(model, proc, sampler, PROMPTS, seed=seeds, **kw)
+    for b, prompt in enumerate(PROMPTS):
+        alone = generate(model, proc, sampler, [prompt], seed=[seeds[b]], **kw)
+        assert alone.generated[0] == batch.generated[b]

@@ -25,9 +25,7 @@ from textdiff.registry import build_process
 K, L = 3, 3  # symbols, length
 MASK = 3  # the [MASK] id for absorbing processes (V = 4); uniform processes use V = 3
 X0 = torch.tensor(list(itertools.product(range(K), repeat=L)))  # [27, L] every clean row
-_g = torch.Generator().manual_seed(0)
-P0 = torch.distributions.Dirichlet(torch.full((len(X0),), 0.7)).sample().double()  # arbitrary joint law
-P0 = (P0 + 1e-3) / (P0 + 1e-3).sum()
+P0 = torch.softmax(1.5 * torch.randn(len(X0), generator=torch.Generator().manual_seed(0), dtype=torch.float64), 0)  # arbitrary joint law
 NLL = -torch.log(P0)  # [27] exact −log p(x0)
 
 SPECS = {  # process spec, vocab size, mask id
@@ -154,8 +152,9 @@ def test_nelbo_is_an_upper_bound_on_the_nll(nelbos, key):
     gap = nelbos[key] - NLL
     # on average over the data: E_p[NELBO] >= H(p) (Gibbs), for every family
     assert float((P0 * gap).sum()) > -1e-6, f"{key}: E[NELBO] below the entropy by {float((P0 * gap).sum()):.2e}"
-    # and for every single row (the exact denoiser leaves only quadrature / float32 error)
-    assert bool((gap > -1e-6).all()), f"{key}: NELBO below −log p(x0) by {float(gap.min()):.2e}"
+    # and for every single row, up to quadrature / float32 error (for the uniform families the model's
+    # marginal differs from P0 by the O(α(1)) prior mismatch, so a row may sit a hair below −log p)
+    assert bool((gap > -1e-5).all()), f"{key}: NELBO below −log p(x0) by {float(gap.min()):.2e}"
 
 
 @pytest.mark.parametrize("key", ["masked", "masked_cosine", "sedd_absorb", "ar"])
@@ -202,19 +201,26 @@ def test_a_wrong_denoiser_pays_more():
 
 @pytest.mark.parametrize("key", ["masked", "sedd_absorb", "uniform", "sedd_uniform"])
 def test_monte_carlo_nelbo_through_nelbo_terms(nelbos, key):
-    """The production path (corrupt -> model(**inputs).logits -> loss) agrees with the exact NELBO."""
+    """The production path (corrupt -> model(**inputs).logits -> loss) agrees with the exact NELBO.
+
+    Monte Carlo over x0 ~ P0 and x_t ~ q(x_t | x0) through ``nelbo_terms``, at the quadrature times
+    (drawing t uniformly as well would make the estimator heavy-tailed: the weight blows up at t -> 0)."""
     spec, V, mask_id = SPECS[key]
     spec = dict(spec, time_conditioning=True)
     process = build_process(spec, vocab_size=V, mask_id=mask_id)
     oracle = Oracle(process, V)
+    ts, ws = quadrature(4)
+    n = 500
     gen = torch.Generator().manual_seed(1)
-    idx = torch.multinomial(P0, 1200, replacement=True, generator=gen)
-    x0 = X0[idx]
+    x0 = X0[torch.multinomial(P0, n * len(ts), replacement=True, generator=gen)]
+    t = ts.repeat_interleave(n)
     with torch.no_grad():
-        terms = nelbo_terms(oracle, process, x0, generator=gen)
-    per_row = terms.loss.double().sum(1) + process.prior_loss(x0).double().sum(1)
-    mc, se = float(per_row.mean()), float(per_row.std() / math.sqrt(len(per_row)))
+        terms = nelbo_terms(oracle, process, x0, t=t, generator=gen)
+    per_row = (terms.loss.double().sum(1) + process.prior_loss(x0).double().sum(1)).view(len(ts), n)
+    mc = float((ws * per_row.mean(1)).sum())  # Σ_k w_k = 1, so the prior term is counted once
+    se = float(torch.sqrt((ws ** 2 * per_row.var(1) / n).sum()))
     exact = float((P0 * nelbos[key]).sum())
     assert abs(mc - exact) < 4 * se + 1e-3, (mc, exact, se)
+    assert se < 0.08  # a meaningful comparison (entropy of P0 ≈ 2.5 nats)
     if key == "masked":  # and it estimates the entropy of P0: the bound is tight
         assert abs(mc - float((P0 * NLL).sum())) < 4 * se + 1e-3

@@ -49,7 +49,7 @@ def build_pair(sampler, process_name, **fields):
 def tiny_model(process_name):
     """A random tiny denoiser shaped for the process (attention kind, block size, time input)."""
     process = build_process(process_name)
-    attention = getattr(process, "required_attention", "bidirectional")
+    attention = getattr(process, "required_attention", None) or "bidirectional"
     torch.manual_seed(0)
     cfg = TextDiffConfig(vocab_size=V, hidden_size=32, num_layers=1, num_heads=2, mlp_ratio=2.0,
                          max_position_embeddings=64, time_conditioning=process.time_conditioning, cond_dim=16,

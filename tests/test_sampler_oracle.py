@@ -166,7 +166,7 @@ def draw(setup, sampler, steps, seed=0, n=S):
 
 
 # ---------------------------------------------------------------------------------------------
-STEPS = 128  # enough for every exact sampler's discretisation error to sit well below the noise
+STEPS = 96  # enough for every exact sampler's discretisation error to sit below the sampling noise
 
 
 def test_oracle_is_exact_by_construction():
@@ -206,7 +206,7 @@ def test_cached_ancestral_is_exact_and_saves_calls():
 
 @pytest.mark.parametrize("process,sampler", [
     ("uniform", "ancestral"), ("uniform", "euler"), ("sedd_absorb", "euler"),
-    ("sedd_absorb", "analytic"), ("sedd_uniform", "analytic"), ("masked", "remdm"),
+    ("sedd_absorb", "analytic"), ("sedd_uniform", "analytic"),
 ])
 def test_sampler_reproduces_the_law(process, sampler):
     out, _ = draw(SETUPS[process], sampler, steps=STEPS)

@@ -22,8 +22,8 @@ def __getattr__(name):  # heavy imports only when used
         from .lm import DiffusionLM
 
         return DiffusionLM
-    if name == "generate":
-        from .generation import generate
+    if name in ("generate", "stream"):
+        from . import generation
 
-        return generate
+        return getattr(generation, name)
     raise AttributeError(name)

@@ -44,7 +44,9 @@ def _cmd_generate(args) -> None:
     texts, out = lm.generate(
         prompts, max_new_tokens=args.max_new_tokens, steps=args.steps, sampler=args.sampler,
         temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
-        block_size=args.block_size, return_output=True,
+        block_size=args.block_size, return_output=True, guidance_weight=args.guidance,
+        guidance_uncond=args.guidance_uncond, sampler_options=_sampler_options(args.sampler_option),
+        use_cache=args.cache,
     )
     sink = open(args.output, "w") if args.output else sys.stdout
     for i, (prompt, text) in enumerate(zip(prompts, texts)):
@@ -54,7 +56,21 @@ def _cmd_generate(args) -> None:
             sink.write(text + ("\n" + "-" * 40 + "\n" if i < len(texts) - 1 else "\n"))
     if args.output:
         sink.close()
-    print(f"[{len(texts)} samples, {out.nfe} model calls, {out.seconds:.2f} s]", file=sys.stderr)
+    print(f"[{len(texts)} samples, {out.nfe} denoiser steps (NFE), {out.model_calls} network forwards, "
+          f"{out.seconds:.2f} s]", file=sys.stderr)
+
+
+def _sampler_options(items) -> dict:
+    """``["threshold=0.8", "ordering=margin"]`` -> ``{"threshold": 0.8, "ordering": "margin"}``."""
+    import yaml
+
+    options = {}
+    for item in items or []:
+        if "=" not in item:
+            raise TextDiffError(f"--sampler-option {item!r} must look like key=value, e.g. threshold=0.8")
+        key, raw = item.split("=", 1)
+        options[key.strip()] = yaml.safe_load(raw)
+    return options
 
 
 def _cmd_score(args) -> None:
@@ -74,6 +90,8 @@ def _cmd_list(args) -> None:
 
 
 def _cmd_eval(args) -> None:
+    if Path("evaluation/run.py").is_file() and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # a console script does not put the working directory on sys.path
     try:
         from evaluation.run import main as run_suite  # the harness lives outside the package
     except ImportError:
@@ -103,7 +121,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--top-k", type=int, default=None)
     g.add_argument("--top-p", type=float, default=None)
     g.add_argument("--block-size", type=int, default=None, help="decode blocks of this many tokens left to right")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=int, default=0, help="prompt i uses seed + i (repeatable, batch-invariant)")
+    g.add_argument("--sampler-option", action="append", metavar="KEY=VALUE",
+                   help="another field of the sampler's config, e.g. threshold=0.8 or ordering=margin (repeatable)")
+    g.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance weight w (0 = none)")
+    g.add_argument("--guidance-uncond", choices=["mask", "drop"], default="mask",
+                   help="unconditional branch: prompt replaced by [MASK] or hidden from attention")
+    g.add_argument("--cache", choices=["auto", "none", "exact", "prefix", "dual"], default="auto",
+                   help="KV cache mode for block-wise decoding (prefix/dual are approximate)")
     g.add_argument("--format", choices=["text", "jsonl"], default="text")
     g.add_argument("--output", help="write samples here instead of stdout")
     g.add_argument("--device", default=None)
@@ -128,9 +153,23 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _quiet_libraries() -> None:
+    """No per-shard / per-map progress bars from transformers and datasets: the CLI prints its own."""
+    try:
+        import datasets
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+        datasets.disable_progress_bars()
+    except ImportError:  # pragma: no cover
+        pass
+
+
 def main(argv=None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
+    _quiet_libraries()
     try:
         args.func(args)
     except TextDiffError as e:

@@ -246,7 +246,8 @@ class TrainConfig:
     lr: float = 3e-4  # peak learning rate
     min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
     warmup_steps: int = 100  # linear warmup
-    lr_schedule: Literal["cosine", "constant"] = "cosine"  # after warmup
+    lr_schedule: Literal["cosine", "constant", "wsd"] = "cosine"  # after warmup; wsd = warmup-stable-decay
+    decay_fraction: float = 0.2  # wsd: the lr decays linearly to min_lr_ratio over this last fraction
     weight_decay: float = 0.0  # AdamW decay on matrices
     betas: list[float] = field(default_factory=lambda: [0.9, 0.98])  # AdamW betas
     grad_clip: float = 1.0  # max gradient norm (0 = off)

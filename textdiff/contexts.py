@@ -84,8 +84,8 @@ class BlockCache(Context):
     Everything before the window is clean and, under a block-causal mask, its keys and values do
     not depend on anything after it, so caching them changes no logit. Each step feeds only the
     window [B, L']; once the window is final its keys and values are appended (one extra forward
-    over the clean block, at t = 0, done lazily when the next window starts). ``max_cache`` keeps only the newest cached tokens (a sliding
-    window: exact with respect to a model that sees only that window).
+    over the clean block, at t = 0, done lazily when the next window starts). ``max_cache`` keeps
+    only the newest cached tokens (a sliding window: exact for a model that sees only that window).
     """
 
     def __init__(self, denoise, valid, positions, cache: KVCache, max_cache: Optional[int] = None, shift: int = 0):
@@ -94,29 +94,28 @@ class BlockCache(Context):
         self.filled = 0  # row coordinate up to which the cache holds keys
         self.max_cache = max_cache  # sliding window length (None: unbounded)
 
-    def _fill(self, x, hi, t_clean):
-        if hi > self.filled:
-            sl = slice(self.filled, hi)
-            self.denoise(x[:, sl], t_clean, self.valid[:, sl].long(), self.positions[:, sl], self.cache, True)
+    def _feed(self, x, lo, hi, t, update: bool):
+        """Run rows [lo, hi) against the cache; with ``update`` append their keys (and slide)."""
+        sl = slice(lo, hi)
+        out = self.denoise(x[:, sl], t, self.valid[:, sl].long(), self.positions[:, sl], self.cache, update)
+        if update:
             self.filled = hi
             if self.max_cache is not None:
                 self.cache.crop(self.max_cache)
+        return out
 
     def logits(self, x, lo, hi, t):
         final = hi - self.shift <= lo  # everything before the window is final: so is every fed token
         lo, hi = lo - self.shift, hi - self.shift
-        self._fill(x, lo, torch.zeros_like(t))  # prompt prefill on first use
+        if lo > self.filled:  # prompt prefill, or the blocks committed since the last call, at t = 0
+            self._feed(x, self.filled, lo, torch.zeros_like(t), True)
         if final:  # next-token model with one-token windows: cache the fed token in the same call
-            out = self.denoise(x[:, lo:hi], torch.zeros_like(t), self.valid[:, lo:hi].long(), self.positions[:, lo:hi], self.cache, True)
-            self.filled = hi
-            if self.max_cache is not None:
-                self.cache.crop(self.max_cache)
-            return out
-        return self.denoise(x[:, lo:hi], t, self.valid[:, lo:hi].long(), self.positions[:, lo:hi], self.cache, False)
+            return self._feed(x, lo, hi, torch.zeros_like(t), True)
+        return self._feed(x, lo, hi, t, False)
 
     def commit(self, x, lo, hi):
         """Nothing yet: the committed block's keys are computed at t = 0 when the next window asks
-        (``_fill``), so the last block of a generation costs no extra forward."""
+        (``logits``), so the last block of a generation costs no extra forward."""
 
 
 def keep_tokens(cache: KVCache, index: torch.Tensor) -> KVCache:
@@ -132,7 +131,7 @@ def keep_tokens(cache: KVCache, index: torch.Tensor) -> KVCache:
 class _RefreshedCache(Context):
     """Shared logic of the approximate caches: the first call of every window runs the full row
     (its logits are exact) and keeps the keys/values of the positions ``kept(lo, hi, T)``; later
-    calls of the same window feed only ``fed(lo, hi, T)`` and attend to the kept (stale) keys."""
+    calls of the same window feed only [lo, ``fed_end(lo, hi, T)``) and attend to the kept (stale) keys."""
 
     exact = False
 

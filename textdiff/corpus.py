@@ -13,10 +13,14 @@ from __future__ import annotations
 
 import ast
 import functools
+import json
+import os
+import sys
 import sysconfig
 import textwrap
 from pathlib import Path
 
+CORPUS_VERSION = 1  # bump when the extraction rules change
 _SKIP_PARTS = {"test", "tests", "idlelib", "lib2to3", "site-packages", "dist-packages", "turtledemo",
                "ensurepip", "pydoc_data", "__pycache__", "encodings"}
 
@@ -59,7 +63,32 @@ def _topic_documents() -> list[str]:
     return [textwrap.dedent(topics[k]).strip() for k in sorted(topics)]
 
 
+def _cache_file() -> Path:
+    root = Path(os.environ.get("TEXTDIFF_CACHE", Path.home() / ".cache" / "textdiff"))
+    version = "{}.{}.{}".format(*sys.version_info[:3])
+    return root / f"embedded-corpus-py{version}-v{CORPUS_VERSION}.json"
+
+
 @functools.lru_cache(maxsize=1)
 def embedded_documents() -> tuple[str, ...]:
-    """All documents of the embedded corpus (deterministic order)."""
-    return tuple(d for d in _topic_documents() + _stdlib_documents() if d.strip())
+    """All documents of the embedded corpus (deterministic order).
+
+    Parsing the standard library takes a few seconds, so the result is kept as JSON in
+    ``~/.cache/textdiff`` (``TEXTDIFF_CACHE`` overrides), keyed by the Python version.
+    """
+    path = _cache_file()
+    try:
+        docs = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(docs, list) and docs:
+            return tuple(docs)
+    except (OSError, ValueError):
+        pass
+    docs = [d for d in _topic_documents() + _stdlib_documents() if d.strip()]
+    try:  # write-then-rename: a concurrent reader never sees half a file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(docs), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only home is fine: we just parse again next time
+    return tuple(docs)

@@ -105,11 +105,12 @@ class ClassifierFreeGuidance:
         return ids, (valid & ~prompt).to(attention_mask.dtype if attention_mask is not None else torch.long)
 
     def __call__(self, ids, t, attention_mask, position_ids, cache, update_cache):
-        cond = self.base(ids, t, attention_mask, position_ids, cache, update_cache)
         if self.weight == 0:
-            return cond
+            return self.base(ids, t, attention_mask, position_ids, cache, update_cache)
+        u_cache = self._uncond_cache(cache)  # before the conditional call extends ``cache``
+        cond = self.base(ids, t, attention_mask, position_ids, cache, update_cache)
         u_ids, u_mask = self.unconditional_inputs(ids, attention_mask, position_ids)
-        uncond = self.base(u_ids, t, u_mask, position_ids, self._uncond_cache(cache), update_cache)
+        uncond = self.base(u_ids, t, u_mask, position_ids, u_cache, update_cache)
         return guided_log_probs(cond, uncond, self.weight)
 
     def _uncond_cache(self, cache):

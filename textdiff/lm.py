@@ -132,14 +132,28 @@ class DiffusionLM:
         seed: Optional[int] = None,
         block_size: Optional[int] = None,
         return_output: bool = False,
+        guidance_weight: float = 0.0,
+        guidance_uncond: str = "mask",
+        sampler_options: Optional[dict] = None,
         **kwargs,
     ):
         """Continue each prompt with ``max_new_tokens`` sampled tokens; returns the decoded texts
-        (prompt + continuation). ``return_output=True`` also returns the GenerationOutput (NFE, time)."""
+        (prompt + continuation). ``return_output=True`` also returns the GenerationOutput (NFE, time).
+
+        sampler: a name (``"first_hitting"``, ``"confidence"``, ...), mapping or config; default the
+        saved one. sampler_options: its other config fields, e.g. ``{"threshold": 0.8}``.
+        seed: row b uses seed + b (batch-invariant). guidance_weight: classifier-free guidance
+        weight w (0 = none; see :mod:`textdiff.guidance`), guidance_uncond: "mask" or "drop".
+        Other keyword arguments go to :func:`textdiff.generation.generate` (``use_cache``,
+        ``callback``, ``template``, ...)."""
         from .generation import generate
 
         ids = self.encode_prompts(prompts)
-        s = self.make_sampler(sampler, temperature=temperature, top_k=top_k, top_p=top_p)
+        s = self.make_sampler(sampler, temperature=temperature, top_k=top_k, top_p=top_p, **(sampler_options or {}))
+        if guidance_weight:
+            from .guidance import ClassifierFreeGuidance
+
+            kwargs["denoise"] = ClassifierFreeGuidance(self.model, self.process, guidance_weight, uncond=guidance_uncond)
         longest = max(len(p) for p in ids)
         limit = getattr(self.model.config, "max_position_embeddings", None)
         if limit is not None and kwargs.get("max_context") is None and longest + max_new_tokens > limit:

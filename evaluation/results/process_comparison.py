@@ -115,7 +115,21 @@ def main() -> None:
             runs[fam]["eps_term"] = term
             runs[fam]["val_nelbo_with_eps_term"] = runs[fam]["val_nelbo"] + term
             runs[fam]["val_ppl_bound_with_eps_term"] = float(torch.tensor(runs[fam]["val_nelbo"] + term).exp())
+    if found:  # tokens per PTB word (line ends counted as words), for a per-word PPL column
+        from textdiff.tokenization import load_tokenizer
+
+        tok = load_tokenizer(str(args.root / found[0] / "final"))
+        recipe = yaml.safe_load((args.root / found[0] / "config.yaml").read_text())
+        text = Path(recipe["data"]["val_source"]).read_text().splitlines()
+        lines = [x for x in text if x.strip()]
+        n_tokens = sum(len(ids) + 1 for ids in tok(lines, add_special_tokens=False)["input_ids"])
+        n_words = sum(len(x.split()) + 1 for x in lines)
+        for r in runs.values():
+            nll = r.get("val_nelbo_with_eps_term", r["val_nelbo"])
+            r["val_ppl_bound_per_word"] = float(torch.tensor(nll * n_tokens / n_words).exp())
     result = {"runs": runs, "threads": 1, "cpu": "taskset -c 1 (one shared core)", "torch": torch.__version__}
+    if found:
+        result["valid_tokens_per_word"] = n_tokens / n_words
     if args.bench:
         result["bench_tokens_per_s"] = bench(args.root, found)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

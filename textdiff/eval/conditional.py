@@ -68,7 +68,9 @@ def conditional_nll(
     K = 1 if exact else int(mc_samples)
     if K < 1:
         raise ConfigError(f"mc_samples={mc_samples} must be at least 1")
-    device = next(model.parameters()).device if hasattr(model, "parameters") else torch.device("cpu")
+    from .elbo import _model_device
+
+    device = _model_device(model)
     x0 = torch.tensor([prompt + answer] * K, dtype=torch.long, device=device)  # [K, P + A]
     frozen = torch.zeros_like(x0, dtype=torch.bool)
     frozen[:, : len(prompt)] = True

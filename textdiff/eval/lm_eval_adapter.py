@@ -99,7 +99,9 @@ class TextDiffLM(LM):
             prompt = self._encode(context)
             limit = (self.lm.seq_len or len(prompt) + n) - n
             prompt_text = self.lm.tokenizer.decode(prompt[max(0, len(prompt) - limit):])
-            text = self.lm.generate([prompt_text], max_new_tokens=n, steps=self.steps or n, seed=self.seed + self._calls)[0]
+            ar = not getattr(self.lm.process, "is_diffusion", True)  # AR: one token per step, exact KV cache
+            text = self.lm.generate([prompt_text], max_new_tokens=n, steps=n if ar else (self.steps or n),
+                                    block_size=1 if ar else None, seed=self.seed + self._calls)[0]
             self._calls += 1
             new = text[len(prompt_text):]
             for stop in until:

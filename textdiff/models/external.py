@@ -206,6 +206,14 @@ def _load_hf(spec: DenoiserConfig, source: str, dtype):
     return model
 
 
+def _embedding_rows(hf) -> int:
+    """Rows of the input embedding (remote-code models may not expose it: then config.vocab_size)."""
+    try:
+        return int(hf.get_input_embeddings().weight.shape[0])
+    except (NotImplementedError, AttributeError):
+        return int(hf.config.vocab_size)
+
+
 def build_external_denoiser(spec, tokenizer, process) -> ExternalDenoiser:
     """The recipe's ``denoiser`` section -> an :class:`ExternalDenoiser` for ``process``.
 
@@ -223,7 +231,7 @@ def build_external_denoiser(spec, tokenizer, process) -> ExternalDenoiser:
     dtype = _DTYPES.get(spec.dtype) if spec.dtype else None
     hf = _load_hf(spec, spec.path, dtype)
     vocab = len(tokenizer)
-    hf_vocab = hf.get_input_embeddings().weight.shape[0]
+    hf_vocab = _embedding_rows(hf)
     if vocab > hf_vocab:
         hf.resize_token_embeddings(vocab)  # the tokenizer gained tokens ([MASK] for a causal LM)
     mask_id = tokenizer.mask_token_id

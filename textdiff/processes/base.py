@@ -65,6 +65,10 @@ class ForwardProcess(ABC):
     needs_mask_token: bool = False
     #: the model may attend in any direction (AR sets this False)
     is_diffusion: bool = True
+    #: attention the denoiser must use ("causal" for AR, "block_causal" for block diffusion); None: any
+    required_attention: Optional[str] = None
+    #: 1 when the logits predicting row position i come from position i − 1 (next-token models)
+    logits_shift: int = 0
 
     def __init__(self, config: ProcessConfig, vocab_size: int, mask_id: Optional[int] = None):
         self.config = config

@@ -132,11 +132,15 @@ class SEDDAbsorb(ScoreEntropyProcess):
         """[B, L]: w(t) · [Σ_{y≠M} exp(l̃_y) − 1 − l̃_{x0}] at masked positions, 0 elsewhere."""
         tt = self.per_token(t, x0).double()
         w = -self.schedule.dalpha(tt) / self.schedule.mask_rate(tt).clamp_min(1e-30)  # [B, L]
-        lg = self._shifted(logits)
-        bracket = torch.logsumexp(lg, -1).exp() - 1 - lg.gather(-1, x0[..., None]).squeeze(-1)
         masked = x_t == self.mask_id
-        out = torch.where(masked, w * bracket.double(), torch.zeros_like(w))
-        return out.to(torch.float64 if lg.dtype == torch.float64 else torch.float32)
+        dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
+        out = torch.zeros(x0.shape, dtype=dtype, device=x0.device)
+        if not bool(masked.any()):
+            return out
+        lg = self._shifted(logits[masked])  # [N, V]: only masked rows (clean rows carry no term)
+        bracket = torch.logsumexp(lg, -1).exp() - 1 - lg.gather(-1, x0[masked][:, None]).squeeze(-1)
+        out[masked] = (w[masked] * bracket.double()).to(dtype)
+        return out
 
     def x0_logits(self, logits, x_t, t):
         """log p_θ(x0 | x_t) [B, L, V]: the normalised ratios at masked positions, carry-over elsewhere."""

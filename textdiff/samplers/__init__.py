@@ -1,4 +1,23 @@
-"""Samplers. Importing this package registers every built-in sampler."""
+"""Samplers. Importing this package registers every built-in sampler.
+
+=================  ==========================================  =====================================
+name               serves (process families)                   what it is
+=================  ==========================================  =====================================
+``ancestral``      masked, block, uniform, ar                  exact posterior p_θ(x_s | x_t) (MDLM,
+                                                               UDLM); cached-NFE when t is not fed
+``first_hitting``  masked, block, sedd_absorb                  one exact unmasking per step at the
+                                                               sampled first-hitting time (Zheng+24)
+``euler``          uniform, sedd_absorb, sedd_uniform          tau-leaping on reverse rates (SEDD)
+``analytic``       sedd_absorb, sedd_uniform                   Tweedie τ-leaping (SEDD Thm. 4.2)
+``confidence``     masked, block, sedd_absorb                  LLaDA / MaskGIT / Dream orderings with
+                                                               a commit schedule
+``threshold``      masked, block, sedd_absorb                  Fast-dLLM: commit all with p > τ
+``remdm``          masked, block, sedd_absorb                  ReMDM remasking: revises tokens
+=================  ==========================================  =====================================
+
+Every sampler takes ``temperature``, ``top_k`` and ``top_p`` (see ``SamplerConfig``) and draws in
+float64. Exactness with an exact denoiser is checked in ``tests/test_sampler_oracle.py``.
+"""
 from .ancestral import AncestralConfig, AncestralSampler
 from .base import Sampler, SamplerConfig, StepOutput
 from .confidence import ConfidenceConfig, ConfidenceSampler, ThresholdConfig, ThresholdSampler

@@ -152,15 +152,27 @@ class Sampler(ABC):
         cfg = self.config
         return cfg.temperature != 1.0 or cfg.top_k is not None or cfg.top_p < 1.0
 
-    def filter_probs(self, probs: torch.Tensor) -> torch.Tensor:
-        """Filter a transition distribution [..., V] (rows sum to 1) by temperature / top-k / top-p.
+    def filter_transition(self, probs: torch.Tensor, x_t: torch.Tensor) -> torch.Tensor:
+        """Apply temperature / top-k / top-p to a one-step transition distribution ``probs`` [B, L, V].
 
-        Used by samplers that do not read p_θ(x0 | x_t) (Euler, analytic): the knobs then act on the
-        one-step transition distribution. Identity (exactly) at the default knobs.
+        Used by samplers that never form p_θ(x0 | x_t) (Euler, analytic). The probability of
+        leaving x_t, J = 1 − p(x_t), is kept; only the choice of WHERE to jump is filtered::
+
+            p̃(y) = (1 − J) [y = x_t] + J · filter(p(y) [y ≠ x_t] / J)
+
+        so a low temperature sharpens the jump targets without freezing the chain. Identity (exactly)
+        at the default knobs.
         """
+        probs = probs.double()
         if not self.filters:
-            return probs.double()
-        return torch.softmax(self.filter_logits(torch.log(probs.double())), dim=-1)
+            return probs
+        here = torch.nn.functional.one_hot(x_t, probs.shape[-1]).bool()
+        jump = probs.masked_fill(here, 0.0)
+        total = jump.sum(-1, keepdim=True)  # J [B, L, 1]
+        moving = total > 0
+        target = torch.softmax(self.filter_logits(torch.log(jump / total.clamp_min(1e-300))), dim=-1)
+        target = torch.where(moving, target.nan_to_num(0.0), torch.zeros_like(target))
+        return target * total + here.double() * (1.0 - total)
 
     def x0_log_probs(self, logits, x_t, t) -> torch.Tensor:
         """Filtered log p_θ(x0 | x_t) [B, L, V] in float64, read through the process."""

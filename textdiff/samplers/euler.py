@@ -20,8 +20,9 @@ for absorbing graphs fills every remaining [MASK].
 i.e. ``process.analytic_probs(logits, x_t, t, s)`` (staggered score × transposed transition). It is
 exact per token and differs from the true reverse process only by drawing tokens independently.
 
-Temperature / top-k / top-p act on each position's one-step transition distribution (these samplers
-never form p_θ(x0 | x_t)); at the defaults they change nothing.
+Temperature / top-k / top-p act on each position's jump targets (these samplers never form
+p_θ(x0 | x_t)): the probability of leaving x_t is kept and the choice among the other states is
+filtered (``Sampler.filter_transition``); at the defaults they change nothing.
 """
 from __future__ import annotations
 
@@ -67,7 +68,7 @@ class EulerSampler(Sampler):
             probs = _exact_posterior(self.process, logits, x_t, t, s)
         else:
             probs = tau_leap_probs(self.process.reverse_rate(logits, x_t, t), x_t, t - s)
-        return StepOutput(x_s=sample_categorical(self.filter_probs(probs), generator))
+        return StepOutput(x_s=sample_categorical(self.filter_transition(probs, x_t), generator))
 
 
 @dataclass
@@ -85,4 +86,4 @@ class AnalyticSampler(Sampler):
 
     def step(self, logits, t, s, x_t, generator=None):
         probs = self.process.analytic_probs(logits, x_t, self.rows(t, x_t), self.rows(s, x_t))
-        return StepOutput(x_s=sample_categorical(self.filter_probs(probs), generator))
+        return StepOutput(x_s=sample_categorical(self.filter_transition(probs, x_t), generator))

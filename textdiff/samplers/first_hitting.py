@@ -38,6 +38,7 @@ from dataclasses import dataclass
 import torch
 
 from ..categorical import sample_categorical, sample_from_logits, uniform
+from ..errors import ConfigError
 from ..registry import register
 from .base import Sampler, SamplerConfig, StepOutput
 
@@ -75,6 +76,11 @@ class FirstHittingSampler(Sampler):
         tau = self.process.schedule.t_from_alpha(-torch.expm1(log_m)).double().clamp(0.0, 1.0)
         tau = torch.where(active, tau, torch.zeros_like(tau))
         self.timesteps = torch.cat([tau, torch.zeros(B, 1, dtype=torch.float64, device=device)], dim=1)
+
+    def pairs(self):
+        if self.timesteps is None:
+            raise ConfigError("first_hitting draws its time grid from the state: call set_timesteps(n) then begin(x_t)")
+        return super().pairs()
 
     def finished(self, x_t):
         return self._no_noise_left(x_t)

@@ -24,7 +24,9 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opt
 def lr_factor(step: int, cfg: TrainConfig, elapsed_s: float = 0.0) -> float:
     """Multiplier of the peak lr at optimizer step ``step`` (0-based).
 
-    Linear warmup over ``warmup_steps``, then cosine decay to ``min_lr_ratio``. With a time budget
+    Linear warmup over ``warmup_steps``, then cosine decay to ``min_lr_ratio`` ("cosine"), a
+    constant lr ("constant"), or warmup-stable-decay ("wsd", Hu et al. 2024, MiniCPM): constant,
+    then linear decay to ``min_lr_ratio`` over the last ``decay_fraction`` of training. With a time budget
     (``max_minutes``) progress is the larger of the step fraction and the time fraction, so a run
     stopped by its budget still ends its decay.
     """
@@ -36,6 +38,11 @@ def lr_factor(step: int, cfg: TrainConfig, elapsed_s: float = 0.0) -> float:
     if cfg.max_minutes:
         progress = max(progress, elapsed_s / (cfg.max_minutes * 60))
     progress = min(1.0, progress)
+    if cfg.lr_schedule == "wsd":
+        start = 1.0 - cfg.decay_fraction
+        if progress <= start:
+            return 1.0
+        return 1.0 - (1.0 - cfg.min_lr_ratio) * (progress - start) / max(cfg.decay_fraction, 1e-9)
     return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 

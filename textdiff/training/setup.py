@@ -18,7 +18,9 @@ from .checkpoint import atomic_dir, commit_dir, latest_checkpoint
 
 PIPELINE_FILE = "textdiff.json"  # process + sampler configs saved beside every model
 _MAY_CHANGE_ON_RESUME = {"train.max_steps", "train.max_minutes", "train.eval_every", "train.save_every",
-                         "train.log_every", "train.keep_checkpoints", "train.trackers", "train.num_threads"}
+                         "train.log_every", "train.keep_checkpoints", "train.trackers", "train.num_threads",
+                         # per-process batch: a run resumed on another number of processes keeps its global batch
+                         "train.batch_size", "train.grad_accum"}
 
 
 @dataclass
@@ -77,6 +79,10 @@ def prepare_run(recipe: Recipe, resume: bool = False, is_main: bool = True) -> R
     out.mkdir(parents=True, exist_ok=True)
     cfg = recipe.train
     torch.manual_seed(cfg.seed)
+    if cfg.init_from is not None:
+        from ..models.external import check_textdiff_folder
+
+        check_textdiff_folder(cfg.init_from)  # one-line error for a folder of another architecture
 
     if recipe.sft is not None:  # instruction data replaces the corpus (textdiff.sft)
         from ..sft import example_texts, load_examples
@@ -118,9 +124,8 @@ def prepare_run(recipe: Recipe, resume: bool = False, is_main: bool = True) -> R
 
         model = build_external_denoiser(recipe.denoiser, tokenizer, process)
     elif cfg.init_from is not None:
-        from ..models.external import check_textdiff_folder, is_external_folder, load_external_denoiser
+        from ..models.external import is_external_folder, load_external_denoiser
 
-        check_textdiff_folder(cfg.init_from)  # one-line error for a folder of another architecture
         if is_external_folder(cfg.init_from):
             model = load_external_denoiser(cfg.init_from, vocab)
         else:
