@@ -118,11 +118,14 @@ def write_plots(report: dict, out: Path) -> list[Path]:
         rs = sorted(rs, key=lambda r: r["steps"])
         steps = [r["steps"] for r in rs]
         if all("gen_ppl" in r for r in rs):
-            axes[0].plot(steps, [r["gen_ppl"]["gen_ppl"] for r in rs], marker="o", label=f"{model} / {task}")
+            y = [r["gen_ppl"]["gen_ppl"] for r in rs]
+            err = [[v - r["gen_ppl"]["gen_ppl_ci"][0] for v, r in zip(y, rs)], [r["gen_ppl"]["gen_ppl_ci"][1] - v for v, r in zip(y, rs)]]
+            axes[0].errorbar(steps, y, yerr=err, marker="o", capsize=3, label=f"{model} / {task}")
         if all("diversity" in r for r in rs):
-            axes[1].plot(steps, [r["diversity"]["entropy_mean"] for r in rs], marker="o", label=f"{model} / {task}")
-    axes[0].set(xscale="log", yscale="log", xlabel="sampling steps", ylabel="generative perplexity", title="Gen PPL vs steps")
-    axes[1].set(xscale="log", xlabel="sampling steps", ylabel="unigram entropy per sample (nats)", title="Entropy vs steps")
+            axes[1].errorbar(steps, [r["diversity"]["entropy_mean"] for r in rs], yerr=[r["diversity"]["entropy_std"] for r in rs],
+                             marker="o", capsize=3, label=f"{model} / {task}")
+    axes[0].set(xscale="log", yscale="log", xlabel="sampling steps", ylabel="generative perplexity (95% CI)", title="Gen PPL vs steps")
+    axes[1].set(xscale="log", xlabel="sampling steps", ylabel="unigram entropy per sample (nats, ± 1 sd)", title="Entropy vs steps")
     for ax in axes:
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
@@ -157,3 +160,17 @@ def write_plots(report: dict, out: Path) -> list[Path]:
 
 
 
+
+
+def render(report_json) -> None:
+    """Re-write report.md and the plots beside an existing report.json."""
+    path = Path(report_json)
+    report = json.loads(path.read_text())
+    write_markdown(report, path.parent / "report.md")
+    write_plots(report, path.parent)
+
+
+if __name__ == "__main__":  # python -m evaluation.report path/to/report.json
+    import sys
+
+    render(sys.argv[1])

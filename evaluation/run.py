@@ -125,6 +125,9 @@ def run_generation(lm, info, spec, task: GenerationTask, suite, refs: dict, huma
         ref = refs[key]
     out = []
     ar = not getattr(lm.process, "is_diffusion", True)
+    limit = getattr(lm.model.config, "max_position_embeddings", None)
+    if ar and limit is not None and length + 1 > limit:
+        length = limit - 1  # the AR start token takes one position: at most context − 1 new tokens
     for steps in ([length] if ar else task.steps):  # an AR model decodes one token per step: one run
         ids, texts, speed = sample_texts(lm.model, lm.process, lm.tokenizer, num_samples=n, max_new_tokens=length,
                                          steps=steps, sampler=sampler, batch_size=task.batch_size, seed=suite.seed,

@@ -122,10 +122,12 @@ def test_ar_model_likelihood_is_exact_in_the_harness(folders, tmp_path):
     from evaluation.run import main
 
     path = _suite(folders, tmp_path, models=[{"path": str(folders["ar"])}])
-    report = json.loads(main([str(path), "tasks.2.metrics=[diversity]", "tasks.1.mc_samples=5"]).read_text())
-    lik, cond = report["results"][0], report["results"][1]
+    report = json.loads(main([str(path), "tasks.2.metrics=[diversity]", "tasks.1.mc_samples=5",
+                              "tasks.2.max_new_tokens=32"]).read_text())
+    lik, cond, gen = report["results"]  # an AR model decodes once, whatever the steps list says
     assert lik["estimator"] == "exact" and lik["t_samples"] == 1 and lik["mc_ci"][0] == lik["mc_ci"][1]
     assert cond["estimator"] == "exact" and cond["mc_samples"] == 1
+    assert gen["max_new_tokens"] == 31 and gen["block_size"] == 1  # the start token takes one of 32 positions
 
 
 @pytest.mark.parametrize("change,error,needle", [
@@ -209,3 +211,29 @@ def test_lm_eval_adapter_returns_harness_numbers(folders):
     assert rolling[0] < 0
     text = adapter.generate_until([SimpleNamespace(args=("the cat", {"until": ["."], "max_gen_toks": 6}))])
     assert isinstance(text[0], str) and "." not in text[0]
+
+
+def test_mauve_separates_distributions_over_seeds():
+    pytest.importorskip("mauve", reason="mauve-text is not installed (pip install 'textdiff[mauve]')")
+    import numpy as np
+
+    from textdiff.eval.mauve import mauve_score
+
+    rng = np.random.default_rng(0)
+    p, q, far = rng.normal(size=(120, 8)), rng.normal(size=(120, 8)), rng.normal(size=(120, 8)) + 3.0
+    same = mauve_score(p, q, seeds=(0, 1, 2))
+    apart = mauve_score(p, far, seeds=(0, 1, 2))
+    assert len(same["mauve_values"]) == 3 and same["mauve_std"] >= 0.0
+    assert same["mauve_mean"] > 0.8 > 0.1 > apart["mauve_mean"]
+
+
+def test_samples_do_not_depend_on_batch_size(folders):
+    from textdiff.eval.speed import sample_texts
+    from textdiff.lm import DiffusionLM
+
+    lm = DiffusionLM.from_pretrained(folders["masked"], device="cpu")
+    kw = dict(num_samples=3, max_new_tokens=12, steps=6, seed=11, warmup=False)
+    one, _, s1 = sample_texts(lm.model, lm.process, lm.tokenizer, batch_size=1, **kw)
+    three, texts, s3 = sample_texts(lm.model, lm.process, lm.tokenizer, batch_size=3, **kw)
+    assert one == three and len(texts) == 3
+    assert s1["batches"] == 3 and s3["batches"] == 1 and s3["batch_size"] == 3 and s3["nfe"] <= 6

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 from transformers import (AutoConfig, AutoModel, AutoModelForMaskedLM, AutoTokenizer, BertConfig, BertForMaskedLM,
-                          BertTokenizerFast, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PretrainedConfig,
-                          PreTrainedModel, RobertaConfig, RobertaForMaskedLM)
+                          BertTokenizerFast, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, ModernBertConfig,
+                          ModernBertForMaskedLM, PretrainedConfig, PreTrainedModel, RobertaConfig, RobertaForMaskedLM)
 from transformers.modeling_outputs import MaskedLMOutput
 
 import textdiff.models  # noqa: F401  (registers the Auto classes)
@@ -68,19 +68,24 @@ def test_textdiff_folder_loads_with_auto_classes_and_auto_tokenizer(tmp_path):
 # ---- external denoisers: parity ------------------------------------------------------------------
 
 
-def test_bert_and_roberta_wrappers_give_the_hf_models_logits(tmp_path):
+def test_bert_roberta_and_modernbert_wrappers_give_the_hf_models_logits(tmp_path):
     torch.manual_seed(0)
     bert = BertForMaskedLM(BertConfig(vocab_size=90, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                                       intermediate_size=64, max_position_embeddings=40)).eval()
     roberta = RobertaForMaskedLM(RobertaConfig(vocab_size=90, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                                                intermediate_size=64, max_position_embeddings=42, pad_token_id=1)).eval()
+    modernbert = ModernBertForMaskedLM(ModernBertConfig(vocab_size=90, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                                        num_attention_heads=2, max_position_embeddings=40, pad_token_id=0,
+                                                        sep_token_id=3, cls_token_id=2, bos_token_id=2, eos_token_id=3)).eval()
     ids = torch.randint(3, 90, (3, 12))
     pad = torch.ones(3, 12, dtype=torch.long)
     pad[0, :4] = 0  # left padding as generate() lays it out
     positions = (pad.cumsum(-1) - 1).clamp_min(0)  # textdiff positions: 0 at the first real token
-    for hf, offset in ((bert, 0), (roberta, 2)):
+    for hf, offset in ((bert, 0), (roberta, 2), (modernbert, 0)):
         wrapper = ExternalDenoiser(hf, DenoiserConfig(path="unused"), 90, 4).eval()
         assert wrapper.position_offset == offset and wrapper.config.max_position_embeddings == 40
+        alone = wrapper(ids[:1, 4:]).logits  # the padded row without its padding
+        assert torch.allclose(wrapper(ids, attention_mask=pad, position_ids=positions).logits[:1, 4:], alone, atol=1e-5)
         assert torch.equal(wrapper(ids).logits, hf(ids).logits)
         got = wrapper(ids, attention_mask=pad, position_ids=positions).logits
         assert torch.equal(got, hf(ids, attention_mask=pad, position_ids=positions + offset).logits)
@@ -210,13 +215,20 @@ class TinyBidirectionalLM(PreTrainedModel):
 
 
 def _tokenizer_without_mask(extra):
+    """A byte-level BPE with EOS and PAD but no [MASK], like most causal LMs' tokenizers."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     from textdiff.corpus import embedded_documents
     from textdiff.tokenization import EOS, PAD
 
-    raw = train_bpe(list(embedded_documents()[:40]), vocab_size=300)
+    raw = Tokenizer(models.BPE())
+    raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    raw.decoder = decoders.ByteLevel()
+    raw.train_from_iterator(list(embedded_documents()[:40]), trainers.BpeTrainer(
+        vocab_size=300, special_tokens=[EOS, PAD], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
     tok = PreTrainedTokenizerFast(tokenizer_object=raw, eos_token=EOS, pad_token=PAD)
+    assert tok.mask_token is None
     tok.add_special_tokens({"additional_special_tokens": extra})
     return tok
 
@@ -247,3 +259,28 @@ def test_llada_style_and_causal_networks_train_and_sample_through_recipes(tiny, 
             assert lm.model.config.vocab_size == len(tok2) + 1 == json.loads((final / "config.json").read_text())["vocab_size"]
         texts, out = lm.generate(["The"], max_new_tokens=5, steps=5, seed=0, return_output=True)
         assert texts[0].startswith("The") and lm.process.mask_id not in out.sequences[0].tolist()
+
+
+def test_push_to_hub_uploads_the_saved_folder(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    calls = {}
+
+    class FakeApi:  # records what would go to the hub (tests never touch the network)
+        def __init__(self, token=None):
+            calls["token"] = token
+
+        def create_repo(self, repo_id, private=None, exist_ok=False, repo_type=None):
+            calls["repo"] = (repo_id, private, exist_ok)
+            return f"https://huggingface.co/{repo_id}"
+
+        def upload_folder(self, folder_path, repo_id, repo_type, commit_message, revision=None):
+            calls["files"] = sorted(p.name for p in Path(folder_path).iterdir())
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    tok = wrap_fast(train_bpe(["some text to train on"] * 10, vocab_size=280))
+    model = TextDiffModel(TextDiffConfig(vocab_size=len(tok), hidden_size=16, num_layers=1, num_heads=2, max_position_embeddings=16))
+    lm = DiffusionLM(model, tok, build_process("masked", vocab_size=len(tok), mask_id=tok.mask_token_id), seq_len=16)
+    url = lm.push_to_hub("me/tiny-mdlm", private=True, token="t")
+    assert url == "https://huggingface.co/me/tiny-mdlm" and calls["repo"] == ("me/tiny-mdlm", True, True)
+    assert {"config.json", "model.safetensors", "textdiff.json", "tokenizer.json", "tokenizer_config.json"} <= set(calls["files"])

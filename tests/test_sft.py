@@ -11,7 +11,7 @@ from textdiff.errors import ConfigError, DataError
 from textdiff.lm import DiffusionLM
 from textdiff.objective import nelbo_terms
 from textdiff.registry import build_process
-from textdiff.sft import (PromptDropout, build_rows, dropped_rows, load_examples, row_weights, split_example,
+from textdiff.sft import (WORDS, PromptDropout, build_rows, dropped_rows, load_examples, row_weights, split_example,
                           synthetic_examples, with_prompt_dropout)
 from textdiff.tokenization import train_bpe, wrap_fast
 from textdiff.training.loop import train
@@ -74,16 +74,22 @@ def test_the_prompt_is_never_corrupted_and_scores_nothing(tok):
 
 
 def test_synthetic_tasks_are_deterministic_and_correct():
-    a = synthetic_examples(["add", "copy", "reverse"], 30, 7)
-    assert a == synthetic_examples(["add", "copy", "reverse"], 30, 7) != synthetic_examples(["add", "copy", "reverse"], 30, 8)
+    tasks = ["add", "copy", "reverse", "count", "next"]
+    a = synthetic_examples(tasks, 50, 7)
+    assert a == synthetic_examples(tasks, 50, 7) != synthetic_examples(tasks, 50, 8)
     for e in a:
-        if e["prompt"].startswith("What is"):
+        kind, _, rest = e["prompt"][:-1].partition(": ") if ": " in e["prompt"] else ("add", "", e["prompt"])
+        if kind == "add":
             x, y = e["prompt"][8:-2].split(" + ")
             assert int(e["response"]) == int(x) + int(y)
-        elif e["prompt"].startswith("Copy: "):
-            assert e["response"] == e["prompt"][6:-1]
+        elif kind == "Copy":
+            assert e["response"] == rest
+        elif kind == "Reverse":
+            assert e["response"].split() == rest.split()[::-1]
+        elif kind == "Count":
+            assert int(e["response"]) == len(rest.split())
         else:
-            assert e["response"].split() == e["prompt"][9:-1].split()[::-1]
+            assert WORDS.index(e["response"]) == (WORDS.index(rest) + 1) % len(WORDS)
     with pytest.raises(ConfigError, match="not known"):
         synthetic_examples(["sing"], 3, 0)
 
@@ -151,3 +157,9 @@ def test_sft_recipes_load_and_validate(path):
     recipe = load_recipe(path)
     assert recipe.sft is not None and recipe.sft.eos_policy in ("first", "all", "weighted")
     assert recipe.process.name == "masked"
+
+
+def test_condition_dropout_without_sft_data_is_refused(tiny):
+    with pytest.raises(ConfigError, match="needs an sft section") as e:
+        train(load_recipe(raw=tiny(train={"cond_dropout": 0.1, "max_steps": 1})))
+    assert "\n" not in str(e.value)

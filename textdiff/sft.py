@@ -32,6 +32,9 @@ EOS padding (``sft.eos_policy``). Short responses are padded with EOS to L.
   The model learns to fill the rest of the window with EOS, i.e. to control the answer length.
 * ``weighted``: the first EOS has weight 1, each later pad ``sft.pad_eos_weight`` (a compromise).
 
+Reported numbers: ``train_loss`` and ``val_nelbo`` are nats per counted response token, averaged
+per sequence (the weights above); ``val_tokens`` is then the number of validation sequences.
+
 Condition dropout (``train.cond_dropout`` = p, for classifier-free guidance): with probability p a
 training row's prompt is shown to the network as [MASK] tokens (:class:`PromptDropout`), exactly
 what :class:`textdiff.guidance.ClassifierFreeGuidance` feeds its unconditional branch
@@ -66,9 +69,10 @@ def synthetic_examples(tasks: list[str], n: int, seed: int) -> list[dict]:
     """``n`` prompt/response pairs cycling through ``tasks``, deterministic in ``seed``.
 
     add: "What is 17 + 25?" -> "42"; copy: "Copy: apple river stone" -> "apple river stone";
-    reverse: "Reverse: apple river stone" -> "stone river apple".
+    reverse: "Reverse: apple river stone" -> "stone river apple"; count: "Count: apple river" -> "2";
+    next: "Next: apple" -> "river" (the word after it in :data:`WORDS`, a lookup learned fastest).
     """
-    makers = {"add": _add, "copy": _copy, "reverse": _reverse}
+    makers = {"add": _add, "copy": _copy, "reverse": _reverse, "count": _count, "next": _next}
     unknown = [t for t in tasks if t not in makers]
     if unknown or not tasks:
         raise ConfigError(f"sft.tasks {unknown or tasks} not known; choose from {sorted(makers)}")
@@ -93,6 +97,16 @@ def _copy(rng):
 def _reverse(rng):
     w = _words(rng)
     return {"prompt": f"Reverse: {' '.join(w)}\n", "response": " ".join(reversed(w))}
+
+
+def _count(rng):
+    w = _words(rng)
+    return {"prompt": f"Count: {' '.join(w)}\n", "response": str(len(w))}
+
+
+def _next(rng):
+    i = rng.randrange(len(WORDS))
+    return {"prompt": f"Next: {WORDS[i]}\n", "response": WORDS[(i + 1) % len(WORDS)]}
 
 
 def read_jsonl(path: str, limit: Optional[int] = None) -> list[dict]:
@@ -163,8 +177,8 @@ def split_example(row: dict, tokenizer, cfg: SFTConfig) -> tuple[str, str]:
             raise DataError(f"{where}: the last message must be the assistant's response (non-empty); this row has none")
         if not getattr(tokenizer, "chat_template", None):
             raise ConfigError(
-                "the data has chat 'messages' but the tokenizer has no chat template; use a tokenizer with one, "
-                "set tokenizer.chat_template, or write rows as {prompt, response}"
+                "the data has chat 'messages' but the tokenizer has no chat template; use a tokenizer that has one "
+                "(tokenizer.path, or the init_from / denoiser model's own) or write rows as {prompt, response}"
             )
         prompt = tokenizer.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
         return prompt, str(last["content"])

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 import yaml
 
-FAMILIES = ["ar", "masked", "sedd_absorb", "udlm", "sedd_uniform", "udlm_t", "sedd_uniform_t"]
+FAMILIES = ["ar", "masked", "sedd_absorb", "udlm", "sedd_uniform", "udlm_t", "masked_t", "sedd_uniform_t"]
 
 
 def read_run(folder: Path) -> dict:

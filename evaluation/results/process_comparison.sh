@@ -11,7 +11,7 @@ COMMON=(
   data.source=$PTB/ptb.train.txt data.val_source=$PTB/ptb.valid.txt data.lines_are_documents=true
   tokenizer.vocab_size=2048
   model.hidden_size=128 model.num_layers=2 model.num_heads=4
-  train.max_steps=150 train.max_minutes=null train.batch_size=32 train.lr=2e-3 train.warmup_steps=20
+  train.max_steps=150 train.max_minutes=null train.batch_size=32 train.lr=2e-3 train.warmup_steps=20 train.lr_schedule=cosine train.mixed_precision=auto train.compile=false
   train.eval_every=150 train.eval_batches=0 train.eval_t_samples=2 train.save_every=1000 train.log_every=10
   train.num_threads=1 train.trackers=[] train.seed=0
 )
@@ -23,9 +23,10 @@ declare -A RECIPE=(
   [ar]="recipes/ar-quickstart.yaml"
   [udlm_t]="recipes/udlm-quickstart.yaml process.time_conditioning=true"
   [sedd_uniform_t]="recipes/sedd-uniform-quickstart.yaml process.time_conditioning=true"
+  [masked_t]="recipes/quickstart.yaml process.time_conditioning=true"
 )
 FAMILIES=("$@")
-[ ${#FAMILIES[@]} -eq 0 ] && FAMILIES=(ar masked sedd_absorb udlm sedd_uniform udlm_t sedd_uniform_t)
+[ ${#FAMILIES[@]} -eq 0 ] && FAMILIES=(ar masked sedd_absorb udlm sedd_uniform udlm_t masked_t)
 for fam in "${FAMILIES[@]}"; do
   # shellcheck disable=SC2086
   set -- ${RECIPE[$fam]}

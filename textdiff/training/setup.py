@@ -83,6 +83,12 @@ def prepare_run(recipe: Recipe, resume: bool = False, is_main: bool = True) -> R
         from ..models.external import check_textdiff_folder
 
         check_textdiff_folder(cfg.init_from)  # one-line error for a folder of another architecture
+        if recipe.denoiser is not None:
+            raise ConfigError("give either a denoiser section (a Hugging Face network) or train.init_from (a saved run), not both")
+    if cfg.cond_dropout > 0 and recipe.sft is None:
+        raise ConfigError("train.cond_dropout drops SFT prompts; it needs an sft section (or set train.cond_dropout=0)")
+    if not 0.0 <= cfg.cond_dropout < 1.0:
+        raise ConfigError(f"train.cond_dropout={cfg.cond_dropout} must be in [0, 1)")
 
     if recipe.sft is not None:  # instruction data replaces the corpus (textdiff.sft)
         from ..sft import example_texts, load_examples
