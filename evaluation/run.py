@@ -91,7 +91,8 @@ def run_conditional(lm, task: ConditionalTask, suite, docs) -> dict:
         nlls.append(score.nll)
         tokens.append(score.answer_tokens)
         if task.greedy:
-            keep = p[max(0, len(p) + len(a) - (lm.seq_len or 10**9)):]
+            room = (lm.seq_len or 10**9) - (0 if lm.process.is_diffusion else 1)  # AR: the start token takes a position
+            keep = p[max(0, len(p) + len(a) - room):]
             hits.append(greedy_match(lm.model, lm.process, keep, a, pad_token_id=lm.tokenizer.pad_token_id or 0))
     mean, se, ci = mean_interval(nlls, task.ci_level)
     per_token = float(np.sum(nlls) / np.sum(tokens))

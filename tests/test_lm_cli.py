@@ -79,3 +79,15 @@ def test_cli_errors_are_one_line_with_status_2(tmp_path, capsys):
 def test_cli_help(command):
     proc = subprocess.run([sys.executable, "-m", "textdiff.cli", *command, "--help"], capture_output=True, text=True)
     assert proc.returncode == 0 and "usage: textdiff" in proc.stdout
+
+
+def test_ar_baseline_generates_through_the_same_api(tmp_path):
+    from tests.conftest import tiny_recipe
+    from textdiff import DiffusionLM
+
+    recipe = load_recipe(raw=tiny_recipe(tmp_path, process={"name": "ar"}, train={"max_steps": 6, "eval_every": 6}))
+    lm = DiffusionLM.from_pretrained(train(recipe))
+    texts, out = lm.generate(["The list", "A"], max_new_tokens=10, seed=0, return_output=True)
+    assert texts[0].startswith("The list") and texts[1].startswith("A")
+    assert out.nfe == 10  # one network call per new token, with the exact KV cache
+    assert lm.generate(["A"], max_new_tokens=10, seed=1) == texts[1:]  # row b of a batch uses seed + b

@@ -6,6 +6,7 @@ Public API::
     lm = DiffusionLM.from_pretrained("runs/quickstart/final")
     lm.generate(["The list"], max_new_tokens=64, steps=64, seed=0)
 """
+from . import models  # noqa: F401  (registers textdiff with the transformers Auto classes)
 from .errors import ConfigError, DataError, IncompatibleError, TextDiffError
 from .registry import available, build_process, build_sampler, build_schedule, register
 

@@ -154,6 +154,11 @@ class DiffusionLM:
             from .guidance import ClassifierFreeGuidance
 
             kwargs["denoise"] = ClassifierFreeGuidance(self.model, self.process, guidance_weight, uncond=guidance_uncond)
+        start = getattr(self.process, "start_token", None)
+        if getattr(self.process, "logits_shift", 0):  # next-token (AR) models: one token per window
+            ids = [[start] + p for p in ids]  # the start token predicts the first token
+            block_size = 1 if block_size is None else block_size
+            steps = max_new_tokens
         longest = max(len(p) for p in ids)
         limit = getattr(self.model.config, "max_position_embeddings", None)
         if limit is not None and kwargs.get("max_context") is None and longest + max_new_tokens > limit:
@@ -165,6 +170,8 @@ class DiffusionLM:
             seed=seed, block_size=block_size, pad_token_id=self.tokenizer.pad_token_id,
             eos_token_id=self.tokenizer.eos_token_id, **kwargs,
         )
+        if getattr(self.process, "logits_shift", 0):
+            ids = [p[1:] for p in ids]
         texts = [self.tokenizer.decode(p + g, skip_special_tokens=True) for p, g in zip(ids, out.generated)]
         return (texts, out) if return_output else texts
 

@@ -67,7 +67,8 @@ class TextDiffLM(LM):
             self._calls += 1
             hit = False
             if self.greedy:
-                keep = (self.lm.seq_len or len(prompt) + len(answer)) - len(answer)
+                ar = not getattr(self.lm.process, "is_diffusion", True)  # AR: the start token takes a position
+                keep = (self.lm.seq_len or len(prompt) + len(answer) + 1) - len(answer) - int(ar)
                 hit = greedy_match(self.lm.model, self.lm.process, prompt[max(0, len(prompt) - keep):], answer,
                                    steps=self.steps, pad_token_id=self.lm.tokenizer.pad_token_id or 0)
             out.append((-score.nll, bool(hit)))

@@ -5,6 +5,7 @@ A checkpoint folder ``checkpoint-<step>/`` holds::
     model.safetensors + config.json    the denoiser (save_pretrained)
     ema.safetensors                    the EMA weights (when enabled)
     optimizer.pt / scheduler.pt        optimizer and schedule state (loaded with weights_only=True)
+    rng_state.safetensors              the CPU random state (dropout), restored on resume
     trainer_state.json                 step, rows consumed, elapsed time
 
 It is written to a temporary sibling folder and renamed into place, so a run killed mid-save leaves
@@ -52,6 +53,7 @@ def save_checkpoint(out_dir: Path, step: int, model, optimizer, scheduler, ema, 
         save_file(ema.state_dict(), str(tmp / "ema.safetensors"))
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+    save_file({"cpu": torch.get_rng_state()}, str(tmp / "rng_state.safetensors"))  # dropout noise resumes exactly
     (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2))
     commit_dir(tmp, final)
     for old in list_checkpoints(out_dir)[:-keep] if keep > 0 else []:
@@ -78,4 +80,6 @@ def load_checkpoint(path: Path, model, optimizer, scheduler, ema) -> dict:
         ema.load_state_dict(load_file(str(path / "ema.safetensors")))
     optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True))
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", map_location="cpu", weights_only=True))
+    if (path / "rng_state.safetensors").is_file():
+        torch.set_rng_state(load_file(str(path / "rng_state.safetensors"))["cpu"])
     return json.loads((path / "trainer_state.json").read_text())

@@ -32,6 +32,10 @@ def evaluate(model, process, rows, batch_size: int, max_batches: int, t_samples:
     model.eval()
     total, count = 0.0, 0.0
     n_rows = len(rows) if max_batches == 0 else min(len(rows), max_batches * batch_size)
+    seq_len = len(rows[0]["input_ids"])
+    # the noise of row i depends only on i (not on the batch size or the number of processes)
+    t_rows = [process.sample_t(n_rows, device=device, seq_len=seq_len,
+                               generator=torch.Generator().manual_seed(VALIDATION_SEED + k)) for k in range(t_samples)]
     for start in range(0, n_rows, batch_size):
         batch = rows[start:min(start + batch_size, n_rows)]
         x0 = batch["input_ids"].to(device)  # [B, L]
@@ -39,8 +43,7 @@ def evaluate(model, process, rows, batch_size: int, max_batches: int, t_samples:
         frozen = batch["prompt_mask"].to(device).bool() if "prompt_mask" in batch else None  # SFT prompts
         for k in range(t_samples):
             gens = row_generators(VALIDATION_SEED + 7919 * k, start, x0.shape[0])
-            t = process.sample_t(x0.shape[0], device=device, seq_len=x0.shape[1],
-                                 generator=torch.Generator().manual_seed(VALIDATION_SEED + start + k))
+            t = t_rows[k][start:start + x0.shape[0]]
             terms = nelbo_terms(model, process, x0, loss_mask=mask, t=t, frozen=frozen, generator=gens)
             total += float(terms.loss.sum()) + float((process.prior_loss(x0) * terms.mask).sum())
             count += float(terms.mask.sum())
