@@ -24,13 +24,14 @@ def main(argv=None) -> dict:
     p.add_argument("--max-new-tokens", type=int, default=12)
     p.add_argument("--steps", type=int, default=12)
     p.add_argument("--sampler", default="confidence")
+    p.add_argument("--block-size", type=int, default=None, help="semi-autoregressive blocks (LLaDA-style)")
     args = p.parse_args(argv)
 
     lm = DiffusionLM.from_pretrained(args.model)
     examples = synthetic_examples(args.tasks, args.per_task * len(args.tasks), args.seed)
     prompts = [e["prompt"] for e in examples]
     texts = lm.generate(prompts, max_new_tokens=args.max_new_tokens, steps=args.steps, sampler=args.sampler,
-                        temperature=0.0, seed=0)
+                        temperature=0.0, seed=0, block_size=args.block_size)
     correct, total = defaultdict(int), defaultdict(int)
     for i, (e, text) in enumerate(zip(examples, texts)):
         task = args.tasks[i % len(args.tasks)]

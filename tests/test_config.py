@@ -73,3 +73,9 @@ def test_validation_rules():
         load_recipe(raw={"tokenizer": {"path": "x", "train": "bpe"}})
     with pytest.raises(ConfigError, match="does not exist"):
         load_recipe("no/such/recipe.yaml")
+
+
+def test_yaml_no_is_read_as_the_literal_no(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("train:\n  mixed_precision: no\n")  # YAML 1.1 parses this as false
+    assert load_recipe(path).train.mixed_precision == "no"

@@ -341,7 +341,7 @@ class TextDiffModel(TextDiffPreTrainedModel):
             k_pos = torch.cat([cache.positions, position_ids], dim=1)  # [B, T + L]
             k_valid = torch.cat([cache.valid, k_valid], dim=1)
         mask = structural_mask(cfg.attention, position_ids, k_pos, cfg.block_size)
-        if not bool(k_valid.all()):
+        if (pad or has_cache) and not bool(k_valid.all()):  # (no data-dependent branch otherwise: compiles whole)
             key_mask = k_valid[:, None, None, :]  # [B, 1, 1, T + L]
             mask = key_mask if mask is None else mask & key_mask
             if attention_mask is not None:  # padded queries may look anywhere (their output is ignored)

@@ -25,7 +25,7 @@ Reverse posterior from t to s < t (used by ancestral sampling), for a masked pos
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Literal
 
 import torch
 import torch.nn.functional as F

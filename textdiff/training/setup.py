@@ -14,7 +14,7 @@ import yaml
 from ..config import Recipe, save_recipe, to_dict
 from ..errors import ConfigError
 from ..registry import build_process
-from .checkpoint import atomic_dir, commit_dir, latest_checkpoint
+from .checkpoint import atomic_dir, commit_dir
 
 PIPELINE_FILE = "textdiff.json"  # process + sampler configs saved beside every model
 _MAY_CHANGE_ON_RESUME = {"train.max_steps", "train.max_minutes", "train.eval_every", "train.save_every",
