@@ -109,8 +109,29 @@ class LinearConfig(ScheduleConfig):
             raise ConfigError(f"schedule linear: need 0 <= sigma_min < sigma_max, got {self.sigma_min}, {self.sigma_max}")
 
 
+class SigmaSchedule(Schedule):
+    """A schedule given by its total noise σ(t): α = exp(−σ), 1 − α = −expm1(−σ), α' = −σ' α."""
+
+    @abstractmethod
+    def sigma(self, t):
+        """Total noise σ(t)."""
+
+    @abstractmethod
+    def dsigma(self, t):
+        """Noise rate σ'(t)."""
+
+    def alpha(self, t):
+        return torch.exp(-self.sigma(t))
+
+    def mask_rate(self, t):
+        return -torch.expm1(-self.sigma(t))
+
+    def dalpha(self, t):
+        return -self.dsigma(t) * self.alpha(t)
+
+
 @register("schedule", "linear")
-class Linear(Schedule):
+class Linear(SigmaSchedule):
     """Linear total noise (MDLM's "linear"): σ(t) = σ_min + (σ_max − σ_min) t.
 
     α(t) = exp(−σ(t)), α'(t) = −(σ_max − σ_min) α(t). Limits: α(0) = e^{−σ_min}, α(1) = e^{−σ_max}.
@@ -125,15 +146,6 @@ class Linear(Schedule):
     def dsigma(self, t):
         c = self.config
         return torch.full_like(t, c.sigma_max - c.sigma_min)
-
-    def alpha(self, t):
-        return torch.exp(-self.sigma(t))
-
-    def mask_rate(self, t):
-        return -torch.expm1(-self.sigma(t))
-
-    def dalpha(self, t):
-        return -self.dsigma(t) * self.alpha(t)
 
     def t_from_alpha(self, alpha):
         c = self.config
@@ -188,7 +200,7 @@ class GeometricConfig(ScheduleConfig):
 
 
 @register("schedule", "geometric")
-class Geometric(Schedule):
+class Geometric(SigmaSchedule):
     """Geometric total noise (SEDD, Lou et al. 2024): σ(t) = σ_min^{1 − t} σ_max^t.
 
     σ'(t) = σ(t) log(σ_max / σ_min); α(t) = exp(−σ(t)), α'(t) = −σ'(t) α(t).
@@ -205,15 +217,6 @@ class Geometric(Schedule):
     def dsigma(self, t):
         c = self.config
         return self.sigma(t) * math.log(c.sigma_max / c.sigma_min)
-
-    def alpha(self, t):
-        return torch.exp(-self.sigma(t))
-
-    def mask_rate(self, t):
-        return -torch.expm1(-self.sigma(t))
-
-    def dalpha(self, t):
-        return -self.dsigma(t) * self.alpha(t)
 
     def t_from_alpha(self, alpha):
         c = self.config
