@@ -1,4 +1,4 @@
-"""Shared fixtures. Tests run offline and never read ../shared: they build their own tiny data."""
+"""Shared fixtures. Tests run offline on data they build themselves (never the corpora beside the repo)."""
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
