@@ -126,15 +126,7 @@ def write_plots(report: dict, out: Path) -> list[Path]:
                              marker="o", capsize=3, label=f"{model} / {task}")
     axes[0].set(xscale="log", yscale="log", xlabel="sampling steps", ylabel="generative perplexity (95% CI)", title="Gen PPL vs steps")
     axes[1].set(xscale="log", xlabel="sampling steps", ylabel="unigram entropy per sample (nats, ± 1 sd)", title="Entropy vs steps")
-    for ax in axes:
-        ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
-    fig.tight_layout()
-    p = out / "genppl_entropy_vs_steps.png"
-    fig.savefig(p, dpi=120)
-    plt.close(fig)
-    written.append(p)
+    written.append(_save_figure(plt, fig, axes, out / "genppl_entropy_vs_steps.png"))
 
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for (model, task), rs in series.items():
@@ -148,14 +140,7 @@ def write_plots(report: dict, out: Path) -> list[Path]:
             ax.annotate(str(r["steps"]), (x, y), fontsize=7, textcoords="offset points", xytext=(3, 3))
     ax.set(xscale="log", yscale="log", xlabel="tokens / s (labels: steps)", ylabel="generative perplexity (lower is better)",
            title="Quality vs speed")
-    ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    p = out / "quality_vs_speed.png"
-    fig.savefig(p, dpi=120)
-    plt.close(fig)
-    written.append(p)
+    written.append(_save_figure(plt, fig, [ax], out / "quality_vs_speed.png"))
     return written
 
 
@@ -174,3 +159,15 @@ if __name__ == "__main__":  # python -m evaluation.report path/to/report.json
     import sys
 
     render(sys.argv[1])
+
+
+def _save_figure(plt, fig, axes, path):
+    """Grid and legend on every axis, then write ``path`` (PNG) and close the figure."""
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

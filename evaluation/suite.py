@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-import yaml
 
 from textdiff.config import from_dict, parse_overrides
 from textdiff.errors import ConfigError
@@ -174,13 +173,9 @@ def _set(node, path: list[str], value, full: str) -> None:
 
 def load_suite(path, overrides: list[str] = ()) -> tuple[Suite, dict]:
     """(Suite, the raw resolved mapping) from a YAML file and ``key=value`` overrides."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"suite file {str(path)!r} does not exist; e.g. evaluation/suites/quickstart.yaml")
-    try:
-        raw = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"suite {str(path)!r} is not valid YAML ({str(e).splitlines()[0]})") from None
+    from textdiff.config import load_yaml
+
+    raw = load_yaml(path, what="suite", example="evaluation/suites/quickstart.yaml")
     if not isinstance(raw, dict):
         raise ConfigError(f"suite {str(path)!r} must be a mapping with name, output_dir, models and tasks")
     for keys, value in parse_overrides(list(overrides)):

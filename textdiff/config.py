@@ -261,10 +261,11 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return raw
 
 
-def load_yaml(path: str | Path) -> dict:
+def load_yaml(path: str | Path, what: str = "recipe", example: str = "recipes/quickstart.yaml") -> dict:
+    """A YAML file read with ``yaml.safe_load``; a missing file or bad YAML is a one-line error."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"recipe file {str(path)!r} does not exist; pass a path like recipes/quickstart.yaml")
+        raise ConfigError(f"{what} file {str(path)!r} does not exist; pass a path like {example}")
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
