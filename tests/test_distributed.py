@@ -1,7 +1,11 @@
 """Distributed training: `accelerate launch` with 2 CPU processes (gloo) trains exactly like one
-process with the same global batch, and checkpoints move between 1 and 2 processes both ways."""
+process with the same global batch, and checkpoints move between 1 and 2 processes both ways.
+
+DDP and FSDP2 run in CI (FSDP through tests/fsdp_on_cpu.py, since accelerate allows FSDP only on
+GPUs while torch's FSDP2 runs on CPU with gloo); DeepSpeed ZeRO-2 runs where deepspeed is installed."""
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -27,18 +31,27 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch_two_processes(recipe_file: Path, *overrides: str) -> None:
-    """2 CPU processes through accelerate's torchrun launcher (ACCELERATE_USE_CPU=1 -> gloo)."""
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+BACKENDS = {  # accelerate config -> (extra environment, launch target)
+    "ddp": ({"ACCELERATE_USE_CPU": "1"}, ["-m", "textdiff.cli"]),  # gloo
+    "fsdp": ({}, [str(ROOT / "tests" / "fsdp_on_cpu.py")]),
+    "deepspeed_zero2": ({"DS_ACCELERATOR": "cpu"}, ["-m", "textdiff.cli"]),  # gloo (textdiff asks for it without CUDA)
+}
+
+
+def launch_two_processes(recipe_file: Path, *overrides: str, backend: str = "ddp") -> subprocess.CompletedProcess:
+    """2 CPU processes through accelerate's torchrun launcher."""
+    extra, target = BACKENDS[backend]
+    env = {**os.environ, **extra, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
            "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(ROOT)}
     for attempt in range(2):  # a free port can be taken by another process before torchrun binds it: retry once
-        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ROOT / "recipes/accelerate/ddp.yaml"),
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ROOT / f"recipes/accelerate/{backend}.yaml"),
                "--num_processes", "2", "--main_process_port", str(free_port()), "--mixed_precision", "no",
-               "-m", "textdiff.cli", "train", str(recipe_file), *overrides]
+               *target, "train", str(recipe_file), *overrides]
         done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
         if done.returncode == 0 or "address already in use" not in done.stderr.lower():
             break
     assert done.returncode == 0, done.stderr[-3000:]
+    return done
 
 
 @pytest.mark.slow
@@ -63,3 +76,69 @@ def test_two_processes_match_one_and_checkpoints_cross_between_them(tiny, tmp_pa
     state = json.loads((tmp_path / "mixed" / "checkpoint-4" / "trainer_state.json").read_text())
     # 8 rows per step at steps 3-4 with train.batch_size=4: the launch really ran two processes
     assert state["step"] == 4 and state["rows_seen"] == 32
+
+
+def final_weights(run):
+    from safetensors.torch import load_file
+
+    return load_file(str(Path(run) / "final" / "model.safetensors"))
+
+
+@pytest.mark.slow
+def test_fsdp2_matches_one_process_and_its_gathered_checkpoints_cross_both_ways(tiny, tmp_path):
+    """FSDP2 shards parameters, optimizer state and EMA; checkpoints hold them gathered, so a
+    one-process run resumes an FSDP checkpoint exactly (Adam moments included) and vice versa."""
+    one = {"batch_size": 8, "max_steps": 6, "eval_every": 100, "save_every": 2, "log_every": 1,
+           "mixed_precision": "no", "ema": 0.9}
+    train(load_recipe(raw=tiny(output_dir=str(tmp_path / "ref"), train=one)))
+
+    mixed = tiny(output_dir=str(tmp_path / "mixed"), train={**one, "max_steps": 2})
+    train(load_recipe(raw=mixed))  # one process: steps 1-2
+    recipe_file = tmp_path / "mixed.yaml"
+    recipe_file.write_text(yaml.safe_dump(mixed))
+    launch_two_processes(recipe_file, "train.batch_size=4", "train.max_steps=4", "--resume", backend="fsdp")  # 3-4
+    train(load_recipe(raw=tiny(output_dir=str(tmp_path / "mixed"), train={**one, "max_steps": 6})), resume=True)  # 5-6
+
+    ref, got = losses(tmp_path / "ref"), losses(tmp_path / "mixed")
+    assert sorted(got) == [1, 2, 3, 4, 5, 6]
+    for step in range(1, 7):
+        assert got[step] == pytest.approx(ref[step], rel=1e-5, abs=1e-6), step
+    ckpt = tmp_path / "mixed" / "checkpoint-4"
+    assert json.loads((ckpt / "trainer_state.json").read_text())["rows_seen"] == 32  # 2 processes x 4 rows
+    import torch
+    from safetensors.torch import load_file
+
+    state = torch.load(ckpt / "optimizer.pt", weights_only=True)["state"]
+    weights = load_file(str(ckpt / "model.safetensors"))
+    for name, moments in state.items():  # gathered: every Adam moment has its parameter's full shape
+        assert moments["exp_avg"].shape == weights[name].shape, name
+    want, have = final_weights(tmp_path / "ref"), final_weights(tmp_path / "mixed")  # EMA weights
+    assert want.keys() == have.keys()
+    for name in want:
+        torch.testing.assert_close(have[name], want[name], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_deepspeed_zero2_matches_one_process_and_resumes(tiny, tmp_path):
+    pytest.importorskip("deepspeed")
+    if shutil.which("c++") is None:  # DeepSpeed's CPU backend compiles its shared-memory op on first use
+        pytest.skip("DeepSpeed on CPU needs a C++ compiler")
+    one = {"batch_size": 8, "max_steps": 6, "eval_every": 100, "save_every": 2, "log_every": 1, "mixed_precision": "no"}
+    train(load_recipe(raw=tiny(output_dir=str(tmp_path / "ref"), train=one)))
+
+    raw = tiny(output_dir=str(tmp_path / "ds"), train=one)
+    recipe_file = tmp_path / "ds.yaml"
+    recipe_file.write_text(yaml.safe_dump(raw))
+    ds = ["train.batch_size=2", "train.grad_accum=2"]  # 2 processes x 2 micro-batches x 2 rows = 8 rows per step
+    launch_two_processes(recipe_file, *ds, "train.max_steps=2", backend="deepspeed_zero2")
+    launch_two_processes(recipe_file, *ds, "train.max_steps=4", "--resume", backend="deepspeed_zero2")
+    assert sorted(p.name for p in (tmp_path / "ds" / "checkpoint-4").glob("optimizer-zero-*")) == [
+        "optimizer-zero-rank0-of-2.pt", "optimizer-zero-rank1-of-2.pt"]
+    # one process resumes the DeepSpeed checkpoint: weights are exact, ZeRO's Adam moments restart
+    train(load_recipe(raw=tiny(output_dir=str(tmp_path / "ds"), train=one)), resume=True)
+
+    ref, got = losses(tmp_path / "ref"), losses(tmp_path / "ds")
+    assert sorted(got) == [1, 2, 3, 4, 5, 6]
+    for step in range(1, 6):  # step 5's loss is computed from the weights of checkpoint-4
+        assert got[step] == pytest.approx(ref[step], rel=1e-5, abs=1e-6), step
+    assert got[6] != pytest.approx(ref[6], rel=1e-7)  # fresh Adam moments change the step-5 update

@@ -18,7 +18,9 @@ from ..config import Recipe, save_recipe, to_dict
 from ..errors import ConfigError
 from ..objective import nelbo_terms
 from ..sft import with_prompt_dropout
-from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import latest_checkpoint, load_checkpoint, load_weights, save_checkpoint
+from .distributed import (accelerator_kwargs, backward_scale, check_launch, configure_deepspeed, full_model_state,
+                          is_sharded)
 from .ema import EMA
 from .optim import build_optimizer, build_scheduler
 from .setup import RowStream, prepare_run, row_generators, save_final
@@ -65,26 +67,30 @@ def train(recipe: Recipe, resume: bool = False, stop_at: int | None = None) -> P
         torch.set_num_threads(cfg.num_threads)
     precision = resolve_precision(cfg.mixed_precision)
     _forget_previous_accelerator(precision)
-    acc = Accelerator(mixed_precision=precision, log_with=_trackers(cfg.trackers), project_dir=recipe.output_dir)
+    acc = Accelerator(mixed_precision=precision, log_with=_trackers(cfg.trackers), project_dir=recipe.output_dir,
+                      kwargs_handlers=accelerator_kwargs())
+    check_launch(acc)
     run = prepare_run(recipe, resume=resume, is_main=acc.is_main_process)  # data, tokenizer, model, process
     acc.wait_for_everyone()  # every process has checked the output folder before the main one writes to it
     out = Path(recipe.output_dir)
     model, process = run.model, run.process
-    optimizer = build_optimizer(model.to(acc.device), cfg)
-    scheduler = build_scheduler(optimizer, cfg)
-    model, optimizer = acc.prepare(model, optimizer)
-    raw_model = acc.unwrap_model(model)
-    ema = EMA(raw_model, cfg.ema) if cfg.ema > 0 else None
-    if cfg.compile:
-        model = torch.compile(model)
-
-    step, rows_seen, elapsed = 0, 0, 0.0
     ckpt = latest_checkpoint(out) if resume else None
     if ckpt is not None:
-        state = load_checkpoint(ckpt, raw_model, optimizer, scheduler, ema)
+        load_weights(ckpt, model)  # into the plain model: FSDP / DeepSpeed shard what they are given
+    optimizer = build_optimizer(model.to(acc.device), cfg)
+    scheduler = build_scheduler(optimizer, cfg)
+    configure_deepspeed(acc, cfg)
+    prepared, optimizer = acc.prepare(model, optimizer)  # DDP / FSDP2 / DeepSpeed wrapper; `prepared` saves and loads
+    raw_model = acc.unwrap_model(prepared)
+    if is_sharded(prepared) and hasattr(raw_model, "load_adapter_checkpoint"):
+        raise ConfigError("LoRA under FSDP is not supported; adapters are small, launch with recipes/accelerate/ddp.yaml")
+    ema = EMA(raw_model, cfg.ema) if cfg.ema > 0 else None
+    model = torch.compile(prepared) if cfg.compile else prepared
+
+    step, rows_seen, elapsed = 0, 0, 0.0
+    if ckpt is not None:
+        state = load_checkpoint(acc, ckpt, prepared, optimizer, scheduler, ema)
         step, rows_seen, elapsed = state["step"], state["rows_seen"], state["elapsed"]
-        if hasattr(raw_model, "load_adapter_checkpoint"):  # LoRA: adapters live beside the merged weights
-            raw_model.load_adapter_checkpoint(ckpt)
         acc.print(f"resumed from {ckpt} at step {step}")
         if acc.is_main_process:
             _truncate_metrics(out / "metrics.jsonl", step)  # drop lines the killed run wrote after it
@@ -94,6 +100,7 @@ def train(recipe: Recipe, resume: bool = False, stop_at: int | None = None) -> P
     metrics = open(out / "metrics.jsonl", "a") if acc.is_main_process else None
 
     world, rank = acc.num_processes, acc.process_index
+    scale = backward_scale(acc, cfg)
     rows_per_step = cfg.batch_size * cfg.grad_accum * world
     stream = RowStream(run.train_rows, seed=cfg.seed)
     bar = _progress(acc, step, cfg.max_steps)
@@ -102,6 +109,7 @@ def train(recipe: Recipe, resume: bool = False, stop_at: int | None = None) -> P
     model.train()
     while step < cfg.max_steps:
         # ---- one optimizer step over grad_accum micro-batches on every process ------------------
+        scheduler.apply(step, time.perf_counter() - started)  # before backward: DeepSpeed steps inside it
         base = rows_seen  # global index of the first row of this step
         t_all = process.sample_t(rows_per_step, device=acc.device, seq_len=recipe.data.seq_len,
                                  generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + step))  # [G] or [G, L]
@@ -119,17 +127,17 @@ def train(recipe: Recipe, resume: bool = False, stop_at: int | None = None) -> P
         for j, (offset, x0, mask, prompt) in enumerate(micro):
             gens = row_generators(cfg.seed, base + offset, x0.shape[0])
             t = t_all[offset:offset + x0.shape[0]]
-            sync = acc.no_sync(model) if j < cfg.grad_accum - 1 else nullcontext()
+            acc.sync_gradients = j == cfg.grad_accum - 1  # DeepSpeed steps at this boundary
+            sync = acc.no_sync(model) if j < cfg.grad_accum - 1 else nullcontext()  # DDP: all-reduce on the last only
             net = with_prompt_dropout(model, prompt, cfg.cond_dropout, process.mask_id, cfg.seed, base + offset)
             with sync, acc.autocast():
                 terms = nelbo_terms(net, process, x0, loss_mask=mask, t=t, frozen=prompt, generator=gens)
-                loss = terms.loss.sum() * world / global_tokens  # DDP averages over processes
+                loss = terms.loss.sum() * world / global_tokens * scale  # DDP averages over processes
             acc.backward(loss)
             step_loss += terms.loss.sum().detach()
         if cfg.grad_clip > 0:
             acc.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        scheduler.apply(step, time.perf_counter() - started)
-        optimizer.step()
+        optimizer.step()  # (a no-op under DeepSpeed, whose engine stepped in acc.backward)
         optimizer.zero_grad(set_to_none=True)
         if ema is not None:
             ema.update(raw_model, step)
@@ -158,8 +166,8 @@ def train(recipe: Recipe, resume: bool = False, stop_at: int | None = None) -> P
                 line["val_unigram_ppl"] = run.val_unigram_ppl
                 first_eval = False
             _log(acc, metrics, line)
-        if (step % cfg.save_every == 0 or last) and acc.is_main_process:
-            save_checkpoint(out, step, raw_model, optimizer, scheduler, ema,
+        if step % cfg.save_every == 0 or last:  # every process: sharded state is gathered collectively
+            save_checkpoint(acc, out, step, prepared, optimizer, scheduler, ema,
                             {"step": step, "rows_seen": rows_seen, "elapsed": elapsed}, cfg.keep_checkpoints)
         bar.update(1)
         if stop_at is not None and step >= stop_at:
@@ -172,9 +180,11 @@ def train(recipe: Recipe, resume: bool = False, stop_at: int | None = None) -> P
     bar.close()
     acc.wait_for_everyone()
     final = out / "final"
+    with ema.swapped_in(raw_model) if ema is not None else nullcontext():
+        weights = full_model_state(prepared)  # gathered on every process when sharded, else None
+        if acc.is_main_process:
+            save_final(run, raw_model, final, state_dict=weights)
     if acc.is_main_process:
-        with ema.swapped_in(raw_model) if ema is not None else nullcontext():
-            save_final(run, raw_model, final)
         metrics.close()
     acc.end_training()
     return final

@@ -172,10 +172,11 @@ def row_generators(seed: int, start: int, count: int) -> list[torch.Generator]:
     return [torch.Generator().manual_seed(hash((seed, start + i)) & 0x7FFF_FFFF_FFFF_FFFF) for i in range(count)]
 
 
-def save_final(run: Run, model, path: Path) -> None:
-    """Write the model, its tokenizer, its process/sampler configs and the recipe, atomically."""
+def save_final(run: Run, model, path: Path, state_dict: dict | None = None) -> None:
+    """Write the model (``state_dict``: its gathered weights when sharded), its tokenizer, its
+    process/sampler configs and the recipe, atomically."""
     tmp = atomic_dir(path)
-    model.save_pretrained(tmp, safe_serialization=True)
+    model.save_pretrained(tmp, safe_serialization=True, **({} if state_dict is None else {"state_dict": state_dict}))
     run.tokenizer.save_pretrained(tmp)
     pipeline = {"process": to_dict(run.process.config), "sampler": to_dict(run.recipe.sampler),
                 "mask_token_id": run.tokenizer.mask_token_id, "eos_token_id": run.tokenizer.eos_token_id,
