@@ -91,3 +91,19 @@ def test_ar_baseline_generates_through_the_same_api(tmp_path):
     assert texts[0].startswith("The list") and texts[1].startswith("A")
     assert out.nfe == 10  # one network call per new token, with the exact KV cache
     assert lm.generate(["A"], max_new_tokens=10, seed=1) == texts[1:]  # row b of a batch uses seed + b
+
+
+def test_a_block_model_scores_texts_of_any_length(tiny, tmp_path):
+    """BD3-LM conditions on whole blocks: the last block is filled with scored EOS pads, so texts of
+    every length get a finite bound, and pads add to it (−log p(text, pads) >= −log p(text))."""
+    from textdiff import DiffusionLM
+
+    raw = tiny(model={"attention": "block_causal", "block_size": 4}, process={"name": "block", "block_size": 4},
+               train={"max_steps": 4, "eval_every": 4})
+    lm = DiffusionLM.from_pretrained(train(load_recipe(raw=raw)))
+    texts = ["a", "a b", "a b c", "The list of things.", "Another sentence here, longer."]
+    lengths = {len(lm.tokenizer(t, add_special_tokens=False)["input_ids"]) % 4 for t in texts}
+    assert len(lengths) >= 3  # several fill levels of the last block
+    nelbo = lm.score(texts, t_samples=4)
+    assert all(0 < v < 1e4 for v in nelbo)
+    assert lm.score(texts, t_samples=4) == nelbo  # seeded

@@ -179,7 +179,10 @@ class DiffusionLM:
     @torch.no_grad()
     def score(self, texts: Sequence[str], t_samples: int = 32, seed: int = 0) -> list[float]:
         """NELBO (nats, an upper bound on −log p) of each text with EOS appended, averaged over
-        ``t_samples`` draws of t per text (stratified). For AR models it is the exact NLL."""
+        ``t_samples`` draws of t per text (stratified). For AR models it is the exact NLL.
+
+        Block diffusion needs whole blocks: the last one is filled with EOS and those pads are
+        scored too, so the result bounds −log p(text, pads) >= −log p(text), still a valid bound."""
         from .objective import nelbo_terms
 
         if isinstance(texts, str):
@@ -187,6 +190,9 @@ class DiffusionLM:
         results = []
         for i, text in enumerate(texts):
             ids = self.tokenizer(text, add_special_tokens=False)["input_ids"] + [self.tokenizer.eos_token_id]
+            block = getattr(self.process, "block_size", None)  # BD3-LM: whole blocks of L' tokens
+            if block and len(ids) % block:
+                ids += [self.tokenizer.eos_token_id] * (block - len(ids) % block)
             if self.seq_len and len(ids) > self.seq_len:
                 raise ConfigError(f"text {i} has {len(ids)} tokens, more than the model's {self.seq_len}; split it")
             x0 = torch.tensor([ids] * t_samples, device=self.device)  # [S, L]
