@@ -31,9 +31,10 @@ def test_tiny_model_learns_and_writes_the_run_outputs(tiny):
 
 
 def test_resume_after_a_stop_gives_the_same_losses(tiny, tmp_path):
-    full = load_recipe(raw=tiny(output_dir=str(tmp_path / "full")))
+    dropout = {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "cond_dim": 16, "dropout": 0.1}  # RNG state must resume too
+    full = load_recipe(raw=tiny(output_dir=str(tmp_path / "full"), model=dropout))
     train(full)
-    cut = load_recipe(raw=tiny(output_dir=str(tmp_path / "cut")))
+    cut = load_recipe(raw=tiny(output_dir=str(tmp_path / "cut"), model=dropout))
     train(cut, stop_at=20)  # as if killed after the step-20 checkpoint
     assert not (tmp_path / "cut" / "final").exists()
     with pytest.raises(ConfigError, match="--resume"):

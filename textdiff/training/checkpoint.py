@@ -7,7 +7,7 @@ A checkpoint folder ``checkpoint-<step>/`` holds::
     optimizer.pt                       optimizer state keyed by parameter name, unsharded (any launch resumes it)
     optimizer-zero-rank*-of-*.pt       instead, under DeepSpeed: each process's ZeRO partition
     scheduler.pt                       lr schedule state (every .pt is loaded with weights_only=True)
-    rng_state.safetensors              the CPU random state (dropout), restored on resume
+    rng_state-<rank>.safetensors       each process's CPU (and CUDA) random state (dropout), restored on resume
     trainer_state.json                 step, rows consumed, elapsed time
 
 It is written to a temporary sibling folder and renamed into place, so a run killed mid-save leaves
@@ -65,12 +65,12 @@ def save_checkpoint(acc, out_dir: Path, step: int, model, optimizer, scheduler, 
     acc.wait_for_everyone()
     for name, value in optimizer_state.items():
         torch.save(value, tmp / name)
+    save_file(_rng_state(), str(tmp / f"rng_state-{acc.process_index}.safetensors"))  # dropout noise resumes exactly
     if acc.is_main_process:
         raw.save_pretrained(tmp, safe_serialization=True, **({} if weights is None else {"state_dict": weights}))
         if ema_state is not None:
             save_file(ema_state, str(tmp / "ema.safetensors"))
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-        save_file({"cpu": torch.get_rng_state()}, str(tmp / "rng_state.safetensors"))  # dropout noise resumes exactly
         (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2))
     acc.wait_for_everyone()  # every shard is on disk before the folder becomes a checkpoint
     if acc.is_main_process:
@@ -78,6 +78,13 @@ def save_checkpoint(acc, out_dir: Path, step: int, model, optimizer, scheduler, 
         for old in list_checkpoints(out_dir)[:-keep] if keep > 0 else []:
             shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _rng_state() -> dict:
+    state = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()  # this process's device
+    return state
 
 
 def list_checkpoints(out_dir: Path) -> list[Path]:
@@ -106,6 +113,10 @@ def load_checkpoint(acc, path: Path, model, optimizer, scheduler, ema) -> dict:
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", map_location="cpu", weights_only=True))
     if ema is not None and (path / "ema.safetensors").is_file():
         ema.load_state_dict(load_file(str(path / "ema.safetensors")))
-    if (path / "rng_state.safetensors").is_file():
-        torch.set_rng_state(load_file(str(path / "rng_state.safetensors"))["cpu"])
+    rng = path / f"rng_state-{acc.process_index}.safetensors"
+    if rng.is_file():  # a process that did not exist when saving keeps its fresh state
+        state = load_file(str(rng))
+        torch.set_rng_state(state["cpu"])
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state(state["cuda"])
     return json.loads((path / "trainer_state.json").read_text())
