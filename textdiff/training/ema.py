@@ -36,8 +36,7 @@ class EMA:
     @torch.no_grad()
     def update(self, model: torch.nn.Module, step: int) -> None:
         """shadow <- d * shadow + (1 - d) * param, with d warmed up as min(decay, (1 + n) / (10 + n))."""
-        d = min(self.decay, (1 + step) / (10 + step))
-        _reshard(model)
+        d = min(self.decay, (1 + step) / (10 + step))  # called after backward, which leaves FSDP2 shards in place
         for k, p in model.named_parameters():
             if k in self.shadow:
                 self.shadow[k].lerp_(_local(p).detach().float(), 1 - d)
@@ -46,7 +45,8 @@ class EMA:
     def swapped_in(self, model: torch.nn.Module):
         """Temporarily load the EMA weights into ``model``."""
         backup = {}
-        _reshard(model)
+        if self._layout:
+            _reshard(model)
         with torch.no_grad():
             for k, p in model.named_parameters():
                 if k in self.shadow:
@@ -55,7 +55,8 @@ class EMA:
         try:
             yield model
         finally:
-            _reshard(model)
+            if self._layout:
+                _reshard(model)
             with torch.no_grad():
                 for k, p in model.named_parameters():
                     if k in backup:
