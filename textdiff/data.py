@@ -102,7 +102,7 @@ def tokenize_rows(docs, tokenizer, cfg: DataConfig):
     L, eos, pad = cfg.seq_len, tokenizer.eos_token_id, tokenizer.pad_token_id
 
     def encode(batch):
-        return {"ids": tokenizer(batch["text"], add_special_tokens=False)["input_ids"]}
+        return {"ids": tokenizer(batch["text"], add_special_tokens=False, verbose=False)["input_ids"]}
 
     tok = docs.map(encode, batched=True, remove_columns=["text"], num_proc=cfg.num_proc)
 

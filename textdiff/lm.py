@@ -11,6 +11,7 @@ tokenizer files, and ``textdiff.json`` with the process and sampler configs.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
@@ -19,6 +20,7 @@ import torch
 from .config import resolve_section, to_dict
 from .errors import ConfigError
 from .registry import build_process, build_sampler
+from .tokenization import count_unknown
 from .training.setup import PIPELINE_FILE
 
 
@@ -188,8 +190,10 @@ class DiffusionLM:
         if isinstance(texts, str):
             texts = [texts]
         results = []
+        unknown = 0
         for i, text in enumerate(texts):
-            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"] + [self.tokenizer.eos_token_id]
+            ids = self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"] + [self.tokenizer.eos_token_id]
+            unknown += count_unknown(self.tokenizer, ids)
             block = getattr(self.process, "block_size", None)  # BD3-LM: whole blocks of L' tokens
             if block and len(ids) % block:
                 ids += [self.tokenizer.eos_token_id] * (block - len(ids) % block)
@@ -200,6 +204,9 @@ class DiffusionLM:
             t = self.process.sample_t(t_samples, device=self.device, generator=g)
             terms = nelbo_terms(self.model, self.process, x0, t=t, generator=g)
             results.append(float(terms.loss.sum(1).mean() + self.process.prior_loss(x0[:1]).sum()))
+        if unknown:
+            warnings.warn(f"{unknown} token(s) of the scored text are {self.tokenizer.unk_token!r}: the tokenizer cannot "
+                          "represent that text, so its NELBO is not the text's; use a tokenizer with byte fallback", stacklevel=2)
         return results
 
 

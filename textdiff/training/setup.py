@@ -110,6 +110,8 @@ def prepare_run(recipe: Recipe, resume: bool = False, is_main: bool = True) -> R
     else:
         tokenizer = build_tokenizer(recipe.tokenizer, corpus_texts if corpus_texts is not None else train_docs["text"])
     ensure_special_tokens(tokenizer)
+    if recipe.denoiser is None:  # a textdiff model reads at most this many positions
+        tokenizer.model_max_length = recipe.model.max_seq_len or recipe.data.seq_len
     if is_main:
         tokenizer.save_pretrained(tok_dir)
 
