@@ -65,12 +65,18 @@ class DataConfig:
     lines_are_documents: bool = False  # .txt files: one document per line instead of per blank-line paragraph
     num_proc: Optional[int] = None  # processes for datasets.map
     shuffle_seed: int = 0  # seed of the document / row shuffle
+    streaming: bool = False  # read the source lazily (hub-scale corpora); see textdiff.streaming
+    num_workers: int = 0  # streaming: DataLoader worker processes that tokenize on the fly
+    shuffle_buffer: int = 1000  # streaming: rows shuffled together (a seeded permutation per window)
+    val_documents: int = 500  # streaming without val_source: the first N documents are held out
 
     def validate(self) -> None:
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError(f"data.val_fraction={self.val_fraction} must be in [0, 1)")
         if self.seq_len < 2:
             raise ConfigError(f"data.seq_len={self.seq_len} must be at least 2")
+        if self.num_workers < 0 or self.shuffle_buffer < 1:
+            raise ConfigError("data.num_workers must be >= 0 and data.shuffle_buffer >= 1")
 
 
 @dataclass

@@ -1,8 +1,11 @@
 """Data: text sources -> documents -> token rows of length L, with the ``datasets`` library.
 
 Sources (``data.source``): ``embedded`` (see :mod:`textdiff.corpus`), a local ``.txt`` / ``.jsonl``
-/ ``.json`` / ``.parquet`` / ``.csv`` file or a folder of them, or a hub dataset name (needs a
-network; offline it fails with a one-line error naming the local-file alternative).
+/ ``.json`` / ``.parquet`` / ``.csv`` file or a folder of them, a folder written by
+``Dataset.save_to_disk`` / ``DatasetDict.save_to_disk`` (the split named by ``data.split``; a
+``val_source`` reads its ``validation`` split), or a hub dataset name (needs a network; offline it
+fails with a one-line error naming the local-file alternative). With ``data.streaming`` the same
+sources are read lazily (:mod:`textdiff.streaming`).
 
 Layouts (``data.layout``):
 
@@ -41,41 +44,75 @@ def _files(path: Path) -> list[str]:
     return [str(path)]
 
 
-def load_documents(source: str, cfg: DataConfig, split: Optional[str] = None):
-    """A ``datasets.Dataset`` with one column ``text``, one document per row."""
+def is_saved_dataset(path: Path) -> bool:
+    """A folder written by ``Dataset.save_to_disk`` or ``DatasetDict.save_to_disk``."""
+    return path.is_dir() and ((path / "dataset_dict.json").is_file() or (path / "state.json").is_file())
+
+
+def _saved_split(path: Path, source: str, split: str):
+    """The ``split`` of a ``save_to_disk`` folder (a Dataset folder is its own single split)."""
     import datasets
 
-    split = split or cfg.split
+    try:
+        ds = datasets.load_from_disk(str(path))
+    except Exception as e:  # noqa: BLE001
+        raise DataError(f"cannot read the saved dataset {source!r} ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+    if isinstance(ds, datasets.DatasetDict):
+        if split not in ds:
+            raise DataError(f"the saved DatasetDict {source!r} has no split {split!r} (splits: {list(ds)}); "
+                            "set data.split (or, for val_source, give a folder with a 'validation' split)")
+        ds = ds[split]
+    return ds
+
+
+def open_source(source: str, cfg: DataConfig, split: str, streaming: bool = False):
+    """The raw ``datasets.Dataset`` (or ``IterableDataset`` when ``streaming``) of ``source``, any columns."""
+    import datasets
+
     if source == "embedded":
         from .corpus import embedded_documents
 
         ds = datasets.Dataset.from_dict({"text": list(embedded_documents())})
-    elif Path(source).expanduser().exists():
-        files = _files(Path(source).expanduser())
+        return ds.to_iterable_dataset() if streaming else ds
+    path = Path(source).expanduser()
+    if is_saved_dataset(path):
+        ds = _saved_split(path, source, split)
+        return ds.to_iterable_dataset() if streaming else ds
+    if path.exists():
+        files = _files(path)
         kinds = {FILE_TYPES.get(Path(f).suffix.lower(), "text") for f in files}
         if len(kinds) > 1:
             raise DataError(f"{source!r} mixes file types {sorted(kinds)}; keep one type per source")
         kind = kinds.pop()
         kwargs = {"sample_by": "line" if cfg.lines_are_documents else "paragraph"} if kind == "text" else {}
         try:
-            ds = datasets.load_dataset(kind, data_files=files, split="train", **kwargs)
+            return datasets.load_dataset(kind, data_files=files, split="train", streaming=streaming, **kwargs)
         except Exception as e:  # noqa: BLE001 - datasets raises many types for unreadable files
             raise DataError(f"cannot read {source!r} as {kind} ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
-    elif _looks_like_path(source):
+    if _looks_like_path(source):
         raise DataError(f"data file {source!r} does not exist; check data.source (a .txt/.jsonl/.parquet path, 'embedded' or a hub name)")
-    else:
-        try:
-            ds = datasets.load_dataset(source, cfg.hub_config, split=split)
-        except Exception as e:  # noqa: BLE001
-            raise DataError(
-                f"cannot load hub dataset {source!r} ({type(e).__name__}); offline or unknown name? "
-                "save it as a local .txt/.jsonl/.parquet file and set data.source to its path"
-            ) from None
-    if cfg.text_field not in ds.column_names:
-        raise DataError(f"{source!r} has no column {cfg.text_field!r} (columns: {ds.column_names}); set data.text_field")
+    try:
+        return datasets.load_dataset(source, cfg.hub_config, split=split, streaming=streaming)
+    except Exception as e:  # noqa: BLE001
+        raise DataError(
+            f"cannot load hub dataset {source!r} ({type(e).__name__}); offline or unknown name? "
+            "save it as a local .txt/.jsonl/.parquet file and set data.source to its path"
+        ) from None
+
+
+def text_column(ds, source: str, cfg: DataConfig):
+    """Only the ``text`` column (renamed from ``data.text_field``), blank documents dropped."""
+    columns = ds.column_names
+    if columns is not None and cfg.text_field not in columns:
+        raise DataError(f"{source!r} has no column {cfg.text_field!r} (columns: {columns}); set data.text_field")
     if cfg.text_field != "text":
         ds = ds.rename_column(cfg.text_field, "text")
-    ds = ds.select_columns(["text"]).filter(lambda b: [bool(t and t.strip()) for t in b["text"]], batched=True)
+    return ds.select_columns(["text"]).filter(lambda b: [bool(t and t.strip()) for t in b["text"]], batched=True)
+
+
+def load_documents(source: str, cfg: DataConfig, split: Optional[str] = None):
+    """A ``datasets.Dataset`` with one column ``text``, one document per row."""
+    ds = text_column(open_source(source, cfg, split or cfg.split), source, cfg)
     if cfg.max_documents is not None:
         ds = ds.select(range(min(cfg.max_documents, len(ds))))
     if len(ds) == 0:

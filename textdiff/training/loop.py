@@ -23,7 +23,7 @@ from .distributed import (accelerator_kwargs, backward_scale, check_launch, conf
                           is_sharded)
 from .ema import EMA
 from .optim import build_optimizer, build_scheduler
-from .setup import RowStream, prepare_run, row_generators, save_final
+from .setup import prepare_run, row_generators, row_stream, save_final
 
 VALIDATION_SEED = 1_000_003  # validation noise is fixed, so evaluations are comparable over time
 
@@ -87,7 +87,7 @@ def train(recipe: Recipe, resume: bool = False, stop_at: int | None = None) -> P
     ema = EMA(raw_model, cfg.ema) if cfg.ema > 0 else None
     model = torch.compile(prepared) if cfg.compile else prepared
 
-    step, rows_seen, elapsed = 0, 0, 0.0
+    step, rows_seen, elapsed, state = 0, 0, 0.0, {}
     if ckpt is not None:
         state = load_checkpoint(acc, ckpt, prepared, optimizer, scheduler, ema)
         step, rows_seen, elapsed = state["step"], state["rows_seen"], state["elapsed"]
@@ -102,7 +102,7 @@ def train(recipe: Recipe, resume: bool = False, stop_at: int | None = None) -> P
     world, rank = acc.num_processes, acc.process_index
     scale = backward_scale(acc, cfg)
     rows_per_step = cfg.batch_size * cfg.grad_accum * world
-    stream = RowStream(run.train_rows, seed=cfg.seed)
+    stream = row_stream(run, rank, world, state.get("streams"))
     bar = _progress(acc, step, cfg.max_steps)
     started, window_tokens, window_start = time.perf_counter() - elapsed, 0, time.perf_counter()
     first_eval = not (out / "metrics.jsonl").exists() or ckpt is None
@@ -167,8 +167,13 @@ def train(recipe: Recipe, resume: bool = False, stop_at: int | None = None) -> P
                 first_eval = False
             _log(acc, metrics, line)
         if step % cfg.save_every == 0 or last:  # every process: sharded state is gathered collectively
-            save_checkpoint(acc, out, step, prepared, optimizer, scheduler, ema,
-                            {"step": step, "rows_seen": rows_seen, "elapsed": elapsed}, cfg.keep_checkpoints)
+            trainer_state = {"step": step, "rows_seen": rows_seen, "elapsed": elapsed}
+            if hasattr(stream, "position"):  # streaming: where each process's stream resumes
+                from accelerate.utils import gather_object
+
+                trainer_state["streams"] = {"world": world, "batch_size": cfg.batch_size,
+                                            "positions": gather_object([stream.position(rows_seen)])}
+            save_checkpoint(acc, out, step, prepared, optimizer, scheduler, ema, trainer_state, cfg.keep_checkpoints)
         bar.update(1)
         if stop_at is not None and step >= stop_at:
             bar.close()

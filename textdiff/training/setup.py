@@ -95,6 +95,10 @@ def prepare_run(recipe: Recipe, resume: bool = False, is_main: bool = True) -> R
 
         train_docs, val_docs = load_examples(recipe.sft)
         corpus_texts = example_texts(train_docs, recipe.sft)
+    elif recipe.data.streaming:  # documents read lazily; the loop packs them (textdiff.streaming)
+        from ..streaming import stream_split
+
+        train_docs, val_docs, corpus_texts = stream_split(recipe.data)
     else:
         train_docs, val_docs = split_documents(recipe.data)
         corpus_texts = None
@@ -121,10 +125,13 @@ def prepare_run(recipe: Recipe, resume: bool = False, is_main: bool = True) -> R
         train_rows = build_rows(train_docs, tokenizer, recipe.data.seq_len, recipe.sft)
         val_rows = build_rows(val_docs, tokenizer, recipe.data.seq_len, recipe.sft, "validation") if val_docs else None
     else:
-        train_rows = tokenize_rows(train_docs, tokenizer, recipe.data)
+        train_rows = tokenize_rows(train_docs, tokenizer, recipe.data) if not recipe.data.streaming else train_docs
         val_rows = tokenize_rows(val_docs, tokenizer, recipe.data) if val_docs is not None else None
     vocab = len(tokenizer)
-    val_ppl = unigram_ppl(val_rows, unigram_log_probs(train_rows, vocab)) if val_rows is not None else None
+    counted = train_rows  # streaming: unigram counts of the sample the tokenizer was trained on
+    if recipe.data.streaming and recipe.sft is None:
+        counted = tokenize_rows(datasets.Dataset.from_dict({"text": corpus_texts}), tokenizer, recipe.data)
+    val_ppl = unigram_ppl(val_rows, unigram_log_probs(counted, vocab)) if val_rows is not None else None
 
     process = build_process(recipe.process, vocab_size=vocab, mask_id=tokenizer.mask_token_id)
     if recipe.denoiser:
@@ -147,6 +154,23 @@ def prepare_run(recipe: Recipe, resume: bool = False, is_main: bool = True) -> R
 
         model = apply_lora(model, recipe.lora)
     return Run(recipe, tokenizer, process, model, train_rows, val_rows, val_ppl)
+
+
+def row_stream(run: Run, rank: int = 0, world: int = 1, resumed: Optional[dict] = None):
+    """The training rows by global index: :class:`RowStream` in memory, or a
+    :class:`textdiff.streaming.StreamRows` for this process (``resumed``: the positions a checkpoint kept)."""
+    cfg = run.recipe.train
+    if not (run.recipe.data.streaming and run.recipe.sft is None):
+        return RowStream(run.train_rows, seed=cfg.seed)
+    from ..streaming import StreamRows
+
+    position = None
+    if resumed and resumed.get("world") == world and resumed.get("batch_size") == cfg.batch_size:
+        position = resumed["positions"][rank]
+    elif resumed:
+        print(f"note: the streamed run was saved on {resumed.get('world')} process(es) with batch {resumed.get('batch_size')}; "
+              "replaying the stream from its start")
+    return StreamRows(run.train_rows, run.tokenizer, run.recipe.data, cfg.seed, cfg.batch_size, rank, world, position)
 
 
 class RowStream:
