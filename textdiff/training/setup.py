@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -90,6 +91,7 @@ def prepare_run(recipe: Recipe, resume: bool = False, is_main: bool = True) -> R
     if not 0.0 <= cfg.cond_dropout < 1.0:
         raise ConfigError(f"train.cond_dropout={cfg.cond_dropout} must be in [0, 1)")
 
+    clock = time.perf_counter()
     if recipe.sft is not None:  # instruction data replaces the corpus (textdiff.sft)
         from ..sft import example_texts, load_examples
 
@@ -102,6 +104,13 @@ def prepare_run(recipe: Recipe, resume: bool = False, is_main: bool = True) -> R
     else:
         train_docs, val_docs = split_documents(recipe.data)
         corpus_texts = None
+    n_val = len(val_docs) if val_docs is not None else 0
+    if recipe.data.streaming and recipe.sft is None:
+        clock = _phase(is_main, "data", f"streaming {recipe.data.source!r}: {n_val} validation documents held out, "
+                       f"{len(corpus_texts)} training documents read for the tokenizer and unigram counts", clock)
+    else:
+        clock = _phase(is_main, "data", f"{len(train_docs)} training and {n_val} validation documents from "
+                       f"{(recipe.sft.source if recipe.sft else recipe.data.source)!r}", clock)
     tok_dir = out / "tokenizer"
     if resume and (tok_dir / "tokenizer_config.json").is_file():
         tokenizer = load_tokenizer(str(tok_dir))
@@ -118,6 +127,8 @@ def prepare_run(recipe: Recipe, resume: bool = False, is_main: bool = True) -> R
         tokenizer.model_max_length = recipe.model.max_seq_len or recipe.data.seq_len
     if is_main:
         tokenizer.save_pretrained(tok_dir)
+    how = f"trained {recipe.tokenizer.train}" if recipe.tokenizer.train and not (resume and (tok_dir / "tokenizer.json").is_file()) else "loaded"
+    clock = _phase(is_main, "tokenizer", f"{how}, {len(tokenizer)} tokens, saved to {tok_dir}", clock)
 
     if recipe.sft is not None:
         from ..sft import build_rows
@@ -132,6 +143,9 @@ def prepare_run(recipe: Recipe, resume: bool = False, is_main: bool = True) -> R
     if recipe.data.streaming and recipe.sft is None:
         counted = tokenize_rows(datasets.Dataset.from_dict({"text": corpus_texts}), tokenizer, recipe.data)
     val_ppl = unigram_ppl(val_rows, unigram_log_probs(counted, vocab)) if val_rows is not None else None
+    n_train = "streamed" if recipe.data.streaming and recipe.sft is None else f"{len(train_rows):,}"
+    clock = _phase(is_main, "data", f"{n_train} training rows and {len(val_rows) if val_rows is not None else 0:,} validation "
+                   f"rows of {recipe.data.seq_len} tokens" + (f"; validation unigram PPL {val_ppl:.1f}" if val_ppl else ""), clock)
 
     process = build_process(recipe.process, vocab_size=vocab, mask_id=tokenizer.mask_token_id)
     if recipe.denoiser:
@@ -153,7 +167,17 @@ def prepare_run(recipe: Recipe, resume: bool = False, is_main: bool = True) -> R
         from ..lora import apply_lora
 
         model = apply_lora(model, recipe.lora)
+    n_params = sum(p.numel() for p in model.parameters())
+    _phase(is_main, "model", f"{type(model).__name__}, {n_params / 1e6:.2f} M parameters, process {type(process).__name__}", clock)
     return Run(recipe, tokenizer, process, model, train_rows, val_rows, val_ppl)
+
+
+def _phase(is_main: bool, name: str, message: str, since: float) -> float:
+    """Print ``name: message (seconds since `since`)`` on the main process; returns the time now."""
+    now = time.perf_counter()
+    if is_main:
+        print(f"{name}: {message} ({now - since:.1f} s)", flush=True)
+    return now
 
 
 def row_stream(run: Run, rank: int = 0, world: int = 1, resumed: Optional[dict] = None):
