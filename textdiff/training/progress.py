@@ -8,28 +8,34 @@ from pathlib import Path
 
 
 class TrainBar:
-    """tqdm over optimizer steps, or over seconds when ``max_minutes`` bounds the run (its ETA is then
-    the time left in the budget, not the time ``max_steps`` would take)."""
+    """tqdm over optimizer steps, or over seconds when ``max_minutes`` bounds the run. Under a budget
+    the bar's total is whichever ends first: the budget, or the time ``max_steps`` takes at the pace
+    so far, so its ETA is the run's real end either way."""
 
     def __init__(self, enabled: bool, step: int, max_steps: int, max_minutes: float | None, elapsed: float):
         from tqdm.auto import tqdm
 
         self.max_steps, self.timed = max_steps, max_minutes is not None
         if self.timed:
-            total = max_minutes * 60
-            self.bar = tqdm(total=total, initial=min(elapsed, total), disable=not enabled, desc="train", dynamic_ncols=True,
+            self.budget = max_minutes * 60
+            self.start = (step, elapsed)  # the pace is measured from here (a resumed run's own steps)
+            self.bar = tqdm(total=self.budget, initial=min(elapsed, self.budget), disable=not enabled, desc="train",
+                            dynamic_ncols=True,
                             bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}{postfix}]")
         else:
             self.bar = tqdm(total=max_steps, initial=step, disable=not enabled, desc="train", unit="step", dynamic_ncols=True)
         self.enabled, self.postfix = enabled, {}
 
     def advance(self, step: int, elapsed: float) -> None:
-        if self.timed:
-            self.bar.update(max(0.0, min(elapsed, self.bar.total) - self.bar.n))
-            self.postfix["step"] = f"{step}/{self.max_steps}"
-            self.bar.set_postfix(self.postfix, refresh=False)
-        else:
+        if not self.timed:
             self.bar.update(1)
+            return
+        done, spent = step - self.start[0], elapsed - self.start[1]
+        if done > 0:
+            self.bar.total = min(self.budget, elapsed + (self.max_steps - step) * spent / done)
+        self.bar.update(max(0.0, min(elapsed, self.bar.total) - self.bar.n))
+        self.postfix["step"] = f"{step}/{self.max_steps}"
+        self.bar.set_postfix(self.postfix)
 
     def show(self, **values) -> None:
         self.postfix.update(values)
