@@ -59,3 +59,13 @@ def test_under_a_time_budget_the_bar_counts_seconds_to_whichever_end_comes_first
 def test_validation_line_reports_the_bound_and_the_ratio():
     line = validation_line({"step": 250, "val_nelbo": 5.0, "val_ppl_bound": 148.4131591}, 300.0)
     assert line == "step 250: validation NELBO 5.000 nats/token, PPL bound 148.4 (unigram PPL 300.0, ratio 0.495)"
+
+
+def test_a_missing_init_from_folder_is_reported_as_missing(tiny, tmp_path):
+    import pytest
+
+    from textdiff.errors import ConfigError
+    from textdiff.training.loop import train
+
+    with pytest.raises(ConfigError, match=r"train.init_from='.*runs/typo/final' does not exist"):
+        train(load_recipe(raw=tiny(train={"init_from": str(tmp_path / "runs/typo/final")})))

@@ -83,6 +83,8 @@ def prepare_run(recipe: Recipe, resume: bool = False, is_main: bool = True) -> R
     if cfg.init_from is not None:
         from ..models.external import check_textdiff_folder
 
+        if not Path(cfg.init_from).expanduser().exists():  # a typo, not a failed download
+            raise ConfigError(f"train.init_from={cfg.init_from!r} does not exist; point it at a saved model folder (a run's final/)")
         check_textdiff_folder(cfg.init_from)  # one-line error for a folder of another architecture
         if recipe.denoiser is not None:
             raise ConfigError("give either a denoiser section (a Hugging Face network) or train.init_from (a saved run), not both")
