@@ -27,6 +27,9 @@ EOS, MASK, PAD, UNK = "<|endoftext|>", "[MASK]", "[PAD]", "<unk>"
 NEWLINE = "\u21b5"  # "↵": SentencePiece works on lines, so newlines travel as this symbol
 
 
+WORDS = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""  # GPT-2's word pattern
+
+
 def byte_pieces(alphabet: set[str]) -> list[str]:
     """The ``<0xNN>`` byte-fallback pieces a character vocabulary needs to spell any UTF-8 text: every
     byte of a multi-byte character (lead 0xC2-0xF4, continuation 0x80-0xBF) and the ASCII bytes whose
@@ -36,14 +39,14 @@ def byte_pieces(alphabet: set[str]) -> list[str]:
 
 
 def train_bpe(texts: Iterable[str], vocab_size: int, min_frequency: int = 2):
-    """Character-level BPE over space-separated words ("▁" marks a space), with byte fallback.
+    """Character-level BPE over words, with byte fallback.
 
     ``vocab_size`` counts the special and byte pieces; the characters kept (``limit_alphabet``) are
     the most frequent ones that fit, and at least 256 of them (all of a small alphabet, even when
     that makes the vocabulary larger than asked); the rest are spelled in bytes."""
     import json
 
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
     texts = [t for t in texts if t]
     chars: dict[str, int] = {}
@@ -53,9 +56,10 @@ def train_bpe(texts: Iterable[str], vocab_size: int, min_frequency: int = 2):
     specials = [EOS, MASK, PAD, UNK]
     n_bytes = len(byte_pieces(set(chars)))
     tok = Tokenizer(models.BPE(unk_token=UNK, byte_fallback=True))
-    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="never", split=True)
-    tok.decoder = decoders.Sequence([decoders.Metaspace(replacement="\u2581", prepend_scheme="never", split=True),
-                                     decoders.ByteFallback(), decoders.Fuse()])
+    # words as GPT-2 splits them (a leading space stays on the word; numbers, punctuation and newlines
+    # apart), but on characters, not bytes; pieces hold their spaces, so decoding is concatenation
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex(WORDS), behavior="isolated")
+    tok.decoder = decoders.Sequence([decoders.ByteFallback(), decoders.Fuse()])
     trainer = trainers.BpeTrainer(
         vocab_size=max(vocab_size - n_bytes, len(specials) + 1), min_frequency=min_frequency, special_tokens=specials,
         limit_alphabet=max(vocab_size - n_bytes - len(specials), min(len(chars), 256)), show_progress=False,
