@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -57,13 +58,15 @@ def main() -> None:
             if not skip16:
                 best["bf16"] = max(best["bf16"], gflops(a16, b16, args.seconds))
         if skip16:
+            rows.append({"n": n, "fp32_gflops": best["fp32"], "bf16_gflops": None, "ratio": None})
             print(f"n={n:5d}  fp32 {best['fp32']:7.1f} GFLOP/s  bf16 skipped (emulated on this CPU; --force to time it)")
             continue
         rows.append({"n": n, "fp32_gflops": best["fp32"], "bf16_gflops": best["bf16"], "ratio": best["bf16"] / best["fp32"]})
         print(f"n={n:5d}  fp32 {best['fp32']:7.1f} GFLOP/s  bf16 {best['bf16']:7.1f} GFLOP/s  bf16/fp32 {rows[-1]['ratio']:.2f}x",
               flush=True)
     if args.out:
-        info = {"machine": platform.processor() or platform.machine(), "native_bf16": native, "amx": amx,
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+        info = {"machine": platform.processor() or platform.machine(), "load_average_1min": load, "native_bf16": native, "amx": amx,
                 "threads": torch.get_num_threads(), "torch": torch.__version__, "rows": rows}
         Path(args.out).write_text(json.dumps(info, indent=2) + "\n")
 
