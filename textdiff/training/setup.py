@@ -115,7 +115,8 @@ def prepare_run(recipe: Recipe, resume: bool = False, is_main: bool = True) -> R
         clock = _phase(is_main, "data", f"{len(train_docs)} training and {n_val} validation documents from "
                        f"{(recipe.sft.source if recipe.sft else recipe.data.source)!r}", clock)
     tok_dir = out / "tokenizer"
-    if resume and (tok_dir / "tokenizer_config.json").is_file():
+    reloaded = resume and (tok_dir / "tokenizer_config.json").is_file()
+    if reloaded:
         tokenizer = load_tokenizer(str(tok_dir))
     elif recipe.denoiser is not None:  # an external network brings its own tokenizer and mask token
         from ..models.external import load_external_tokenizer
@@ -128,9 +129,9 @@ def prepare_run(recipe: Recipe, resume: bool = False, is_main: bool = True) -> R
     ensure_special_tokens(tokenizer)
     if recipe.denoiser is None:  # a textdiff model reads at most this many positions
         tokenizer.model_max_length = recipe.model.max_seq_len or recipe.data.seq_len
-    if is_main:
+    if is_main and not reloaded:  # rewriting it would race with the other processes reading it
         tokenizer.save_pretrained(tok_dir)
-    how = f"trained {recipe.tokenizer.train}" if recipe.tokenizer.train and not (resume and (tok_dir / "tokenizer.json").is_file()) else "loaded"
+    how = f"trained {recipe.tokenizer.train}" if recipe.tokenizer.train and not reloaded else "loaded"
     clock = _phase(is_main, "tokenizer", f"{how}, {len(tokenizer)} tokens, saved to {tok_dir}", clock)
 
     if recipe.sft is not None:
