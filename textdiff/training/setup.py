@@ -20,7 +20,8 @@ PIPELINE_FILE = "textdiff.json"  # process + sampler configs saved beside every 
 _MAY_CHANGE_ON_RESUME = {"train.max_steps", "train.max_minutes", "train.eval_every", "train.save_every",
                          "train.log_every", "train.keep_checkpoints", "train.trackers", "train.num_threads",
                          # per-process batch: a run resumed on another number of processes keeps its global batch
-                         "train.batch_size", "train.grad_accum"}
+                         "train.batch_size", "train.grad_accum",
+                         "output_dir"}  # the folder being resumed IS the output_dir: a moved run folder resumes
 
 
 @dataclass
