@@ -22,7 +22,7 @@ from typing import Optional
 import numpy as np
 
 from .config import DataConfig
-from .errors import DataError
+from .errors import DataError, warn
 
 FILE_TYPES = {".txt": "text", ".raw": "text", ".tokens": "text", ".md": "text", ".jsonl": "json",
               ".json": "json", ".parquet": "parquet", ".csv": "csv"}
@@ -73,6 +73,15 @@ def load_documents(source: str, cfg: DataConfig, split: Optional[str] = None):
             ) from None
     if cfg.text_field not in ds.column_names:
         raise DataError(f"{source!r} has no column {cfg.text_field!r} (columns: {ds.column_names}); set data.text_field")
+    feature = getattr(ds.features[cfg.text_field], "dtype", None)
+    if feature not in ("string", "large_string"):
+        raise DataError(f"{source!r}: column {cfg.text_field!r} holds {feature or 'nested'} values, not text; "
+                        "set data.text_field to the text column")
+    lacking = ds.data.column(cfg.text_field).null_count  # rows without the field (JSON) or with null
+    if lacking == len(ds):
+        raise DataError(f"no row of {source!r} has a {cfg.text_field!r} value; set data.text_field to the text column")
+    if lacking:
+        warn(f"{lacking} of {len(ds)} rows of {source!r} have no {cfg.text_field!r} value and are skipped")
     if cfg.text_field != "text":
         ds = ds.rename_column(cfg.text_field, "text")
     ds = ds.select_columns(["text"]).filter(lambda b: [bool(t and t.strip()) for t in b["text"]], batched=True)

@@ -65,6 +65,9 @@ WORDS = (
 ).split()
 
 
+TASKS = ("add", "copy", "reverse", "count", "next")  # the synthetic tasks (sft.tasks)
+
+
 def synthetic_examples(tasks: list[str], n: int, seed: int) -> list[dict]:
     """``n`` prompt/response pairs cycling through ``tasks``, deterministic in ``seed``.
 

@@ -26,6 +26,7 @@ from .distributed import (accelerator_kwargs, backward_scale, check_launch, conf
                           is_sharded)
 from .ema import EMA
 from .optim import build_optimizer, build_scheduler
+from .checks import check_init_from
 from .runlock import RunLock
 from .setup import RowStream, check_output_dir, prepare_run, row_generators, save_final
 
@@ -76,6 +77,7 @@ def train(recipe: Recipe, resume: bool = False, stop_at: int | None = None) -> P
     check_launch(acc)
     out = Path(recipe.output_dir)
     check_output_dir(recipe, resume)  # read-only: a refused run writes nothing
+    check_init_from(recipe)
     lock = RunLock(out) if acc.is_main_process else None  # one writer per folder; only the main process writes
     had_tokenizer = (out / "tokenizer").exists()
     try:
@@ -140,6 +142,7 @@ def _train(acc, recipe: Recipe, resume: bool, stop_at: int | None) -> Path:
     rows_per_step = cfg.batch_size * cfg.grad_accum * world
     stream = RowStream(run.train_rows, seed=cfg.seed)
     bar = _progress(acc, step, cfg.max_steps)
+    spikes = LossSpikes()
     started, window_tokens, window_start = time.perf_counter() - elapsed, 0, time.perf_counter()
     first_eval = not (out / "metrics.jsonl").exists() or ckpt is None
     model.train()
@@ -185,6 +188,7 @@ def _train(acc, recipe: Recipe, resume: bool, stop_at: int | None) -> Path:
         train_loss = float(acc.reduce(step_loss, reduction="sum") / global_tokens)
         if not math.isfinite(train_loss):
             raise ConfigError(f"the loss became {train_loss} at step {step}; lower train.lr or raise train.warmup_steps")
+        spikes.observe(step, train_loss, acc.print)
         elapsed = time.perf_counter() - started
         out_of_time = cfg.max_minutes is not None and elapsed >= cfg.max_minutes * 60
         last = step >= cfg.max_steps or out_of_time
@@ -227,6 +231,24 @@ def _train(acc, recipe: Recipe, resume: bool, stop_at: int | None) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------
+
+
+class LossSpikes:
+    """Warns when a step's loss jumps far above its running mean (a sign of a too-high lr or bad rows)."""
+
+    def __init__(self, factor: float = 2.0, margin: float = 1.0, after: int = 10, every: int = 50, beta: float = 0.9):
+        self.factor, self.margin, self.after, self.every, self.beta = factor, margin, after, every, beta
+        self.mean, self.seen, self.last_warning = None, 0, -every
+
+    def observe(self, step: int, loss: float, say=print) -> bool:
+        spike = (self.seen >= self.after and loss > self.factor * self.mean and loss - self.mean > self.margin)
+        if spike and step - self.last_warning >= self.every:
+            say(f"warning: loss spike at step {step}: {loss:.3f} against a running mean of {self.mean:.3f}; "
+                "if it recurs, lower train.lr or raise train.warmup_steps", file=sys.stderr)
+            self.last_warning = step
+        self.mean = loss if self.mean is None else self.beta * self.mean + (1 - self.beta) * loss
+        self.seen += 1
+        return spike
 
 
 def _forget_previous_accelerator(precision: str) -> None:
