@@ -25,37 +25,91 @@ def _cmd_train(args) -> None:
 def _read_prompts(args) -> list[str]:
     prompts = list(args.prompt or [])
     if args.prompt_file:
-        path = Path(args.prompt_file)
-        if not path.is_file():
-            raise TextDiffError(f"prompt file {str(path)!r} does not exist")
-        for line in path.read_text().splitlines():
-            if not line.strip():
-                continue
-            prompts.append(json.loads(line)["prompt"] if path.suffix == ".jsonl" else line)
+        prompts += read_prompt_file(args.prompt_file)
     return prompts or [""]
 
 
+def read_prompt_file(name: str) -> list[str]:
+    """Prompts of a ``.txt`` file (one per non-blank line) or a ``.jsonl`` file ({"prompt": ...} per line)."""
+    path = Path(name)
+    if not path.exists():
+        raise TextDiffError(f"prompt file {name!r} does not exist")
+    if not path.is_file():
+        raise TextDiffError(f"prompt file {name!r} is not a file; give a .txt or .jsonl file")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise TextDiffError(f"prompt file {name!r} is not UTF-8 text") from None
+    prompts = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        if path.suffix != ".jsonl":
+            prompts.append(line)
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as e:
+            raise TextDiffError(f"{name}:{n}: not valid JSON ({getattr(e, 'msg', e)}); each line must be {{\"prompt\": \"...\"}}") from None
+        if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
+            raise TextDiffError(f"{name}:{n}: each line must be an object with a string \"prompt\", got {line.strip()[:60]}")
+        prompts.append(row["prompt"])
+    if not prompts:
+        raise TextDiffError(f"prompt file {name!r} holds no prompts")
+    return prompts
+
+
+def _check_output(name) -> None:
+    """``--output`` must name a file whose folder exists (checked before any work)."""
+    if name is None:
+        return
+    path = Path(name)
+    if path.is_dir():
+        raise TextDiffError(f"--output {name!r} is a folder; give a file name")
+    if not path.parent.is_dir():
+        raise TextDiffError(f"--output {name!r}: folder {str(path.parent)!r} does not exist; create it first")
+
+
+def _write_atomically(name: str, text: str) -> None:
+    """Write ``text`` to a temporary sibling and rename it: no half-written output on failure."""
+    path = Path(name)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def _cmd_generate(args) -> None:
+    from .arguments import device
     from .lm import DiffusionLM
 
+    if args.num_samples < 1:
+        raise TextDiffError(f"--num-samples {args.num_samples} must be at least 1")
+    _check_output(args.output)
+    device(args.device)
+    prompts = _read_prompts(args)  # before the model loads: a bad prompt file costs nothing
+    options = _sampler_options(args.sampler_option)
     lm = DiffusionLM.from_pretrained(args.model, device=args.device)
-    prompts = _read_prompts(args)
     prompts = [p for p in prompts for _ in range(args.num_samples)]
     texts, out = lm.generate(
         prompts, max_new_tokens=args.max_new_tokens, steps=args.steps, sampler=args.sampler,
         temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
         block_size=args.block_size, return_output=True, guidance_weight=args.guidance,
-        guidance_uncond=args.guidance_uncond, sampler_options=_sampler_options(args.sampler_option),
+        guidance_uncond=args.guidance_uncond, sampler_options=options,
         use_cache=args.cache,
     )
-    sink = open(args.output, "w") if args.output else sys.stdout
+    chunks = []
     for i, (prompt, text) in enumerate(zip(prompts, texts)):
         if args.format == "jsonl":
-            sink.write(json.dumps({"prompt": prompt, "text": text, "new_tokens": out.lengths[i]}) + "\n")
+            chunks.append(json.dumps({"prompt": prompt, "text": text, "new_tokens": out.lengths[i]}) + "\n")
         else:
-            sink.write(text + ("\n" + "-" * 40 + "\n" if i < len(texts) - 1 else "\n"))
+            chunks.append(text + ("\n" + "-" * 40 + "\n" if i < len(texts) - 1 else "\n"))
     if args.output:
-        sink.close()
+        _write_atomically(args.output, "".join(chunks))
+    else:
+        sys.stdout.write("".join(chunks))
     print(f"[{len(texts)} samples, {out.nfe} denoiser steps (NFE), {out.model_calls} network forwards, "
           f"{out.seconds:.2f} s]", file=sys.stderr)
 
@@ -66,18 +120,37 @@ def _sampler_options(items) -> dict:
 
     options = {}
     for item in items or []:
-        if "=" not in item:
+        if "=" not in item or not item.split("=", 1)[0].strip():
             raise TextDiffError(f"--sampler-option {item!r} must look like key=value, e.g. threshold=0.8")
         key, raw = item.split("=", 1)
-        options[key.strip()] = yaml.safe_load(raw)
+        try:
+            options[key.strip()] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            options[key.strip()] = raw
     return options
 
 
 def _cmd_score(args) -> None:
+    from .arguments import device
     from .lm import DiffusionLM
 
+    if not args.text and not args.file:
+        raise TextDiffError("give the texts to score with --text TEXT (repeatable) or --file FILE")
+    if args.t_samples < 1:
+        raise TextDiffError(f"--t-samples {args.t_samples} must be at least 1")
+    device(args.device)
+    texts = list(args.text or [])
+    if args.file:
+        path = Path(args.file)
+        if not path.is_file():
+            raise TextDiffError(f"--file {args.file!r} does not exist" if not path.exists() else f"--file {args.file!r} is not a file")
+        try:
+            texts += [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        except UnicodeDecodeError:
+            raise TextDiffError(f"--file {args.file!r} is not UTF-8 text") from None
+        if not texts:
+            raise TextDiffError(f"--file {args.file!r} holds no text (one text per non-blank line)")
     lm = DiffusionLM.from_pretrained(args.model, device=args.device)
-    texts = args.text or [ln for ln in Path(args.file).read_text().splitlines() if ln.strip()]
     for text, nelbo in zip(texts, lm.score(texts, t_samples=args.t_samples, seed=args.seed)):
         print(json.dumps({"text": text, "nelbo": nelbo}))
 
@@ -99,8 +172,15 @@ def _cmd_eval(args) -> None:
     run_suite([args.suite, *args.overrides])
 
 
+class _Parser(argparse.ArgumentParser):
+    """Command-line mistakes are one line ``error: ...`` on stderr and exit status 2, like every other."""
+
+    def error(self, message):
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="textdiff", description="Train, sample from and evaluate discrete text diffusion LMs.")
+    p = _Parser(prog="textdiff", description="Train, sample from and evaluate discrete text diffusion LMs.")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a recipe (YAML) with key=value overrides")

@@ -16,6 +16,7 @@ from typing import Optional, Sequence, Union
 
 import torch
 
+from . import arguments
 from .config import resolve_section, to_dict
 from .errors import ConfigError
 from .registry import build_process, build_sampler
@@ -52,13 +53,14 @@ class DiffusionLM:
             missing.append("model.safetensors")
         if missing:
             raise ConfigError(f"model folder {str(path)!r} is missing {', '.join(missing)}; is it a textdiff model folder?")
-        meta = json.loads((path / PIPELINE_FILE).read_text())
+        device = arguments.device(device)
+        meta = _read_pipeline(path / PIPELINE_FILE)
         tok_source = path if (path / "tokenizer_config.json").is_file() else path.parent / "tokenizer"
         tokenizer = load_tokenizer(str(tok_source))
         if is_external_folder(path):  # a Hugging Face network trained as a denoiser (models/external.py)
             model = load_external_denoiser(path, dtype=dtype)
         else:
-            model = AutoModel.from_pretrained(str(path), dtype=dtype) if dtype is not None else AutoModel.from_pretrained(str(path))
+            model = _load_strict(AutoModel, path, dtype)
         model.to(device or ("cuda" if torch.cuda.is_available() else "cpu")).eval()
         process = build_process(meta["process"], vocab_size=model.config.vocab_size, mask_id=tokenizer.mask_token_id)
         sampler = resolve_section("sampler", meta.get("sampler") or "ancestral", "sampler")
@@ -148,6 +150,21 @@ class DiffusionLM:
         ``callback``, ``template``, ...)."""
         from .generation import generate
 
+        prompts = arguments.texts("prompts", prompts)
+        max_new_tokens = arguments.integer("max_new_tokens", max_new_tokens, minimum=1)
+        steps = arguments.integer("steps", steps, minimum=1, optional=True)
+        arguments.number("temperature", temperature, lo=0.0, optional=True)
+        arguments.integer("top_k", top_k, minimum=1, optional=True)
+        arguments.number("top_p", top_p, lo=0.0, hi=1.0, lo_open=True, optional=True)
+        seed = arguments.seeds("seed", seed, count=len(prompts) if isinstance(seed, (list, tuple)) else None)
+        block_size = arguments.integer("block_size", block_size, minimum=1, optional=True)
+        arguments.flag("return_output", return_output)
+        arguments.number("guidance_weight", guidance_weight)
+        arguments.choice("guidance_uncond", guidance_uncond, ("mask", "drop"))
+        if sampler_options is not None and not isinstance(sampler_options, dict):
+            raise ConfigError(f"sampler_options must be a dict of sampler fields, got {type(sampler_options).__name__}")
+        if sampler is not None and not isinstance(sampler, (str, dict)) and not hasattr(sampler, "name"):
+            raise ConfigError(f"sampler must be a name, a mapping or a sampler config, got {type(sampler).__name__}")
         ids = self.encode_prompts(prompts)
         s = self.make_sampler(sampler, temperature=temperature, top_k=top_k, top_p=top_p, **(sampler_options or {}))
         if guidance_weight:
@@ -185,8 +202,9 @@ class DiffusionLM:
         scored too, so the result bounds −log p(text, pads) >= −log p(text), still a valid bound."""
         from .objective import nelbo_terms
 
-        if isinstance(texts, str):
-            texts = [texts]
+        texts = arguments.texts("texts", texts)
+        t_samples = arguments.integer("t_samples", t_samples, minimum=1)
+        seed = arguments.integer("seed", seed)
         results = []
         for i, text in enumerate(texts):
             ids = self.tokenizer(text, add_special_tokens=False)["input_ids"] + [self.tokenizer.eos_token_id]
@@ -201,6 +219,39 @@ class DiffusionLM:
             terms = nelbo_terms(self.model, self.process, x0, t=t, generator=g)
             results.append(float(terms.loss.sum(1).mean() + self.process.prior_loss(x0[:1]).sum()))
         return results
+
+
+def _read_pipeline(file: Path) -> dict:
+    """``textdiff.json``, checked: a damaged one is a one-line error naming it."""
+    try:
+        meta = json.loads(file.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{file} is damaged (not valid JSON: {type(e).__name__}); re-save the model") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("process"), (dict, str)):
+        raise ConfigError(f"{file} has no 'process' section; is it a textdiff model folder?")
+    if meta.get("seq_len") is not None and (isinstance(meta["seq_len"], bool) or not isinstance(meta["seq_len"], int)
+                                            or meta["seq_len"] < 1):
+        raise ConfigError(f"{file}: seq_len={meta['seq_len']!r} must be a positive integer")
+    return meta
+
+
+def _load_strict(auto_cls, path: Path, dtype):
+    """A Hugging Face model folder loaded with every weight present and of its configured shape
+    (transformers would silently initialise missing or mismatched tensors at random)."""
+    kwargs = {} if dtype is None else {"dtype": dtype}
+    try:
+        model, info = auto_cls.from_pretrained(str(path), output_loading_info=True, **kwargs)
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError) as e:
+        first = (str(e).strip().splitlines() or [""])[0][:160]
+        raise ConfigError(f"model folder {str(path)!r} cannot be loaded ({type(e).__name__}: {first}); "
+                          "its config.json or weights are damaged") from None
+    missing = list(info.get("missing_keys") or [])
+    bad_shape = list(info.get("mismatched_keys") or [])
+    if missing or bad_shape:
+        what = f"lacks tensor {sorted(missing)[0]!r}" if missing else f"has tensor {bad_shape[0][0]!r} of another shape than config.json says"
+        raise ConfigError(f"model folder {str(path)!r} {what} ({len(missing) + len(bad_shape)} problem(s)); "
+                          "its weights or config.json are damaged")
+    return model
 
 
 def _looks_like_repo_id(name: str) -> bool:
