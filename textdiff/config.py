@@ -373,7 +373,7 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             child = node.get(part)
             if child is None:
                 child = node[part] = {}
-            if isinstance(child, str):  # "process: masked" shorthand
+            if isinstance(child, str) and part in DEFAULT_NAMES:  # "process: masked" shorthand
                 child = node[part] = {"name": child}
             if not isinstance(child, dict):
                 raise ConfigError(f"override {'.'.join(path)}: {part!r} is not a section")

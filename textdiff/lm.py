@@ -55,7 +55,14 @@ class DiffusionLM:
             raise ConfigError(f"model folder {str(path)!r} is missing {', '.join(missing)}; is it a textdiff model folder?")
         device = arguments.device(device)
         meta = _read_pipeline(path / PIPELINE_FILE)
+        try:
+            json.loads((path / "config.json").read_text())
+        except (ValueError, UnicodeDecodeError):
+            raise ConfigError(f"{path / 'config.json'} is damaged (not valid JSON); re-save the model") from None
         tok_source = path if (path / "tokenizer_config.json").is_file() else path.parent / "tokenizer"
+        if not (tok_source / "tokenizer_config.json").is_file() and not (tok_source / "tokenizer.json").is_file():
+            raise ConfigError(f"model folder {str(path)!r} has no tokenizer (tokenizer.json / tokenizer_config.json); "
+                              "copy the run's tokenizer files into it")
         tokenizer = load_tokenizer(str(tok_source))
         if is_external_folder(path):  # a Hugging Face network trained as a denoiser (models/external.py)
             model = load_external_denoiser(path, dtype=dtype)
@@ -241,7 +248,7 @@ def _load_strict(auto_cls, path: Path, dtype):
     kwargs = {} if dtype is None else {"dtype": dtype}
     try:
         model, info = auto_cls.from_pretrained(str(path), output_loading_info=True, **kwargs)
-    except (OSError, ValueError, RuntimeError, KeyError, TypeError) as e:
+    except Exception as e:  # noqa: BLE001 - transformers / safetensors raise many types for damaged files
         first = (str(e).strip().splitlines() or [""])[0][:160]
         raise ConfigError(f"model folder {str(path)!r} cannot be loaded ({type(e).__name__}: {first}); "
                           "its config.json or weights are damaged") from None

@@ -24,9 +24,14 @@ def check_init_from(recipe: Recipe) -> None:
         return
     folder = Path(source).expanduser()
     if not folder.exists():
-        return  # a hub name, or a typo: model loading (models/loading.py) says which
+        if str(source).startswith((".", "/", "~")):
+            raise ConfigError(f"train.init_from={source!r}: no such folder; point it at a run's final/ folder")
+        return  # maybe a hub name: model loading says
     if not folder.is_dir():
         raise ConfigError(f"train.init_from={source!r} is a file; point it at a run's final/ folder")
+    if not (folder / "config.json").is_file():
+        raise ConfigError(f"train.init_from={source!r} is not a saved model folder (no config.json); "
+                          "point it at a run's final/ folder")
     meta_file = folder / PIPELINE_FILE
     if not meta_file.is_file():
         return  # a Hugging Face folder without textdiff metadata: checked when it is loaded
