@@ -13,6 +13,7 @@ lock created and that stayed empty is removed again, so a run refused early leav
 """
 from __future__ import annotations
 
+import atexit
 import errno
 import json
 import os
@@ -121,6 +122,7 @@ class RunLock:
         os.fsync(fd)
         self._fd = fd
         self._catch_sigterm()
+        atexit.register(self.release)  # also when the interpreter exits without unwinding to our caller
         return self
 
     def release(self) -> None:
@@ -132,6 +134,7 @@ class RunLock:
             pass
         os.close(self._fd)
         self._fd = None
+        atexit.unregister(self.release)
         self._restore_sigterm()
         self._forget_folder()
 
