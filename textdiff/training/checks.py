@@ -32,6 +32,9 @@ def check_init_from(recipe: Recipe) -> None:
     if not (folder / "config.json").is_file():
         raise ConfigError(f"train.init_from={source!r} is not a saved model folder (no config.json); "
                           "point it at a run's final/ folder")
+    from ..models.external import check_textdiff_folder
+
+    check_textdiff_folder(folder)  # a folder of another architecture: its own one-line error
     meta_file = folder / PIPELINE_FILE
     if not meta_file.is_file():
         return  # a Hugging Face folder without textdiff metadata: checked when it is loaded
