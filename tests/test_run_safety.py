@@ -2,7 +2,6 @@
 intact one (the resumed curve is still the uninterrupted one), metrics are truncated by atomic
 replace, moved folders resume, and leftovers of killed writers are cleaned up."""
 import json
-import os
 import shutil
 import signal
 import socket

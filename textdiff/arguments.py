@@ -115,3 +115,20 @@ def device(value: Any) -> Optional[str]:
     if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise ConfigError(f"device={_show(value)} is not available on this machine; use 'cpu'")
     return str(dev)
+
+
+def generation(*, max_new_tokens, steps, block_size, max_context, pad_token_id, eos_token_id, infill_id, stop_at_eos,
+               use_cache, denoise) -> None:
+    """The scalar arguments of :func:`textdiff.generation.generate` (``max_new_tokens=None``: from a template)."""
+    integer("max_new_tokens", max_new_tokens, minimum=1, optional=True)
+    integer("steps", steps, minimum=1)
+    integer("block_size", block_size, minimum=1, optional=True)
+    integer("max_context", max_context, minimum=1, optional=True)
+    integer("pad_token_id", pad_token_id, minimum=0)
+    integer("eos_token_id", eos_token_id, minimum=0, optional=True)
+    integer("infill_id", infill_id, minimum=0, optional=True)
+    flag("stop_at_eos", stop_at_eos)
+    if not isinstance(use_cache, (bool, str)):
+        raise ConfigError(f"use_cache must be True/False or a cache mode name, got {type(use_cache).__name__} {_show(use_cache)}")
+    if denoise is not None and not callable(denoise):
+        raise ConfigError(f"denoise must be callable, got {type(denoise).__name__}")

@@ -25,35 +25,11 @@ from typing import Any, Literal, Optional
 import yaml
 
 from .dataclass_io import DEFAULT_NAMES, from_dict, resolve_section, to_dict  # noqa: F401  (re-exported)
+from .dataclass_io import at_least, finite, in_range, not_blank
 from .errors import ConfigError, IncompatibleError, warn
 
 LR_WARNING = 0.1  # AdamW learning rates above this diverge for transformers (a typo like 1e6?)
 TRACKERS = ("aim", "tensorboard", "wandb", "trackio", "comet_ml", "mlflow", "clearml", "dvclive", "swanlab")
-
-
-def _at_least(section: str, obj, minimum, *names: str, optional: bool = False) -> None:
-    for name in names:
-        value = getattr(obj, name)
-        if value is None and optional:
-            continue
-        if value < minimum:
-            raise ConfigError(f"{section}.{name}={value} must be at least {minimum}")
-
-
-def _in_range(where: str, value: float, lo: float, hi: float, hi_open: bool = False, lo_open: bool = False) -> None:
-    bad = (value <= lo if lo_open else value < lo) or (value >= hi if hi_open else value > hi)
-    if bad or value != value:  # NaN fails too
-        raise ConfigError(f"{where}={value} must be in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}")
-
-
-def _finite(where: str, value: float) -> None:
-    if value != value or value in (float("inf"), float("-inf")):
-        raise ConfigError(f"{where}={value} must be a finite number")
-
-
-def _not_blank(where: str, value: Optional[str]) -> None:
-    if value is not None and not value.strip():
-        raise ConfigError(f"{where} is an empty string; give a value or leave the key out")
 
 
 # --------------------------------------------------------------------------------------------
@@ -73,10 +49,10 @@ class TokenizerConfig:
     def validate(self) -> None:
         if (self.path is None) == (self.train is None):
             raise ConfigError("tokenizer: give exactly one of 'path' (a tokenizer folder) or 'train' (bpe|unigram)")
-        _not_blank("tokenizer.path", self.path)
+        not_blank("tokenizer.path", self.path)
         if self.vocab_size < 64:
             raise ConfigError(f"tokenizer.vocab_size={self.vocab_size} is too small; use at least 64")
-        _at_least("tokenizer", self, 1, "min_frequency")
+        at_least("tokenizer", self, 1, "min_frequency")
 
 
 @dataclass
@@ -102,9 +78,9 @@ class DataConfig:
         if self.seq_len < 2:
             raise ConfigError(f"data.seq_len={self.seq_len} must be at least 2")
         for name in ("source", "split", "text_field", "val_source", "hub_config"):
-            _not_blank(f"data.{name}", getattr(self, name))
-        _at_least("data", self, 1, "max_documents", "num_proc", optional=True)
-        _at_least("data", self, 0, "shuffle_seed")
+            not_blank(f"data.{name}", getattr(self, name))
+        at_least("data", self, 1, "max_documents", "num_proc", optional=True)
+        at_least("data", self, 0, "shuffle_seed")
 
 
 @dataclass
@@ -124,8 +100,8 @@ class ModelConfig:
     tie_word_embeddings: bool = False  # share input embedding and output projection
 
     def validate(self) -> None:
-        _at_least("model", self, 1, "hidden_size", "num_layers", "num_heads", "cond_dim")
-        _at_least("model", self, 1, "max_seq_len", "block_size", optional=True)
+        at_least("model", self, 1, "hidden_size", "num_layers", "num_heads", "cond_dim")
+        at_least("model", self, 1, "max_seq_len", "block_size", optional=True)
         if self.hidden_size % self.num_heads:
             raise ConfigError(
                 f"model.hidden_size={self.hidden_size} is not divisible by model.num_heads={self.num_heads}; "
@@ -136,11 +112,11 @@ class ModelConfig:
                               "must be even (rotary positions rotate pairs of channels)")
         if not self.mlp_ratio > 0 or int(self.hidden_size * self.mlp_ratio) < 1:
             raise ConfigError(f"model.mlp_ratio={self.mlp_ratio} must be positive (the MLP width is hidden_size * mlp_ratio)")
-        _finite("model.mlp_ratio", self.mlp_ratio)
-        _in_range("model.dropout", self.dropout, 0.0, 1.0, hi_open=True)
+        finite("model.mlp_ratio", self.mlp_ratio)
+        in_range("model.dropout", self.dropout, 0.0, 1.0, hi_open=True)
         if not self.rope_theta > 0:
             raise ConfigError(f"model.rope_theta={self.rope_theta} must be positive")
-        _finite("model.rope_theta", self.rope_theta)
+        finite("model.rope_theta", self.rope_theta)
         if self.block_size is not None and self.attention != "block_causal":
             raise ConfigError(f"model.block_size={self.block_size} is used only with model.attention=block_causal; "
                               "set the attention or drop the block size")
@@ -181,30 +157,30 @@ class TrainConfig:
         for k in ("max_steps", "batch_size", "grad_accum", "eval_every", "save_every", "log_every", "eval_t_samples"):
             if getattr(self, k) < 1:
                 raise ConfigError(f"train.{k}={getattr(self, k)} must be at least 1")
-        _at_least("train", self, 0, "warmup_steps", "eval_batches", "keep_checkpoints", "seed")
-        _at_least("train", self, 1, "num_threads", optional=True)
+        at_least("train", self, 0, "warmup_steps", "eval_batches", "keep_checkpoints", "seed")
+        at_least("train", self, 1, "num_threads", optional=True)
         if not self.lr > 0:
             raise ConfigError(f"train.lr={self.lr} must be positive")
-        _finite("train.lr", self.lr)
+        finite("train.lr", self.lr)
         if self.lr > LR_WARNING:
             warn(f"train.lr={self.lr:g} is far above the usual 1e-4..3e-3 for AdamW; training will likely diverge")
         if self.max_minutes is not None and not self.max_minutes > 0:
             raise ConfigError(f"train.max_minutes={self.max_minutes} must be positive (or leave it out)")
-        _in_range("train.min_lr_ratio", self.min_lr_ratio, 0.0, 1.0)
-        _in_range("train.decay_fraction", self.decay_fraction, 0.0, 1.0)
+        in_range("train.min_lr_ratio", self.min_lr_ratio, 0.0, 1.0)
+        in_range("train.decay_fraction", self.decay_fraction, 0.0, 1.0)
         if not self.weight_decay >= 0:
             raise ConfigError(f"train.weight_decay={self.weight_decay} must be >= 0")
-        _finite("train.weight_decay", self.weight_decay)
+        finite("train.weight_decay", self.weight_decay)
         if len(self.betas) != 2:
             raise ConfigError(f"train.betas={self.betas} must be two numbers [beta1, beta2], e.g. [0.9, 0.98]")
         for i, b in enumerate(self.betas):
-            _in_range(f"train.betas[{i}]", b, 0.0, 1.0, hi_open=True)
+            in_range(f"train.betas[{i}]", b, 0.0, 1.0, hi_open=True)
         if not self.grad_clip >= 0:
             raise ConfigError(f"train.grad_clip={self.grad_clip} must be >= 0 (0 = no clipping)")
-        _finite("train.grad_clip", self.grad_clip)
-        _in_range("train.ema", self.ema, 0.0, 1.0, hi_open=True)
-        _in_range("train.cond_dropout", self.cond_dropout, 0.0, 1.0, hi_open=True)
-        _not_blank("train.init_from", self.init_from)
+        finite("train.grad_clip", self.grad_clip)
+        in_range("train.ema", self.ema, 0.0, 1.0, hi_open=True)
+        in_range("train.cond_dropout", self.cond_dropout, 0.0, 1.0, hi_open=True)
+        not_blank("train.init_from", self.init_from)
         unknown = [t for t in self.trackers if t not in TRACKERS]
         if unknown:
             raise ConfigError(f"train.trackers: unknown tracker(s) {unknown}; choose from {list(TRACKERS)} (or [] for none)")
@@ -227,7 +203,7 @@ class DenoiserConfig:
     def validate(self) -> None:
         if not self.path.strip():
             raise ConfigError("denoiser.path is required: a Hugging Face model folder (or hub name)")
-        _not_blank("denoiser.mask_token", self.mask_token)
+        not_blank("denoiser.mask_token", self.mask_token)
 
 
 @dataclass
@@ -256,10 +232,10 @@ class SFTConfig:
         if not 0.0 <= self.pad_eos_weight <= 1.0:
             raise ConfigError(f"sft.pad_eos_weight={self.pad_eos_weight} must be in [0, 1]")
         for name in ("source", "val_source", "prompt_field", "response_field", "messages_field"):
-            _not_blank(f"sft.{name}", getattr(self, name))
-        _at_least("sft", self, 1, "num_examples")
-        _at_least("sft", self, 1, "max_examples", optional=True)
-        _at_least("sft", self, 0, "seed")
+            not_blank(f"sft.{name}", getattr(self, name))
+        at_least("sft", self, 1, "num_examples")
+        at_least("sft", self, 1, "max_examples", optional=True)
+        at_least("sft", self, 0, "seed")
         if self.source == "synthetic":
             from .sft import TASKS
 
@@ -283,7 +259,7 @@ class LoraConfig:
             raise ConfigError(f"lora.r={self.r} must be at least 1")
         if not self.alpha > 0:
             raise ConfigError(f"lora.alpha={self.alpha} must be positive")
-        _in_range("lora.dropout", self.dropout, 0.0, 1.0, hi_open=True)
+        in_range("lora.dropout", self.dropout, 0.0, 1.0, hi_open=True)
         if not self.target_modules:
             raise ConfigError("lora.target_modules is empty; name the linear layers to adapt, e.g. [qkv, proj]")
 
@@ -316,7 +292,7 @@ class Recipe:
         """Cross-section checks, before any work starts (the sections validated themselves)."""
         if not self.name.strip():
             raise ConfigError("name is an empty string; give the run a name (the default output_dir is runs/<name>)")
-        _not_blank("output_dir", self.output_dir)
+        not_blank("output_dir", self.output_dir)
         from .registry import check_pair, lookup
 
         check_pair(self.process, self.sampler)  # the sampler must serve the process

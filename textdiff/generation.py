@@ -190,19 +190,10 @@ def _run(
     B = len(prompts)
     if B == 0:
         raise ConfigError("no prompts given; pass a list of prompts (use [[]] for unconditional samples)")
-    if template is None:
-        arguments.integer("max_new_tokens", max_new_tokens, minimum=1)
-    arguments.integer("steps", steps, minimum=1)
-    arguments.integer("block_size", block_size, minimum=1, optional=True)
-    arguments.integer("max_context", max_context, minimum=1, optional=True)
-    arguments.integer("pad_token_id", pad_token_id, minimum=0)
-    arguments.integer("eos_token_id", eos_token_id, minimum=0, optional=True)
-    arguments.integer("infill_id", infill_id, minimum=0, optional=True)
-    arguments.flag("stop_at_eos", stop_at_eos)
-    if not isinstance(use_cache, (bool, str)):
-        raise ConfigError(f"use_cache must be True/False or a cache mode name, got {type(use_cache).__name__} {use_cache!r}")
-    if denoise is not None and not callable(denoise):
-        raise ConfigError(f"denoise must be callable, got {type(denoise).__name__}")
+    arguments.generation(max_new_tokens=None if template is not None else max_new_tokens, steps=steps,
+                         block_size=block_size, max_context=max_context, pad_token_id=pad_token_id,
+                         eos_token_id=eos_token_id, infill_id=infill_id, stop_at_eos=stop_at_eos,
+                         use_cache=use_cache, denoise=denoise)
     if generator is None:
         seed = arguments.seeds("seed", seed, count=B)
     if template is not None:

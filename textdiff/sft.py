@@ -51,7 +51,7 @@ from typing import Optional
 import torch
 
 from .config import SFTConfig
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, warn
 
 # ---------------------------------------------------------------------------------------------
 # Examples
@@ -245,7 +245,8 @@ def build_rows(examples: list[dict], tokenizer, seq_len: int, cfg: SFTConfig, wh
     if not ids:
         raise DataError(f"no {what} example fits data.seq_len={seq_len} (prompt + response + EOS); raise data.seq_len")
     if dropped:
-        print(f"sft: dropped {dropped} of {len(examples)} {what} examples longer than data.seq_len={seq_len}")
+        warn(f"sft: dropped {dropped} of {len(examples)} {what} examples longer than data.seq_len={seq_len}; "
+             "raise data.seq_len to keep them")
     ds = datasets.Dataset.from_dict({"input_ids": ids, "loss_mask": masks, "prompt_mask": prompts})
     return ds.with_format("torch")
 

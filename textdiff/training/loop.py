@@ -286,7 +286,7 @@ def _truncate_metrics(path: Path, step: int) -> None:
             continue  # blank, or the half-written last line of a killed run
         if isinstance(line, dict) and line.get("step", 0) <= step:
             keep.append(ln)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")  # a leftover is removed by the next lock holder
     with open(tmp, "w") as f:
         f.write("".join(ln + "\n" for ln in keep))
         f.flush()
