@@ -284,8 +284,10 @@ class Recipe:
     def __post_init__(self) -> None:
         if self.process is None:
             self.process = resolve_section("process", {"name": "masked"}, "process")
-        if self.sampler is None:
-            self.sampler = resolve_section("sampler", {"name": "ancestral"}, "sampler")
+        if self.sampler is None:  # the default sampler is one that serves the process
+            from .registry import default_sampler
+
+            self.sampler = resolve_section("sampler", {"name": default_sampler(self.process)}, "sampler")
         if self.output_dir is None:
             self.output_dir = str(Path("runs") / self.name)
 

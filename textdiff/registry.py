@@ -91,6 +91,20 @@ def check_pair(process_spec: Any, sampler_spec: Any) -> None:
                                 f"it works with: {', '.join(compatible)} (set sampler.name to one made for it)")
 
 
+def default_sampler(process_spec: Any) -> str:
+    """The sampler a recipe gets when it names none: ``ancestral`` when it serves the process, else
+    the first registered sampler that does (SEDD: ``analytic``)."""
+    from .errors import IncompatibleError
+
+    for name in ["ancestral"] + available("sampler"):
+        try:
+            check_pair(process_spec, name)
+            return name
+        except IncompatibleError:
+            continue
+    return "ancestral"  # none fits: check_pair's error comes at validation
+
+
 def build_sampler(spec: Any, process):
     """A sampler bound to ``process``; raises if the pair cannot work together."""
     cfg = make_config("sampler", spec)
