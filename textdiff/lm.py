@@ -118,7 +118,8 @@ class DiffusionLM:
             prompts = [prompts]
         if len(prompts) == 0:
             raise ConfigError("prompts is empty; pass a list of strings (use [''] for an unconditional sample)")
-        return [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        return [self.tokenizer(p, add_special_tokens=False)["input_ids"] if isinstance(p, str) else [int(i) for i in p]
+                for p in prompts]  # a prompt is a string or a list of token ids
 
     def generate(
         self,
