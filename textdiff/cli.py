@@ -1,6 +1,7 @@
-"""The ``textdiff`` command line: ``train``, ``generate``, ``score``, ``eval``, ``list``.
+"""The ``textdiff`` command line: ``train``, ``generate``, ``score``, ``eval``, ``lm-eval``, ``list``.
 
-User mistakes print one line ``error: ...`` and exit with status 2, never a traceback.
+User mistakes print one line ``error: ...`` and exit with status 2, never a traceback. Progress bars
+go to stderr, only on a terminal; ``--quiet`` hides them. JSON output is UTF-8 (not escaped).
 """
 from __future__ import annotations
 
@@ -46,18 +47,19 @@ def _cmd_generate(args) -> None:
         temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
         block_size=args.block_size, return_output=True, guidance_weight=args.guidance,
         guidance_uncond=args.guidance_uncond, sampler_options=_sampler_options(args.sampler_option),
-        use_cache=args.cache,
+        use_cache=args.cache, progress=None if not args.quiet else False,
     )
-    sink = open(args.output, "w") if args.output else sys.stdout
+    sink = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
     for i, (prompt, text) in enumerate(zip(prompts, texts)):
         if args.format == "jsonl":
-            sink.write(json.dumps({"prompt": prompt, "text": text, "new_tokens": out.lengths[i]}) + "\n")
+            sink.write(json.dumps({"prompt": prompt, "text": text, "new_tokens": out.lengths[i]}, ensure_ascii=False) + "\n")
         else:
             sink.write(text + ("\n" + "-" * 40 + "\n" if i < len(texts) - 1 else "\n"))
     if args.output:
         sink.close()
+    positions = len(texts) * args.max_new_tokens
     print(f"[{len(texts)} samples, {out.nfe} denoiser steps (NFE), {out.model_calls} network forwards, "
-          f"{out.seconds:.2f} s]", file=sys.stderr)
+          f"{out.seconds:.2f} s, {positions / max(out.seconds, 1e-9):,.1f} tokens/s]", file=sys.stderr)
 
 
 def _sampler_options(items) -> dict:
@@ -77,9 +79,14 @@ def _cmd_score(args) -> None:
     from .lm import DiffusionLM
 
     lm = DiffusionLM.from_pretrained(args.model, device=args.device)
-    texts = args.text or [ln for ln in Path(args.file).read_text().splitlines() if ln.strip()]
-    for text, nelbo in zip(texts, lm.score(texts, t_samples=args.t_samples, seed=args.seed)):
-        print(json.dumps({"text": text, "nelbo": nelbo}))
+    if not args.text and not args.file:
+        raise TextDiffError("score needs --text TEXT (repeatable) or --file FILE (one text per line)")
+    if args.file and not Path(args.file).is_file():
+        raise TextDiffError(f"file {args.file!r} does not exist")
+    texts = args.text or [ln for ln in Path(args.file).read_text(encoding="utf-8").splitlines() if ln.strip()]
+    scores = lm.score(texts, t_samples=args.t_samples, seed=args.seed, progress=None if not args.quiet else False)
+    for text, nelbo in zip(texts, scores):
+        print(json.dumps({"text": text, "nelbo": nelbo}, ensure_ascii=False))
 
 
 def _cmd_list(args) -> None:
@@ -90,17 +97,39 @@ def _cmd_list(args) -> None:
 
 
 def _cmd_eval(args) -> None:
-    if Path("evaluation/run.py").is_file() and os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())  # a console script does not put the working directory on sys.path
+    from .harness.run import main as run_suite  # package code only: nothing from the working directory
+
+    run_suite([args.suite, *args.overrides], progress=None if not args.quiet else False)
+
+
+def lm_eval_main(argv: list[str]) -> None:
+    """``textdiff lm-eval ARGS``: lm-eval's own CLI with the ``textdiff`` model registered; every
+    argument goes to lm-eval unchanged (``--model textdiff`` is added when no --model is given)."""
+    from .eval.common import require
+
+    require("lm_eval", "lmeval", "textdiff lm-eval")
+    from . import models  # noqa: F401
+    from .eval import lm_eval_adapter  # noqa: F401  (registers the model name "textdiff")
+
+    argv = list(argv)
+    listing = bool(argv) and argv[0] in ("ls", "list", "validate", "-h", "--help")
+    if not listing and not any(a == "--model" or a.startswith("--model=") for a in argv):
+        argv = ["--model", "textdiff", *argv]
+    from lm_eval.__main__ import cli_evaluate
+
+    saved = sys.argv
+    sys.argv = ["lm_eval", *argv]
     try:
-        from evaluation.run import main as run_suite  # the harness lives outside the package
-    except ImportError:
-        raise TextDiffError("the evaluation harness is not importable; run from the repository root: python -m evaluation SUITE.yaml") from None
-    run_suite([args.suite, *args.overrides])
+        cli_evaluate()
+    finally:
+        sys.argv = saved
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     p = argparse.ArgumentParser(prog="textdiff", description="Train, sample from and evaluate discrete text diffusion LMs.")
+    p.add_argument("--version", action="version", version=f"textdiff {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a recipe (YAML) with key=value overrides")
@@ -132,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--format", choices=["text", "jsonl"], default="text")
     g.add_argument("--output", help="write samples here instead of stdout")
     g.add_argument("--device", default=None)
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.set_defaults(func=_cmd_generate)
 
     s = sub.add_parser("score", help="NELBO (nats) of texts under a saved model")
@@ -141,12 +171,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--t-samples", type=int, default=32)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--device", default=None)
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=_cmd_score)
 
-    e = sub.add_parser("eval", help="run an evaluation suite (see evaluation/)")
-    e.add_argument("suite")
-    e.add_argument("overrides", nargs="*")
+    e = sub.add_parser("eval", help="run an evaluation suite: a YAML file or a shipped one (quickstart, zero_shot, process_comparison)")
+    e.add_argument("suite", help="a suite YAML, or the name of a shipped suite, e.g. quickstart")
+    e.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. models.0.path=runs/x/final output_dir=runs/eval/x")
+    e.add_argument("--quiet", action="store_true", help="no progress bars")
     e.set_defaults(func=_cmd_eval)
+
+    sub.add_parser("lm-eval", add_help=False,
+                   help="lm-evaluation-harness's own CLI with the textdiff model registered; every argument "
+                        "passes through, e.g. --model_args pretrained=runs/x/final --tasks lambada_openai")
 
     ls = sub.add_parser("list", help="list registered processes, schedules and samplers")
     ls.set_defaults(func=_cmd_list)
@@ -168,6 +204,14 @@ def _quiet_libraries() -> None:
 
 def main(argv=None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "lm-eval":  # lm-eval parses its own arguments
+        try:
+            lm_eval_main(argv[1:])
+        except TextDiffError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        return 0
     args = build_parser().parse_args(argv)
     _quiet_libraries()
     try:

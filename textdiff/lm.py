@@ -136,6 +136,7 @@ class DiffusionLM:
         guidance_weight: float = 0.0,
         guidance_uncond: str = "mask",
         sampler_options: Optional[dict] = None,
+        progress: Optional[bool] = False,
         **kwargs,
     ):
         """Continue each prompt with ``max_new_tokens`` sampled tokens; returns the decoded texts
@@ -145,6 +146,7 @@ class DiffusionLM:
         saved one. sampler_options: its other config fields, e.g. ``{"threshold": 0.8}``.
         seed: row b uses seed + b (batch-invariant). guidance_weight: classifier-free guidance
         weight w (0 = none; see :mod:`textdiff.guidance`), guidance_uncond: "mask" or "drop".
+        progress: a tqdm bar of sampler steps with tokens/s on stderr (None: when stderr is a terminal).
         Other keyword arguments go to :func:`textdiff.generation.generate` (``use_cache``,
         ``callback``, ``template``, ...)."""
         from .generation import generate
@@ -166,11 +168,24 @@ class DiffusionLM:
             raise ConfigError(
                 f"prompt ({longest} tokens) + max_new_tokens ({max_new_tokens}) exceeds the model's context of {limit}; shorten them"
             )
-        out = generate(
-            self.model, self.process, s, ids, max_new_tokens=max_new_tokens, steps=steps or max_new_tokens,
-            seed=seed, block_size=block_size, pad_token_id=self.tokenizer.pad_token_id,
-            eos_token_id=self.tokenizer.eos_token_id, **kwargs,
-        )
+        from .progress import Progress
+
+        planned = steps or max_new_tokens
+        bar = Progress(planned, "generate", unit="step", enabled=progress)
+        user_callback = kwargs.pop("callback", None)
+
+        def on_step(info):
+            bar.update(1, tokens=len(ids) * max_new_tokens / planned)  # positions decided per step, on average
+            if user_callback is not None:
+                user_callback(info)
+
+        with bar:
+            out = generate(
+                self.model, self.process, s, ids, max_new_tokens=max_new_tokens, steps=planned,
+                seed=seed, block_size=block_size, pad_token_id=self.tokenizer.pad_token_id,
+                eos_token_id=self.tokenizer.eos_token_id, callback=on_step if (bar.shown or user_callback) else None,
+                **kwargs,
+            )
         if getattr(self.process, "logits_shift", 0):
             ids = [p[1:] for p in ids]
         texts = [self.tokenizer.decode(p + g, skip_special_tokens=True) for p, g in zip(ids, out.generated)]
@@ -178,17 +193,20 @@ class DiffusionLM:
 
     # ---- likelihood ---------------------------------------------------------------------------
     @torch.no_grad()
-    def score(self, texts: Sequence[str], t_samples: int = 32, seed: int = 0) -> list[float]:
+    def score(self, texts: Sequence[str], t_samples: int = 32, seed: int = 0, progress: Optional[bool] = False) -> list[float]:
         """NELBO (nats, an upper bound on −log p) of each text with EOS appended, averaged over
         ``t_samples`` draws of t per text (stratified). For AR models it is the exact NLL.
 
         Block diffusion needs whole blocks: the last one is filled with EOS and those pads are
-        scored too, so the result bounds −log p(text, pads) >= −log p(text), still a valid bound."""
+        scored too, so the result bounds −log p(text, pads) >= −log p(text), still a valid bound.
+        progress: a tqdm bar over the texts with tokens/s (None: when stderr is a terminal)."""
         from .objective import nelbo_terms
+        from .progress import Progress
 
         if isinstance(texts, str):
             texts = [texts]
         results = []
+        bar = Progress(len(texts), "score", unit="text", enabled=progress)
         for i, text in enumerate(texts):
             ids = self.tokenizer(text, add_special_tokens=False)["input_ids"] + [self.tokenizer.eos_token_id]
             block = getattr(self.process, "block_size", None)  # BD3-LM: whole blocks of L' tokens
@@ -201,6 +219,8 @@ class DiffusionLM:
             t = self.process.sample_t(t_samples, device=self.device, generator=g)
             terms = nelbo_terms(self.model, self.process, x0, t=t, generator=g)
             results.append(float(terms.loss.sum(1).mean() + self.process.prior_loss(x0[:1]).sum()))
+            bar.update(1, tokens=len(ids) * t_samples)
+        bar.close()
         return results
 
 

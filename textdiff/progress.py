@@ -39,6 +39,10 @@ class Progress:
             self._bar = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True, leave=False)
 
     @property
+    def shown(self) -> bool:
+        return self._bar is not None
+
+    @property
     def tokens_per_s(self) -> float:
         return self.tokens / max(time.perf_counter() - self.started, 1e-9)
 

@@ -122,7 +122,7 @@ def _scale(ax, which: str, values, label: str, ticks=None) -> None:
         for v in reversed(ordered):  # drop a tick too close to the next one (127 beside 128)
             if not kept or gap(v, kept[-1]) > 0.05 * span:
                 kept.append(v)
-        axis.set_ticks(kept)
+        axis.set_ticks(sorted(kept))
     elif log:
         axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     else:
