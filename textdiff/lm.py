@@ -6,7 +6,9 @@
     lm.save_pretrained("my-model")
 
 A saved folder is a Hugging Face model folder (``config.json`` + ``model.safetensors``), the
-tokenizer files, and ``textdiff.json`` with the process and sampler configs.
+tokenizer files, ``textdiff.json`` with the process and sampler configs, a model card ``README.md``
+and (textdiff's own network) the modeling code behind ``auto_map`` for plain ``transformers`` users
+with ``trust_remote_code=True`` (:mod:`textdiff.hub`; textdiff itself never runs it).
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ class DiffusionLM:
         self.process = process
         self.sampler_config = sampler_config if sampler_config is not None else resolve_section("sampler", "ancestral", "sampler")
         self.seq_len = seq_len or getattr(model.config, "max_position_embeddings", None)
+        self.source_dir: Optional[Path] = None  # the folder it was loaded from (model card of a re-save)
 
     # ---- loading and saving -------------------------------------------------------------------
     @classmethod
@@ -58,13 +61,27 @@ class DiffusionLM:
         if is_external_folder(path):  # a Hugging Face network trained as a denoiser (models/external.py)
             model = load_external_denoiser(path, dtype=dtype)
         else:
-            model = AutoModel.from_pretrained(str(path), dtype=dtype) if dtype is not None else AutoModel.from_pretrained(str(path))
+            # trust_remote_code=False: the installed package's classes, never the folder's own .py files
+            kw = {"trust_remote_code": False, **({"dtype": dtype} if dtype is not None else {})}
+            model = AutoModel.from_pretrained(str(path), **kw)
         model.to(device or ("cuda" if torch.cuda.is_available() else "cpu")).eval()
         process = build_process(meta["process"], vocab_size=model.config.vocab_size, mask_id=tokenizer.mask_token_id)
         sampler = resolve_section("sampler", meta.get("sampler") or "ancestral", "sampler")
-        return cls(model, tokenizer, process, sampler, seq_len=meta.get("seq_len"))
+        lm = cls(model, tokenizer, process, sampler, seq_len=meta.get("seq_len"))
+        lm.source_dir = path  # its recipe and metrics.jsonl feed the model card of a re-save
+        return lm
 
-    def save_pretrained(self, path: Union[str, Path]) -> None:
+    def save_pretrained(self, path: Union[str, Path], remote_code: bool = True, model_card: bool = True,
+                        repo_id: Optional[str] = None) -> None:
+        """Write the folder :meth:`from_pretrained` reads, atomically.
+
+        remote_code: also write the network's modeling files and ``auto_map`` (textdiff's own network
+        only), so that people without textdiff load it with ``AutoModel.from_pretrained(...,
+        trust_remote_code=True)``. On by default, as Hugging Face users expect of a custom
+        architecture; textdiff never executes these files. model_card: write ``README.md`` (recipe,
+        data, metrics of the run it came from, usage)."""
+        from .hub import add_remote_code
+        from .hub import model_card as card
         from .training.checkpoint import atomic_dir, commit_dir
 
         path = Path(path)
@@ -75,12 +92,21 @@ class DiffusionLM:
                 "mask_token_id": self.tokenizer.mask_token_id, "eos_token_id": self.tokenizer.eos_token_id,
                 "pad_token_id": self.tokenizer.pad_token_id, "seq_len": self.seq_len}
         (tmp / PIPELINE_FILE).write_text(json.dumps(meta, indent=2))
+        source = getattr(self, "source_dir", None)
+        if source is not None and (Path(source) / "config.yaml").is_file():
+            (tmp / "config.yaml").write_text((Path(source) / "config.yaml").read_text())  # the recipe travels along
+        if remote_code:
+            add_remote_code(tmp)
+        if model_card:
+            (tmp / "README.md").write_text(card(self, tmp, repo_id=repo_id, source=source), encoding="utf-8")
         commit_dir(tmp, path)
 
     def push_to_hub(self, repo_id: str, private: Optional[bool] = None, token: Optional[str] = None,
-                    commit_message: str = "Upload textdiff model", revision: Optional[str] = None) -> str:
-        """Upload the folder :meth:`save_pretrained` writes to a Hugging Face Hub model repository
-        (created when missing); returns the repository URL. ``from_pretrained(repo_id)`` loads it back.
+                    commit_message: str = "Upload textdiff model", revision: Optional[str] = None,
+                    remote_code: bool = True, model_card: bool = True) -> str:
+        """Upload the folder :meth:`save_pretrained` writes (model card and, by default, the modeling
+        code for ``trust_remote_code`` users) to a Hugging Face Hub model repository (created when
+        missing); returns the repository URL. ``from_pretrained(repo_id)`` loads it back.
         Needs a network and a token with write access (``huggingface-cli login`` or ``token=``)."""
         import tempfile
 
@@ -90,7 +116,7 @@ class DiffusionLM:
         url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp) / "model"
-            self.save_pretrained(folder)
+            self.save_pretrained(folder, remote_code=remote_code, model_card=model_card, repo_id=repo_id)
             api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model",
                               commit_message=commit_message, revision=revision)
         return str(url)
