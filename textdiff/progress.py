@@ -55,8 +55,16 @@ class Progress:
             self._bar.update(n)
 
     def close(self) -> None:
+        """Finish the bar (a loop that ended early, e.g. skipped sampler steps, counts as done), draw
+        its final state with tokens/s, and remove it."""
         if self._bar is not None:
-            self._bar.close()
+            bar = self._bar
+            if bar.total is not None and bar.n < bar.total:
+                bar.n = bar.total
+            if self.tokens:
+                bar.set_postfix_str(f"{self.tokens_per_s:,.0f} tok/s", refresh=False)
+            bar.refresh()
+            bar.close()
             self._bar = None
 
     def __enter__(self) -> "Progress":
