@@ -40,11 +40,14 @@ def test_generate_and_score_from_pretrained(trained, tmp_path):
 def test_missing_model_files_are_one_line_errors(tmp_path):
     from textdiff import DiffusionLM
 
-    with pytest.raises(ConfigError, match="does not exist"):
+    with pytest.raises(ConfigError, match="no such model folder"):
         DiffusionLM.from_pretrained(tmp_path / "nope")
     (tmp_path / "half").mkdir()
     (tmp_path / "half" / "config.json").write_text("{}")
-    with pytest.raises(ConfigError, match="missing textdiff.json, model.safetensors"):
+    with pytest.raises(ConfigError, match="names no model_type, and is neither a textdiff folder"):
+        DiffusionLM.from_pretrained(tmp_path / "half")
+    (tmp_path / "half" / "config.json").write_text('{"model_type": "textdiff"}')
+    with pytest.raises(ConfigError, match="missing textdiff.json"):
         DiffusionLM.from_pretrained(tmp_path / "half")
 
 

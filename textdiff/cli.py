@@ -1,4 +1,4 @@
-"""The ``textdiff`` command line: ``train``, ``generate``, ``score``, ``eval``, ``lm-eval``, ``list``.
+"""The ``textdiff`` command line: ``train``, ``generate``, ``score``, ``convert``, ``eval``, ``lm-eval``, ``list``.
 
 User mistakes print one line ``error: ...`` and exit with status 2, never a traceback. Progress bars
 go to stderr, only on a terminal; ``--quiet`` hides them. JSON output is UTF-8 (not escaped).
@@ -36,10 +36,16 @@ def _read_prompts(args) -> list[str]:
     return prompts or [""]
 
 
-def _cmd_generate(args) -> None:
+def _load_lm(args):
+    """The model of ``--model`` with the caller's loading flags (nothing in the folder decides them)."""
     from .lm import DiffusionLM
 
-    lm = DiffusionLM.from_pretrained(args.model, device=args.device)
+    return DiffusionLM.from_pretrained(args.model, device=args.device, tokenizer=args.tokenizer,
+                                       trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle)
+
+
+def _cmd_generate(args) -> None:
+    lm = _load_lm(args)
     prompts = _read_prompts(args)
     prompts = [p for p in prompts for _ in range(args.num_samples)]
     texts, out = lm.generate(
@@ -76,9 +82,7 @@ def _sampler_options(items) -> dict:
 
 
 def _cmd_score(args) -> None:
-    from .lm import DiffusionLM
-
-    lm = DiffusionLM.from_pretrained(args.model, device=args.device)
+    lm = _load_lm(args)
     if not args.text and not args.file:
         raise TextDiffError("score needs --text TEXT (repeatable) or --file FILE (one text per line)")
     if args.file and not Path(args.file).is_file():
@@ -89,10 +93,32 @@ def _cmd_score(args) -> None:
         print(json.dumps({"text": text, "nelbo": nelbo}, ensure_ascii=False))
 
 
+def _cmd_convert(args) -> None:
+    """A published checkpoint (or any loadable folder) -> a native textdiff folder (safetensors)."""
+    import torch
+
+    lm = _load_lm(args)
+    if args.dtype:
+        lm.model.to(getattr(torch, args.dtype))
+    lm.save_pretrained(args.dst)
+    print(f"saved {args.dst} (loads with DiffusionLM.from_pretrained, no converter needed)")
+
+
+def _add_loading_flags(parser) -> None:
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--tokenizer", default=None,
+                        help="tokenizer folder or hub id, for published checkpoints that ship none (default: the family's)")
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="allow transformers to run the folder's modeling code (external networks only; never needed for "
+                             "textdiff or the published families)")
+    parser.add_argument("--allow-pickle", action="store_true",
+                        help="read *.bin weights with torch.load(weights_only=True) (refused by default)")
+
+
 def _cmd_list(args) -> None:
     from .registry import available
 
-    for kind in ("process", "schedule", "sampler"):
+    for kind in ("process", "schedule", "sampler", "family"):
         print(f"{kind}: {', '.join(available(kind))}")
 
 
@@ -139,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=_cmd_train)
 
     g = sub.add_parser("generate", help="sample text from a saved model")
-    g.add_argument("--model", required=True, help="a saved model folder (a run's final/)")
+    g.add_argument("--model", required=True, help="a model folder (a run's final/, a published checkpoint) or hub id")
     g.add_argument("--prompt", action="append", help="a prompt (repeatable)")
     g.add_argument("--prompt-file", help="prompts, one per line (.txt) or {'prompt': ...} per line (.jsonl)")
     g.add_argument("--num-samples", type=int, default=1, help="samples per prompt")
@@ -160,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="KV cache mode for block-wise decoding (prefix/dual are approximate)")
     g.add_argument("--format", choices=["text", "jsonl"], default="text")
     g.add_argument("--output", help="write samples here instead of stdout")
-    g.add_argument("--device", default=None)
+    _add_loading_flags(g)
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.set_defaults(func=_cmd_generate)
 
@@ -170,9 +196,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--file")
     s.add_argument("--t-samples", type=int, default=32)
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--device", default=None)
+    _add_loading_flags(s)
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=_cmd_score)
+
+    c = sub.add_parser("convert", help="write a published checkpoint (MDLM, BD3-LM, SEDD, DUO, LLaDA, Dream) as a textdiff folder")
+    c.add_argument("model", metavar="SRC", help="the published folder (or hub id)")
+    c.add_argument("dst", metavar="DST", help="the textdiff folder to write")
+    c.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None, help="cast the weights before saving")
+    _add_loading_flags(c)
+    c.set_defaults(func=_cmd_convert)
 
     e = sub.add_parser("eval", help="run an evaluation suite: a YAML file or a shipped one (quickstart, zero_shot, process_comparison)")
     e.add_argument("suite", help="a suite YAML, or the name of a shipped suite, e.g. quickstart")

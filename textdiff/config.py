@@ -121,7 +121,8 @@ class TrainConfig:
     log_every: int = 10  # steps between metrics lines
     seed: int = 0  # everything random derives from this
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
-    init_from: Optional[str] = None  # fine-tune: start from this saved model folder
+    init_from: Optional[str] = None  # fine-tune: start from this model folder (a textdiff run or a published checkpoint) or hub id
+    trust_remote_code: bool = False  # init_from is an external network whose modeling code transformers lacks (your choice, never the folder's)
     trackers: list[str] = field(default_factory=lambda: ["tensorboard"])  # accelerate trackers, when installed
     compile: bool = False  # torch.compile the denoiser
     num_threads: Optional[int] = None  # torch CPU threads (default: torch's choice)

@@ -35,36 +35,58 @@ class DiffusionLM:
 
     # ---- loading and saving -------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, path: Union[str, Path], device: Optional[str] = None, dtype: Optional[torch.dtype] = None):
-        """Load a saved textdiff model folder (a run's ``final/`` or ``checkpoint-N/``)."""
+    def from_pretrained(cls, name_or_path: Union[str, Path], device: Optional[str] = None, dtype: Optional[torch.dtype] = None,
+                        *, tokenizer=None, revision: Optional[str] = None, trust_remote_code: bool = False,
+                        allow_pickle: bool = False):
+        """Load a textdiff model folder (a run's ``final/`` or ``checkpoint-N/``, or a converted
+        checkpoint) or a published checkpoint (MDLM, BD3-LM, SEDD, DUO / UDLM, LLaDA, Dream: see
+        :mod:`textdiff.models.published`), from a local folder or a hub id.
+
+        tokenizer: a tokenizer or its path / hub id, for published folders that ship none (default:
+            the family's, e.g. GPT-2 + [MASK] for OpenWebText models).
+        trust_remote_code: only for external Hugging Face denoisers whose architecture transformers
+            does not know; no file in the folder can switch it on.
+        allow_pickle: read ``*.bin`` weights with ``torch.load(weights_only=True)`` (refused otherwise).
+        """
+        from .models.loading import resolve_model_path
+        from .models.published import LoadOptions, load_published
+
+        path = resolve_model_path(name_or_path, revision=revision, allow_pickle=allow_pickle)
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if not (path / PIPELINE_FILE).is_file() and not _is_textdiff_config(path):
+            pub = load_published(path, LoadOptions(tokenizer=tokenizer, dtype=dtype, device=device,
+                                                   allow_pickle=allow_pickle, revision=revision))
+            pub.model.eval()
+            process = build_process(pub.process, vocab_size=pub.model.config.vocab_size, mask_id=pub.tokenizer.mask_token_id)
+            sampler = resolve_section("sampler", pub.sampler, "sampler")
+            return cls(pub.model, pub.tokenizer, process, sampler, seq_len=pub.seq_len)
+        return cls._from_textdiff_folder(path, device, dtype, trust_remote_code, allow_pickle)
+
+    @classmethod
+    def _from_textdiff_folder(cls, path: Path, device: str, dtype, trust_remote_code: bool, allow_pickle: bool):
         from transformers import AutoModel
 
         from . import models  # noqa: F401  (registers the textdiff Auto classes)
+        from .models.external import check_textdiff_folder, is_external_folder, load_external_denoiser
+        from .models.loading import read_json, weight_files
         from .tokenization import load_tokenizer
 
-        path = Path(path)
-        if not path.is_dir() and _looks_like_repo_id(str(path)):
-            path = _download(str(path))  # a hub repository pushed with push_to_hub (needs a network)
-        if not path.is_dir():
-            raise ConfigError(f"model folder {str(path)!r} does not exist; pass a run's final/ folder")
-        from .models.external import check_textdiff_folder, is_external_folder, load_external_denoiser
-
-        check_textdiff_folder(path)  # a folder of another architecture: one-line error
+        check_textdiff_folder(path)  # textdiff.json beside another architecture's config: one-line error
         missing = [f for f in ("config.json", PIPELINE_FILE) if not (path / f).is_file()]
-        if not any(path.glob("*.safetensors")):
-            missing.append("model.safetensors")
         if missing:
             raise ConfigError(f"model folder {str(path)!r} is missing {', '.join(missing)}; is it a textdiff model folder?")
-        meta = json.loads((path / PIPELINE_FILE).read_text())
+        weight_files(path, allow_pickle)  # one-line errors for missing shards / pickle-only folders
+        meta = read_json(path / PIPELINE_FILE)
         tok_source = path if (path / "tokenizer_config.json").is_file() else path.parent / "tokenizer"
         tokenizer = load_tokenizer(str(tok_source))
         if is_external_folder(path):  # a Hugging Face network trained as a denoiser (models/external.py)
-            model = load_external_denoiser(path, dtype=dtype)
+            model = load_external_denoiser(path, dtype=dtype, trust_remote_code=trust_remote_code)
         else:
+            read_json(path / "config.json")
             # trust_remote_code=False: the installed package's classes, never the folder's own .py files
             kw = {"trust_remote_code": False, **({"dtype": dtype} if dtype is not None else {})}
             model = AutoModel.from_pretrained(str(path), **kw)
-        model.to(device or ("cuda" if torch.cuda.is_available() else "cpu")).eval()
+        model.to(device).eval()
         process = build_process(meta["process"], vocab_size=model.config.vocab_size, mask_id=tokenizer.mask_token_id)
         sampler = resolve_section("sampler", meta.get("sampler") or "ancestral", "sampler")
         lm = cls(model, tokenizer, process, sampler, seq_len=meta.get("seq_len"))
@@ -250,16 +272,8 @@ class DiffusionLM:
         return results
 
 
-def _looks_like_repo_id(name: str) -> bool:
-    """'owner/name' with no local meaning: a hub model repository."""
-    parts = name.split("/")
-    return len(parts) == 2 and all(parts) and not name.startswith((".", "/", "~")) and not Path(name).exists()
+def _is_textdiff_config(path: Path) -> bool:
+    """A folder whose config.json says it is a textdiff denoiser (its textdiff.json may be missing)."""
+    from .models.external import folder_model_type
 
-
-def _download(repo_id: str) -> Path:
-    try:
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(repo_id))
-    except Exception as e:  # noqa: BLE001 - offline, unknown repository, no access
-        raise ConfigError(f"cannot download model {repo_id!r} from the hub ({type(e).__name__}); pass a local model folder") from None
+    return folder_model_type(path) == "textdiff"

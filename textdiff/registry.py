@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 from .errors import ConfigError
 
-KINDS = ("schedule", "process", "sampler")
+KINDS = ("schedule", "process", "sampler", "family")  # family: published checkpoint layouts (models/published)
 _REGISTRY: dict[str, dict[str, type]] = {k: {} for k in KINDS}
 _LOADED = False
 
@@ -37,6 +37,7 @@ def _load_builtins() -> None:
         return
     _LOADED = True
     from . import processes, samplers, schedules  # noqa: F401  (imports register the classes)
+    from .models import published  # noqa: F401
 
 
 def available(kind: str) -> list[str]:
