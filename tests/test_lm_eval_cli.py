@@ -170,3 +170,52 @@ def test_adapter_scores_do_not_depend_on_batch_size_or_request_order(setup):
     a = TextDiffLM(lm=lm, t_samples=2, batch_size=1).loglikelihood_rolling(rolling)
     b = TextDiffLM(lm=lm, t_samples=2, batch_size=8).loglikelihood_rolling(rolling)
     assert a == pytest.approx(b, abs=1e-4) and a[0] < 0
+
+
+def test_adapter_on_a_dream_style_network_shifted_logits_full_attention(setup):
+    """A Hugging Face causal LM run with full attention and Dream's shifted logits (issue 12's Dream
+    layout, tiny and random): the adapter scores and generates through it, batch-invariant."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from textdiff.config import DenoiserConfig
+    from textdiff.eval.conditional import conditional_nll
+    from textdiff.eval.lm_eval_adapter import TextDiffLM
+    from textdiff.lm import DiffusionLM
+    from textdiff.models.external import ExternalDenoiser
+    from textdiff.registry import build_process
+
+    tok = DiffusionLM.from_pretrained(setup["masked"], device="cpu").tokenizer
+    torch.manual_seed(0)
+    hf = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64)).eval()
+    net = ExternalDenoiser(hf, DenoiserConfig(path="x", kind="causal", full_attention=True), len(tok), tok.mask_token_id).eval()
+    lm = DiffusionLM(net, tok, build_process("masked", vocab_size=len(tok), mask_id=tok.mask_token_id), seq_len=32)
+    reqs = [SimpleNamespace(args=(d["context"], c)) for d in CHOICES[:2] for c in d["choices"]]
+    a = TextDiffLM(lm=lm, mc_samples=4, batch_size=2).loglikelihood(reqs)
+    b = TextDiffLM(lm=lm, mc_samples=4, batch_size=16).loglikelihood(reqs)
+    assert [x for x, _ in a] == pytest.approx([x for x, _ in b], abs=1e-5)
+    enc = lambda s: tok(s, add_special_tokens=False)["input_ids"]  # noqa: E731
+    from textdiff.eval.lm_eval_adapter import request_key
+
+    c, x = reqs[0].args
+    ref = conditional_nll(net, lm.process, enc(c), enc(x), mc_samples=4, index=request_key(c, x), seq_len=32)
+    assert a[0][0] == pytest.approx(-ref.nll, abs=1e-5)  # LLaDA's MC NELBO, as textdiff's own estimator gives it
+    gen = [SimpleNamespace(args=(d["context"], {"until": ["."], "max_gen_toks": 4})) for d in CHOICES]
+    assert TextDiffLM(lm=lm, batch_size=1).generate_until(gen) == TextDiffLM(lm=lm, batch_size=4).generate_until(gen)
+
+
+def test_adapter_progress_bar_with_tokens_per_second(setup, capsys, monkeypatch):
+    from textdiff.eval.lm_eval_adapter import TextDiffLM
+    from textdiff.lm import DiffusionLM
+
+    lm = DiffusionLM.from_pretrained(setup["masked"], device="cpu")
+    reqs = [SimpleNamespace(args=(d["context"], d["choices"][0])) for d in CHOICES]
+    TextDiffLM(lm=lm, mc_samples=2).loglikelihood(reqs)
+    assert "tok/s" not in capsys.readouterr().err  # not a terminal: no bar
+    monkeypatch.setenv("TEXTDIFF_PROGRESS", "1")
+    TextDiffLM(lm=lm, mc_samples=2).loglikelihood(reqs)
+    err = capsys.readouterr().err
+    assert "textdiff loglikelihood" in err and "8/8" in err and "tok/s" in err  # 4 scores + 4 greedy decodings
+    TextDiffLM(lm=lm, mc_samples=2).loglikelihood(reqs, disable_tqdm=True)
+    TextDiffLM(lm=lm, mc_samples=2, progress=False).loglikelihood(reqs)
+    assert "tok/s" not in capsys.readouterr().err
