@@ -61,7 +61,7 @@ def test_generate_with_guidance():
 
 def test_cli_generate_options_reach_the_sampler(monkeypatch, tmp_path, capsys):
     lm = make_lm()
-    monkeypatch.setattr(DiffusionLM, "from_pretrained", classmethod(lambda cls, path, device=None: lm))
+    monkeypatch.setattr(DiffusionLM, "from_pretrained", classmethod(lambda cls, path, device=None, **loading: lm))
     prompts = tmp_path / "p.txt"
     prompts.write_text("abc\nh\n")
     out = tmp_path / "o.jsonl"

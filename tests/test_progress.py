@@ -67,5 +67,5 @@ def test_a_missing_init_from_folder_is_reported_as_missing(tiny, tmp_path):
     from textdiff.errors import ConfigError
     from textdiff.training.loop import train
 
-    with pytest.raises(ConfigError, match=r"train.init_from='.*runs/typo/final' does not exist"):
+    with pytest.raises(ConfigError, match=r"no such train.init_from folder: '.*runs/typo/final' does not exist"):
         train(load_recipe(raw=tiny(train={"init_from": str(tmp_path / "runs/typo/final")})))

@@ -123,7 +123,7 @@ class ExternalDenoiser(nn.Module):
         if state_dict is not None:
             state_dict = {k[3:] if k.startswith("hf.") else k: v for k, v in state_dict.items()}
         (network or self.hf).save_pretrained(path, safe_serialization=safe_serialization, state_dict=state_dict, **kwargs)
-        spec = {**to_dict(self.spec), "path": ".", "init": "pretrained",
+        spec = {**to_dict(self.spec), "path": ".", "init": "pretrained", "trust_remote_code": False,  # the caller decides
                 "vocab_size": self.config.vocab_size, "mask_token_id": self.config.mask_token_id}
         (path / MARKER).write_text(json.dumps(spec, indent=2))
 
@@ -174,7 +174,11 @@ def _load_hf(spec: DenoiserConfig, source: str, dtype):
     """The Hugging Face network of ``spec`` (weights from ``source``, or fresh from its config)."""
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM
 
+    from .loading import looks_local
+
     local = Path(source).expanduser()
+    if not local.exists() and looks_local(source):
+        raise ConfigError(f"no such denoiser folder: {source!r} (check the path; hub ids look like owner/name)")
     if local.exists() and not (local / "config.json").is_file():
         raise ConfigError(f"denoiser.path {source!r} has no config.json; point it at a Hugging Face model folder")
     try:
@@ -240,12 +244,21 @@ def build_external_denoiser(spec, tokenizer, process) -> ExternalDenoiser:
     return ExternalDenoiser(hf, spec, vocab, mask_id)
 
 
-def load_external_denoiser(path, vocab_size: Optional[int] = None, dtype=None) -> ExternalDenoiser:
-    """Rebuild a saved external denoiser (a run's ``final/`` folder or ``train.init_from``)."""
+def load_external_denoiser(path, vocab_size: Optional[int] = None, dtype=None, trust_remote_code: bool = False) -> ExternalDenoiser:
+    """Rebuild a saved external denoiser (a run's ``final/`` folder or ``train.init_from``).
+
+    ``trust_remote_code`` comes from the caller only: the value saved in the folder's marker file
+    is ignored, so no file in a folder can make textdiff run code."""
+    from .loading import read_json
+
     path = Path(path)
-    saved = json.loads((path / MARKER).read_text())
-    vocab = int(saved.pop("vocab_size"))
-    mask_id = saved.pop("mask_token_id")
+    saved = read_json(path / MARKER)
+    try:
+        vocab = int(saved.pop("vocab_size"))
+        mask_id = saved.pop("mask_token_id")
+    except (KeyError, TypeError, ValueError):
+        raise ConfigError(f"{str(path / MARKER)!r} lacks vocab_size / mask_token_id; the file is damaged") from None
+    saved["trust_remote_code"] = bool(trust_remote_code)
     spec = from_dict(DenoiserConfig, {**saved, "path": str(path), "init": "pretrained"}, "denoiser")
     if dtype is None and spec.dtype:
         dtype = _DTYPES[spec.dtype]

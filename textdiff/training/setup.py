@@ -14,15 +14,18 @@ import yaml
 
 from ..config import Recipe, save_recipe, to_dict
 from ..errors import ConfigError
+from ..models.external import folder_model_type
 from ..registry import build_process
 from .checkpoint import atomic_dir, commit_dir
+from .checks import check_continues
 
 PIPELINE_FILE = "textdiff.json"  # process + sampler configs saved beside every model
 _MAY_CHANGE_ON_RESUME = {"train.max_steps", "train.max_minutes", "train.eval_every", "train.save_every",
                          "train.log_every", "train.keep_checkpoints", "train.trackers", "train.num_threads",
                          # per-process batch: a run resumed on another number of processes keeps its global batch
                          "train.batch_size", "train.grad_accum",
-                         "data.num_workers"}  # workers tokenize the same rows in the same order
+                         "data.num_workers",  # workers tokenize the same rows in the same order
+                         "output_dir"}  # the folder being resumed IS the output_dir: a moved run folder resumes
 
 
 @dataclass
@@ -81,14 +84,22 @@ def prepare_run(recipe: Recipe, resume: bool = False, is_main: bool = True) -> R
     out.mkdir(parents=True, exist_ok=True)
     cfg = recipe.train
     torch.manual_seed(cfg.seed)
+    published = None  # a published checkpoint (MDLM, BD3-LM, SEDD, ...) to fine-tune, converted on load
     if cfg.init_from is not None:
-        from ..models.external import check_textdiff_folder
+        from ..models.loading import resolve_model_path
 
-        if not Path(cfg.init_from).expanduser().exists():  # a typo, not a failed download
-            raise ConfigError(f"train.init_from={cfg.init_from!r} does not exist; point it at a saved model folder (a run's final/)")
-        check_textdiff_folder(cfg.init_from)  # one-line error for a folder of another architecture
         if recipe.denoiser is not None:
             raise ConfigError("give either a denoiser section (a Hugging Face network) or train.init_from (a saved run), not both")
+        init_path = resolve_model_path(cfg.init_from, what="train.init_from folder")
+        if not (init_path / PIPELINE_FILE).is_file() and folder_model_type(init_path) != "textdiff":
+            from ..models.published import LoadOptions, load_published
+
+            published = load_published(init_path, LoadOptions(tokenizer=recipe.tokenizer.path))
+            check_continues(published.process, recipe)  # e.g. a SEDD checkpoint under a masked recipe
+        else:
+            from ..models.external import check_textdiff_folder
+
+            check_textdiff_folder(init_path)  # one-line error for a folder of another architecture
     if cfg.cond_dropout > 0 and recipe.sft is None:
         raise ConfigError("train.cond_dropout drops SFT prompts; it needs an sft section (or set train.cond_dropout=0)")
     if not 0.0 <= cfg.cond_dropout < 1.0:
@@ -122,8 +133,10 @@ def prepare_run(recipe: Recipe, resume: bool = False, is_main: bool = True) -> R
         from ..models.external import load_external_tokenizer
 
         tokenizer = load_external_tokenizer(recipe.denoiser, recipe.tokenizer.path)
+    elif published is not None:
+        tokenizer = published.tokenizer  # the checkpoint's tokenizer (or recipe.tokenizer.path)
     elif cfg.init_from is not None and recipe.tokenizer.path is None:
-        tokenizer = load_tokenizer(cfg.init_from)  # fine-tuning keeps the model's tokenizer
+        tokenizer = load_tokenizer(str(init_path))  # fine-tuning keeps the model's tokenizer
     else:
         tokenizer = build_tokenizer(recipe.tokenizer, corpus_texts if corpus_texts is not None else train_docs["text"])
     ensure_special_tokens(tokenizer)
@@ -156,13 +169,18 @@ def prepare_run(recipe: Recipe, resume: bool = False, is_main: bool = True) -> R
         from ..models.external import build_external_denoiser  # external HF denoisers (issue 7)
 
         model = build_external_denoiser(recipe.denoiser, tokenizer, process)
+    elif published is not None:
+        model = published.model
+        if vocab > model.config.vocab_size:
+            model.resize_token_embeddings(vocab)
+        adapt_attention(model, process)  # e.g. BD3-LM fine-tuned from the published MDLM
     elif cfg.init_from is not None:
         from ..models.external import is_external_folder, load_external_denoiser
 
-        if is_external_folder(cfg.init_from):
-            model = load_external_denoiser(cfg.init_from, vocab)
+        if is_external_folder(init_path):
+            model = load_external_denoiser(init_path, vocab, trust_remote_code=cfg.trust_remote_code)
         else:
-            model = load_denoiser(cfg.init_from, vocab)
+            model = load_denoiser(str(init_path), vocab)
             adapt_attention(model, process)  # e.g. block diffusion fine-tuned from a masked checkpoint
     else:
         model = TextDiffModel(denoiser_config(recipe.model, vocab, process, recipe.data.seq_len, tokenizer.mask_token_id))
