@@ -293,6 +293,7 @@ class TextDiffModel(TextDiffPreTrainedModel):
         position_ids: Optional[torch.Tensor] = None,
         cache: Optional[KVCache] = None,
         update_cache: bool = False,
+        logits_to_keep=0,
         **kwargs,
     ) -> TextDiffOutput:
         """
@@ -303,6 +304,9 @@ class TextDiffModel(TextDiffPreTrainedModel):
             (then ``position_ids`` are required and no cache is used).
         position_ids: [B, L]; default from the padding and the cache.
         cache: a KVCache read (and, with ``update_cache``, extended) by this call.
+        logits_to_keep: which positions go through the output layer (Hugging Face's convention):
+            0 = all [B, L, V]; an int k = the last k [B, k, V]; a 1-D long tensor of positions
+            [B, len, V]. ``hidden_states`` always has every position.
         """
         B, L = input_ids.shape
         cfg = self.config
@@ -334,7 +338,11 @@ class TextDiffModel(TextDiffPreTrainedModel):
         if self.final_adaLN is not None:
             shift, scale = self.final_adaLN(cond).chunk(2, dim=-1)
             x = modulate(x, shift, scale)
-        logits = self.lm_head(x)  # [B, L, V]
+        if isinstance(logits_to_keep, torch.Tensor):
+            rows = x[:, logits_to_keep.to(x.device)]  # [B, len, d]
+        else:
+            rows = x[:, -int(logits_to_keep):] if logits_to_keep else x  # [B, k | L, d]
+        logits = self.lm_head(rows)  # [B, L | kept, V]
         return TextDiffOutput(logits=logits, cache=cache, hidden_states=x)
 
     def _attention_mask(self, attention_mask, position_ids, cache):
