@@ -84,10 +84,29 @@ def shifted_weights(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
     The subtraction is done in float64 (exact for float32 inputs); rows that are all −∞ get w = 0.
     """
-    lg = logits.to(torch.float64)
-    m = lg.amax(-1, keepdim=True)
+    m = logits.amax(-1, keepdim=True).to(torch.float64)  # exact in the rows' own precision
     m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
-    return (lg - m).exp_(), m
+    return (logits.to(torch.float64) - m).exp_(), m
+
+
+def gather_rows(logits: torch.Tensor, b: torch.Tensor, l: torch.Tensor) -> torch.Tensor:
+    """Rows ``logits[b, l]`` [n, V] of logits [B, L, V] (``index_select``, far cheaper than
+    advanced indexing on CPU)."""
+    B, L, V = logits.shape
+    flat = logits.reshape(B * L, V)  # a view when contiguous
+    return flat.index_select(0, b * L + l)
+
+
+def normaliser(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(m, Z) [n] float64 with m = max of each row and Z = Σ exp(row − m), for rows [n, V].
+
+    The exponentials and their (cascade) sum are taken in the rows' own precision (float32 logits:
+    relative error of Z about 1e-6 at V = 50k, the order of the logits' own rounding); the samplers use
+    it for the one number per position that decides whether it moves; their draws over V are float64.
+    """
+    m = rows.amax(-1, keepdim=True)
+    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+    return m[:, 0].to(torch.float64), torch.exp(rows - m).sum(-1).to(torch.float64)  # cascade sum
 
 
 def inverse_cdf(weights: torch.Tensor, u: torch.Tensor) -> torch.Tensor:

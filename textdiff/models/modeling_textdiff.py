@@ -114,24 +114,20 @@ def flex_attend(q, k, v, block_mask):
 def eager_attention(q, k, v, mask, is_causal: bool, dropout: float = 0.0):
     """softmax(Q Kᵀ / √Dh) V with the softmax in float32; q [B, H, L, Dh], k and v [B, H, T, Dh].
 
-    Without gradients (sampling, evaluation) the softmax and the weighted sum run in float64 and
+    Without gradients (sampling, evaluation) the softmax and the weighted sum over keys run in float64 and
     are rounded once: the result no longer depends on how many masked (padding) keys a row carries
     (a row decoded in a padded batch gives the logits it gives alone), and keys with equal values
     give exactly equal outputs (the exact ties the confidence samplers rank by position).
     """
-    if not torch.is_grad_enabled() and dropout == 0.0 and q.dtype in (torch.float32, torch.float64):
-        out_dtype = v.dtype
-        q, k, v = q.double(), k.double(), v.double()
-    else:
-        out_dtype = None
+    exact = not torch.is_grad_enabled() and dropout == 0.0 and q.dtype in (torch.float32, torch.float64)
     scores = (q @ k.transpose(-1, -2)) * (q.shape[-1] ** -0.5)  # [B, H, L, T]
     if is_causal:
         L, T = scores.shape[-2:]
         mask = torch.ones(L, T, dtype=torch.bool, device=q.device).tril(T - L)
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
-    if out_dtype is not None:
-        return (torch.softmax(scores, dim=-1) @ v).to(out_dtype)  # [B, H, L, Dh]
+    if exact:  # the reductions over keys in float64, rounded once
+        return (torch.softmax(scores.double(), dim=-1) @ v.double()).to(v.dtype)  # [B, H, L, Dh]
     probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)
     if dropout > 0:
         probs = F.dropout(probs, p=dropout)

@@ -26,7 +26,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..registry import register
+from ..processes.uniform import UniformProcess
 from .base import Sampler, SamplerConfig, StepOutput
+from .uniform_rows import udlm_posterior_step
 
 
 @dataclass
@@ -50,14 +52,17 @@ class AncestralSampler(Sampler):
 
     def step(self, logits, t, s, x_t, generator=None):
         t, s = self.rows(t, x_t), self.rows(s, x_t)
-        u = self.step_uniforms(x_t, 2, generator)  # [B, L, 2]: (unmask?, token) per position
         unmask = getattr(self.process, "unmask_probability", None)
         if unmask is not None:  # absorbing: where tokens appear does not depend on the network
+            u = self.step_uniforms(x_t, 2, generator)  # [B, L, 2]: (unmask?, token) per position
             leave = self.process.is_noise(x_t) & (u[..., 0] < unmask(t, s)[:, None])  # [B, L]
             x_s = x_t.clone()
             x_s[leave] = self.draw_clean_at(logits, leave, u[..., 1])
             return StepOutput(x_s=x_s)
-        return StepOutput(x_s=self.draw_transition(self._posterior, logits, x_t, t, s, u[..., 0], filtered=False))
+        if isinstance(self.process, UniformProcess) and not self.filters:  # one float64 pass per row
+            return StepOutput(x_s=udlm_posterior_step(self.process, logits, x_t, t, s, self.step_uniforms(x_t, 3, generator)))
+        u = self.step_uniforms(x_t, 1, generator)[..., 0]
+        return StepOutput(x_s=self.draw_transition(self._posterior, logits, x_t, t, s, u, filtered=False))
 
     def _posterior(self, logits, x_t, t, s):
         """p_θ(x_s | x_t) of a chunk [c, 1, V] with the filters applied to p_θ(x0 | x_t) first."""

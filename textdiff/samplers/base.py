@@ -35,7 +35,7 @@ from typing import ClassVar, Optional
 
 import torch
 
-from ..categorical import Generator, inverse_cdf, row_chunks, sample_rows, uniform
+from ..categorical import Generator, gather_rows, inverse_cdf, row_chunks, sample_rows, uniform
 from ..errors import ConfigError, IncompatibleError
 
 
@@ -203,7 +203,7 @@ class Sampler(ABC):
         bi, li = where.nonzero(as_tuple=True)
         out = torch.empty(bi.shape[0], dtype=torch.long, device=logits.device)
         for sl in row_chunks(bi.shape[0], logits.shape[-1]):
-            rows = self.process.x0_logits_rows(logits[bi[sl], li[sl]])  # [c, V]
+            rows = self.process.x0_logits_rows(gather_rows(logits, bi[sl], li[sl]))  # [c, V]
             out[sl] = self.draw_rows(rows, u[bi[sl], li[sl]])
         return out
 
@@ -222,7 +222,7 @@ class Sampler(ABC):
             pos = torch.arange(sl.start, sl.stop, device=x_t.device)
             b, l = pos // L, pos % L
             x = flat_x[sl][:, None]  # [c, 1]
-            probs = probs_fn(logits[b, l][:, None], x, t[b], s[b])  # [c, 1, V]
+            probs = probs_fn(gather_rows(logits, b, l)[:, None], x, t[b], s[b])  # [c, 1, V]
             if filtered:
                 probs = self.filter_transition(probs, x)
             out[sl] = inverse_cdf(probs[:, 0].to(torch.float64), flat_u[sl])

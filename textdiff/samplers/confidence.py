@@ -48,7 +48,7 @@ from typing import Literal
 
 import torch
 
-from ..categorical import inverse_cdf, row_chunks, sample_rows
+from ..categorical import gather_rows, inverse_cdf, row_chunks, sample_rows
 from ..errors import ConfigError
 from ..registry import register
 from .base import Sampler, SamplerConfig, StepOutput
@@ -91,7 +91,7 @@ class _Unmasker(Sampler):
         plain = cfg.temperature == 1.0 and not self.filters
         for sl in row_chunks(bi.shape[0], logits.shape[-1]):
             b, l = bi[sl], li[sl]
-            rows = self.process.x0_logits_rows(logits[b, l])  # [c, V] ([MASK] −∞)
+            rows = self.process.x0_logits_rows(gather_rows(logits, b, l))  # [c, V] ([MASK] −∞)
             d, w = self._log_weights(rows)  # float64: d = l − max l, w = exp(d)
             total = w.sum(-1)  # [c] Z, p = w / Z
             if cfg.temperature == 0:
@@ -115,8 +115,7 @@ class _Unmasker(Sampler):
 
     @staticmethod
     def _log_weights(rows):
-        lg = rows.to(torch.float64)
-        d = lg - lg.amax(-1, keepdim=True)
+        d = rows.to(torch.float64) - rows.amax(-1, keepdim=True).to(torch.float64)  # exact
         return d, d.exp()
 
 

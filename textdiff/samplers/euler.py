@@ -37,9 +37,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..categorical import inverse_cdf, row_chunks, shifted_weights
+from ..categorical import gather_rows, inverse_cdf, normaliser, row_chunks, shifted_weights
 from ..registry import register
+from ..processes.score_entropy import SEDDUniform
+from ..processes.uniform import UniformProcess
 from .base import Sampler, SamplerConfig, StepOutput
+from .uniform_rows import (sedd_uniform_analytic_step, sedd_uniform_tau_leap_step, udlm_posterior_step,
+                           udlm_tau_leap_step)
 
 
 def tau_leap_probs(rate: torch.Tensor, x_t: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
@@ -68,13 +72,13 @@ def _absorbing_step(sampler, logits, x_t, scale, generator):
     log_scale = torch.log(scale)  # [B] (+∞ stays +∞, 0 -> −∞)
     for sl in row_chunks(bi.shape[0], logits.shape[-1]):
         b, l = bi[sl], li[sl]
-        rows = proc.x0_logits_rows(logits[b, l])  # [c, V]
-        w, m = shifted_weights(rows)  # float64, w = exp(l − m)
-        log_exit = log_scale[b] + m[:, 0] + torch.log(w.sum(-1))  # log(scale · Σ exp(l))
+        rows = proc.x0_logits_rows(gather_rows(logits, b, l))  # [c, V]
+        m, total = normaliser(rows)  # Σ exp(l) = e^m · total (summed in float64)
+        log_exit = log_scale[b] + m + torch.log(total)  # log(scale · Σ exp(l))
         leave = u[b, l, 0] < torch.exp(log_exit).clamp_max(1.0)
         if not bool(leave.any()):
             continue
-        tok = inverse_cdf(w[leave], u[b, l, 1][leave]) if plain else sampler.draw_rows(rows[leave], u[b, l, 1][leave])
+        tok = inverse_cdf(shifted_weights(rows[leave])[0], u[b, l, 1][leave]) if plain else sampler.draw_rows(rows[leave], u[b, l, 1][leave])
         x_s[b[leave], l[leave]] = tok
     return x_s
 
@@ -101,6 +105,13 @@ class EulerSampler(Sampler):
         if _absorbing(self.process):  # the exact last step and the tau-leap both leave no [MASK] at s = 0
             scale = self.process.mask_exit_scale(t, s, tau_leap=not final)
             return StepOutput(x_s=_absorbing_step(self, logits, x_t, scale, generator))
+        if not self.filters:  # one float64 pass per row, a draw over V only where a token jumps
+            u3 = self.step_uniforms(x_t, 3, generator)
+            if isinstance(self.process, UniformProcess):
+                kernel = udlm_posterior_step if final else udlm_tau_leap_step
+                return StepOutput(x_s=kernel(self.process, logits, x_t, t, s, u3))
+            if isinstance(self.process, SEDDUniform) and not final:
+                return StepOutput(x_s=sedd_uniform_tau_leap_step(self.process, logits, x_t, t, s, u3))
         u = self.step_uniforms(x_t, 1, generator)[..., 0]
         fn = self._exact if final else self._tau_leap
         return StepOutput(x_s=self.draw_transition(fn, logits, x_t, t, s, u))
@@ -130,5 +141,8 @@ class AnalyticSampler(Sampler):
         if _absorbing(self.process):
             scale = self.process.mask_exit_scale(t, s, tau_leap=False)
             return StepOutput(x_s=_absorbing_step(self, logits, x_t, scale, generator))
+        if isinstance(self.process, SEDDUniform) and not self.filters:
+            u3 = self.step_uniforms(x_t, 3, generator)
+            return StepOutput(x_s=sedd_uniform_analytic_step(self.process, logits, x_t, t, s, u3))
         u = self.step_uniforms(x_t, 1, generator)[..., 0]
         return StepOutput(x_s=self.draw_transition(self.process.analytic_probs, logits, x_t, t, s, u))
