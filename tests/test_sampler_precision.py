@@ -1,7 +1,6 @@
 """Row-wise float64 draws, exact transition probabilities, exact confidence ranking."""
 from __future__ import annotations
 
-import math
 
 import pytest
 import torch
@@ -80,3 +79,35 @@ def test_greedy_confidence_step_uses_no_noise():
     a = smp.step(logits, t, s, x_t, torch.Generator().manual_seed(0)).x_s
     b = smp.step(logits, t, s, x_t, torch.Generator().manual_seed(1)).x_s
     assert torch.equal(a, b) and int((a != MASK).sum()) == 3 * 4
+
+
+@pytest.mark.parametrize("sampler,process", [("ancestral", "uniform"), ("euler", "uniform"), ("euler", "sedd_uniform"),
+                                             ("analytic", "sedd_uniform"), ("euler", "sedd_absorb"),
+                                             ("analytic", "sedd_absorb"), ("ancestral", "masked"), ("remdm", "masked")])
+def test_row_kernels_draw_the_processes_one_step_law(sampler, process):
+    """Many copies of one position through ``step``: the empirical law of x_s matches the full
+    [B, L, V] transition of the process (``reverse_probs`` / ``tau_leap_probs`` / ``analytic_probs``)."""
+    from textdiff.samplers.euler import tau_leap_probs
+
+    proc = textdiff.build_process(process, vocab_size=V, mask_id=MASK if process != "uniform" and process != "sedd_uniform" else None)
+    smp = textdiff.build_sampler(sampler, proc)
+    n = 60_000
+    logits = torch.randn(1, 1, V, generator=torch.Generator().manual_seed(4)).expand(n, 1, V).contiguous()
+    x = torch.full((n, 1), MASK if proc.needs_mask_token else 2)
+    t, s = torch.full((n,), 0.6, dtype=torch.float64), torch.full((n,), 0.35, dtype=torch.float64)
+    got = smp.step(logits, t, s, x, torch.Generator().manual_seed(5)).x_s[:, 0]
+    one = (logits[:1], x[:1], t[:1], s[:1])
+    if sampler == "euler":
+        exact = tau_leap_probs(proc.reverse_rate(one[0], one[1], one[2]), one[1], one[2] - one[3])
+    elif sampler == "remdm":
+        a_t, m_t = proc.survival(t[:1])
+        _, m_s = proc.survival(s[:1])
+        sig = smp.sigma_t(a_t, m_s, t[:1])
+        move = (m_t - m_s + sig * a_t) / m_t
+        p0 = torch.softmax(logits[0, 0, :MASK].double(), -1)
+        exact = torch.cat([p0 * move, 1 - move])[None, None]
+    else:
+        exact = proc.reverse_probs(*one)
+    freq = torch.bincount(got, minlength=V).double() / n
+    tv = 0.5 * float((freq - exact[0, 0] / exact[0, 0].sum()).abs().sum())
+    assert tv < 0.01, (sampler, process, tv)

@@ -163,7 +163,10 @@ class ConfidenceSampler(_Unmasker):
 
     def step(self, logits, t, s, x_t, generator=None):
         noise = self.process.is_noise(x_t)  # [B, L]
-        u = self.step_uniforms(x_t, 3, generator)  # [B, L, 3]: candidate, random score, order noise
+        cfg = self.config
+        random = cfg.temperature > 0 or cfg.ordering == "random" or cfg.order_temperature > 0
+        # [B, L, 3]: candidate, random score, order noise; greedy, deterministic orders draw nothing
+        u = self.step_uniforms(x_t, 3, generator) if random else torch.zeros(*x_t.shape, 3, dtype=torch.float64)
         x0_hat, score = self.candidates(logits, x_t, noise, u[..., 0])
         if self.config.ordering == "random":
             score = u[..., 1]
@@ -194,7 +197,8 @@ class ThresholdSampler(_Unmasker):
 
     def step(self, logits, t, s, x_t, generator=None):
         noise = self.process.is_noise(x_t)  # [B, L]
-        u = self.step_uniforms(x_t, 1, generator)[..., 0]  # [B, L]: the candidate draws
+        greedy = self.config.temperature == 0  # argmax candidates: no noise is drawn
+        u = torch.zeros(x_t.shape, dtype=torch.float64) if greedy else self.step_uniforms(x_t, 1, generator)[..., 0]
         x0_hat, conf = self.candidates(logits, x_t, noise, u)  # conf = p_θ(x̂0 | x_t) float64
         commit = noise & (conf > self.config.threshold)
         best = rank_commit(conf, noise, torch.ones(x_t.shape[0], dtype=torch.long, device=x_t.device))
