@@ -43,9 +43,9 @@ def adapt_attention(model, process) -> None:
     """Fine-tune across attention kinds: a block-diffusion model (BD3-LM) from a full-sequence
     masked checkpoint shares every weight; only the structural mask (config) changes."""
     need = getattr(process, "required_attention", None)
-    if need is None or getattr(model.config, "attention", need) == need:
+    if need is None or not hasattr(model.config, "attention"):
         return
-    if need == "block_causal":
+    if need == "block_causal":  # also across block sizes (BD3-LM L' = 4 from its L' = 1024 pre-training)
         model.config.block_size = process.block_size
     model.config.attention = need
 
