@@ -22,6 +22,7 @@ def denoiser_config(cfg: ModelConfig, vocab_size: int, process, seq_len: int, ma
         time_conditioning=process.time_conditioning, cond_dim=cfg.cond_dim, rope_theta=cfg.rope_theta,
         attention=attention, block_size=block_size if attention == "block_causal" else None,
         mask_token_id=mask_id, tie_word_embeddings=cfg.tie_word_embeddings,
+        time_scale=cfg.time_scale, lm_head_bias=cfg.lm_head_bias, layer_norm_eps=cfg.layer_norm_eps,
     )
 
 
