@@ -107,7 +107,7 @@ def _model_call(model, process):
     def denoise(ids, t, attention_mask, position_ids, cache, update_cache, logits_to_keep=0):
         kwargs = {}
         if process.time_conditioning:
-            kwargs["t"] = t
+            kwargs["t"] = process.network_time(t)
         if accepts and not (isinstance(logits_to_keep, int) and logits_to_keep == 0):
             kwargs["logits_to_keep"] = logits_to_keep
         out = model(ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache,

@@ -196,7 +196,8 @@ class DiffusionLM:
 
         sampler: a name (``"first_hitting"``, ``"confidence"``, ...), mapping or config; default the
         saved one. sampler_options: its other config fields, e.g. ``{"threshold": 0.8}``.
-        seed: row b uses seed + b (batch-invariant). guidance_weight: classifier-free guidance
+        block_size: decode in windows of this many tokens (default: the model's block size for
+        block-causal models such as BD3-LM, one window otherwise). seed: row b uses seed + b (batch-invariant). guidance_weight: classifier-free guidance
         weight w (0 = none; see :mod:`textdiff.guidance`), guidance_uncond: "mask" or "drop".
         progress: a tqdm bar of sampler steps with tokens/s on stderr (None: when stderr is a terminal).
         Other keyword arguments go to :func:`textdiff.generation.generate` (``use_cache``,
@@ -229,6 +230,8 @@ class DiffusionLM:
             ids = [[start] + p for p in ids]  # the start token predicts the first token
             block_size = 1 if block_size is None else block_size
             steps = max_new_tokens
+        if block_size is None and getattr(self.model.config, "attention", None) == "block_causal":
+            block_size = self.model.config.block_size  # block diffusion (BD3-LM) decodes block by block (exact KV cache)
         longest = max(len(p) for p in ids)
         limit = getattr(self.model.config, "max_position_embeddings", None)
         if limit is not None and kwargs.get("max_context") is None and longest + max_new_tokens > limit:
@@ -286,7 +289,7 @@ class DiffusionLM:
                 raise ConfigError(f"text {i} has {len(ids)} tokens, more than the model's {self.seq_len}; split it")
             x0 = torch.tensor([ids] * t_samples, device=self.device)  # [S, L]
             g = torch.Generator().manual_seed(seed + i)
-            t = self.process.sample_t(t_samples, device=self.device, generator=g)
+            t = self.process.sample_t(t_samples, device=self.device, generator=g, seq_len=x0.shape[1])  # block: one t per block
             terms = nelbo_terms(self.model, self.process, x0, t=t, generator=g)
             results.append(float(terms.loss.sum(1).mean() + self.process.prior_loss(x0[:1]).sum()))
             bar.update(1, tokens=len(ids) * t_samples)
