@@ -67,6 +67,10 @@ def score_entropy(log_s: torch.Tensor, r: torch.Tensor, weight: torch.Tensor) ->
 @dataclass
 class ScoreEntropyConfig(ProcessConfig):
     name: str = "sedd_absorb"
+    #: absorbing graph: read the network's output as SEDD's ``scale_by_sigma`` model does,
+    #: log s_y = logit_y − log(V − 1) − log(e^σ − 1) (True, SEDD's released models); False: the
+    #: output is log s itself (a SEDD model trained with ``model.scale_by_sigma: False``)
+    scale_by_sigma: bool = True
 
 
 @dataclass
@@ -113,17 +117,28 @@ class SEDDAbsorb(ScoreEntropyProcess):
     prior = MaskedProcess.prior
     is_noise = MaskedProcess.is_noise
 
-    def _shifted(self, logits):
-        """l̃ = logit − log(V − 1), [MASK] column −∞ [B, L, V]."""
-        lg = upcast(logits) - math.log(self.vocab_size - 1)
+    def _log_expm1_sigma(self, tt):
+        """log(e^σ − 1) = log((1 − α)/α) per token, [...] float64 for times ``tt`` [...]."""
+        tt = tt.double()
+        return torch.log(self.schedule.mask_rate(tt)) - torch.log(self.alpha(tt))
+
+    def _shifted(self, logits, tt):
+        """l̃ = log s + log(e^σ − 1) [..., V], [MASK] column −∞; ``tt`` [...] the times of the rows.
+
+        scale_by_sigma (SEDD's output transform): l̃ = logit − log(V − 1), the same for every t;
+        otherwise the logits are log s and l̃ = logit + log(e^σ − 1)."""
+        lg = upcast(logits)
+        if self.config.scale_by_sigma:
+            lg = lg - math.log(self.vocab_size - 1)
+        else:
+            lg = lg + self._log_expm1_sigma(tt)[..., None].to(lg.dtype)
         return lg.index_fill(-1, torch.tensor([self.mask_id], device=lg.device), float("-inf"))
 
     def log_score(self, logits, x_t, t):
         """log s_θ(x_t) [B, L, V]: l̃_y − log(e^σ − 1) at masked positions, y ≠ [MASK]; 0 at y = x_t;
         −∞ for the (unused) changes of a clean token."""
-        a = self._a(t, x_t)
-        m = self.schedule.mask_rate(self.per_token(t, x_t).double())[..., None]
-        lg = self._shifted(logits) - (torch.log(m) - torch.log(a)).to(upcast(logits).dtype)
+        tt = self.per_token(t, x_t)
+        lg = self._shifted(logits, tt) - self._log_expm1_sigma(tt)[..., None].to(upcast(logits).dtype)
         masked = (x_t == self.mask_id)[..., None]
         out = torch.where(masked, lg, torch.full_like(lg, float("-inf")))
         return out.scatter(-1, x_t[..., None], 0.0)
@@ -137,7 +152,7 @@ class SEDDAbsorb(ScoreEntropyProcess):
         out = torch.zeros(x0.shape, dtype=dtype, device=x0.device)
         if not bool(masked.any()):
             return out
-        lg = self._shifted(logits[masked])  # [N, V]: only masked rows (clean rows carry no term)
+        lg = self._shifted(logits[masked], tt[masked])  # [N, V]: only masked rows (clean rows carry no term)
         bracket = torch.logsumexp(lg, -1).exp() - 1 - lg.gather(-1, x0[masked][:, None]).squeeze(-1)
         out[masked] = (w[masked] * bracket.double()).to(dtype)
         return out
@@ -150,7 +165,7 @@ class SEDDAbsorb(ScoreEntropyProcess):
         """R_θ(M → y) = w(t) exp(l̃_y) at masked positions (diagonal −Σ); clean tokens never move."""
         tt = self.per_token(t, x_t).double()
         w = -self.schedule.dalpha(tt) / self.schedule.mask_rate(tt).clamp_min(1e-30)
-        rate = self._shifted(logits).double().exp() * w[..., None]
+        rate = self._shifted(logits, tt).double().exp() * w[..., None]
         rate = torch.where((x_t == self.mask_id)[..., None], rate, torch.zeros_like(rate))
         rate.scatter_(-1, x_t[..., None], 0.0)
         return rate.scatter(-1, x_t[..., None], -rate.sum(-1, keepdim=True))
@@ -159,7 +174,7 @@ class SEDDAbsorb(ScoreEntropyProcess):
         """exp(−δQ) s_θ with e^{−δ} = α_t/α_s: y ≠ M gets e^δ s_y = α_s/(1 − α_t) exp(l̃_y); the
         [MASK] entry gets 1 − (α_s − α_t)/(1 − α_t) Σ_y exp(l̃_y). Clean positions: e^δ at x_t."""
         a_t, a_s = self._a(t, x_t), self._a(s, x_t)
-        e = self._shifted(logits).double().exp()
+        e = self._shifted(logits, self.per_token(t, x_t)).double().exp()
         stag = e * a_s / (1 - a_t).clamp_min(1e-300)
         stag[..., self.mask_id] = (1 - (a_s - a_t) / (1 - a_t).clamp_min(1e-300) * e.sum(-1, keepdim=True))[..., 0]
         clean = x_t != self.mask_id
