@@ -103,7 +103,7 @@ def _model_call(model, process):
     def denoise(ids, t, attention_mask, position_ids, cache, update_cache):
         kwargs = {}
         if process.time_conditioning:
-            kwargs["t"] = t
+            kwargs["t"] = process.network_time(t)
         out = model(ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache,
                     update_cache=update_cache, **kwargs)
         return out.logits if hasattr(out, "logits") else out

@@ -164,7 +164,8 @@ class DiffusionLM:
 
         sampler: a name (``"first_hitting"``, ``"confidence"``, ...), mapping or config; default the
         saved one. sampler_options: its other config fields, e.g. ``{"threshold": 0.8}``.
-        seed: row b uses seed + b (batch-invariant). guidance_weight: classifier-free guidance
+        block_size: decode in windows of this many tokens (default: the model's block size for
+        block-causal models such as BD3-LM, one window otherwise). seed: row b uses seed + b (batch-invariant). guidance_weight: classifier-free guidance
         weight w (0 = none; see :mod:`textdiff.guidance`), guidance_uncond: "mask" or "drop".
         Other keyword arguments go to :func:`textdiff.generation.generate` (``use_cache``,
         ``callback``, ``template``, ...)."""
@@ -181,6 +182,8 @@ class DiffusionLM:
             ids = [[start] + p for p in ids]  # the start token predicts the first token
             block_size = 1 if block_size is None else block_size
             steps = max_new_tokens
+        if block_size is None and getattr(self.model.config, "attention", None) == "block_causal":
+            block_size = self.model.config.block_size  # block diffusion (BD3-LM) decodes block by block (exact KV cache)
         longest = max(len(p) for p in ids)
         limit = getattr(self.model.config, "max_position_embeddings", None)
         if limit is not None and kwargs.get("max_context") is None and longest + max_new_tokens > limit:

@@ -77,11 +77,16 @@ def structural_mask(kind: str, q_pos: torch.Tensor, k_pos: torch.Tensor, block_s
 
 
 class TimestepEmbedding(nn.Module):
-    """t [B] or [B, L] -> conditioning vector [B, 1 | L, cond_dim] (sinusoidal features + MLP)."""
+    """c [B] or [B, L] -> conditioning vector [B, 1 | L, cond_dim] (sinusoidal features + MLP).
 
-    def __init__(self, cond_dim: int, freq_dim: int = 256):
+    features = [cos(s · c · f_j), sin(s · c · f_j)], f_j = 10000^(−j / 128), j < 128, with
+    s = ``time_scale`` (1000 for textdiff's t, 1 for the publishers' σ); output SiLU(MLP(features)).
+    """
+
+    def __init__(self, cond_dim: int, freq_dim: int = 256, time_scale: float = 1000.0):
         super().__init__()
         self.freq_dim = freq_dim
+        self.time_scale = float(time_scale)
         self.mlp = nn.Sequential(nn.Linear(freq_dim, cond_dim), nn.SiLU(), nn.Linear(cond_dim, cond_dim))
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
@@ -89,7 +94,7 @@ class TimestepEmbedding(nn.Module):
             t = t[:, None]  # [B, 1]
         half = self.freq_dim // 2
         freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
-        args = 1000.0 * t.float()[..., None] * freqs  # [B, L|1, half]
+        args = self.time_scale * t.float()[..., None] * freqs  # [B, L|1, half]
         feats = torch.cat([args.cos(), args.sin()], dim=-1)
         return F.silu(self.mlp(feats.to(self.mlp[0].weight.dtype)))
 
@@ -180,9 +185,10 @@ class Block(nn.Module):
 
     def __init__(self, config: TextDiffConfig):
         super().__init__()
-        self.norm1 = nn.LayerNorm(config.hidden_size, bias=False)
+        eps = getattr(config, "layer_norm_eps", 1e-5)
+        self.norm1 = nn.LayerNorm(config.hidden_size, eps=eps, bias=False)
         self.attn = Attention(config)
-        self.norm2 = nn.LayerNorm(config.hidden_size, bias=False)
+        self.norm2 = nn.LayerNorm(config.hidden_size, eps=eps, bias=False)
         self.mlp = MLP(config)
         self.adaLN = nn.Linear(config.cond_dim, 6 * config.hidden_size) if config.time_conditioning else None
         self.drop = nn.Dropout(config.dropout)
@@ -235,11 +241,12 @@ class TextDiffModel(TextDiffPreTrainedModel):
     def __init__(self, config: TextDiffConfig):
         super().__init__(config)
         self.embed = nn.Embedding(config.vocab_size, config.hidden_size)
-        self.time_embed = TimestepEmbedding(config.cond_dim) if config.time_conditioning else None
+        time_scale = getattr(config, "time_scale", 1000.0)
+        self.time_embed = TimestepEmbedding(config.cond_dim, time_scale=time_scale) if config.time_conditioning else None
         self.blocks = nn.ModuleList([Block(config) for _ in range(config.num_layers)])
-        self.norm_f = nn.LayerNorm(config.hidden_size, bias=False)
+        self.norm_f = nn.LayerNorm(config.hidden_size, eps=getattr(config, "layer_norm_eps", 1e-5), bias=False)
         self.final_adaLN = nn.Linear(config.cond_dim, 2 * config.hidden_size) if config.time_conditioning else None
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=getattr(config, "lm_head_bias", False))
         for block in self.blocks:  # adaLN-Zero: every modulated block starts as the identity
             if block.adaLN is not None:
                 block.adaLN.zero_init = True

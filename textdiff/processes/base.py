@@ -31,12 +31,22 @@ class ProcessConfig:
     schedule: Any = field(default=None, metadata={"registry": "schedule"})  # default: loglinear
     time_conditioning: bool = False  # feed t to the denoiser
     antithetic: bool = True  # stratified (low-discrepancy) t across the batch
+    #: what a time-conditioned denoiser is fed (``network_time``): "t", "sigma" (σ(t) = −log α(t);
+    #: SEDD, MDLM with time conditioning) or "zero" (MDLM / BD3-LM releases: adaLN layers fed σ = 0)
+    time_input: str = "t"
 
     def __post_init__(self):
         if self.schedule is None:
             from ..config import resolve_section
 
             self.schedule = resolve_section("schedule", {"name": "loglinear"}, "process.schedule")
+        if self.time_input not in TIME_INPUTS:
+            from ..errors import ConfigError
+
+            raise ConfigError(f"process.time_input={self.time_input!r}; use one of {', '.join(TIME_INPUTS)}")
+
+
+TIME_INPUTS = ("t", "sigma", "zero")
 
 
 def upcast(x: torch.Tensor) -> torch.Tensor:
@@ -85,6 +95,22 @@ class ForwardProcess(ABC):
     def time_conditioning(self) -> bool:
         """Whether the denoiser must be given t."""
         return bool(self.config.time_conditioning)
+
+    @property
+    def time_dependent(self) -> bool:
+        """Whether the denoiser's output can change with t (False when it is fed a constant)."""
+        return self.time_conditioning and self.config.time_input != "zero"
+
+    def network_time(self, t: torch.Tensor) -> torch.Tensor:
+        """What the denoiser is fed for time t ([B] or [B, L], same shape back), per ``time_input``:
+        t itself, σ(t) = −log α(t) from the schedule, or zeros (a model whose adaLN layers were
+        trained on a constant σ = 0). Every caller that passes t to the model goes through here."""
+        kind = getattr(self.config, "time_input", "t")
+        if kind == "t":
+            return t
+        if kind == "zero":
+            return torch.zeros_like(t)
+        return self.schedule.sigma(t.double()).to(t.dtype)
 
     def sample_t(self, batch_size: int, device=None, generator: Generator = None,
                  seq_len: Optional[int] = None) -> torch.Tensor:

@@ -3,7 +3,8 @@
 At each step draw x_s ~ p_θ(x_s | x_t) = Σ_{x0} q(x_s | x_t, x0) p_θ(x0 | x_t), which the process
 gives as ``reverse_probs``. Temperature / top-k / top-p act on p_θ(x0 | x_t) before the posterior.
 
-``cache_unchanged`` (MDLM's cached sampler): when the model ignores t and x_t did not change in a
+``cache_unchanged`` (MDLM's cached sampler): when the model ignores t (it is not fed t, or is fed a
+constant: ``process.time_input='zero'``) and x_t did not change in a
 step, the logits are the same, so the generation loop may reuse them and skip a network call. This
 is exact: a denoiser that is not given t is a function of x_t alone, so the reused logits are the
 logits the skipped call would have returned, and the draws (which come from the per-row generators in
@@ -36,7 +37,7 @@ class AncestralSampler(Sampler):
 
     @property
     def skips_unchanged(self) -> bool:
-        return self.config.cache_unchanged and not self.process.time_conditioning
+        return self.config.cache_unchanged and not getattr(self.process, "time_dependent", self.process.time_conditioning)
 
     def finished(self, x_t):
         return self._no_noise_left(x_t)
