@@ -67,7 +67,12 @@ def score_entropy(log_s: torch.Tensor, r: torch.Tensor, weight: torch.Tensor) ->
 @dataclass
 class ScoreEntropyConfig(ProcessConfig):
     name: str = "sedd_absorb"
-    #: absorbing graph: read the network's output as SEDD's ``scale_by_sigma`` model does,
+
+
+@dataclass
+class SEDDAbsorbConfig(ScoreEntropyConfig):
+    name: str = "sedd_absorb"
+    #: read the network's output as SEDD's ``scale_by_sigma`` model does,
     #: log s_y = logit_y − log(V − 1) − log(e^σ − 1) (True, SEDD's released models); False: the
     #: output is log s itself (a SEDD model trained with ``model.scale_by_sigma: False``)
     scale_by_sigma: bool = True
@@ -110,7 +115,7 @@ class ScoreEntropyProcess(ForwardProcess):
 class SEDDAbsorb(ScoreEntropyProcess):
     """SEDD on the absorbing graph (all tokens flow to [MASK])."""
 
-    config_class = ScoreEntropyConfig
+    config_class = SEDDAbsorbConfig
     needs_mask_token = True
     graph = "absorb"
     corrupt = MaskedProcess.corrupt
