@@ -5,7 +5,6 @@ pin its protocol (tokenizer, context, layout, t samples) and name its published 
 finite NELBO for every task."""
 import json
 import math
-import shutil
 import sys
 from pathlib import Path
 
@@ -31,7 +30,9 @@ FIXTURE = {
     "duo": FIX / "duo" / "model",
     "udlm-lm1b": FIX / "udlm" / "model",
 }
-TOKENIZER_OF_FAMILY = {"sedd": "tokenizers/gpt2", "udlm": "tokenizers/bert-base-uncased"}
+# (tokenizer size, [MASK] id): OWT absorbing models have [MASK] as the last row; DUO's 64 rows are
+# 63 tokens + the [MASK] textdiff appends (GPT-2 + [MASK]); UDLM's [MASK] sits inside (BERT's)
+TOKENIZER = {"duo": (63, None), "udlm-lm1b": (64, 5)}
 
 
 def test_every_family_has_a_suite():
@@ -55,9 +56,8 @@ def test_suite_runs_on_the_tiny_fixture(name, tmp_path):
     from evaluation.run import main
 
     fixture = FIXTURE[name]
-    V = json.loads((fixture / "config.json").read_text()).get("vocab_size") or 64
-    mask = {"udlm-lm1b": 5, "duo": None}.get(name, V - 1)  # OWT absorbing models: [MASK] = the last row
-    word_tokenizer(V if mask is not None or name != "duo" else V - 1, mask).save_pretrained(tmp_path / "tok")
+    V = json.loads((fixture / "config.json").read_text()).get("vocab_size", 64)  # SEDD's config: 63 tokens + [MASK]
+    word_tokenizer(*TOKENIZER.get(name, (V, V - 1))).save_pretrained(tmp_path / "tok")
     data = tmp_path / "data.txt"
     data.write_text("\n".join(" ".join(f"w{(7 * i + j) % 50 + 6}" for j in range(9)) for i in range(12)) + "\n")
     raw = yaml.safe_load((SUITES / f"{name}.yaml").read_text())
