@@ -255,4 +255,4 @@ def test_incomplete_config_and_variants_not_converted(tmp_path):
 
 def test_wrong_tokenizer(tmp_path):
     one_line_error(CASES["sedd-absorb"][0], "mask token", tokenizer=word_tokenizer(64, 5))
-    one_line_error(CASES["udlm"][0], "tokens but this UDLM model 64", tokenizer=word_tokenizer(70, 5))
+    one_line_error(CASES["udlm"][0], "70 tokens but this UDLM model has 64 embedding rows", tokenizer=word_tokenizer(70, 5))

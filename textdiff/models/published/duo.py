@@ -2,7 +2,7 @@
 OpenWebText, GPT-2, L = 1024) and UDLM (Schiff et al. 2025; ``kuleshov-group/udlm-lm1b``, LM1B,
 bert-base-uncased, L = 128).
 
-Both are Hugging Face ``PreTrainedModel`` folders whose network is the DDiT of :mod:`._ddit` under
+Both are Hugging Face ``PreTrainedModel`` folders whose network is the DiT of :mod:`._dit` (MDLM's) under
 the prefix ``backbone.``; their ``config.json`` (no modeling code is read from the folder)::
 
     DUO:  {"model_type": "duo",  "vocab_size": 50258, "model_length": 1024, "hidden_dim": 768,
@@ -29,9 +29,9 @@ from pathlib import Path
 
 from ...errors import ConfigError
 from . import Family, LoadOptions, Published, family_tokenizer, register
-from ._ddit import check_tokenizer, ddit_config, load_ddit, need
+from ._dit import check_rows, dit_config, fields, load_backbone
 
-_KEYS = ("vocab_size", "model_length", "hidden_dim", "cond_dim", "n_blocks", "n_heads")
+_KEYS = ("vocab_size", "model_length", "hidden_dim", "cond_dim", "n_blocks", "n_heads", "dropout")
 
 
 class _UniformDDiT(Family):
@@ -49,14 +49,15 @@ class _UniformDDiT(Family):
 
     @classmethod
     def load(cls, folder: Path, config: dict, options: LoadOptions) -> Published:
-        c = need(config, _KEYS, f"{str(folder)!r} config.json")
+        source = f"{cls.registered_name.upper()} checkpoint {str(folder)!r}"
+        c = fields(config, _KEYS, source)
         time_input = cls.time_input(config, folder)
-        net = ddit_config(vocab_size=int(c["vocab_size"]), hidden_size=int(c["hidden_dim"]), num_layers=int(c["n_blocks"]),
-                          num_heads=int(c["n_heads"]), cond_dim=int(c["cond_dim"]), max_len=int(c["model_length"]))
-        model = load_ddit(folder, net, prefix="backbone.", allow_pickle=options.allow_pickle,
-                          source=f"{cls.registered_name.upper()} checkpoint {str(folder)!r}")
+        net = dit_config(vocab_size=c["vocab_size"], hidden_dim=c["hidden_dim"], n_blocks=c["n_blocks"], n_heads=c["n_heads"],
+                         cond_dim=c["cond_dim"], model_length=c["model_length"], dropout=c["dropout"], adaln=True,
+                         mask_token_id=None, source=source)
+        model, _ = load_backbone(folder, net, allow_pickle=options.allow_pickle, source=source)
         tokenizer = family_tokenizer(folder, options, cls.tokenizer_default)
-        check_tokenizer(tokenizer, net.vocab_size, cls.registered_name.upper())
+        check_rows(tokenizer, net.vocab_size, f"this {cls.registered_name.upper()} model")
         process = {"name": "uniform", "schedule": {"name": "loglinear", "eps": 1e-3}, "time_conditioning": True,
                    "time_input": time_input}
         return Published(model=model, tokenizer=tokenizer, process=process, sampler={"name": "ancestral"},

@@ -10,7 +10,7 @@ whole Hydra training config, with the sections textdiff reads::
                "scale_by_sigma": true, "dropout": 0.1, ...}, ...}
 
 and the weights (``model.safetensors``, or ``pytorch_model.bin`` as older hub mixins wrote them:
-read only with ``allow_pickle=True``) under the DDiT names of :mod:`._ddit` with no prefix.
+read only with ``allow_pickle=True``) under the DiT names of :mod:`._dit` with no prefix (the same network as MDLM's).
 
 What the model computes and how textdiff reads it:
 
@@ -34,7 +34,7 @@ from pathlib import Path
 
 from ...errors import ConfigError
 from . import Family, LoadOptions, Published, family_tokenizer, register
-from ._ddit import check_tokenizer, ddit_config, load_ddit, need
+from ._dit import check_rows, dit_config, fields, load_backbone
 
 GRAPHS = {"absorb": "sedd_absorb", "uniform": "sedd_uniform"}
 
@@ -44,7 +44,7 @@ def _schedule(noise: dict) -> dict:
     if kind == "loglinear":
         return {"name": "loglinear", "eps": 1e-3}  # SEDD's LogLinearNoise(eps=1e-3)
     if kind == "geometric":
-        n = need(noise, ("sigma_min", "sigma_max"), "config.json noise")
+        n = fields(noise, ("sigma_min", "sigma_max"), "SEDD noise section")
         return {"name": "geometric", "sigma_min": float(n["sigma_min"]), "sigma_max": float(n["sigma_max"])}
     raise ConfigError(f"SEDD noise type {kind!r} is not one SEDD released (loglinear, geometric); config.json is damaged")
 
@@ -64,23 +64,24 @@ class SEDDFamily(Family):
         graph = config["graph"].get("type")
         if graph not in GRAPHS:
             raise ConfigError(f"{str(folder)!r}: SEDD graph type {graph!r} is unknown (absorb, uniform); config.json is damaged")
-        m = need(config["model"], ("hidden_size", "cond_dim", "length", "n_blocks", "n_heads", "scale_by_sigma"),
-                 f"{str(folder)!r} config.json model")
+        m = fields(config["model"], ("hidden_size", "cond_dim", "length", "n_blocks", "n_heads", "scale_by_sigma", "dropout"),
+                   f"{str(folder)!r} (model section)")
         absorb = graph == "absorb"
         if m["scale_by_sigma"] and not absorb:
             raise ConfigError(f"{str(folder)!r}: scale_by_sigma on the uniform graph is not a SEDD configuration "
                               "(SEDD asserts the absorbing graph); config.json is damaged")
         tokens = int(config["tokens"])
         vocab = tokens + (1 if absorb else 0)
-        net = ddit_config(vocab_size=vocab, hidden_size=int(m["hidden_size"]), num_layers=int(m["n_blocks"]),
-                          num_heads=int(m["n_heads"]), cond_dim=int(m["cond_dim"]), max_len=int(m["length"]),
-                          mask_token_id=tokens if absorb else None)
-        model = load_ddit(folder, net, prefix="", allow_pickle=options.allow_pickle, source=f"SEDD checkpoint {str(folder)!r}")
+        source = f"SEDD checkpoint {str(folder)!r}"
+        net = dit_config(vocab_size=vocab, hidden_dim=m["hidden_size"], n_blocks=m["n_blocks"], n_heads=m["n_heads"],
+                         cond_dim=m["cond_dim"], model_length=m["length"], dropout=m["dropout"], adaln=True,
+                         mask_token_id=tokens if absorb else None, source=source)
+        model, _ = load_backbone(folder, net, allow_pickle=options.allow_pickle, source=source, prefix="")
         tokenizer = family_tokenizer(folder, options, "gpt2")
         if absorb and tokenizer.mask_token_id != tokens:
             raise ConfigError(f"the tokenizer's mask token is id {tokenizer.mask_token_id}, but this SEDD model absorbs into "
                               f"id {tokens} (the last of its {vocab}); pass the tokenizer it was trained with")
-        check_tokenizer(tokenizer, vocab, "SEDD")
+        check_rows(tokenizer, vocab, "this SEDD model")
         process = {"name": GRAPHS[graph], "schedule": _schedule(config["noise"]), "time_conditioning": True,
                    "time_input": "sigma"}
         if absorb:
