@@ -256,3 +256,22 @@ def test_incomplete_config_and_variants_not_converted(tmp_path):
 def test_wrong_tokenizer(tmp_path):
     one_line_error(CASES["sedd-absorb"][0], "mask token", tokenizer=word_tokenizer(64, 5))
     one_line_error(CASES["udlm"][0], "70 tokens but this UDLM model has 64 embedding rows", tokenizer=word_tokenizer(70, 5))
+
+
+def test_config_switches_reach_the_process(tmp_path):
+    """SEDD's model.scale_by_sigma: false and UDLM's time_conditioning: false change how the process
+    reads / feeds the network (the weights are the same)."""
+    d = copy("sedd-absorb", tmp_path)
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["model"]["scale_by_sigma"] = False
+    (d / "config.json").write_text(json.dumps(cfg))
+    lm = DiffusionLM.from_pretrained(d, device="cpu", tokenizer=word_tokenizer(64, MASK))
+    assert lm.process.config.name == "sedd_absorb" and lm.process.config.scale_by_sigma is False
+    u = copy("udlm", tmp_path)
+    cfg = json.loads((u / "config.json").read_text())
+    (u / "config.json").write_text(json.dumps({**cfg, "time_conditioning": False}))
+    lm = DiffusionLM.from_pretrained(u, device="cpu", tokenizer=word_tokenizer(64, 5))
+    assert lm.process.config.time_input == "zero"
+    t = torch.tensor([0.3, 0.9])
+    assert torch.equal(lm.process.network_time(t), torch.zeros(2))
+    assert len(lm.generate(["w7"], max_new_tokens=4, steps=4, seed=0)) == 1
