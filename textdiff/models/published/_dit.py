@@ -86,8 +86,12 @@ def dit_config(*, vocab_size: int, hidden_dim: int, n_blocks: int, n_heads: int,
     )
 
 
-def load_backbone(folder: Path, config, *, allow_pickle: bool, source: str, extra: Iterable[str] = ()):
-    """(TextDiffModel with the export's weights, {name: tensor} of the ``extra`` top-level tensors)."""
+def load_backbone(folder: Path, config, *, allow_pickle: bool, source: str, extra: Iterable[str] = (),
+                  prefix: str = PREFIX):
+    """(TextDiffModel with the export's weights, {name: tensor} of the ``extra`` top-level tensors).
+
+    prefix: where the network's keys live (``backbone.`` in the Hugging Face exports; SEDD's hub
+    mixin saves the network itself, prefix "")."""
     from ..modeling_textdiff import TextDiffModel
 
     with torch.device("meta"):
@@ -99,11 +103,11 @@ def load_backbone(folder: Path, config, *, allow_pickle: bool, source: str, extr
         if key in extra:
             others[key] = tensor
             continue
-        name = key[len(PREFIX):] if key.startswith(PREFIX) else None
+        name = key[len(prefix):] if key.startswith(prefix) else None
         if name == "rotary_emb.inv_freq":  # a buffer: textdiff recomputes it, so it must be the standard one
             want = 10000.0 ** (-torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
             if tuple(tensor.shape) != tuple(want.shape) or not torch.allclose(tensor.float(), want, rtol=1e-5):
-                raise ConfigError(f"{source}: backbone.rotary_emb.inv_freq is not the base-10000 table of head size "
+                raise ConfigError(f"{source}: {prefix}rotary_emb.inv_freq is not the base-10000 table of head size "
                                   f"{head_dim}; config.json does not match the weights")
             continue
         mapped = None
@@ -135,3 +139,14 @@ def check_vocab(tokenizer, vocab_size: int, source: str) -> int:
         raise ConfigError(f"the tokenizer's mask id is {tokenizer.mask_token_id} but {source} was trained with [MASK] = "
                           f"{vocab_size - 1} (the last row); pass a tokenizer whose last token is [MASK]")
     return int(tokenizer.mask_token_id)
+
+
+def check_rows(tokenizer, vocab_size: int, source: str) -> None:
+    """One-line error unless every id the tokenizer makes indexes the model's ``vocab_size`` rows; a
+    [MASK] that textdiff appended just past the end is allowed (uniform-state models never see it)."""
+    n = len(tokenizer)
+    if tokenizer.mask_token_id is not None and tokenizer.mask_token_id == n - 1 == vocab_size:
+        n -= 1
+    if n > vocab_size:
+        raise ConfigError(f"the tokenizer has {n} tokens but {source} has {vocab_size} embedding rows; "
+                          "pass the tokenizer the model was trained with")
