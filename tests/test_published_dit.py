@@ -226,6 +226,23 @@ def test_bad_folders_give_one_line_errors(tok, folder, case, tmp_path):
     assert "\n" not in str(err.value)
 
 
+def test_pickle_weights_load_only_when_the_caller_allows_them(tok, tmp_path):
+    """A .bin copy of the weights: refused by default, read with torch.load(weights_only=True) on
+    request, giving the same network."""
+    from safetensors.torch import load_file
+
+    bad = _copy(BD3LM["owt-block4"], tmp_path)
+    torch.save(load_file(str(bad / "model.safetensors")), bad / "pytorch_model.bin")
+    (bad / "model.safetensors").unlink()
+    with pytest.raises(ConfigError, match="pickle"):
+        load(bad, tok)
+    lm = DiffusionLM.from_pretrained(bad, tokenizer=tok, device="cpu", allow_pickle=True)
+    ref = load(BD3LM["owt-block4"], tok)
+    x = torch.randint(0, VOCAB, (2, 8))
+    with torch.no_grad():
+        assert torch.equal(lm.model(x, t=torch.zeros(2)).logits, ref.model(x, t=torch.zeros(2)).logits)
+
+
 def test_bd3lm_refuses_layouts_it_cannot_compute_exactly(tok, tmp_path):
     for changes, message in [({"causal": True}, "autoregressive"), ({"time_conditioning": True}, "time-conditioned"),
                              ({"block_size": 5}, "does not divide"), ({"cross_attn": False}, "cross_attn")]:
