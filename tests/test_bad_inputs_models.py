@@ -288,3 +288,59 @@ def test_bad_from_pretrained_arguments(tiny_trained, kwargs):
     with pytest.raises(TextDiffError) as e:
         DiffusionLM.from_pretrained(kwargs.pop("path"), **kwargs)
     assert "\n" not in str(e.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# No folder can make textdiff run code (the caller's trust_remote_code only)
+# ---------------------------------------------------------------------------------------------
+
+EVIL = '''
+import pathlib
+pathlib.Path({sentinel!r}).write_text("the folder's code ran")
+from transformers import PretrainedConfig, PreTrainedModel
+
+
+class EvilConfig(PretrainedConfig):
+    model_type = "evil"
+
+
+class EvilModel(PreTrainedModel):
+    config_class = EvilConfig
+'''
+
+
+def _code_shipping_folder(tiny_trained, folder: Path, sentinel: Path) -> Path:
+    """An external-denoiser folder whose marker file asks for trust_remote_code and whose config
+    maps the Auto classes to a Python file beside it that writes ``sentinel`` when imported."""
+    shutil.copytree(tiny_trained.final, folder)
+    (folder / "evil.py").write_text(EVIL.format(sentinel=str(sentinel)))
+    (folder / "config.json").write_text(json.dumps({
+        "model_type": "evil", "architectures": ["EvilModel"],
+        "auto_map": {"AutoConfig": "evil.EvilConfig", "AutoModel": "evil.EvilModel", "AutoModelForMaskedLM": "evil.EvilModel"}}))
+    (folder / "textdiff_denoiser.json").write_text(json.dumps({
+        "kind": "masked_lm", "trust_remote_code": True, "vocab_size": 300, "mask_token_id": 3}))
+    return folder
+
+
+def test_a_folder_cannot_switch_on_remote_code(tiny_trained, tmp_path, capsys):
+    from textdiff.lm import DiffusionLM
+
+    sentinel = tmp_path / "ran.txt"
+    folder = _code_shipping_folder(tiny_trained, tmp_path / "evil", sentinel)
+    code, out, err = run_cli(["generate", "--model", folder, "--max-new-tokens", "4"], capsys)
+    assert_one_line_error(code, out, err)
+    assert "run the custom code?" not in out + err  # not even a question on the terminal
+    with pytest.raises(TextDiffError) as e:
+        DiffusionLM.from_pretrained(folder, device="cpu")
+    assert "\n" not in str(e.value) and "run the custom code?" not in "".join(capsys.readouterr())
+    run = tmp_path / "run"
+    code, out, err = run_cli(["train", tiny_trained.recipe, f"output_dir={run}", f"train.init_from={folder}"], capsys)
+    assert_one_line_error(code, out, err)
+    assert "run the custom code?" not in out + err and not run.exists()
+    assert not sentinel.exists(), "a file in the folder decided to run its code"
+    # the caller may allow it, and then the same folder's code does run: the refusal above was real
+    try:
+        DiffusionLM.from_pretrained(folder, device="cpu", trust_remote_code=True)
+    except Exception:  # noqa: BLE001 - the toy classes cannot serve as a denoiser; only the import matters
+        pass
+    assert sentinel.exists()
