@@ -344,3 +344,17 @@ def test_a_folder_cannot_switch_on_remote_code(tiny_trained, tmp_path, capsys):
     except Exception:  # noqa: BLE001 - the toy classes cannot serve as a denoiser; only the import matters
         pass
     assert sentinel.exists()
+
+
+def test_eval_never_imports_code_from_the_working_directory(tmp_path, capsys, monkeypatch):
+    """``textdiff eval`` runs the installed harness only: an ``evaluation/run.py`` in the working
+    directory (as a downloaded repository could ship) is not imported, whatever the suite name."""
+    sentinel = tmp_path / "ran.txt"
+    (tmp_path / "evaluation").mkdir()
+    for name in ("__init__.py", "run.py", "__main__.py"):
+        (tmp_path / "evaluation" / name).write_text(f"import pathlib\npathlib.Path({str(sentinel)!r}).write_text('ran')\n")
+    monkeypatch.chdir(tmp_path)
+    for suite in ("no-such-suite.yaml", "evaluation/run.py"):
+        code, out, err = run_cli(["eval", suite], capsys)
+        assert_one_line_error(code, out, err)
+    assert not sentinel.exists()
