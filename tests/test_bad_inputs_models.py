@@ -198,6 +198,7 @@ LM_GENERATE_CASES = {
     "prompts=[]": dict(prompts=[]),
     "prompts=[ints]": dict(prompts=[1, 2]),
     "prompts=[None]": dict(prompts=[None]),
+    "prompts-token-str": dict(prompts=[[5, "x"]]),
     "max_new_tokens=str": dict(max_new_tokens="8"),
     "max_new_tokens=0": dict(max_new_tokens=0),
     "max_new_tokens<0": dict(max_new_tokens=-1),
