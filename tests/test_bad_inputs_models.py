@@ -198,6 +198,7 @@ LM_GENERATE_CASES = {
     "prompts=[]": dict(prompts=[]),
     "prompts=[ints]": dict(prompts=[1, 2]),
     "prompts=[None]": dict(prompts=[None]),
+    "prompts-token-str": dict(prompts=[[5, "x"]]),
     "max_new_tokens=str": dict(max_new_tokens="8"),
     "max_new_tokens=0": dict(max_new_tokens=0),
     "max_new_tokens<0": dict(max_new_tokens=-1),
@@ -288,3 +289,73 @@ def test_bad_from_pretrained_arguments(tiny_trained, kwargs):
     with pytest.raises(TextDiffError) as e:
         DiffusionLM.from_pretrained(kwargs.pop("path"), **kwargs)
     assert "\n" not in str(e.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# No folder can make textdiff run code (the caller's trust_remote_code only)
+# ---------------------------------------------------------------------------------------------
+
+EVIL = '''
+import pathlib
+pathlib.Path({sentinel!r}).write_text("the folder's code ran")
+from transformers import PretrainedConfig, PreTrainedModel
+
+
+class EvilConfig(PretrainedConfig):
+    model_type = "evil"
+
+
+class EvilModel(PreTrainedModel):
+    config_class = EvilConfig
+'''
+
+
+def _code_shipping_folder(tiny_trained, folder: Path, sentinel: Path) -> Path:
+    """An external-denoiser folder whose marker file asks for trust_remote_code and whose config
+    maps the Auto classes to a Python file beside it that writes ``sentinel`` when imported."""
+    shutil.copytree(tiny_trained.final, folder)
+    (folder / "evil.py").write_text(EVIL.format(sentinel=str(sentinel)))
+    (folder / "config.json").write_text(json.dumps({
+        "model_type": "evil", "architectures": ["EvilModel"],
+        "auto_map": {"AutoConfig": "evil.EvilConfig", "AutoModel": "evil.EvilModel", "AutoModelForMaskedLM": "evil.EvilModel"}}))
+    (folder / "textdiff_denoiser.json").write_text(json.dumps({
+        "kind": "masked_lm", "trust_remote_code": True, "vocab_size": 300, "mask_token_id": 3}))
+    return folder
+
+
+def test_a_folder_cannot_switch_on_remote_code(tiny_trained, tmp_path, capsys):
+    from textdiff.lm import DiffusionLM
+
+    sentinel = tmp_path / "ran.txt"
+    folder = _code_shipping_folder(tiny_trained, tmp_path / "evil", sentinel)
+    code, out, err = run_cli(["generate", "--model", folder, "--max-new-tokens", "4"], capsys)
+    assert_one_line_error(code, out, err)
+    assert "run the custom code?" not in out + err  # not even a question on the terminal
+    with pytest.raises(TextDiffError) as e:
+        DiffusionLM.from_pretrained(folder, device="cpu")
+    assert "\n" not in str(e.value) and "run the custom code?" not in "".join(capsys.readouterr())
+    run = tmp_path / "run"
+    code, out, err = run_cli(["train", tiny_trained.recipe, f"output_dir={run}", f"train.init_from={folder}"], capsys)
+    assert_one_line_error(code, out, err)
+    assert "run the custom code?" not in out + err and not run.exists()
+    assert not sentinel.exists(), "a file in the folder decided to run its code"
+    # the caller may allow it, and then the same folder's code does run: the refusal above was real
+    try:
+        DiffusionLM.from_pretrained(folder, device="cpu", trust_remote_code=True)
+    except Exception:  # noqa: BLE001 - the toy classes cannot serve as a denoiser; only the import matters
+        pass
+    assert sentinel.exists()
+
+
+def test_eval_never_imports_code_from_the_working_directory(tmp_path, capsys, monkeypatch):
+    """``textdiff eval`` runs the installed harness only: an ``evaluation/run.py`` in the working
+    directory (as a downloaded repository could ship) is not imported, whatever the suite name."""
+    sentinel = tmp_path / "ran.txt"
+    (tmp_path / "evaluation").mkdir()
+    for name in ("__init__.py", "run.py", "__main__.py"):
+        (tmp_path / "evaluation" / name).write_text(f"import pathlib\npathlib.Path({str(sentinel)!r}).write_text('ran')\n")
+    monkeypatch.chdir(tmp_path)
+    for suite in ("no-such-suite.yaml", "evaluation/run.py"):
+        code, out, err = run_cli(["eval", suite], capsys)
+        assert_one_line_error(code, out, err)
+    assert not sentinel.exists()

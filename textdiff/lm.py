@@ -204,7 +204,7 @@ class DiffusionLM:
         ``callback``, ``template``, ...)."""
         from .generation import generate
 
-        prompts = arguments.texts("prompts", prompts)
+        prompts = arguments.prompts("prompts", prompts)
         max_new_tokens = arguments.integer("max_new_tokens", max_new_tokens, minimum=1)
         steps = arguments.integer("steps", steps, minimum=1, optional=True)
         arguments.number("temperature", temperature, lo=0.0, optional=True)

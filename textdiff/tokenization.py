@@ -188,11 +188,14 @@ def load_tokenizer(path: str):
             bare = _from_vocab_files(folder)  # bare vocabulary files, as published
             if bare is not None:
                 return bare
-        return AutoTokenizer.from_pretrained(path)
+        # trust_remote_code=False, said explicitly: left unset, transformers ASKS on the terminal whether to run
+        # the Python files of a folder whose config.json maps its classes to them (a prompt a folder triggers)
+        return AutoTokenizer.from_pretrained(path, trust_remote_code=False)
     except Exception as e:  # noqa: BLE001
         where = "folder" if Path(path).exists() else "name"
+        why = "it ships Python code, which textdiff never runs; " if "custom code" in str(e) else ""
         raise ConfigError(
-            f"cannot load a tokenizer from {where} {path!r} ({type(e).__name__}); give a local folder with "
+            f"cannot load a tokenizer from {where} {path!r} ({type(e).__name__}); {why}give a local folder with "
             "tokenizer.json / vocab files (offline) or train one with tokenizer.train: bpe"
         ) from None
 
