@@ -68,6 +68,25 @@ def texts(name: str, value: Any) -> list[str]:
     return list(value)
 
 
+def prompt_list(name: str, value: Any) -> list:
+    """A string, or a non-empty list / tuple whose items are strings or token-id lists (ints)."""
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(f"{name} must be a string or a list of strings, got {type(value).__name__} {_show(value)}")
+    if not value:
+        raise ConfigError(f"{name} is empty; pass a list of strings (use [''] for an unconditional sample)")
+    out = []
+    for i, v in enumerate(value):
+        if isinstance(v, str):
+            out.append(v)
+        elif isinstance(v, (list, tuple)) and all(isinstance(x, int) and not isinstance(x, bool) for x in v):
+            out.append([int(x) for x in v])
+        else:
+            raise ConfigError(f"{name}[{i}] must be a string or a list of token ids, got {type(v).__name__} {_show(v)}")
+    return out
+
+
 def token_lists(name: str, value: Any) -> list[list[int]]:
     """A list of token-id lists (ints); a tensor row counts as a list."""
     if isinstance(value, str) or not hasattr(value, "__len__") or not hasattr(value, "__iter__"):

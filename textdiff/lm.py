@@ -189,7 +189,7 @@ class DiffusionLM:
         progress: Optional[bool] = False,
         **kwargs,
     ):
-        """Continue each prompt with ``max_new_tokens`` sampled tokens; returns the decoded texts
+        """Continue each prompt (a string, or a list of token ids) with ``max_new_tokens`` sampled tokens; returns the decoded texts
         (prompt + continuation). ``return_output=True`` also returns the GenerationOutput (NFE, time).
 
         sampler: a name (``"first_hitting"``, ``"confidence"``, ...), mapping or config; default the
@@ -201,7 +201,7 @@ class DiffusionLM:
         ``callback``, ``template``, ...)."""
         from .generation import generate
 
-        prompts = arguments.texts("prompts", prompts)
+        prompts = arguments.prompt_list("prompts", prompts)  # strings or token-id lists
         max_new_tokens = arguments.integer("max_new_tokens", max_new_tokens, minimum=1)
         steps = arguments.integer("steps", steps, minimum=1, optional=True)
         arguments.number("temperature", temperature, lo=0.0, optional=True)
