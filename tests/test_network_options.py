@@ -149,3 +149,15 @@ def test_ancestral_cache_is_used_when_the_model_is_fed_a_constant_time():
     assert cached.sequences.tolist() == plain.sequences.tolist()
     assert cached.nfe < plain.nfe
     assert not build_sampler({"name": "ancestral"}, _process("t")).skips_unchanged
+
+
+def test_recipe_model_section_sets_the_options():
+    from textdiff.config import ModelConfig
+    from textdiff.models.build import denoiser_config
+
+    p = _process("sigma")
+    cfg = denoiser_config(ModelConfig(hidden_size=32, num_heads=4, time_scale=1.0, lm_head_bias=True, layer_norm_eps=1e-6),
+                          37, p, 16, 36)
+    assert (cfg.time_scale, cfg.lm_head_bias, cfg.layer_norm_eps) == (1.0, True, 1e-6)
+    default = denoiser_config(ModelConfig(hidden_size=32, num_heads=4), 37, p, 16, 36)
+    assert (default.time_scale, default.lm_head_bias, default.layer_norm_eps) == (1000.0, False, 1e-5)

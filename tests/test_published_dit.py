@@ -132,6 +132,15 @@ def test_every_compatible_sampler_generates(tok, folder):
         assert texts[0].startswith("w3 w4")
 
 
+def test_mdlm_default_sampler_skips_calls_when_nothing_changed(tok):
+    """MDLM's cached ancestral sampler: the network is fed σ = 0, so a step where no token was
+    unmasked reuses the logits; 64 steps over 4 tokens cost at most 4 network calls."""
+    lm = load(MDLM["owt"], tok)
+    assert lm.sampler_config.name == "ancestral"
+    _, out = lm.generate(["w1"], max_new_tokens=4, steps=64, seed=0, return_output=True)
+    assert out.steps > 4 >= out.nfe
+
+
 def test_bd3lm_generates_block_by_block_with_the_exact_cache(tok, monkeypatch):
     """Default generate decodes L' = 4 tokens at a time through the KV cache; the tokens equal
     cache-free decoding of the same blocks."""

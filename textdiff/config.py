@@ -88,6 +88,9 @@ class ModelConfig:
     attention: Literal["bidirectional", "causal", "block_causal"] = "bidirectional"
     block_size: Optional[int] = None  # block length L' for block_causal attention
     tie_word_embeddings: bool = False  # share input embedding and output projection
+    time_scale: float = 1000.0  # the time embedding sees time_scale * (what the process feeds); 1 for the publishers' DiTs
+    lm_head_bias: bool = False  # output projection with a bias (the publishers' DiTs)
+    layer_norm_eps: float = 1e-5  # epsilon of every LayerNorm
 
     def validate(self) -> None:
         if self.hidden_size % self.num_heads:

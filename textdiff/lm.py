@@ -222,7 +222,7 @@ class DiffusionLM:
                 raise ConfigError(f"text {i} has {len(ids)} tokens, more than the model's {self.seq_len}; split it")
             x0 = torch.tensor([ids] * t_samples, device=self.device)  # [S, L]
             g = torch.Generator().manual_seed(seed + i)
-            t = self.process.sample_t(t_samples, device=self.device, generator=g)
+            t = self.process.sample_t(t_samples, device=self.device, generator=g, seq_len=x0.shape[1])  # block: one t per block
             terms = nelbo_terms(self.model, self.process, x0, t=t, generator=g)
             results.append(float(terms.loss.sum(1).mean() + self.process.prior_loss(x0[:1]).sum()))
         return results
