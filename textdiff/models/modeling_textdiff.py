@@ -117,13 +117,22 @@ def flex_attend(q, k, v, block_mask):
 
 
 def eager_attention(q, k, v, mask, is_causal: bool, dropout: float = 0.0):
-    """softmax(Q Kᵀ / √Dh) V with the softmax in float32; q [B, H, L, Dh], k and v [B, H, T, Dh]."""
+    """softmax(Q Kᵀ / √Dh) V with the softmax in float32; q [B, H, L, Dh], k and v [B, H, T, Dh].
+
+    Without gradients (sampling, evaluation) the softmax and the weighted sum over keys run in float64 and
+    are rounded once: the result no longer depends on how many masked (padding) keys a row carries
+    (a row decoded in a padded batch gives the logits it gives alone), and keys with equal values
+    give exactly equal outputs (the exact ties the confidence samplers rank by position).
+    """
+    exact = not torch.is_grad_enabled() and dropout == 0.0 and q.dtype in (torch.float32, torch.float64)
     scores = (q @ k.transpose(-1, -2)) * (q.shape[-1] ** -0.5)  # [B, H, L, T]
     if is_causal:
         L, T = scores.shape[-2:]
         mask = torch.ones(L, T, dtype=torch.bool, device=q.device).tril(T - L)
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
+    if exact:  # the reductions over keys in float64, rounded once
+        return (torch.softmax(scores.double(), dim=-1) @ v.double()).to(v.dtype)  # [B, H, L, Dh]
     probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)
     if dropout > 0:
         probs = F.dropout(probs, p=dropout)
@@ -287,6 +296,7 @@ class TextDiffModel(TextDiffPreTrainedModel):
         position_ids: Optional[torch.Tensor] = None,
         cache: Optional[KVCache] = None,
         update_cache: bool = False,
+        logits_to_keep=0,
         **kwargs,
     ) -> TextDiffOutput:
         """
@@ -297,6 +307,9 @@ class TextDiffModel(TextDiffPreTrainedModel):
             (then ``position_ids`` are required and no cache is used).
         position_ids: [B, L]; default from the padding and the cache.
         cache: a KVCache read (and, with ``update_cache``, extended) by this call.
+        logits_to_keep: which positions go through the output layer (Hugging Face's convention):
+            0 = all [B, L, V]; an int k = the last k [B, k, V]; a 1-D long tensor of positions
+            [B, len, V]. ``hidden_states`` always has every position.
         """
         B, L = input_ids.shape
         cfg = self.config
@@ -328,7 +341,11 @@ class TextDiffModel(TextDiffPreTrainedModel):
         if self.final_adaLN is not None:
             shift, scale = self.final_adaLN(cond).chunk(2, dim=-1)
             x = modulate(x, shift, scale)
-        logits = self.lm_head(x)  # [B, L, V]
+        if isinstance(logits_to_keep, torch.Tensor):
+            rows = x[:, logits_to_keep.to(x.device)]  # [B, len, d]
+        else:
+            rows = x[:, -int(logits_to_keep):] if logits_to_keep else x  # [B, k | L, d]
+        logits = self.lm_head(rows)  # [B, L | kept, V]
         return TextDiffOutput(logits=logits, cache=cache, hidden_states=x)
 
     def _attention_mask(self, attention_mask, position_ids, cache):

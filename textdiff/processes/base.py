@@ -127,10 +127,22 @@ class ForwardProcess(ABC):
     def alpha(self, t: torch.Tensor) -> torch.Tensor:
         return self.schedule.alpha(t)
 
+    def survival(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(α(t), 1 − α(t)) in float64, shaped like ``t``, for the reverse (sampling) steps.
+
+        t <= 0 is the DATA: (1, 0) exactly, whatever α(0) of the schedule is (a geometric or clipped
+        schedule has α(0) < 1). The last step of every sampler goes to s = 0, so it leaves no noise.
+        1 − α comes from the schedule's cancellation-free ``mask_rate``.
+        """
+        t = torch.as_tensor(t).to(torch.float64)
+        a, m = self.schedule.alpha(t).to(torch.float64), self.schedule.mask_rate(t).to(torch.float64)
+        data = t <= 0
+        return torch.where(data, torch.ones_like(a), a), torch.where(data, torch.zeros_like(m), m)
+
     @staticmethod
-    def per_token(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """Broadcast t [B] or [B, L] against x [B, L] -> [B, L] (float)."""
-        t = torch.as_tensor(t, device=x.device, dtype=torch.float32)
+    def per_token(t: torch.Tensor, x: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
+        """Broadcast t [B] or [B, L] against x [B, L] -> [B, L] (float32, or ``dtype``)."""
+        t = torch.as_tensor(t, device=x.device).to(dtype)
         if t.dim() == 0:
             t = t.expand(x.shape[0])
         if t.dim() == 1:
@@ -168,6 +180,11 @@ class ForwardProcess(ABC):
     def x0_logits(self, logits: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Log-probabilities of the clean token at every position, [B, L, V]."""
         return torch.log_softmax(upcast(logits), dim=-1)
+
+    def x0_logits_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """Unnormalised log p_θ(x0 | x_t) [n, V] from the logits rows [n, V] of positions that are
+        still noise (the row-wise samplers use it on the rows they draw; softmax normalises)."""
+        return upcast(rows)
 
     def x0_probs(self, logits: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """p_θ(x0 | x_t) [B, L, V] (used by confidence samplers)."""

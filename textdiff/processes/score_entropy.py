@@ -90,8 +90,12 @@ class ScoreEntropyProcess(ForwardProcess):
     graph: str = ""
 
     def _a(self, t, x):
-        """α(t) per token [B, L, 1] in float64."""
-        return self.alpha(self.per_token(t, x).double())[..., None]
+        """α(t) per token [B, L, 1] in float64 (1 at t <= 0: the data, see ``survival``)."""
+        return self.survival(self.per_token(t, x).double())[0][..., None]
+
+    def _m(self, t, x):
+        """1 − α(t) per token [B, L, 1] in float64, cancellation-free (0 at t <= 0)."""
+        return self.survival(self.per_token(t, x).double())[1][..., None]
 
     def _tau(self, t, s, x):
         """α_t / α_s = exp(−(σ_t − σ_s)) per token [B, L, 1] (float64)."""
@@ -121,6 +125,7 @@ class SEDDAbsorb(ScoreEntropyProcess):
     corrupt = MaskedProcess.corrupt
     prior = MaskedProcess.prior
     is_noise = MaskedProcess.is_noise
+    x0_logits_rows = MaskedProcess.x0_logits_rows  # exp(l̃_y) ∝ exp(logit_y): [MASK] −∞
 
     def _log_expm1_sigma(self, tt):
         """log(e^σ − 1) = log((1 − α)/α) per token, [...] float64 for times ``tt`` [...]."""
@@ -175,13 +180,32 @@ class SEDDAbsorb(ScoreEntropyProcess):
         rate.scatter_(-1, x_t[..., None], 0.0)
         return rate.scatter(-1, x_t[..., None], -rate.sum(-1, keepdim=True))
 
+    def mask_exit_scale(self, t: torch.Tensor, s: torch.Tensor, tau_leap: bool) -> torch.Tensor:
+        """c [B] float64: in one step t -> s a [MASK] leaves w.p. min(1, c · Σ_{y≠M} exp(logit_y)),
+        to y ∝ exp(logit_y). Tau-leaping: c = (t − s) w(t) · k with w = −α'/(1 − α) (the rate row
+        above); Tweedie (``analytic_probs``): c = (m_t − m_s) / m_t · k, m = 1 − α; k = exp(l̃ − logit),
+        i.e. 1 / (V − 1) with scale_by_sigma, else e^σ(t) − 1.
+        At s <= 0 c = +∞: the step to the data leaves no [MASK]. t, s: [B] times."""
+        t, s = t.to(torch.float64), s.to(torch.float64)
+        _, m_t = self.survival(t)
+        _, m_s = self.survival(s)
+        if tau_leap:
+            c = (t - s) * (-self.schedule.dalpha(t).to(torch.float64)) / m_t.clamp_min(1e-300)
+        else:
+            c = (m_t - m_s) / m_t.clamp_min(1e-300)
+        if self.config.scale_by_sigma:  # l̃ = logit − log(V − 1)
+            c = c / (self.vocab_size - 1)
+        else:  # l̃ = logit + log(e^σ − 1): the logits are log s
+            c = c * torch.exp(self._log_expm1_sigma(t))
+        return torch.where(s <= 0, torch.full_like(c, float("inf")), c)
+
     def staggered_score(self, logits, x_t, t, s):
         """exp(−δQ) s_θ with e^{−δ} = α_t/α_s: y ≠ M gets e^δ s_y = α_s/(1 − α_t) exp(l̃_y); the
         [MASK] entry gets 1 − (α_s − α_t)/(1 − α_t) Σ_y exp(l̃_y). Clean positions: e^δ at x_t."""
-        a_t, a_s = self._a(t, x_t), self._a(s, x_t)
+        a_s, m_t, m_s = self._a(s, x_t), self._m(t, x_t), self._m(s, x_t)
         e = self._shifted(logits, self.per_token(t, x_t)).double().exp()
-        stag = e * a_s / (1 - a_t).clamp_min(1e-300)
-        stag[..., self.mask_id] = (1 - (a_s - a_t) / (1 - a_t).clamp_min(1e-300) * e.sum(-1, keepdim=True))[..., 0]
+        stag = e * a_s / m_t.clamp_min(1e-300)
+        stag[..., self.mask_id] = (1 - (m_t - m_s) / m_t.clamp_min(1e-300) * e.sum(-1, keepdim=True))[..., 0]
         clean = x_t != self.mask_id
         keep = torch.zeros_like(stag).scatter(-1, x_t[..., None], 1.0 / self._tau(t, s, x_t))
         return torch.where(clean[..., None], keep, stag)
@@ -198,7 +222,7 @@ class SEDDAbsorb(ScoreEntropyProcess):
 
     def analytic_probs(self, logits, x_t, t, s):
         probs = super().analytic_probs(logits, x_t, t, s)
-        if bool((self._a(s, x_t) >= 1.0).all()):  # final denoising step: no [MASK] may remain
+        if bool((self.per_token(s, x_t, torch.float64) <= 0).all()):  # final step to the data (s = 0): no [MASK] may remain
             masked = x_t == self.mask_id
             probs[..., self.mask_id] = torch.where(masked, 0.0, probs[..., self.mask_id])
             probs = probs / probs.sum(-1, keepdim=True).clamp_min(1e-300)
