@@ -53,7 +53,7 @@ def test_suite_pins_its_protocol(name):
 
 @pytest.mark.parametrize("name", sorted(FIXTURE))
 def test_suite_runs_on_the_tiny_fixture(name, tmp_path):
-    from evaluation.run import main
+    from textdiff.harness.run import main
 
     fixture = FIXTURE[name]
     V = json.loads((fixture / "config.json").read_text()).get("vocab_size", 64)  # SEDD's config: 63 tokens + [MASK]
