@@ -1,0 +1,201 @@
+"""LLaDA and Dream checkpoints in their published layout, on transformers' Llama / Qwen2 modules.
+
+The fixtures under tests/fixtures/published/{llada,dream}/ were made ONCE by running the
+publishers' own modeling and generation code on tiny random weights (make_llada.py /
+make_dream.py); they hold the checkpoint as released (sharded safetensors + index + config.json
+with its auto_map + a tiny tokenizer) and what that code gave: logits on fixed inputs and its
+greedy decodings. Nothing here runs a file from those folders.
+"""
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from textdiff.contexts import keep_tokens
+from textdiff.errors import ConfigError
+from textdiff.generation import generate
+from textdiff.lm import DiffusionLM
+from textdiff.models.cache import KVCache
+
+FIXTURES = Path(__file__).parent / "fixtures" / "published"
+
+
+def _load(name, **kw):
+    return DiffusionLM.from_pretrained(FIXTURES / name, device="cpu", **kw)
+
+
+def _expected(name):
+    return load_file(str(FIXTURES / name / "expected.safetensors"))
+
+
+def _relative(a, b):
+    return float((a - b).abs().max() / b.abs().max())
+
+
+@pytest.fixture(scope="module")
+def llada():
+    return _load("llada")
+
+
+# ---- LLaDA ---------------------------------------------------------------------------------------
+
+
+def test_llada_logits_match_the_publishers_code(llada):
+    e = _expected("llada")
+    assert type(llada.model).__name__ == "DiffusionLlamaModel"
+    assert all(not layer.self_attn.is_causal for layer in llada.model.model.layers)
+    with torch.no_grad():
+        logits = llada.model(e["input_ids"]).logits
+    assert logits.shape == e["logits"].shape
+    assert _relative(logits, e["logits"]) <= 1e-5
+
+
+def test_llada_comes_up_with_its_tokens_sampler_and_blocks(llada):
+    tok = llada.tokenizer
+    assert tok.mask_token == "<|mdm_mask|>" and llada.process.mask_id == tok.mask_token_id == llada.model.config.mask_token_id
+    assert tok.eos_token == "<|endoftext|>"
+    assert llada.sampler_config.name == "confidence" and llada.sampler_config.temperature == 0.0
+    assert llada.generation_defaults["block_size"] == 32
+    assert tok.convert_tokens_to_ids("<|eot_id|>") in llada.stop_token_ids
+
+
+@pytest.mark.parametrize("mode,cache,sampler", [
+    ("greedy", "none", {"name": "confidence", "temperature": 0.0}),
+    ("threshold", "none", {"name": "threshold", "threshold": 0.5, "temperature": 0.0}),
+    ("prefix", "prefix", {"name": "confidence", "temperature": 0.0}),
+    ("dual", "dual", {"name": "confidence", "temperature": 0.0}),
+])
+def test_llada_decoding_matches_the_publishers_generate_token_for_token(llada, mode, cache, sampler):
+    """generate.py (steps=8, gen_length=16, block_length=8, low_confidence, temperature 0) and
+    Fast-dLLM's threshold / prefix-cache / dual-cache variants, against textdiff's loop."""
+    e = _expected("llada")
+    steps = 16 if mode == "threshold" else 8  # threshold: at most block_length steps per block (never reached)
+    out = generate(llada.model, llada.process, llada.make_sampler(sampler), e["prompt"].tolist(), max_new_tokens=16,
+                   steps=steps, block_size=8, use_cache=cache, stop_at_eos=False)
+    assert out.sequences.tolist() == e[mode].tolist()
+
+
+def test_llada_chat_prompt_gets_the_template_and_the_released_decoding(llada):
+    msgs = [{"role": "user", "content": "w1 w2 w3"}]
+    texts, out = llada.generate([msgs], max_new_tokens=64, return_output=True)
+    text = llada.tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+    ids = llada.tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert ids[0] == llada.tokenizer.bos_token_id and ids[-1] == llada.tokenizer.convert_tokens_to_ids("\n\n")
+    ref = generate(llada.model, llada.process, llada.make_sampler(), [ids], max_new_tokens=64, steps=64, block_size=32,
+                   pad_token_id=llada.tokenizer.pad_token_id, eos_token_id=llada.tokenizer.eos_token_id)
+    assert out.sequences.tolist() == ref.sequences.tolist() and out.nfe == ref.nfe
+    assert isinstance(texts[0], str) and "user" not in texts[0]  # the answer only
+
+
+def test_llada_save_pretrained_reloads_natively_with_identical_logits(llada, tmp_path):
+    llada.save_pretrained(tmp_path / "converted")
+    config = json.loads((tmp_path / "converted" / "config.json").read_text())
+    assert config["model_type"] == "textdiff_llama" and "auto_map" not in config
+    again = DiffusionLM.from_pretrained(tmp_path / "converted", device="cpu")
+    e = _expected("llada")
+    with torch.no_grad():
+        assert torch.equal(again.model(e["input_ids"]).logits, llada.model(e["input_ids"]).logits)
+    assert again.tokenizer.mask_token_id == llada.tokenizer.mask_token_id
+    assert again.generation_defaults == llada.generation_defaults and again.stop_token_ids == llada.stop_token_ids
+
+
+def test_llada_bf16_loading_keeps_bf16_weights():
+    lm = _load("llada", dtype=torch.bfloat16)
+    assert {p.dtype for p in lm.model.parameters()} == {torch.bfloat16}
+    e = _expected("llada")
+    with torch.no_grad():
+        logits = lm.model(e["input_ids"]).logits.float()
+    assert _relative(logits, e["logits"]) < 0.05  # bf16 rounding only
+
+
+# ---- the denoiser call and caches (both families) ----------------------------------------------
+
+
+@pytest.fixture(scope="module", params=["llada"])
+def family_lm(request):
+    return _load(request.param)
+
+
+def test_a_full_cache_reused_for_an_unchanged_row_is_exact(family_lm):
+    """Keys/values cached from the whole row give the window's logits exactly (nothing changed)."""
+    model = family_lm.model
+    lookback = model.config.lookback
+    ids = torch.randint(0, 50, (2, 14), generator=torch.Generator().manual_seed(0))
+    valid = torch.ones_like(ids, dtype=torch.bool)
+    valid[1, :3] = False  # left padding
+    pos = (valid.long().cumsum(1) - 1).clamp_min(0)
+    with torch.no_grad():
+        full_cache = KVCache.for_model(model)
+        full = model(ids, attention_mask=valid.long(), position_ids=pos, cache=full_cache, update_cache=True).logits
+        lo, hi = 8, 12
+        kept = keep_tokens(full_cache, torch.cat([torch.arange(0, lo - lookback), torch.arange(hi, 14)]))
+        sl = slice(lo - lookback, hi)
+        win = model(ids[:, sl], attention_mask=valid[:, sl].long(), position_ids=pos[:, sl], cache=kept).logits
+        kept_last = model(ids, attention_mask=valid.long(), position_ids=pos, logits_to_keep=4).logits
+    assert torch.allclose(win[:, lookback:], full[:, lo:hi], atol=1e-5, rtol=1e-5)
+    assert torch.allclose(kept_last, full[:, -4:], atol=1e-6)
+    assert torch.isfinite(full).all()
+
+
+@pytest.mark.parametrize("cache", ["none", "prefix", "dual"])
+@pytest.mark.parametrize("sampler", [{"name": "confidence", "temperature": 0.0},
+                                     {"name": "threshold", "threshold": 0.3, "temperature": 0.0}])
+def test_ragged_batches_are_batch_invariant_with_caches_and_threshold(family_lm, cache, sampler):
+    lm = family_lm
+    prompts = [[5, 9, 11, 3, 7, 2, 8, 1], [4, 6, 10], [12, 13, 14, 15, 16]]
+    s = lm.make_sampler(sampler)
+    kw = dict(max_new_tokens=16, steps=8, block_size=8, use_cache=cache, stop_at_eos=False, seed=0)
+    batched = generate(lm.model, lm.process, s, prompts, **kw)
+    assert not bool((batched.sequences == lm.process.mask_id).any())
+    for b, p in enumerate(prompts):
+        alone = generate(lm.model, lm.process, s, [p], **kw)
+        assert alone.generated[0] == batched.generated[b], (cache, b)
+
+
+# ---- bad folders ---------------------------------------------------------------------------------
+
+
+def _copy(name, tmp_path):
+    dst = tmp_path / name
+    shutil.copytree(FIXTURES / name, dst)
+    (dst / "expected.safetensors").unlink()
+    return dst
+
+
+@pytest.mark.parametrize("name", ["llada"])
+def test_bad_folders_give_one_line_errors(name, tmp_path):
+    folder = _copy(name, tmp_path)
+    shard = sorted(folder.glob("model-0000*.safetensors"))[-1]
+    data = load_file(str(shard))
+    shard.unlink()
+    with pytest.raises(ConfigError, match="lacks 1 of 2 weight shards") as err:
+        DiffusionLM.from_pretrained(folder, device="cpu")
+    assert "\n" not in str(err.value)
+    bad = {k: (v[:-1] if v.dim() == 2 else v) for k, v in data.items()}
+    save_file(bad, str(shard))
+    with pytest.raises(ConfigError, match="shape") as err:
+        DiffusionLM.from_pretrained(folder, device="cpu")
+    assert "\n" not in str(err.value)
+    for f in folder.glob("model*.safetensors*"):
+        f.unlink()
+    torch.save({"w": torch.zeros(1)}, folder / "pytorch_model.bin")
+    with pytest.raises(ConfigError, match="pickle"):
+        DiffusionLM.from_pretrained(folder, device="cpu")
+    config = json.loads((folder / "config.json").read_text())
+    config["model_type"], config["architectures"] = "llada2_moe", ["LLaDA2MoeModelLM"]
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match="llada2_moe") as err:
+        DiffusionLM.from_pretrained(folder, device="cpu")
+    assert "\n" not in str(err.value)
+
+
+def test_unsupported_llada_options_are_refused(tmp_path):
+    folder = _copy("llada", tmp_path)
+    config = json.loads((folder / "config.json").read_text())
+    config["attention_layer_norm"] = True
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match="attention_layer_norm"):
+        DiffusionLM.from_pretrained(folder, device="cpu")
