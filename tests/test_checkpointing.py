@@ -84,3 +84,26 @@ def test_external_hf_denoiser_and_lora_adapters_get_the_same_gradients():
     got, calls_gc = grads_and_layer_calls(adapted(True), ids, None, "BertAttention")
     assert calls_gc == 2 and all("lora_" in n for n in got)  # only adapters train, through frozen layers
     assert_same(want, got)
+
+
+FIXTURES = __import__("pathlib").Path(__file__).resolve().parent / "fixtures" / "published"
+
+
+@pytest.mark.parametrize("family", [f for f in ("llada", "dream") if (FIXTURES / f / "config.json").is_file()])
+def test_native_published_denoisers_get_the_same_gradients(family):
+    """LLaDA / Dream on transformers' Llama / Qwen2 layers: transformers' own checkpointing, made
+    non-reentrant, recomputes every decoder layer and leaves the gradients unchanged."""
+    from textdiff.lm import DiffusionLM
+
+    def model():
+        return DiffusionLM.from_pretrained(str(FIXTURES / family)).model
+
+    ids = torch.randint(0, 40, (2, 12), generator=torch.Generator().manual_seed(0))
+    plain, checkpointed = model(), model()
+    inner = "LlamaAttention" if family == "llada" else "Qwen2Attention"
+    want, calls = grads_and_layer_calls(plain, ids, None, inner)
+    layers = enable_gradient_checkpointing(checkpointed)
+    assert layers == ["LlamaDecoderLayer" if family == "llada" else "Qwen2DecoderLayer"]
+    got, calls_gc = grads_and_layer_calls(checkpointed, ids, None, inner)
+    assert calls == 1 and calls_gc == 2
+    assert_same(want, got)
