@@ -184,3 +184,35 @@ def test_deepspeed_zero3_lora_matches_one_process_resumes_exactly_and_saves_gath
     for name in a_ref:
         assert a_z3[name].shape == a_ref[name].shape and a_z3[name].numel() > 0, name
         torch.testing.assert_close(a_z3[name], a_ref[name], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_fsdp2_lora_matches_one_process_and_saves_merged_gathered_weights(tiny, tmp_path):
+    """LoRA under FSDP2: frozen and trainable parameters share the sharded blocks; the final folder
+    holds the merged weights and the adapters gathered from the shards, equal to one process's."""
+    pytest.importorskip("peft")
+    import torch
+    from safetensors.torch import load_file
+
+    lora = {"r": 4, "alpha": 8, "target_modules": ["qkv", "proj"]}
+    one = {"batch_size": 8, "max_steps": 3, "eval_every": 3, "save_every": 3, "log_every": 1, "mixed_precision": "no",
+           "lr": 1e-2}
+    train(load_recipe(raw=tiny(output_dir=str(tmp_path / "ref"), train=one, lora=lora)))
+    raw = tiny(output_dir=str(tmp_path / "fsdp"), train=one, lora=lora)
+    recipe_file = tmp_path / "fsdp.yaml"
+    recipe_file.write_text(yaml.safe_dump(raw))
+    launch_two_processes(recipe_file, "train.batch_size=4", backend="fsdp")
+
+    ref, got = losses(tmp_path / "ref"), losses(tmp_path / "fsdp")
+    assert sorted(got) == [1, 2, 3]
+    for step in range(1, 4):
+        assert got[step] == pytest.approx(ref[step], rel=1e-5, abs=1e-6), step
+    want, have = final_weights(tmp_path / "ref"), final_weights(tmp_path / "fsdp")
+    assert want.keys() == have.keys() and not any("lora" in k for k in have)
+    for name in want:
+        torch.testing.assert_close(have[name], want[name], rtol=1e-4, atol=1e-6)
+    a_ref = load_file(str(tmp_path / "ref" / "final" / "adapter" / "adapter_model.safetensors"))
+    a_fsdp = load_file(str(tmp_path / "fsdp" / "final" / "adapter" / "adapter_model.safetensors"))
+    assert a_ref.keys() == a_fsdp.keys() and a_ref
+    for name in a_ref:
+        torch.testing.assert_close(a_fsdp[name], a_ref[name], rtol=1e-4, atol=1e-6)

@@ -164,7 +164,11 @@ class LoraDenoiser(nn.Module):
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """Checkpoints hold MERGED weights, which cannot be split again: resuming restores the
-        adapters with :meth:`load_adapter_checkpoint` (the frozen base comes from the run's init)."""
+        adapters with :meth:`load_adapter_checkpoint` (the frozen base comes from the run's init).
+        This module's OWN state dict (adapters and base layers by their peft names, as FSDP2 hands
+        it back when it shards a loaded model) loads as usual."""
+        if state_dict and any(".lora_" in k for k in state_dict) and set(state_dict) <= set(self.state_dict()):
+            return super().load_state_dict(state_dict, strict=strict, assign=assign)
         if strict:
             raise ConfigError("a LoRA denoiser loads adapters (load_adapter_checkpoint / load_lora), not a full state dict")
         return nn.modules.module._IncompatibleKeys([], [])
