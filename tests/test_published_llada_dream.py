@@ -111,10 +111,68 @@ def test_llada_bf16_loading_keeps_bf16_weights():
     assert _relative(logits, e["logits"]) < 0.05  # bf16 rounding only
 
 
+# ---- Dream ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def dream():
+    return _load("dream")
+
+
+def test_dream_shifted_logits_match_the_publishers_code(dream):
+    """The fixture holds DreamModel's logits shifted as diffusion_generate reads them (row i from i − 1)."""
+    e = _expected("dream")
+    assert type(dream.model).__name__ == "DiffusionQwen2Model" and dream.model.config.logits_shift == 1
+    with torch.no_grad():
+        logits = dream.model(e["input_ids"]).logits
+    assert _relative(logits, e["logits"]) <= 1e-5
+
+
+def test_dream_comes_up_with_its_tokens_and_sampler(dream):
+    tok = dream.tokenizer
+    assert tok.mask_token == "<|mask|>" and dream.process.mask_id == tok.mask_token_id == dream.model.config.mask_token_id
+    assert tok.eos_token == "<|endoftext|>"
+    assert dream.stop_token_ids == [tok.convert_tokens_to_ids("<|im_end|>"), tok.eos_token_id]
+    cfg = dream.sampler_config
+    assert (cfg.name, cfg.ordering, cfg.temperature, cfg.top_p, cfg.commit_rounding, cfg.time_eps) == \
+        ("confidence", "entropy", 0.2, 0.95, "floor", 1e-3)
+    assert dream.generation_defaults.get("block_size") is None  # one window, as diffusion_generate
+
+
+@pytest.mark.parametrize("alg,ordering", [("entropy", "entropy"), ("maskgit_plus", "confidence")])
+def test_dream_decoding_matches_diffusion_generate_token_for_token(dream, alg, ordering):
+    """diffusion_generate(steps=16, max_new_tokens=16, temperature=0, alg_temp=0) vs textdiff's loop."""
+    e = _expected("dream")
+    s = dream.make_sampler(None, temperature=0.0, top_p=1.0, ordering=ordering)
+    out = generate(dream.model, dream.process, s, e["prompt"].tolist(), max_new_tokens=16, steps=16, stop_at_eos=False)
+    assert out.sequences.tolist() == e[alg].tolist()
+
+
+def test_dream_save_pretrained_reloads_natively_with_identical_logits(dream, tmp_path):
+    dream.save_pretrained(tmp_path / "converted")
+    config = json.loads((tmp_path / "converted" / "config.json").read_text())
+    assert config["model_type"] == "textdiff_qwen2" and config["logits_shift"] == 1
+    again = DiffusionLM.from_pretrained(tmp_path / "converted", device="cpu")
+    e = _expected("dream")
+    with torch.no_grad():
+        assert torch.equal(again.model(e["input_ids"]).logits, dream.model(e["input_ids"]).logits)
+    assert again.sampler_config == dream.sampler_config and again.stop_token_ids == dream.stop_token_ids
+
+
+def test_dream_chat_answer_stops_at_im_end(dream):
+    msgs = [{"role": "user", "content": "w1 w2"}]
+    im_end = dream.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    texts, out = dream.generate([msgs], max_new_tokens=8, seed=0, return_output=True)
+    text = dream.tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+    assert text.endswith("<|im_start|>assistant\n")
+    assert im_end not in out.generated[0]
+    assert texts[0] == dream.tokenizer.decode(out.generated[0], skip_special_tokens=True)
+
+
 # ---- the denoiser call and caches (both families) ----------------------------------------------
 
 
-@pytest.fixture(scope="module", params=["llada"])
+@pytest.fixture(scope="module", params=["llada", "dream"])
 def family_lm(request):
     return _load(request.param)
 
@@ -165,7 +223,7 @@ def _copy(name, tmp_path):
     return dst
 
 
-@pytest.mark.parametrize("name", ["llada"])
+@pytest.mark.parametrize("name", ["llada", "dream"])
 def test_bad_folders_give_one_line_errors(name, tmp_path):
     folder = _copy(name, tmp_path)
     shard = sorted(folder.glob("model-0000*.safetensors"))[-1]

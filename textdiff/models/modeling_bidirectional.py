@@ -187,7 +187,10 @@ class _BidirectionalDenoiser:
         if self.config.logits_shift:  # row i predicts token i from the output at i - 1 (Dream)
             h = torch.cat([h[:, :1], h[:, :-1]], dim=1)
         if logits_to_keep is not None:
-            h = h[:, -logits_to_keep:] if isinstance(logits_to_keep, int) else h[:, logits_to_keep]
+            if isinstance(logits_to_keep, torch.Tensor):
+                h = h[:, logits_to_keep.to(h.device)]
+            elif logits_to_keep:  # HF: 0 keeps every row
+                h = h[:, -int(logits_to_keep):]
         return TextDiffOutput(logits=self.lm_head(h), cache=cache, hidden_states=h)
 
 
