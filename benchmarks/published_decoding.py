@@ -178,6 +178,8 @@ def main():
     ap.add_argument("--publisher-code", required=True, type=Path, help="folder with LLaDA/ and Fast-dLLM/ (see above)")
     ap.add_argument("--gpu-shapes", action="store_true", help="LLaDA-8B's shapes (random weights) instead of tiny ones")
     ap.add_argument("--layers", type=int, default=None, help="transformer layers (default: 2 tiny / 32 with --gpu-shapes)")
+    ap.add_argument("--vocab", type=int, default=None, help="vocabulary size (default: 256 tiny / 126464 with --gpu-shapes); "
+                    "a small one checks the 8B layer shapes on a CPU without the 1B embedding parameters")
     ap.add_argument("--prompt-length", type=int, default=32)
     ap.add_argument("--gen-length", type=int, default=64)
     ap.add_argument("--steps", type=int, default=64)
@@ -192,7 +194,9 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32"))
-    shapes = LLADA_8B if args.gpu_shapes else TINY
+    shapes = dict(LLADA_8B if args.gpu_shapes else TINY)
+    if args.vocab:
+        shapes["vocab_size"] = shapes["embedding_size"] = args.vocab
     layers = args.layers or shapes["n_layers"]
     llada, fast, modeling = publisher_code(args.publisher_code.expanduser().resolve())
 
@@ -243,7 +247,8 @@ def main():
                         f"threshold {args.threshold}, batch 1, greedy; best of {args.repeats} alternating runs after a warm-up",
             "command": "python " + " ".join(sys.argv), "device": args.device,
             "machine": (torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or platform.machine()),
-            "threads": args.threads, "torch": torch.__version__, "total_seconds": round(time.perf_counter() - started, 1),
+            "threads": args.threads, "torch": torch.__version__,
+            "load_average": [round(x, 1) for x in __import__("os").getloadavg()], "total_seconds": round(time.perf_counter() - started, 1),
             "publisher_code": "ML-GSAI/LLaDA generate.py, NVlabs/Fast-dLLM llada/generate.py + model/modeling_llada.py "
                               "(shims: LLaDAConfig.use_cache restored after init; the in-memory model instead of its from_pretrained)"}
     RESULTS.mkdir(exist_ok=True)
@@ -259,7 +264,8 @@ def markdown(rows, meta) -> str:
             "publisher_vs_nocache", "textdiff_vs_nocache"]
     lines = [f"# textdiff vs the publishers' LLaDA decoding ({meta['model']})", "",
              f"Command: `{meta['command']}`  ", f"Machine: {meta['machine']} ({meta['device']}, {meta['threads']} thread(s)), "
-             f"torch {meta['torch']}.  ", f"Decoding: {meta['decoding']}.  ", f"Publisher code: {meta['publisher_code']}.", "",
+             f"torch {meta['torch']}, load average at the end {meta['load_average']} "
+             "(other processes share this machine: compare ratios, not seconds).  ", f"Decoding: {meta['decoding']}.  ", f"Publisher code: {meta['publisher_code']}.", "",
              "speedup = publisher seconds / textdiff seconds (same mode, best runs; speedup_median: of the medians); *_vs_nocache = the publisher's uncached "
              "LLaDA generate() seconds / this run's seconds.", "",
              "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
