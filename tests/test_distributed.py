@@ -216,3 +216,29 @@ def test_fsdp2_lora_matches_one_process_and_saves_merged_gathered_weights(tiny, 
     assert a_ref.keys() == a_fsdp.keys() and a_ref
     for name in a_ref:
         torch.testing.assert_close(a_fsdp[name], a_ref[name], rtol=1e-4, atol=1e-6)
+
+
+def test_zero3_settings_come_from_the_recipe_and_ema_is_refused_in_one_line():
+    """configure_deepspeed: the recipe's batch / accumulation / clipping win, ZeRO-3 gathers 16-bit
+    weights for saving, EMA (which would need every parameter gathered each step) is refused."""
+    from types import SimpleNamespace
+
+    from textdiff.config import TrainConfig
+    from textdiff.errors import ConfigError
+    from textdiff.training.distributed import configure_deepspeed
+
+    def acc(stage):
+        plugin = SimpleNamespace(deepspeed_config={"zero_optimization": {"stage": stage}})
+        return SimpleNamespace(state=SimpleNamespace(deepspeed_plugin=plugin), num_processes=2, gradient_accumulation_steps=1)
+
+    a = acc(3)
+    configure_deepspeed(a, TrainConfig(batch_size=4, grad_accum=3, grad_clip=0.5))
+    ds = a.state.deepspeed_plugin.deepspeed_config
+    assert (ds["train_micro_batch_size_per_gpu"], ds["gradient_accumulation_steps"], ds["train_batch_size"]) == (4, 3, 24)
+    assert ds["gradient_clipping"] == 0.5 and ds["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"]
+    with pytest.raises(ConfigError, match="train.ema is not supported under DeepSpeed ZeRO-3") as e:
+        configure_deepspeed(acc(3), TrainConfig(ema=0.99))
+    assert "\n" not in str(e.value)
+    configure_deepspeed(acc(2), TrainConfig(ema=0.99))  # ZeRO-2 keeps EMA
+    with pytest.raises(ConfigError, match="stage 4 does not exist"):
+        configure_deepspeed(acc(4), TrainConfig())
