@@ -2,7 +2,8 @@
 process with the same global batch, and checkpoints move between 1 and 2 processes both ways.
 
 DDP and FSDP2 run in CI (FSDP through tests/fsdp_on_cpu.py, since accelerate allows FSDP only on
-GPUs while torch's FSDP2 runs on CPU with gloo); DeepSpeed ZeRO-2 runs where deepspeed is installed."""
+GPUs while torch's FSDP2 runs on CPU with gloo), LoRA included; DeepSpeed ZeRO-2 and ZeRO-3 (LoRA, exact
+same-size resume, gathered weights) run where deepspeed and a C++ compiler are installed."""
 import json
 import os
 import shutil
