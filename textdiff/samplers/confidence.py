@@ -156,7 +156,7 @@ class ConfidenceSampler(_Unmasker):
         """k [B] tokens to commit this step for ``n`` [B] masked positions."""
         m_t, m_s = self.masked_fraction(t), self.masked_fraction(s)
         frac = torch.where(m_t > 0, 1.0 - m_s / m_t.clamp_min(1e-300), torch.ones_like(m_t)).clamp(0.0, 1.0)
-        last = s.double() <= self.config.time_eps  # the last step commits everything
+        last = s.double() <= self.config.time_eps + 1e-9  # the last step (s = eps, or 0) commits everything
         if self.config.commit_rounding == "floor":  # Dream: int(n (1 - s/t)), zero allowed
             return torch.where(last, n, torch.floor(n.double() * frac + 1e-9).long().clamp_max(n))
         k = torch.ceil(n.double() * frac - 1e-9).long()
