@@ -305,6 +305,11 @@ def test_bad_folders_give_one_line_errors(name, tmp_path):
     with pytest.raises(ConfigError, match="llada2_moe") as err:
         DiffusionLM.from_pretrained(folder, device="cpu")
     assert "\n" not in str(err.value)
+    config["model_type"], config["architectures"] = "mistral", ["MistralForCausalLM"]
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match="'mistral' model") as err:
+        DiffusionLM.from_pretrained(folder, device="cpu")
+    assert "\n" not in str(err.value)
 
 
 def test_unsupported_dream_options_are_refused(tmp_path):
