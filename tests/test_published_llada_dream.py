@@ -67,12 +67,14 @@ def test_llada_comes_up_with_its_tokens_sampler_and_blocks(llada):
     ("threshold", "none", {"name": "threshold", "threshold": 0.5, "temperature": 0.0}),
     ("prefix", "prefix", {"name": "confidence", "temperature": 0.0}),
     ("dual", "dual", {"name": "confidence", "temperature": 0.0}),
+    ("prefix_threshold", "prefix", {"name": "threshold", "threshold": 0.5, "temperature": 0.0}),
+    ("dual_threshold", "dual", {"name": "threshold", "threshold": 0.5, "temperature": 0.0}),
 ])
 def test_llada_decoding_matches_the_publishers_generate_token_for_token(llada, mode, cache, sampler):
     """generate.py (steps=8, gen_length=16, block_length=8, low_confidence, temperature 0) and
     Fast-dLLM's threshold / prefix-cache / dual-cache variants, against textdiff's loop."""
     e = _expected("llada")
-    steps = 16 if mode == "threshold" else 8  # threshold: at most block_length steps per block (never reached)
+    steps = 16 if "threshold" in mode else 8  # threshold: at most block_length steps per block (never reached)
     out = generate(llada.model, llada.process, llada.make_sampler(sampler), e["prompt"].tolist(), max_new_tokens=16,
                    steps=steps, block_size=8, use_cache=cache, stop_at_eos=False)
     assert out.sequences.tolist() == e[mode].tolist()
@@ -100,6 +102,17 @@ def test_llada_save_pretrained_reloads_natively_with_identical_logits(llada, tmp
         assert torch.equal(again.model(e["input_ids"]).logits, llada.model(e["input_ids"]).logits)
     assert again.tokenizer.mask_token_id == llada.tokenizer.mask_token_id
     assert again.generation_defaults == llada.generation_defaults and again.stop_token_ids == llada.stop_token_ids
+
+
+def test_loading_never_runs_a_file_from_the_folder(tmp_path):
+    folder = _copy("llada", tmp_path)
+    marker = tmp_path / "ran"
+    for name in ("modeling_llada.py", "configuration_llada.py", "tokenization_llada.py"):
+        (folder / name).write_text(f"open({str(marker)!r}, 'w').write('{name}')\n")
+    lm = DiffusionLM.from_pretrained(folder, device="cpu")
+    lm.save_pretrained(tmp_path / "converted")
+    DiffusionLM.from_pretrained(tmp_path / "converted", device="cpu")
+    assert not marker.exists()
 
 
 def test_llada_bf16_loading_keeps_bf16_weights():
