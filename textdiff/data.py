@@ -22,7 +22,7 @@ from typing import Optional
 import numpy as np
 
 from .config import DataConfig
-from .errors import DataError
+from .errors import DataError, warn
 
 FILE_TYPES = {".txt": "text", ".raw": "text", ".tokens": "text", ".md": "text", ".jsonl": "json",
               ".json": "json", ".parquet": "parquet", ".csv": "csv"}
@@ -41,6 +41,23 @@ def _files(path: Path) -> list[str]:
     return [str(path)]
 
 
+def _first_bad_json_line(files: list[str]) -> Optional[str]:
+    """``file:line`` of the first line of a JSON Lines file that does not parse (None if all do)."""
+    import json
+
+    for f in files:
+        if not f.endswith(".jsonl"):
+            continue
+        with open(f, encoding="utf-8", errors="replace") as fh:
+            for n, line in enumerate(fh, 1):
+                if line.strip():
+                    try:
+                        json.loads(line)
+                    except ValueError:
+                        return f"{f}:{n}"
+    return None
+
+
 def load_documents(source: str, cfg: DataConfig, split: Optional[str] = None):
     """A ``datasets.Dataset`` with one column ``text``, one document per row."""
     import datasets
@@ -57,9 +74,14 @@ def load_documents(source: str, cfg: DataConfig, split: Optional[str] = None):
             raise DataError(f"{source!r} mixes file types {sorted(kinds)}; keep one type per source")
         kind = kinds.pop()
         kwargs = {"sample_by": "line" if cfg.lines_are_documents else "paragraph"} if kind == "text" else {}
+        if all(os.path.getsize(f) == 0 for f in files):
+            raise DataError(f"the corpus {source!r} is empty (0 bytes); check data.source")
         try:
             ds = datasets.load_dataset(kind, data_files=files, split="train", **kwargs)
         except Exception as e:  # noqa: BLE001 - datasets raises many types for unreadable files
+            where = _first_bad_json_line(files) if kind == "json" else None
+            if where:
+                raise DataError(f"{where}: not valid JSON; fix or remove that line") from None
             raise DataError(f"cannot read {source!r} as {kind} ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
     elif _looks_like_path(source):
         raise DataError(f"data file {source!r} does not exist; check data.source (a .txt/.jsonl/.parquet path, 'embedded' or a hub name)")
@@ -73,9 +95,21 @@ def load_documents(source: str, cfg: DataConfig, split: Optional[str] = None):
             ) from None
     if cfg.text_field not in ds.column_names:
         raise DataError(f"{source!r} has no column {cfg.text_field!r} (columns: {ds.column_names}); set data.text_field")
+    feature = getattr(ds.features[cfg.text_field], "dtype", None)
+    if feature not in ("string", "large_string"):
+        raise DataError(f"{source!r}: column {cfg.text_field!r} holds {feature or 'nested'} values, not text; "
+                        "set data.text_field to the text column")
+    lacking = ds.data.column(cfg.text_field).null_count  # rows without the field (JSON) or with null
+    if lacking == len(ds):
+        raise DataError(f"no row of {source!r} has a {cfg.text_field!r} value; set data.text_field to the text column")
+    if lacking:
+        warn(f"{lacking} of {len(ds)} rows of {source!r} have no {cfg.text_field!r} value and are skipped")
     if cfg.text_field != "text":
         ds = ds.rename_column(cfg.text_field, "text")
-    ds = ds.select_columns(["text"]).filter(lambda b: [bool(t and t.strip()) for t in b["text"]], batched=True)
+    try:
+        ds = ds.select_columns(["text"]).filter(lambda b: [bool(t and t.strip()) for t in b["text"]], batched=True)
+    except UnicodeDecodeError as e:
+        raise DataError(f"{source!r} is not UTF-8 text ({e.reason} at byte {e.start}); convert it to UTF-8") from None
     if cfg.max_documents is not None:
         ds = ds.select(range(min(cfg.max_documents, len(ds))))
     if len(ds) == 0:

@@ -42,6 +42,7 @@ import torch
 
 from .categorical import make_generators
 from .contexts import make_context
+from . import arguments
 from .errors import ConfigError, IncompatibleError
 
 # ---------------------------------------------------------------------------------------------
@@ -180,18 +181,21 @@ def _run(
         sampler = build_sampler(sampler, process)
     device = _device(model)
     config = getattr(model, "config", None)
+    batch_size = arguments.integer("batch_size", batch_size, minimum=1, optional=True)
     if prompts is None:
         prompts = [[] for _ in range(batch_size or 1)]
-    if isinstance(prompts, str) or (len(prompts) and isinstance(prompts[0], int)):
+    if isinstance(prompts, str) or (hasattr(prompts, "__len__") and len(prompts) and isinstance(prompts[0], int)):
         raise ConfigError("prompts must be a list of token-id lists, e.g. [[5, 8, 13]]; tokenize strings first")
-    prompts = [list(p) for p in prompts]
+    prompts = arguments.token_lists("prompts", prompts)
     B = len(prompts)
     if B == 0:
         raise ConfigError("no prompts given; pass a list of prompts (use [[]] for unconditional samples)")
-    if steps < 1:
-        raise ConfigError(f"steps={steps} must be at least 1")
-    if block_size is not None and block_size < 1:
-        raise ConfigError(f"block_size={block_size} must be at least 1 (or None for one window)")
+    arguments.generation(max_new_tokens=None if template is not None else max_new_tokens, steps=steps,
+                         block_size=block_size, max_context=max_context, pad_token_id=pad_token_id,
+                         eos_token_id=eos_token_id, infill_id=infill_id, stop_at_eos=stop_at_eos,
+                         use_cache=use_cache, denoise=denoise)
+    if generator is None:
+        seed = arguments.seeds("seed", seed, count=B)
     if template is not None:
         marker = process.mask_id if infill_id is None else infill_id
         if marker is None:
@@ -344,6 +348,8 @@ def generate(
     denoise: replace the model call (guidance wrappers, oracle denoisers); same signature as
         ``_model_call``'s result; an object with ``setup(layout)`` is told the :class:`Layout` first.
     """
+    if callback is not None and not callable(callback):
+        raise ConfigError(f"callback must be callable (it receives a StepInfo), got {type(callback).__name__}")
     run = _run(model, process, sampler, prompts, max_new_tokens=max_new_tokens, steps=steps,
                batch_size=batch_size, block_size=block_size, use_cache=use_cache, max_context=max_context,
                seed=seed, generator=generator, pad_token_id=pad_token_id, eos_token_id=eos_token_id,

@@ -122,7 +122,11 @@ def load_tokenizer(path: str):
     """Load a tokenizer from a local folder (or a hub name when online); one-line error otherwise."""
     from transformers import AutoTokenizer
 
-    folder = Path(path)
+    folder = Path(path).expanduser()
+    if not folder.exists() and str(path).startswith((".", "/", "~")):
+        raise ConfigError(f"cannot load a tokenizer: folder {str(path)!r} does not exist; check the path")
+    if folder.is_file():
+        raise ConfigError(f"cannot load a tokenizer: {str(path)!r} is a file; give the folder that holds tokenizer.json")
     try:
         if folder.is_dir() and not (folder / "tokenizer_config.json").is_file() and not (folder / "tokenizer.json").is_file():
             bare = _from_vocab_files(folder)  # bare vocabulary files, as published

@@ -16,12 +16,14 @@ from ..errors import ConfigError
 from ..models.external import folder_model_type
 from ..registry import build_process
 from .checkpoint import atomic_dir, commit_dir
+from .checks import check_continues
 
 PIPELINE_FILE = "textdiff.json"  # process + sampler configs saved beside every model
 _MAY_CHANGE_ON_RESUME = {"train.max_steps", "train.max_minutes", "train.eval_every", "train.save_every",
                          "train.log_every", "train.keep_checkpoints", "train.trackers", "train.num_threads",
                          # per-process batch: a run resumed on another number of processes keeps its global batch
-                         "train.batch_size", "train.grad_accum"}
+                         "train.batch_size", "train.grad_accum",
+                         "output_dir"}  # the folder being resumed IS the output_dir: a moved run folder resumes
 
 
 @dataclass
@@ -91,6 +93,7 @@ def prepare_run(recipe: Recipe, resume: bool = False, is_main: bool = True) -> R
             from ..models.published import LoadOptions, load_published
 
             published = load_published(init_path, LoadOptions(tokenizer=recipe.tokenizer.path))
+            check_continues(published.process, recipe)  # e.g. a SEDD checkpoint under a masked recipe
         else:
             from ..models.external import check_textdiff_folder
 
