@@ -20,7 +20,10 @@ def _cmd_train(args) -> None:
 
     recipe = load_recipe(args.recipe, args.overrides)
     final = train(recipe, resume=args.resume)
-    print(f"saved {final}")
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:  # under DDP every process returns here; one line
+        print(f"saved {final}")
 
 
 def _read_prompts(args) -> list[str]:

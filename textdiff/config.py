@@ -71,6 +71,10 @@ class DataConfig:
     lines_are_documents: bool = False  # .txt files: one document per line instead of per blank-line paragraph
     num_proc: Optional[int] = None  # processes for datasets.map
     shuffle_seed: int = 0  # seed of the document / row shuffle
+    streaming: bool = False  # read the source lazily (hub-scale corpora); see textdiff.streaming
+    num_workers: int = 0  # streaming: DataLoader worker processes that tokenize on the fly
+    shuffle_buffer: int = 1000  # streaming: rows shuffled together (a seeded permutation per window)
+    val_documents: int = 500  # streaming without val_source: the first N documents are held out
 
     def validate(self) -> None:
         if not 0.0 <= self.val_fraction < 1.0:
@@ -80,7 +84,8 @@ class DataConfig:
         for name in ("source", "split", "text_field", "val_source", "hub_config"):
             not_blank(f"data.{name}", getattr(self, name))
         at_least("data", self, 1, "max_documents", "num_proc", optional=True)
-        at_least("data", self, 0, "shuffle_seed")
+        at_least("data", self, 0, "shuffle_seed", "num_workers", "val_documents")
+        at_least("data", self, 1, "shuffle_buffer")
 
 
 @dataclass
@@ -98,6 +103,9 @@ class ModelConfig:
     attention: Literal["bidirectional", "causal", "block_causal"] = "bidirectional"
     block_size: Optional[int] = None  # block length L' for block_causal attention
     tie_word_embeddings: bool = False  # share input embedding and output projection
+    time_scale: float = 1000.0  # the time embedding sees time_scale * (what the process feeds); 1 for the publishers' DiTs
+    lm_head_bias: bool = False  # output projection with a bias (the publishers' DiTs)
+    layer_norm_eps: float = 1e-5  # epsilon of every LayerNorm
 
     def validate(self) -> None:
         at_least("model", self, 1, "hidden_size", "num_layers", "num_heads", "cond_dim")

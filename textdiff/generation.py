@@ -41,8 +41,8 @@ from typing import Any, Callable, Optional, Sequence, Union
 import torch
 
 from .categorical import make_generators
-from .contexts import make_context
 from . import arguments
+from .contexts import apply_keep, call_keeping, make_context, takes_logits_to_keep
 from .errors import ConfigError, IncompatibleError
 
 # ---------------------------------------------------------------------------------------------
@@ -99,15 +99,23 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_id: int, device) -> tuple[tor
 
 
 def _model_call(model, process):
-    """Wrap the model as (ids, t, mask, pos, cache, update) -> logits; t only if the process needs it."""
+    """Wrap the model as (ids, t, mask, pos, cache, update, logits_to_keep=0) -> logits; t only if
+    the process needs it. ``logits_to_keep`` (HF semantics, see :mod:`textdiff.contexts`) reaches
+    a model whose forward names it; other models compute every row and are cut afterwards."""
+    accepts = takes_logits_to_keep(model)
 
-    def denoise(ids, t, attention_mask, position_ids, cache, update_cache):
+    def denoise(ids, t, attention_mask, position_ids, cache, update_cache, logits_to_keep=0):
         kwargs = {}
         if process.time_conditioning:
-            kwargs["t"] = t
+            kwargs["t"] = process.network_time(t)
+        if accepts and not (isinstance(logits_to_keep, int) and logits_to_keep == 0):
+            kwargs["logits_to_keep"] = logits_to_keep
         out = model(ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache,
                     update_cache=update_cache, **kwargs)
-        return out.logits if hasattr(out, "logits") else out
+        logits = out.logits if hasattr(out, "logits") else out
+        if logits.shape[1] == ids.shape[1] and not (isinstance(logits_to_keep, int) and logits_to_keep == 0):
+            logits = apply_keep(logits, logits_to_keep)
+        return logits
 
     return denoise
 
@@ -118,10 +126,11 @@ class _Counted:
     def __init__(self, denoise):
         self.denoise = denoise
         self.calls = 0
+        self.accepts = takes_logits_to_keep(denoise)
 
-    def __call__(self, *args):
+    def __call__(self, *args, logits_to_keep=0):
         self.calls += int(getattr(self.denoise, "forwards_per_call", 1))
-        return self.denoise(*args)
+        return call_keeping(self.denoise, args, logits_to_keep, self.accepts)
 
 
 def _generators(seed, generator, batch_size, device):

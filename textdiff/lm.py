@@ -13,6 +13,7 @@ with ``trust_remote_code=True`` (:mod:`textdiff.hub`; textdiff itself never runs
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
@@ -22,6 +23,7 @@ from . import arguments
 from .config import resolve_section, to_dict
 from .errors import ConfigError
 from .registry import build_process, build_sampler
+from .tokenization import count_unknown
 from .training.setup import PIPELINE_FILE
 
 
@@ -219,7 +221,8 @@ class DiffusionLM:
 
         sampler: a name (``"first_hitting"``, ``"confidence"``, ...), mapping or config; default the
         saved one. sampler_options: its other config fields, e.g. ``{"threshold": 0.8}``.
-        seed: row b uses seed + b (batch-invariant). guidance_weight: classifier-free guidance
+        block_size: decode in windows of this many tokens (default: the model's block size for
+        block-causal models such as BD3-LM, one window otherwise). seed: row b uses seed + b (batch-invariant). guidance_weight: classifier-free guidance
         weight w (0 = none; see :mod:`textdiff.guidance`), guidance_uncond: "mask" or "drop".
         progress: a tqdm bar of sampler steps with tokens/s on stderr (None: when stderr is a terminal).
         Other keyword arguments go to :func:`textdiff.generation.generate` (``use_cache``,
@@ -262,6 +265,8 @@ class DiffusionLM:
             ids = [[start] + p for p in ids]  # the start token predicts the first token
             block_size = 1 if block_size is None else block_size
             steps = max_new_tokens
+        if block_size is None and getattr(self.model.config, "attention", None) == "block_causal":
+            block_size = self.model.config.block_size  # block diffusion (BD3-LM) decodes block by block (exact KV cache)
         longest = max(len(p) for p in ids)
         limit = getattr(self.model.config, "max_position_embeddings", None)
         if limit is not None and kwargs.get("max_context") is None and longest + max_new_tokens > limit:
@@ -310,9 +315,11 @@ class DiffusionLM:
         t_samples = arguments.integer("t_samples", t_samples, minimum=1)
         seed = arguments.integer("seed", seed)
         results = []
+        unknown = 0
         bar = Progress(len(texts), "score", unit="text", enabled=progress)
         for i, text in enumerate(texts):
-            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"] + [self.tokenizer.eos_token_id]
+            ids = self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"] + [self.tokenizer.eos_token_id]
+            unknown += count_unknown(self.tokenizer, ids)
             block = getattr(self.process, "block_size", None)  # BD3-LM: whole blocks of L' tokens
             if block and len(ids) % block:
                 ids += [self.tokenizer.eos_token_id] * (block - len(ids) % block)
@@ -320,11 +327,14 @@ class DiffusionLM:
                 raise ConfigError(f"text {i} has {len(ids)} tokens, more than the model's {self.seq_len}; split it")
             x0 = torch.tensor([ids] * t_samples, device=self.device)  # [S, L]
             g = torch.Generator().manual_seed(seed + i)
-            t = self.process.sample_t(t_samples, device=self.device, generator=g)
+            t = self.process.sample_t(t_samples, device=self.device, generator=g, seq_len=x0.shape[1])  # block: one t per block
             terms = nelbo_terms(self.model, self.process, x0, t=t, generator=g)
             results.append(float(terms.loss.sum(1).mean() + self.process.prior_loss(x0[:1]).sum()))
             bar.update(1, tokens=len(ids) * t_samples)
         bar.close()
+        if unknown:
+            warnings.warn(f"{unknown} token(s) of the scored text are {self.tokenizer.unk_token!r}: the tokenizer cannot "
+                          "represent that text, so its NELBO is not the text's; use a tokenizer with byte fallback", stacklevel=2)
         return results
 
 

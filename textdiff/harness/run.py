@@ -60,8 +60,9 @@ def load_model(spec, suite):
     device = suite.device or ("cuda" if torch.cuda.is_available() else "cpu")
     path = resolve(spec.path)
     dtype = DTYPES[suite.precision]
-    lm = DiffusionLM.from_pretrained(path, device=device, dtype=None if dtype == torch.float32 else dtype)
-    info = {"label": _label(spec), "path": str(spec.path), "resolved_path": str(path),
+    tokenizer = str(resolve(spec.tokenizer)) if spec.tokenizer else None
+    lm = DiffusionLM.from_pretrained(path, device=device, dtype=None if dtype == torch.float32 else dtype, tokenizer=tokenizer)
+    info = {"label": _label(spec), "path": str(spec.path), "resolved_path": str(path), "tokenizer": spec.tokenizer,
             "process": to_dict(lm.process.config), "default_sampler": to_dict(lm.sampler_config),
             "seq_len": lm.seq_len, "vocab_size": len(lm.tokenizer), "precision": suite.precision, "device": device,
             "parameters": int(sum(p.numel() for p in lm.model.parameters()))}

@@ -45,6 +45,7 @@ class ModelSpec:
     path: str  # a saved textdiff model folder (a run's final/)
     label: Optional[str] = None  # name in tables and plots (default: the folder's parent name)
     sampler: Optional[dict] = None  # sampler config for generation (default: the model's saved sampler)
+    tokenizer: Optional[str] = None  # published checkpoints that ship none: a tokenizer folder (default: the family's hub id)
 
 
 @dataclass

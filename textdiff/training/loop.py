@@ -27,8 +27,9 @@ from .distributed import (accelerator_kwargs, backward_scale, check_launch, conf
 from .ema import EMA
 from .optim import build_optimizer, build_scheduler
 from .checks import check_init_from
+from .progress import TrainBar, plot_curves, validation_line
 from .runlock import RunLock
-from .setup import RowStream, check_output_dir, prepare_run, row_generators, save_final
+from .setup import check_output_dir, prepare_run, row_generators, row_stream, save_final
 
 VALIDATION_SEED = 1_000_003  # validation noise is fixed, so evaluations are comparable over time
 
@@ -124,8 +125,9 @@ def _train(acc, recipe: Recipe, resume: bool, stop_at: int | None) -> Path:
         raise ConfigError("LoRA under FSDP is not supported; adapters are small, launch with recipes/accelerate/ddp.yaml")
     ema = EMA(raw_model, cfg.ema) if cfg.ema > 0 else None
     model = torch.compile(prepared) if cfg.compile else prepared
+    compile_start = time.perf_counter() if cfg.compile else None
 
-    step, rows_seen, elapsed = 0, 0, 0.0
+    step, rows_seen, elapsed, state = 0, 0, 0.0, {}
     if ckpt is not None:
         state = load_checkpoint(acc, ckpt, prepared, optimizer, scheduler, ema)
         step, rows_seen, elapsed = state["step"], state["rows_seen"], state["elapsed"]
@@ -140,8 +142,8 @@ def _train(acc, recipe: Recipe, resume: bool, stop_at: int | None) -> Path:
     world, rank = acc.num_processes, acc.process_index
     scale = backward_scale(acc, cfg)
     rows_per_step = cfg.batch_size * cfg.grad_accum * world
-    stream = RowStream(run.train_rows, seed=cfg.seed)
-    bar = _progress(acc, step, cfg.max_steps)
+    stream = row_stream(run, rank, world, state.get("streams"))
+    bar = TrainBar(acc.is_local_main_process, step, cfg.max_steps, cfg.max_minutes, elapsed)
     spikes = LossSpikes()
     started, window_tokens, window_start = time.perf_counter() - elapsed, 0, time.perf_counter()
     first_eval = not (out / "metrics.jsonl").exists() or ckpt is None
@@ -197,7 +199,7 @@ def _train(acc, recipe: Recipe, resume: bool, stop_at: int | None) -> Path:
             window_tokens, window_start = 0, time.perf_counter()
             line = {"step": step, "train_loss": train_loss, "lr": scheduler.get_last_lr()[0], "tokens_per_s": tok_s, "elapsed_s": elapsed}
             _log(acc, metrics, line)
-            bar.set_postfix(loss=f"{train_loss:.3f}", tok_s=f"{tok_s:,.0f}")
+            bar.show(loss=f"{train_loss:.3f}", tok_s=f"{tok_s:,.0f}")
         if run.val_rows is not None and (step % cfg.eval_every == 0 or last):
             with ema.swapped_in(raw_model) if ema is not None else nullcontext():
                 line = {"step": step, **evaluate(raw_model, process, run.val_rows, cfg.batch_size, cfg.eval_batches,
@@ -206,16 +208,25 @@ def _train(acc, recipe: Recipe, resume: bool, stop_at: int | None) -> Path:
                 line["val_unigram_ppl"] = run.val_unigram_ppl
                 first_eval = False
             _log(acc, metrics, line)
+            bar.write(validation_line(line, run.val_unigram_ppl))
         if step % cfg.save_every == 0 or last:  # every process: sharded state is gathered collectively
-            save_checkpoint(acc, out, step, prepared, optimizer, scheduler, ema,
-                            {"step": step, "rows_seen": rows_seen, "elapsed": elapsed}, cfg.keep_checkpoints, tag)
-        bar.update(1)
+            trainer_state = {"step": step, "rows_seen": rows_seen, "elapsed": elapsed}
+            if hasattr(stream, "position"):  # streaming: where each process's stream resumes
+                from accelerate.utils import gather_object
+
+                trainer_state["streams"] = {"world": world, "batch_size": cfg.batch_size,
+                                            "positions": gather_object([stream.position(rows_seen)])}
+            save_checkpoint(acc, out, step, prepared, optimizer, scheduler, ema, trainer_state, cfg.keep_checkpoints, tag)
+        if compile_start is not None:  # the first step traced and compiled the model
+            bar.write(f"compile: torch.compile, first step {time.perf_counter() - compile_start:.1f} s")
+            compile_start = None
+        bar.advance(step, elapsed)
         if stop_at is not None and step >= stop_at:
             bar.close()
             metrics and metrics.close()
             return out / f"checkpoint-{step}"
         if out_of_time:
-            acc.print(f"stopping at step {step}: train.max_minutes={cfg.max_minutes} reached")
+            bar.write(f"stopping at step {step}: train.max_minutes={cfg.max_minutes} reached")
             break
     bar.close()
     acc.wait_for_everyone()
@@ -226,6 +237,9 @@ def _train(acc, recipe: Recipe, resume: bool, stop_at: int | None) -> Path:
             save_final(run, raw_model, final, state_dict=weights)
     if acc.is_main_process:
         metrics.close()
+        plot = plot_curves(out / "metrics.jsonl", out / "training_curves.png")
+        if plot is not None:
+            print(f"training curves: {plot}")
     acc.end_training()
     return final
 
@@ -295,14 +309,18 @@ def _truncate_metrics(path: Path, step: int) -> None:
 
 
 def _trackers(names):
-    """Accelerate trackers that are installed (TensorBoard only when the package is there)."""
+    """Accelerate trackers that are installed; a configured one that is not gets a warning."""
     import importlib.util
+    import os
 
     wanted = []
     for name in names:
         module = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}.get(name, name)
         if importlib.util.find_spec(module) is not None:
             wanted.append(name)
+        elif os.environ.get("RANK", "0") == "0":  # once, from the main process of a launch
+            print(f"warning: train.trackers names {name!r}, which is not installed (pip install {module}); "
+                  "it is skipped: metrics still go to metrics.jsonl (train.trackers=[] silences this)")
     return wanted or None
 
 
@@ -326,8 +344,3 @@ def _log(acc, metrics, line: dict) -> None:
         metrics.flush()
     acc.log({k: v for k, v in line.items() if k != "step" and isinstance(v, (int, float))}, step=line["step"])
 
-
-def _progress(acc, start, total):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=start, disable=not acc.is_local_main_process, desc="train", dynamic_ncols=True)
