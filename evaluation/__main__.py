@@ -1,15 +1,8 @@
-"""``python -m evaluation SUITE.yaml [key=value ...]``: one-line errors, exit status 2."""
-import os
+"""``python -m evaluation SUITE [key=value ...]``: kept for old commands; the harness now lives in
+the package (:mod:`textdiff.harness`), run it as ``textdiff eval SUITE``."""
 import sys
 
-from textdiff.errors import TextDiffError
-
-from .run import main
+from textdiff.cli import main
 
 if __name__ == "__main__":
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    try:
-        main(sys.argv[1:])
-    except TextDiffError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(main(["eval", *sys.argv[1:]]))

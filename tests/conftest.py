@@ -39,3 +39,24 @@ def tiny_recipe(tmp_path, **sections) -> dict:
 @pytest.fixture
 def tiny(tmp_path):
     return lambda **sections: tiny_recipe(tmp_path, **sections)
+
+
+@pytest.fixture(scope="session")
+def tiny_trained(tmp_path_factory):
+    """One tiny trained run for the whole session (4 steps, checkpoints 2 and 4, final/), its recipe
+    file (output_dir must be given as an override) and the loaded model. Read it, never write to it."""
+    from types import SimpleNamespace
+
+    import yaml
+
+    from textdiff.config import load_recipe
+    from textdiff.lm import DiffusionLM
+    from textdiff.training.loop import train
+
+    base = tmp_path_factory.mktemp("tiny_trained")
+    raw = tiny_recipe(base, train={"max_steps": 4, "eval_every": 2, "save_every": 2, "log_every": 2})
+    final = train(load_recipe(raw=raw))
+    recipe_file = base / "tiny.yaml"
+    recipe_file.write_text(yaml.safe_dump({**raw, "output_dir": str(base / "unused")}))
+    return SimpleNamespace(base=base, run=base / "run", final=final, raw=raw, recipe=recipe_file,
+                           lm=DiffusionLM.from_pretrained(final, device="cpu"))

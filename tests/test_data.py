@@ -87,3 +87,18 @@ def test_wrong_text_field(tmp_path):
     path.write_text(json.dumps({"body": "hello"}) + "\n")
     with pytest.raises(DataError, match="no column 'text'"):
         load_documents(str(path), DataConfig())
+
+
+def test_save_to_disk_dataset_and_dataset_dict(tmp_path):
+    from datasets import Dataset, DatasetDict
+
+    Dataset.from_dict({"body": DOCS[:10], "n": list(range(10))}).save_to_disk(str(tmp_path / "ds"))
+    docs = load_documents(str(tmp_path / "ds"), DataConfig(text_field="body"))
+    assert docs["text"] == DOCS[:10] and docs.column_names == ["text"]
+    DatasetDict({"train": Dataset.from_dict({"text": DOCS[:20]}),
+                 "validation": Dataset.from_dict({"text": DOCS[20:]})}).save_to_disk(str(tmp_path / "dd"))
+    cfg = DataConfig(source=str(tmp_path / "dd"), val_source=str(tmp_path / "dd"))
+    train_docs, val_docs = split_documents(cfg)  # the recipe's split for training, 'validation' for val_source
+    assert train_docs["text"] == DOCS[:20] and val_docs["text"] == DOCS[20:]
+    with pytest.raises(DataError, match=r"has no split 'test' \(splits: \['train', 'validation'\]\)"):
+        load_documents(str(tmp_path / "dd"), DataConfig(split="test"))

@@ -67,7 +67,10 @@ def test_two_processes_match_one_and_checkpoints_cross_between_them(tiny, tmp_pa
     recipe_file = tmp_path / "mixed.yaml"
     recipe_file.write_text(yaml.safe_dump(mixed))
     # two processes of 4 rows (global batch 8) resume the one-process checkpoint: steps 3-4, checkpoint-4
-    launch_two_processes(recipe_file, "train.batch_size=4", "train.max_steps=4", "--resume")
+    done = launch_two_processes(recipe_file, "train.batch_size=4", "train.max_steps=4", "--resume")
+    said = done.stdout.splitlines()
+    assert sum(line.startswith("saved ") for line in said) == 1  # the main process speaks, once
+    assert sum(line.startswith("tokenizer: ") for line in said) == 1
     # one process resumes the two-process checkpoint: steps 5-6
     train(load_recipe(raw=tiny(output_dir=str(tmp_path / "mixed"), train={**one, "max_steps": 6})), resume=True)
 

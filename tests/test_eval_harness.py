@@ -14,8 +14,6 @@ import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 from textdiff.config import ModelConfig, resolve_section  # noqa: E402
 from textdiff.errors import ConfigError, DataError, TextDiffError  # noqa: E402
@@ -82,7 +80,7 @@ def _suite(folders, tmp_path, **change) -> Path:
 
 def _numbers(report: dict) -> list:
     """Every result with the wall-clock fields removed (they are the only ones that may vary)."""
-    from evaluation.run import TIMING_KEYS
+    from textdiff.harness.run import TIMING_KEYS
 
     def strip(x):
         if isinstance(x, dict):
@@ -95,7 +93,7 @@ def _numbers(report: dict) -> list:
 
 
 def test_suite_writes_report_and_same_seed_gives_same_numbers(folders, tmp_path):
-    from evaluation.run import main
+    from textdiff.harness.run import main
 
     path = _suite(folders, tmp_path)
     first = main([str(path), f"output_dir={tmp_path / 'a'}"])
@@ -119,7 +117,7 @@ def test_suite_writes_report_and_same_seed_gives_same_numbers(folders, tmp_path)
 
 
 def test_ar_model_likelihood_is_exact_in_the_harness(folders, tmp_path):
-    from evaluation.run import main
+    from textdiff.harness.run import main
 
     path = _suite(folders, tmp_path, models=[{"path": str(folders["ar"])}])
     report = json.loads(main([str(path), "tasks.2.metrics=[diversity]", "tasks.1.mc_samples=5",
@@ -137,7 +135,7 @@ def test_ar_model_likelihood_is_exact_in_the_harness(folders, tmp_path):
     ({"colour": "red"}, ConfigError, "colour"),
 ])
 def test_bad_suites_raise_one_line_errors(folders, tmp_path, change, error, needle):
-    from evaluation.suite import load_suite
+    from textdiff.harness.suite import load_suite
 
     with pytest.raises(error) as e:
         load_suite(_suite(folders, tmp_path, **change))
@@ -145,7 +143,7 @@ def test_bad_suites_raise_one_line_errors(folders, tmp_path, change, error, need
 
 
 def test_empty_dataset_and_missing_files_raise_one_line_errors(folders, tmp_path):
-    from evaluation.run import main
+    from textdiff.harness.run import main
 
     empty = {"metric": "likelihood", "name": "e", "dataset": {"path": str(folders["root"] / "empty.txt")}}
     with pytest.raises(DataError) as e:
@@ -160,14 +158,14 @@ def test_empty_dataset_and_missing_files_raise_one_line_errors(folders, tmp_path
 def test_cli_prints_one_line_error_and_exits_2(folders, tmp_path, capsys, monkeypatch):
     from textdiff.cli import main as cli
 
-    monkeypatch.chdir(ROOT)
+    monkeypatch.chdir(tmp_path)
     code = cli(["eval", str(_suite(folders, tmp_path, tasks=[{"metric": "nope", "name": "x"}]))])
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("error:") and "unknown metric" in err and "\n" not in err
 
 
 def test_mauve_without_extra_is_a_one_line_error(folders, tmp_path, monkeypatch):
-    from evaluation.run import main
+    from textdiff.harness.run import main
     from textdiff.eval.mauve import mauve_score
 
     monkeypatch.setitem(sys.modules, "mauve", None)  # as if mauve-text were not installed
@@ -237,3 +235,68 @@ def test_samples_do_not_depend_on_batch_size(folders):
     three, texts, s3 = sample_texts(lm.model, lm.process, lm.tokenizer, batch_size=3, **kw)
     assert one == three and len(texts) == 3
     assert s1["batches"] == 3 and s3["batches"] == 1 and s3["batch_size"] == 3 and s3["nfe"] <= 6
+
+
+def test_eval_runs_from_any_folder_with_package_code_only(folders, tmp_path):
+    """``python -m textdiff.cli eval`` from a folder holding a booby-trapped ``evaluation/`` package and
+    relative paths: the package's harness runs, paths resolve from that folder, output under runs/eval/."""
+    import os
+    import subprocess
+
+    work = tmp_path / "elsewhere"
+    (work / "evaluation").mkdir(parents=True)
+    (work / "evaluation" / "__init__.py").write_text("raise RuntimeError('code from the working directory ran')\n")
+    (work / "evaluation" / "run.py").write_text("raise RuntimeError('code from the working directory ran')\n")
+    (work / "docs.txt").write_text((folders["root"] / "data.txt").read_text())
+    suite = {"name": "moved", "models": [str(folders["masked"])],
+             "tasks": [{"metric": "likelihood", "name": "lines", "dataset": {"path": "docs.txt"}, "t_samples": 2,
+                        "bootstrap": 20},
+                       {"metric": "generation", "name": "gen", "steps": [2], "num_samples": 2, "max_new_tokens": 8,
+                        "reference": {"path": "runs/no-reference/final", "optional": True}}]}
+    (work / "suite.yaml").write_text(yaml.safe_dump(suite))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    res = subprocess.run([sys.executable, "-m", "textdiff.cli", "eval", "suite.yaml", "--quiet"], cwd=work, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    report = json.loads((work / "runs" / "eval" / "moved" / "report.json").read_text(encoding="utf-8"))
+    lik, gen = report["results"]
+    assert lik["rows"] > 0 and lik["dataset"]["path"] == "docs.txt"
+    assert "gen_ppl" not in gen and "diversity" in gen  # the optional reference is absent: skipped with a note
+    assert "reference model 'runs/no-reference/final' is absent, gen_ppl skipped" in res.stderr
+    assert (work / "runs" / "eval" / "moved" / "genppl_entropy_vs_steps.png").stat().st_size > 0
+    assert not (work / "runs" / "eval" / "moved" / "quality_vs_speed.png").exists()  # no gen PPL, no such plot
+
+
+def test_shipped_suites_load_by_name_and_write_under_runs():
+    from textdiff.harness.suite import load_suite, output_dir, packaged_suites
+
+    assert {"quickstart", "zero_shot", "process_comparison"} <= set(packaged_suites())
+    for name in packaged_suites():
+        suite, _ = load_suite(name)
+        assert output_dir(suite).relative_to(Path.cwd()).parts[:2] == ("runs", "eval")  # never evaluation/results
+    quick, _ = load_suite("quickstart")
+    [gen] = [t for t in quick.tasks if t.metric == "generation"]
+    assert gen.reference.optional and gen.reference.path == "runs/ref-ar/final"
+    with pytest.raises(ConfigError) as e:
+        load_suite("quickstrat")
+    assert "quickstart" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_plot_axes_use_plain_labels_without_crowded_ticks():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from textdiff.harness.report import _scale
+
+    fig, ax = plt.subplots()
+    ax.plot([8, 64, 127, 128], [900, 1100, 150, 1000])
+    _scale(ax, "x", [8, 64, 127, 128], "steps", ticks=[8, 64, 127, 128])  # 16x: log
+    _scale(ax, "y", [900, 1100, 1000], "gen PPL")  # less than a decade: linear
+    fig.canvas.draw()
+    assert list(ax.get_xticks()) == [8, 64, 128] and ax.get_xscale() == "log" and ax.get_yscale() == "linear"
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert labels == ["8", "64", "128"]  # plain numbers, no 10^x, no 127 on top of 128
+    assert all(not t.get_text() for t in ax.get_xticklabels(minor=True))
+    plt.close(fig)

@@ -52,12 +52,12 @@ def test_textdiff_folder_loads_with_auto_classes_and_auto_tokenizer(tmp_path):
     DiffusionLM(model, tok, process, seq_len=32).save_pretrained(tmp_path / "m")
     folder = tmp_path / "m"
     saved = json.loads((folder / "config.json").read_text())
-    assert saved["model_type"] == "textdiff" and "auto_map" not in saved  # no remote code involved
+    assert saved["model_type"] == "textdiff" and "AutoModel" in saved["auto_map"]  # for trust_remote_code users
     ids = torch.tensor([[1, 5, 7, tok.mask_token_id]])
     assert AutoConfig.from_pretrained(folder).model_type == "textdiff"
     for auto in (AutoModel, AutoModelForMaskedLM):
         again = auto.from_pretrained(folder).eval()
-        assert isinstance(again, TextDiffModel)
+        assert isinstance(again, TextDiffModel)  # the package's class (textdiff is imported), not the folder's code
         assert torch.equal(again(ids).logits, model(ids).logits)
     tok2 = AutoTokenizer.from_pretrained(folder)
     assert tok2.mask_token_id == tok.mask_token_id and tok2.eos_token_id == tok.eos_token_id
@@ -283,4 +283,5 @@ def test_push_to_hub_uploads_the_saved_folder(tmp_path, monkeypatch):
     lm = DiffusionLM(model, tok, build_process("masked", vocab_size=len(tok), mask_id=tok.mask_token_id), seq_len=16)
     url = lm.push_to_hub("me/tiny-mdlm", private=True, token="t")
     assert url == "https://huggingface.co/me/tiny-mdlm" and calls["repo"] == ("me/tiny-mdlm", True, True)
-    assert {"config.json", "model.safetensors", "textdiff.json", "tokenizer.json", "tokenizer_config.json"} <= set(calls["files"])
+    assert {"config.json", "model.safetensors", "textdiff.json", "tokenizer.json", "tokenizer_config.json", "README.md",
+            "configuration_textdiff.py", "modeling_textdiff.py"} <= set(calls["files"])

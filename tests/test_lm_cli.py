@@ -110,3 +110,39 @@ def test_a_block_model_scores_texts_of_any_length(tiny, tmp_path):
     nelbo = lm.score(texts, t_samples=4)
     assert all(0 < v < 1e4 for v in nelbo)
     assert lm.score(texts, t_samples=4) == nelbo  # seeded
+
+
+def test_version_flag(capsys):
+    import textdiff
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"textdiff {textdiff.__version__}"
+
+
+def test_jsonl_and_score_output_is_utf8_not_escaped(trained, tmp_path, capsys):
+    prompt = "Grüße aus 東京"
+    out = tmp_path / "s.jsonl"
+    assert main(["generate", "--model", str(trained), "--prompt", prompt, "--max-new-tokens", "4", "--format", "jsonl",
+                 "--output", str(out)]) == 0
+    raw = out.read_text(encoding="utf-8")
+    assert prompt in raw and "\\u" not in raw and json.loads(raw)["prompt"] == prompt
+    assert main(["score", "--model", str(trained), "--text", prompt, "--t-samples", "2"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert prompt in line and json.loads(line)["text"] == prompt
+
+
+def test_progress_bars_on_a_terminal_only_and_quiet_flag(trained, capsys, monkeypatch):
+    args = ["generate", "--model", str(trained), "--prompt", "The", "--max-new-tokens", "6", "--steps", "6"]
+    assert main(args) == 0  # stderr is not a terminal under pytest: no bar
+    err = capsys.readouterr().err
+    assert "tok/s" not in err and "tokens/s]" in err  # the summary line still gives the speed
+    monkeypatch.setenv("TEXTDIFF_PROGRESS", "1")  # as on a terminal
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "generate" in err and "tok/s" in err and "6/6" in err
+    assert main([*args, "--quiet"]) == 0
+    assert "tok/s" not in capsys.readouterr().err
+    assert main(["score", "--model", str(trained), "--text", "a b", "--text", "c d", "--t-samples", "2"]) == 0
+    err = capsys.readouterr().err
+    assert "score" in err and "2/2" in err and "tok/s" in err

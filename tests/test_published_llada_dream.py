@@ -67,12 +67,14 @@ def test_llada_comes_up_with_its_tokens_sampler_and_blocks(llada):
     ("threshold", "none", {"name": "threshold", "threshold": 0.5, "temperature": 0.0}),
     ("prefix", "prefix", {"name": "confidence", "temperature": 0.0}),
     ("dual", "dual", {"name": "confidence", "temperature": 0.0}),
+    ("prefix_threshold", "prefix", {"name": "threshold", "threshold": 0.5, "temperature": 0.0}),
+    ("dual_threshold", "dual", {"name": "threshold", "threshold": 0.5, "temperature": 0.0}),
 ])
 def test_llada_decoding_matches_the_publishers_generate_token_for_token(llada, mode, cache, sampler):
     """generate.py (steps=8, gen_length=16, block_length=8, low_confidence, temperature 0) and
     Fast-dLLM's threshold / prefix-cache / dual-cache variants, against textdiff's loop."""
     e = _expected("llada")
-    steps = 16 if mode == "threshold" else 8  # threshold: at most block_length steps per block (never reached)
+    steps = 16 if "threshold" in mode else 8  # threshold: at most block_length steps per block (never reached)
     out = generate(llada.model, llada.process, llada.make_sampler(sampler), e["prompt"].tolist(), max_new_tokens=16,
                    steps=steps, block_size=8, use_cache=cache, stop_at_eos=False)
     assert out.sequences.tolist() == e[mode].tolist()
@@ -102,6 +104,17 @@ def test_llada_save_pretrained_reloads_natively_with_identical_logits(llada, tmp
     assert again.generation_defaults == llada.generation_defaults and again.stop_token_ids == llada.stop_token_ids
 
 
+def test_loading_never_runs_a_file_from_the_folder(tmp_path):
+    folder = _copy("llada", tmp_path)
+    marker = tmp_path / "ran"
+    for name in ("modeling_llada.py", "configuration_llada.py", "tokenization_llada.py"):
+        (folder / name).write_text(f"open({str(marker)!r}, 'w').write('{name}')\n")
+    lm = DiffusionLM.from_pretrained(folder, device="cpu")
+    lm.save_pretrained(tmp_path / "converted")
+    DiffusionLM.from_pretrained(tmp_path / "converted", device="cpu")
+    assert not marker.exists()
+
+
 def test_llada_bf16_loading_keeps_bf16_weights():
     lm = _load("llada", dtype=torch.bfloat16)
     assert {p.dtype for p in lm.model.parameters()} == {torch.bfloat16}
@@ -109,6 +122,63 @@ def test_llada_bf16_loading_keeps_bf16_weights():
     with torch.no_grad():
         logits = lm.model(e["input_ids"]).logits.float()
     assert _relative(logits, e["logits"]) < 0.05  # bf16 rounding only
+
+
+def test_fused_llada_layout_is_split_exactly():
+    """Block type "sequential" (att_proj = [q; k; v], ff_proj = [up; gate] SwiGLU), also made by the
+    publisher's code, converts onto the same Llama modules."""
+    lm = _load("llada_fused")
+    e = _expected("llada_fused")
+    with torch.no_grad():
+        assert _relative(lm.model(e["input_ids"]).logits, e["logits"]) <= 1e-5
+
+
+# ---- the publishers' EOS knobs and Dream's schedule ----------------------------------------------
+
+
+def test_suppressed_tokens_are_never_generated(llada):
+    prompt = _expected("llada")["prompt"].tolist()
+    kw = dict(max_new_tokens=16, steps=8, block_size=8, stop_at_eos=False)
+    plain = generate(llada.model, llada.process, llada.make_sampler(), prompt, **kw)
+    assert 35 in plain.generated[0]
+    for name in ("confidence", "threshold"):
+        out = generate(llada.model, llada.process, llada.make_sampler(name, temperature=0.0, suppress_ids=[35, 4]), prompt, **kw)
+        assert not {35, 4} & set(out.generated[0]) and len(out.generated[0]) == 16
+
+
+def test_deprioritized_tokens_are_committed_last():
+    from textdiff.registry import build_process, build_sampler
+
+    process = build_process({"name": "masked"}, vocab_size=6, mask_id=5)
+    eos = 4
+    logits = torch.full((1, 3, 6), -5.0)
+    logits[0, 0, eos] = 9.0  # the most confident position predicts EOS
+    logits[0, 1, 1] = 3.0
+    logits[0, 2, 2] = 2.0
+    x_t = torch.full((1, 3), 5)
+    t, s = torch.tensor([1.0]), torch.tensor([2.0 / 3.0])
+    for name, extra in (("confidence", {}), ("threshold", {"threshold": 0.999})):
+        spec = {"name": name, "temperature": 0.0, **extra}
+        first = build_sampler(spec, process).step(logits, t, s, x_t).x_s
+        late = build_sampler({**spec, "deprioritize_ids": [eos]}, process).step(logits, t, s, x_t).x_s
+        assert first.tolist() == [[eos, 5, 5]] and late.tolist() == [[5, 1, 5]], name
+
+
+def test_dream_schedule_is_floor_of_n_times_one_minus_s_over_t():
+    from textdiff.registry import build_process, build_sampler
+
+    process = build_process({"name": "masked"}, vocab_size=6, mask_id=5)
+    sampler = build_sampler({"name": "confidence", "commit_rounding": "floor", "time_eps": 1e-3}, process)
+    sampler.set_timesteps(16)
+    grid = torch.linspace(1, 1e-3, 17, dtype=torch.float64)  # diffusion_generate's timesteps
+    assert torch.allclose(sampler.timesteps, grid)
+    n = 16
+    for i, (t, s) in enumerate(sampler.pairs()):
+        k = int(sampler.commit_counts(torch.tensor([n]), torch.tensor([t]), torch.tensor([s])))
+        want = n if i == 15 else int(n * (1 - s / t))
+        assert k == want, i
+        n -= k
+    assert n == 0
 
 
 # ---- Dream ---------------------------------------------------------------------------------------
@@ -248,6 +318,20 @@ def test_bad_folders_give_one_line_errors(name, tmp_path):
     with pytest.raises(ConfigError, match="llada2_moe") as err:
         DiffusionLM.from_pretrained(folder, device="cpu")
     assert "\n" not in str(err.value)
+    config["model_type"], config["architectures"] = "mistral", ["MistralForCausalLM"]
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match="'mistral' model") as err:
+        DiffusionLM.from_pretrained(folder, device="cpu")
+    assert "\n" not in str(err.value)
+
+
+def test_unsupported_dream_options_are_refused(tmp_path):
+    folder = _copy("dream", tmp_path)
+    config = json.loads((folder / "config.json").read_text())
+    config["use_sliding_window"] = True
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match="use_sliding_window"):
+        DiffusionLM.from_pretrained(folder, device="cpu")
 
 
 def test_unsupported_llada_options_are_refused(tmp_path):

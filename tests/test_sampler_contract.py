@@ -194,3 +194,64 @@ def test_incompatible_pairs_raise_one_line_errors():
             refused.append((sampler, name))
     assert ("first_hitting", "uniform") in refused and ("analytic", "masked") in refused
     assert ("euler", "masked") in refused and ("confidence", "sedd_uniform") in refused
+
+
+# ---- the last step goes to the data, for every schedule ---------------------------------------------
+
+ABSORBING = [p for p in ("masked", "block", "sedd_absorb") if p in textdiff.available("process")]
+
+
+@pytest.mark.parametrize("schedule", textdiff.available("schedule"))
+@pytest.mark.parametrize("process", ABSORBING)
+def test_last_step_leaves_no_mask_for_every_schedule(process, schedule):
+    """Every compatible sampler, through generate() and as one direct step t -> s = 0 from all [MASK]:
+    no [MASK] is left, whatever α(0) of the schedule (geometric: e^{-σ_min}; clipped: 1 − β)."""
+    proc = textdiff.build_process({"name": process, "schedule": {"name": schedule}}, vocab_size=V, mask_id=MASK)
+    model = tiny_model(process)
+    served = [s for s in textdiff.available("sampler") if _serves(s, process)]
+    assert served
+    x_t = torch.full((16, N), MASK)
+    with torch.no_grad():
+        logits = model(x_t).logits
+    for name in served:
+        smp = textdiff.build_sampler(name, proc)
+        out = generate(model, proc, smp, PROMPTS, max_new_tokens=N, seed=SEEDS, **{**gen_kwargs(proc), "steps": 2})
+        P = out.sequences.shape[1] - N
+        assert not bool(proc.is_noise(out.sequences[:, P:]).any()), f"{name}: [MASK] left"
+        smp.set_timesteps(4)
+        t, s = torch.full((16,), 0.25, dtype=torch.float64), torch.zeros(16, dtype=torch.float64)
+        if name == "first_hitting":  # one token per step by design: the last of its steps sees one [MASK]
+            one = x_t.clone()
+            one[:, 1:] = 3
+            assert not bool(proc.is_noise(smp.step(logits, t, s, one, torch.Generator().manual_seed(0)).x_s).any())
+            continue
+        x_s = smp.step(logits, t, s, x_t, torch.Generator().manual_seed(0)).x_s
+        assert not bool(proc.is_noise(x_s).any()), f"{name}: the step to s = 0 left a [MASK]"
+
+
+@pytest.mark.parametrize("schedule", textdiff.available("schedule"))
+def test_s_zero_is_the_data_for_every_schedule(schedule):
+    """α_s = 1 at s = 0: the uniform posterior with a known x0 returns x0 exactly (even if α(0) < 1)."""
+    proc = textdiff.build_process({"name": "uniform", "schedule": {"name": schedule}}, vocab_size=V)
+    a0, m0 = proc.survival(torch.zeros(3, dtype=torch.float64))
+    assert bool((a0 == 1).all()) and bool((m0 == 0).all())
+    x0 = torch.arange(6).view(2, 3)
+    logits = torch.where(torch.nn.functional.one_hot(x0, V).bool(), 0.0, -1e4).double()
+    x_t = (x0 + 1) % V
+    probs = proc.reverse_probs(logits, x_t, torch.full((2,), 0.5, dtype=torch.float64), torch.zeros(2, dtype=torch.float64))
+    assert torch.allclose(probs.gather(-1, x0[..., None]), torch.ones(2, 3, 1, dtype=torch.float64), atol=1e-12)
+
+
+def test_padded_rows_get_the_logits_they_get_alone():
+    """Sampling forwards (no grad) give a row in a left-padded batch exactly its logits alone, and
+    equal positions exactly equal logits: the confidence samplers rank exact values without rounding."""
+    model = tiny_model("masked")
+    ids = torch.full((2, 11), MASK)
+    ids[0, :3] = torch.tensor([1, 2, 3])
+    valid = torch.ones(2, 11, dtype=torch.long)
+    valid[1, :3] = 0
+    with torch.no_grad():
+        batched = model(ids, attention_mask=valid, position_ids=(valid.cumsum(1) - 1).clamp_min(0)).logits
+        alone = model(ids[1:, 3:]).logits
+    assert torch.equal(batched[1, 3:], alone[0])
+    assert bool((alone[0] == alone[0, :1]).all())  # identical [MASK] positions, identical logits

@@ -5,6 +5,15 @@ Gumbel-max with float32 noise truncates the Gumbel tail and silently lowers the 
 inaccurate categorical sampling"). Every categorical draw in textdiff goes through
 :func:`sample_categorical`, which works in float64.
 
+Two exact float64 draws are offered:
+
+* :func:`sample_categorical` / :func:`sample_from_logits`: Gumbel-max over a whole tensor, V noise
+  values per draw (used where the tensors are small);
+* :func:`sample_rows`: inverse-CDF over rows of logits, ONE float64 uniform per row, computed in
+  chunks of :data:`CHUNK_ROWS` rows (cache-resident float64 temporaries). The samplers use it to draw
+  only at the positions that change in a step, at a fraction of the cost of one forward at real
+  vocabularies (``benchmarks/sampling.py``).
+
 ``generator`` may be one ``torch.Generator`` or a list with one generator per batch row; with a list,
 row ``b`` draws its noise only from ``generator[b]``, which makes batched generation give exactly the
 per-row results (batch invariance).
@@ -57,6 +66,76 @@ def sample_from_logits(logits: torch.Tensor, generator: Generator = None) -> tor
     """Draw indices from ``softmax(logits)`` [..., V] by float64 Gumbel-max."""
     lg = logits.to(torch.float64)
     return torch.argmax(lg + gumbel(lg.shape, generator, lg.device), dim=-1)
+
+
+#: entries per chunk of the row-wise float64 kernels (2^19 x 8 bytes = 4 MB of temporaries: about
+#: 10 rows at V = 50,257, the whole batch at small V)
+CHUNK_ENTRIES = 1 << 19
+
+
+def row_chunks(n: int, width: int):
+    """Slices covering range(n) rows of ``width`` entries, about CHUNK_ENTRIES entries per chunk."""
+    size = max(1, CHUNK_ENTRIES // max(1, int(width)))
+    return [slice(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+def shifted_weights(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(w, m): w = exp(logits − m) in float64 [c, V] and the row maxima m [c, 1] (float64).
+
+    The subtraction is done in float64 (exact for float32 inputs); rows that are all −∞ get w = 0.
+    """
+    m = logits.amax(-1, keepdim=True).to(torch.float64)  # exact in the rows' own precision
+    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+    return (logits.to(torch.float64) - m).exp_(), m
+
+
+def gather_rows(logits: torch.Tensor, b: torch.Tensor, l: torch.Tensor) -> torch.Tensor:
+    """Rows ``logits[b, l]`` [n, V] of logits [B, L, V] (``index_select``, far cheaper than
+    advanced indexing on CPU)."""
+    B, L, V = logits.shape
+    flat = logits.reshape(B * L, V)  # a view when contiguous
+    return flat.index_select(0, b * L + l)
+
+
+def normaliser(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(m, Z) [n] float64 with m = max of each row and Z = Σ exp(row − m), for rows [n, V].
+
+    The exponentials and their (cascade) sum are taken in the rows' own precision (float32 logits:
+    relative error of Z about 1e-6 at V = 50k, the order of the logits' own rounding); the samplers use
+    it for the one number per position that decides whether it moves; their draws over V are float64.
+    """
+    m = rows.amax(-1, keepdim=True)
+    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+    return m[:, 0].to(torch.float64), torch.exp(rows - m).sum(-1).to(torch.float64)  # cascade sum
+
+
+def inverse_cdf(weights: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Indices [c] drawn from the float64 weights [c, V] (>= 0, unnormalised) with uniforms u [c].
+
+    Index i is chosen iff C_{i-1} <= u · Z < C_i (C the running sum, Z = C_{V-1}), so zero-weight
+    entries are never chosen; a u · Z rounded up to Z falls back to the last positive entry.
+    """
+    c = weights.cumsum(-1)  # [c, V]
+    total = c[:, -1:]
+    target = u.to(torch.float64).reshape(-1, 1) * total
+    idx = torch.searchsorted(c, target, right=True)
+    last = torch.searchsorted(c, total.contiguous(), right=False)  # the first index reaching Z: a positive entry
+    return torch.minimum(idx, last).squeeze(-1)
+
+
+def sample_rows(logits: torch.Tensor, u: torch.Tensor, transform=None) -> torch.Tensor:
+    """Draw one index per row of ``logits`` [N, V] from softmax(logits), exactly in float64.
+
+    ``u`` [N]: one U(0, 1) float64 per row (drawn by the caller from the row's own generator, which
+    keeps batch invariance). ``transform`` (e.g. temperature / top-k / top-p) is applied per chunk.
+    Inverse-CDF sampling: one exp pass and one running sum per row, chunked over rows.
+    """
+    out = torch.empty(logits.shape[0], dtype=torch.long, device=logits.device)
+    for sl in row_chunks(logits.shape[0], logits.shape[-1]):
+        lg = logits[sl] if transform is None else transform(logits[sl])
+        w, _ = shifted_weights(lg)
+        out[sl] = inverse_cdf(w, u[sl])
+    return out
 
 
 def make_generators(seeds: Sequence[int], device="cpu") -> list[torch.Generator]:

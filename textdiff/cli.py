@@ -1,6 +1,7 @@
-"""The ``textdiff`` command line: ``train``, ``generate``, ``score``, ``convert``, ``eval``, ``list``.
+"""The ``textdiff`` command line: ``train``, ``generate``, ``score``, ``convert``, ``eval``, ``lm-eval``, ``list``.
 
-User mistakes print one line ``error: ...`` and exit with status 2, never a traceback.
+User mistakes print one line ``error: ...`` and exit with status 2, never a traceback. Progress bars
+go to stderr, only on a terminal; ``--quiet`` hides them. JSON output is UTF-8 (not escaped).
 """
 from __future__ import annotations
 
@@ -19,20 +20,69 @@ def _cmd_train(args) -> None:
 
     recipe = load_recipe(args.recipe, args.overrides)
     final = train(recipe, resume=args.resume)
-    print(f"saved {final}")
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:  # under DDP every process returns here; one line
+        print(f"saved {final}")
 
 
 def _read_prompts(args) -> list[str]:
     prompts = list(args.prompt or [])
     if args.prompt_file:
-        path = Path(args.prompt_file)
-        if not path.is_file():
-            raise TextDiffError(f"prompt file {str(path)!r} does not exist")
-        for line in path.read_text().splitlines():
-            if not line.strip():
-                continue
-            prompts.append(json.loads(line)["prompt"] if path.suffix == ".jsonl" else line)
+        prompts += read_prompt_file(args.prompt_file)
     return prompts or [""]
+
+
+def read_prompt_file(name: str) -> list[str]:
+    """Prompts of a ``.txt`` file (one per non-blank line) or a ``.jsonl`` file ({"prompt": ...} per line)."""
+    path = Path(name)
+    if not path.exists():
+        raise TextDiffError(f"prompt file {name!r} does not exist")
+    if not path.is_file():
+        raise TextDiffError(f"prompt file {name!r} is not a file; give a .txt or .jsonl file")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise TextDiffError(f"prompt file {name!r} is not UTF-8 text") from None
+    prompts = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        if path.suffix != ".jsonl":
+            prompts.append(line)
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as e:
+            raise TextDiffError(f"{name}:{n}: not valid JSON ({getattr(e, 'msg', e)}); each line must be {{\"prompt\": \"...\"}}") from None
+        if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
+            raise TextDiffError(f"{name}:{n}: each line must be an object with a string \"prompt\", got {line.strip()[:60]}")
+        prompts.append(row["prompt"])
+    if not prompts:
+        raise TextDiffError(f"prompt file {name!r} holds no prompts")
+    return prompts
+
+
+def _check_output(name) -> None:
+    """``--output`` must name a file whose folder exists (checked before any work)."""
+    if name is None:
+        return
+    path = Path(name)
+    if path.is_dir():
+        raise TextDiffError(f"--output {name!r} is a folder; give a file name")
+    if not path.parent.is_dir():
+        raise TextDiffError(f"--output {name!r}: folder {str(path.parent)!r} does not exist; create it first")
+
+
+def _write_atomically(name: str, text: str) -> None:
+    """Write ``text`` to a temporary sibling and rename it: no half-written output on failure."""
+    path = Path(name)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _load_lm(args):
@@ -44,26 +94,36 @@ def _load_lm(args):
 
 
 def _cmd_generate(args) -> None:
+    from .arguments import device
+
+    if args.num_samples < 1:
+        raise TextDiffError(f"--num-samples {args.num_samples} must be at least 1")
+    _check_output(args.output)
+    device(args.device)
+    prompts = _read_prompts(args)  # before the model loads: a bad prompt file costs nothing
+    options = _sampler_options(args.sampler_option)
     lm = _load_lm(args)
-    prompts = _read_prompts(args)
     prompts = [p for p in prompts for _ in range(args.num_samples)]
     texts, out = lm.generate(
         prompts, max_new_tokens=args.max_new_tokens, steps=args.steps, sampler=args.sampler,
         temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
         block_size=args.block_size, return_output=True, guidance_weight=args.guidance,
-        guidance_uncond=args.guidance_uncond, sampler_options=_sampler_options(args.sampler_option),
-        use_cache=args.cache,
+        guidance_uncond=args.guidance_uncond, sampler_options=options,
+        use_cache=args.cache, progress=None if not args.quiet else False,
     )
-    sink = open(args.output, "w") if args.output else sys.stdout
+    chunks = []
     for i, (prompt, text) in enumerate(zip(prompts, texts)):
         if args.format == "jsonl":
-            sink.write(json.dumps({"prompt": prompt, "text": text, "new_tokens": out.lengths[i]}) + "\n")
+            chunks.append(json.dumps({"prompt": prompt, "text": text, "new_tokens": out.lengths[i]}, ensure_ascii=False) + "\n")
         else:
-            sink.write(text + ("\n" + "-" * 40 + "\n" if i < len(texts) - 1 else "\n"))
+            chunks.append(text + ("\n" + "-" * 40 + "\n" if i < len(texts) - 1 else "\n"))
     if args.output:
-        sink.close()
+        _write_atomically(args.output, "".join(chunks))
+    else:
+        sys.stdout.write("".join(chunks))
+    positions = len(texts) * args.max_new_tokens
     print(f"[{len(texts)} samples, {out.nfe} denoiser steps (NFE), {out.model_calls} network forwards, "
-          f"{out.seconds:.2f} s]", file=sys.stderr)
+          f"{out.seconds:.2f} s, {positions / max(out.seconds, 1e-9):,.1f} tokens/s]", file=sys.stderr)
 
 
 def _sampler_options(items) -> dict:
@@ -72,18 +132,39 @@ def _sampler_options(items) -> dict:
 
     options = {}
     for item in items or []:
-        if "=" not in item:
+        if "=" not in item or not item.split("=", 1)[0].strip():
             raise TextDiffError(f"--sampler-option {item!r} must look like key=value, e.g. threshold=0.8")
         key, raw = item.split("=", 1)
-        options[key.strip()] = yaml.safe_load(raw)
+        try:
+            options[key.strip()] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            options[key.strip()] = raw
     return options
 
 
 def _cmd_score(args) -> None:
+    from .arguments import device
+
+    if not args.text and not args.file:
+        raise TextDiffError("give the texts to score with --text TEXT (repeatable) or --file FILE")
+    if args.t_samples < 1:
+        raise TextDiffError(f"--t-samples {args.t_samples} must be at least 1")
+    device(args.device)
+    texts = list(args.text or [])
+    if args.file:
+        path = Path(args.file)
+        if not path.is_file():
+            raise TextDiffError(f"--file {args.file!r} does not exist" if not path.exists() else f"--file {args.file!r} is not a file")
+        try:
+            texts += [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        except UnicodeDecodeError:
+            raise TextDiffError(f"--file {args.file!r} is not UTF-8 text") from None
+        if not texts:
+            raise TextDiffError(f"--file {args.file!r} holds no text (one text per non-blank line)")
     lm = _load_lm(args)
-    texts = args.text or [ln for ln in Path(args.file).read_text().splitlines() if ln.strip()]
-    for text, nelbo in zip(texts, lm.score(texts, t_samples=args.t_samples, seed=args.seed)):
-        print(json.dumps({"text": text, "nelbo": nelbo}))
+    scores = lm.score(texts, t_samples=args.t_samples, seed=args.seed, progress=None if not args.quiet else False)
+    for text, nelbo in zip(texts, scores):
+        print(json.dumps({"text": text, "nelbo": nelbo}, ensure_ascii=False))
 
 
 def _cmd_convert(args) -> None:
@@ -116,17 +197,46 @@ def _cmd_list(args) -> None:
 
 
 def _cmd_eval(args) -> None:
-    if Path("evaluation/run.py").is_file() and os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())  # a console script does not put the working directory on sys.path
+    from .harness.run import main as run_suite  # package code only: nothing from the working directory
+
+    run_suite([args.suite, *args.overrides], progress=None if not args.quiet else False)
+
+
+def lm_eval_main(argv: list[str]) -> None:
+    """``textdiff lm-eval ARGS``: lm-eval's own CLI with the ``textdiff`` model registered; every
+    argument goes to lm-eval unchanged (``--model textdiff`` is added when no --model is given)."""
+    from .eval.common import require
+
+    require("lm_eval", "lmeval", "textdiff lm-eval")
+    from . import models  # noqa: F401
+    from .eval import lm_eval_adapter  # noqa: F401  (registers the model name "textdiff")
+
+    argv = list(argv)
+    listing = bool(argv) and argv[0] in ("ls", "list", "validate", "-h", "--help")
+    if not listing and not any(a == "--model" or a.startswith("--model=") for a in argv):
+        argv = ["--model", "textdiff", *argv]
+    from lm_eval.__main__ import cli_evaluate
+
+    saved = sys.argv
+    sys.argv = ["lm_eval", *argv]
     try:
-        from evaluation.run import main as run_suite  # the harness lives outside the package
-    except ImportError:
-        raise TextDiffError("the evaluation harness is not importable; run from the repository root: python -m evaluation SUITE.yaml") from None
-    run_suite([args.suite, *args.overrides])
+        cli_evaluate()
+    finally:
+        sys.argv = saved
+
+
+class _Parser(argparse.ArgumentParser):
+    """Command-line mistakes are one line ``error: ...`` on stderr and exit status 2, like every other."""
+
+    def error(self, message):
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="textdiff", description="Train, sample from and evaluate discrete text diffusion LMs.")
+    from . import __version__
+
+    p = _Parser(prog="textdiff", description="Train, sample from and evaluate discrete text diffusion LMs.")
+    p.add_argument("--version", action="version", version=f"textdiff {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a recipe (YAML) with key=value overrides")
@@ -158,6 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--format", choices=["text", "jsonl"], default="text")
     g.add_argument("--output", help="write samples here instead of stdout")
     _add_loading_flags(g)
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.set_defaults(func=_cmd_generate)
 
     s = sub.add_parser("score", help="NELBO (nats) of texts under a saved model")
@@ -167,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--t-samples", type=int, default=32)
     s.add_argument("--seed", type=int, default=0)
     _add_loading_flags(s)
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=_cmd_score)
 
     c = sub.add_parser("convert", help="write a published checkpoint (MDLM, BD3-LM, SEDD, DUO, LLaDA, Dream) as a textdiff folder")
@@ -176,10 +288,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_loading_flags(c)
     c.set_defaults(func=_cmd_convert)
 
-    e = sub.add_parser("eval", help="run an evaluation suite (see evaluation/)")
-    e.add_argument("suite")
-    e.add_argument("overrides", nargs="*")
+    e = sub.add_parser("eval", help="run an evaluation suite: a YAML file or a shipped one (quickstart, zero_shot, process_comparison)")
+    e.add_argument("suite", help="a suite YAML, or the name of a shipped suite, e.g. quickstart")
+    e.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. models.0.path=runs/x/final output_dir=runs/eval/x")
+    e.add_argument("--quiet", action="store_true", help="no progress bars")
     e.set_defaults(func=_cmd_eval)
+
+    sub.add_parser("lm-eval", add_help=False,
+                   help="lm-evaluation-harness's own CLI with the textdiff model registered; every argument "
+                        "passes through, e.g. --model_args pretrained=runs/x/final --tasks lambada_openai")
 
     ls = sub.add_parser("list", help="list registered processes, schedules and samplers")
     ls.set_defaults(func=_cmd_list)
@@ -201,6 +318,14 @@ def _quiet_libraries() -> None:
 
 def main(argv=None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "lm-eval":  # lm-eval parses its own arguments
+        try:
+            lm_eval_main(argv[1:])
+        except TextDiffError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        return 0
     args = build_parser().parse_args(argv)
     _quiet_libraries()
     try:

@@ -25,7 +25,11 @@ from typing import Any, Literal, Optional
 import yaml
 
 from .dataclass_io import DEFAULT_NAMES, from_dict, resolve_section, to_dict  # noqa: F401  (re-exported)
-from .errors import ConfigError
+from .dataclass_io import at_least, finite, in_range, not_blank
+from .errors import ConfigError, IncompatibleError, warn
+
+LR_WARNING = 0.1  # AdamW learning rates above this diverge for transformers (a typo like 1e6?)
+TRACKERS = ("aim", "tensorboard", "wandb", "trackio", "comet_ml", "mlflow", "clearml", "dvclive", "swanlab")
 
 
 # --------------------------------------------------------------------------------------------
@@ -45,8 +49,10 @@ class TokenizerConfig:
     def validate(self) -> None:
         if (self.path is None) == (self.train is None):
             raise ConfigError("tokenizer: give exactly one of 'path' (a tokenizer folder) or 'train' (bpe|unigram)")
+        not_blank("tokenizer.path", self.path)
         if self.vocab_size < 64:
             raise ConfigError(f"tokenizer.vocab_size={self.vocab_size} is too small; use at least 64")
+        at_least("tokenizer", self, 1, "min_frequency")
 
 
 @dataclass
@@ -65,12 +71,21 @@ class DataConfig:
     lines_are_documents: bool = False  # .txt files: one document per line instead of per blank-line paragraph
     num_proc: Optional[int] = None  # processes for datasets.map
     shuffle_seed: int = 0  # seed of the document / row shuffle
+    streaming: bool = False  # read the source lazily (hub-scale corpora); see textdiff.streaming
+    num_workers: int = 0  # streaming: DataLoader worker processes that tokenize on the fly
+    shuffle_buffer: int = 1000  # streaming: rows shuffled together (a seeded permutation per window)
+    val_documents: int = 500  # streaming without val_source: the first N documents are held out
 
     def validate(self) -> None:
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError(f"data.val_fraction={self.val_fraction} must be in [0, 1)")
         if self.seq_len < 2:
             raise ConfigError(f"data.seq_len={self.seq_len} must be at least 2")
+        for name in ("source", "split", "text_field", "val_source", "hub_config"):
+            not_blank(f"data.{name}", getattr(self, name))
+        at_least("data", self, 1, "max_documents", "num_proc", optional=True)
+        at_least("data", self, 0, "shuffle_seed", "num_workers", "val_documents")
+        at_least("data", self, 1, "shuffle_buffer")
 
 
 @dataclass
@@ -88,12 +103,31 @@ class ModelConfig:
     attention: Literal["bidirectional", "causal", "block_causal"] = "bidirectional"
     block_size: Optional[int] = None  # block length L' for block_causal attention
     tie_word_embeddings: bool = False  # share input embedding and output projection
+    time_scale: float = 1000.0  # the time embedding sees time_scale * (what the process feeds); 1 for the publishers' DiTs
+    lm_head_bias: bool = False  # output projection with a bias (the publishers' DiTs)
+    layer_norm_eps: float = 1e-5  # epsilon of every LayerNorm
 
     def validate(self) -> None:
+        at_least("model", self, 1, "hidden_size", "num_layers", "num_heads", "cond_dim")
+        at_least("model", self, 1, "max_seq_len", "block_size", optional=True)
         if self.hidden_size % self.num_heads:
             raise ConfigError(
-                f"model.hidden_size={self.hidden_size} is not divisible by model.num_heads={self.num_heads}"
+                f"model.hidden_size={self.hidden_size} is not divisible by model.num_heads={self.num_heads}; "
+                "pick a head count that divides it"
             )
+        if (self.hidden_size // self.num_heads) % 2:
+            raise ConfigError(f"the head size model.hidden_size / model.num_heads = {self.hidden_size // self.num_heads} "
+                              "must be even (rotary positions rotate pairs of channels)")
+        if not self.mlp_ratio > 0 or int(self.hidden_size * self.mlp_ratio) < 1:
+            raise ConfigError(f"model.mlp_ratio={self.mlp_ratio} must be positive (the MLP width is hidden_size * mlp_ratio)")
+        finite("model.mlp_ratio", self.mlp_ratio)
+        in_range("model.dropout", self.dropout, 0.0, 1.0, hi_open=True)
+        if not self.rope_theta > 0:
+            raise ConfigError(f"model.rope_theta={self.rope_theta} must be positive")
+        finite("model.rope_theta", self.rope_theta)
+        if self.block_size is not None and self.attention != "block_causal":
+            raise ConfigError(f"model.block_size={self.block_size} is used only with model.attention=block_causal; "
+                              "set the attention or drop the block size")
 
 
 @dataclass
@@ -130,13 +164,36 @@ class TrainConfig:
     cond_dropout: float = 0.0  # probability of dropping the prompt during SFT (for guidance)
 
     def validate(self) -> None:
-        for k in ("max_steps", "batch_size", "grad_accum", "eval_every", "save_every", "log_every"):
+        for k in ("max_steps", "batch_size", "grad_accum", "eval_every", "save_every", "log_every", "eval_t_samples"):
             if getattr(self, k) < 1:
                 raise ConfigError(f"train.{k}={getattr(self, k)} must be at least 1")
-        if self.lr <= 0:
+        at_least("train", self, 0, "warmup_steps", "eval_batches", "keep_checkpoints", "seed")
+        at_least("train", self, 1, "num_threads", optional=True)
+        if not self.lr > 0:
             raise ConfigError(f"train.lr={self.lr} must be positive")
-        if not 0.0 <= self.ema < 1.0:
-            raise ConfigError(f"train.ema={self.ema} must be in [0, 1)")
+        finite("train.lr", self.lr)
+        if self.lr > LR_WARNING:
+            warn(f"train.lr={self.lr:g} is far above the usual 1e-4..3e-3 for AdamW; training will likely diverge")
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise ConfigError(f"train.max_minutes={self.max_minutes} must be positive (or leave it out)")
+        in_range("train.min_lr_ratio", self.min_lr_ratio, 0.0, 1.0)
+        in_range("train.decay_fraction", self.decay_fraction, 0.0, 1.0)
+        if not self.weight_decay >= 0:
+            raise ConfigError(f"train.weight_decay={self.weight_decay} must be >= 0")
+        finite("train.weight_decay", self.weight_decay)
+        if len(self.betas) != 2:
+            raise ConfigError(f"train.betas={self.betas} must be two numbers [beta1, beta2], e.g. [0.9, 0.98]")
+        for i, b in enumerate(self.betas):
+            in_range(f"train.betas[{i}]", b, 0.0, 1.0, hi_open=True)
+        if not self.grad_clip >= 0:
+            raise ConfigError(f"train.grad_clip={self.grad_clip} must be >= 0 (0 = no clipping)")
+        finite("train.grad_clip", self.grad_clip)
+        in_range("train.ema", self.ema, 0.0, 1.0, hi_open=True)
+        in_range("train.cond_dropout", self.cond_dropout, 0.0, 1.0, hi_open=True)
+        not_blank("train.init_from", self.init_from)
+        unknown = [t for t in self.trackers if t not in TRACKERS]
+        if unknown:
+            raise ConfigError(f"train.trackers: unknown tracker(s) {unknown}; choose from {list(TRACKERS)} (or [] for none)")
 
 
 @dataclass
@@ -154,8 +211,9 @@ class DenoiserConfig:
     dtype: Optional[Literal["float32", "bfloat16", "float16"]] = None  # weights dtype (default: float32)
 
     def validate(self) -> None:
-        if not self.path:
+        if not self.path.strip():
             raise ConfigError("denoiser.path is required: a Hugging Face model folder (or hub name)")
+        not_blank("denoiser.mask_token", self.mask_token)
 
 
 @dataclass
@@ -183,6 +241,17 @@ class SFTConfig:
             raise ConfigError(f"sft.val_fraction={self.val_fraction} must be in [0, 1)")
         if not 0.0 <= self.pad_eos_weight <= 1.0:
             raise ConfigError(f"sft.pad_eos_weight={self.pad_eos_weight} must be in [0, 1]")
+        for name in ("source", "val_source", "prompt_field", "response_field", "messages_field"):
+            not_blank(f"sft.{name}", getattr(self, name))
+        at_least("sft", self, 1, "num_examples")
+        at_least("sft", self, 1, "max_examples", optional=True)
+        at_least("sft", self, 0, "seed")
+        if self.source == "synthetic":
+            from .sft import TASKS
+
+            unknown = [t for t in self.tasks if t not in TASKS]
+            if unknown or not self.tasks:
+                raise ConfigError(f"sft.tasks {unknown or self.tasks} not known; choose from {sorted(TASKS)}")
 
 
 @dataclass
@@ -198,6 +267,9 @@ class LoraConfig:
     def validate(self) -> None:
         if self.r < 1:
             raise ConfigError(f"lora.r={self.r} must be at least 1")
+        if not self.alpha > 0:
+            raise ConfigError(f"lora.alpha={self.alpha} must be positive")
+        in_range("lora.dropout", self.dropout, 0.0, 1.0, hi_open=True)
         if not self.target_modules:
             raise ConfigError("lora.target_modules is empty; name the linear layers to adapt, e.g. [qkv, proj]")
 
@@ -221,10 +293,45 @@ class Recipe:
     def __post_init__(self) -> None:
         if self.process is None:
             self.process = resolve_section("process", {"name": "masked"}, "process")
-        if self.sampler is None:
-            self.sampler = resolve_section("sampler", {"name": "ancestral"}, "sampler")
+        if self.sampler is None:  # the default sampler is one that serves the process
+            from .registry import default_sampler
+
+            self.sampler = resolve_section("sampler", {"name": default_sampler(self.process)}, "sampler")
         if self.output_dir is None:
             self.output_dir = str(Path("runs") / self.name)
+
+    def validate(self) -> None:
+        """Cross-section checks, before any work starts (the sections validated themselves)."""
+        if not self.name.strip():
+            raise ConfigError("name is an empty string; give the run a name (the default output_dir is runs/<name>)")
+        not_blank("output_dir", self.output_dir)
+        from .registry import check_pair, lookup
+
+        check_pair(self.process, self.sampler)  # the sampler must serve the process
+        process_cls = lookup("process", self.process.name)
+        need = getattr(process_cls, "required_attention", None)
+        if need is not None and self.model.attention not in ("bidirectional", need):
+            raise IncompatibleError(f"process {self.process.name!r} needs model.attention={need}, "
+                                    f"not {self.model.attention}; set model.attention={need} (or leave it out)")
+        attention = need or self.model.attention
+        block = getattr(self.process, "block_size", None) or self.model.block_size
+        if attention == "block_causal":
+            if block is None:
+                raise ConfigError("model.attention=block_causal needs a block size; set model.block_size (or use process block)")
+            if self.model.block_size is not None and getattr(self.process, "block_size", None) not in (None, self.model.block_size):
+                raise IncompatibleError(f"model.block_size={self.model.block_size} differs from process.block_size="
+                                        f"{self.process.block_size}; they must be equal")
+            if self.data.seq_len % block:
+                raise ConfigError(f"data.seq_len={self.data.seq_len} is not a multiple of the block size {block}; "
+                                  "pick a seq_len divisible by it")
+        max_len = self.model.max_seq_len
+        if max_len is not None and self.data.seq_len > max_len and self.denoiser is None and self.train.init_from is None:
+            raise ConfigError(f"data.seq_len={self.data.seq_len} exceeds model.max_seq_len={max_len}; "
+                              "raise model.max_seq_len or lower data.seq_len")
+        if self.train.cond_dropout > 0 and self.sft is None:
+            raise ConfigError("train.cond_dropout drops SFT prompts; it needs an sft section (or set train.cond_dropout=0)")
+        if self.train.init_from is not None and self.denoiser is not None:
+            raise ConfigError("give either a denoiser section (a Hugging Face network) or train.init_from (a saved run), not both")
 
 
 # --------------------------------------------------------------------------------------------
@@ -254,7 +361,7 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             child = node.get(part)
             if child is None:
                 child = node[part] = {}
-            if isinstance(child, str):  # "process: masked" shorthand
+            if isinstance(child, str) and part in DEFAULT_NAMES:  # "process: masked" shorthand
                 child = node[part] = {"name": child}
             if not isinstance(child, dict):
                 raise ConfigError(f"override {'.'.join(path)}: {part!r} is not a section")

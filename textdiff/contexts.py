@@ -17,6 +17,12 @@ the logits of the current window; when a window is final it calls ``commit``. St
 * ``"auto"``: ``"exact"`` when the model is block-causal / causal and decoding is block-wise (and
   the blocks are whole model blocks), else ``"none"``. Never an approximate cache.
 
+Output layer: every call asks the denoiser only for the rows it returns, with ``logits_to_keep``
+(Hugging Face's convention: ``0`` = all positions, an int k = the last k positions, a 1-D long
+tensor = those positions of the fed sequence), so the output layer ([d, V], most of a forward at
+real vocabularies) runs on the window, not on the context. A denoise callable that does not take
+``logits_to_keep`` gets the full call and its output is cut afterwards (:func:`call_keeping`).
+
 ``shift`` = 1 serves next-token (AR) models: the logits that predict position i come from position
 i − 1, so the context feeds positions [lo − 1, hi − 1).
 
@@ -36,6 +42,48 @@ from .errors import ConfigError, IncompatibleError
 from .models.cache import KVCache
 
 CACHE_MODES = ("auto", "none", "exact", "prefix", "dual")
+
+
+def keep_spec(lo: int, hi: int, fed: int):
+    """``logits_to_keep`` for rows [lo, hi) of a call fed ``fed`` positions: 0 (all), an int k (the
+    last k) or a 1-D tensor of positions (HF semantics)."""
+    if lo == 0 and hi == fed:
+        return 0
+    if hi == fed:
+        return hi - lo
+    return torch.arange(lo, hi)
+
+
+def apply_keep(logits: torch.Tensor, keep) -> torch.Tensor:
+    """Cut full logits [B, L, V] as ``logits_to_keep`` says (for denoisers that compute every row)."""
+    if isinstance(keep, torch.Tensor):
+        return logits[:, keep.to(logits.device)]
+    return logits if not keep else logits[:, -int(keep):]
+
+
+def takes_logits_to_keep(fn) -> bool:
+    """Whether a callable (or a module's forward) names a ``logits_to_keep`` parameter."""
+    import inspect
+
+    target = getattr(fn, "forward", fn)
+    try:
+        return "logits_to_keep" in inspect.signature(target).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def call_keeping(fn, args, keep, accepts: Optional[bool] = None):
+    """``fn(*args)`` returning only the rows ``keep`` selects: passed on as ``logits_to_keep`` when
+    ``fn`` takes it, else the full output is cut; an output that still has every row is cut too."""
+    fed = args[0].shape[1]
+    if keep is None or (isinstance(keep, int) and keep == 0):
+        return fn(*args)
+    accepts = takes_logits_to_keep(fn) if accepts is None else accepts
+    out = fn(*args, logits_to_keep=keep) if accepts else fn(*args)
+    wanted = int(keep.numel()) if isinstance(keep, torch.Tensor) else int(keep)
+    if out.shape[1] == fed and wanted != fed:
+        out = apply_keep(out, keep)
+    return out
 
 
 class Context(ABC):
@@ -79,8 +127,8 @@ class FullContext(Context):
         if self.clean_time:
             t = t[:, None].expand(x.shape[0], end).clone()  # [B, end]
             t[:, :lo] = 0.0
-        out = self.denoise(x[:, :end], t, self.valid[:, :end].long(), self.positions[:, :end], None, False)
-        return out[:, lo:hi]  # [B, hi - lo, V]
+        args = (x[:, :end], t, self.valid[:, :end].long(), self.positions[:, :end], None, False)
+        return call_keeping(self.denoise, args, keep_spec(lo, hi, end))  # [B, hi - lo, V]
 
 
 class BlockCache(Context):
@@ -99,10 +147,10 @@ class BlockCache(Context):
         self.filled = 0  # row coordinate up to which the cache holds keys
         self.max_cache = max_cache  # sliding window length (None: unbounded)
 
-    def _feed(self, x, lo, hi, t, update: bool):
+    def _feed(self, x, lo, hi, t, update: bool, keep=0):
         """Run rows [lo, hi) against the cache; with ``update`` append their keys (and slide)."""
         sl = slice(lo, hi)
-        out = self.denoise(x[:, sl], t, self.valid[:, sl].long(), self.positions[:, sl], self.cache, update)
+        out = call_keeping(self.denoise, (x[:, sl], t, self.valid[:, sl].long(), self.positions[:, sl], self.cache, update), keep)
         if update:
             self.filled = hi
             if self.max_cache is not None:
@@ -113,7 +161,7 @@ class BlockCache(Context):
         final = hi - self.shift <= lo  # everything before the window is final: so is every fed token
         lo, hi = lo - self.shift, hi - self.shift
         if lo > self.filled:  # prompt prefill, or the blocks committed since the last call, at t = 0
-            self._feed(x, self.filled, lo, torch.zeros_like(t), True)
+            self._feed(x, self.filled, lo, torch.zeros_like(t), True, keep=1)  # only keys are wanted
         if final:  # next-token model with one-token windows: cache the fed token in the same call
             return self._feed(x, lo, hi, torch.zeros_like(t), True)
         return self._feed(x, lo, hi, t, False)
@@ -159,16 +207,16 @@ class _RefreshedCache(Context):
         T = x.shape[1]
         if self.window != (lo, hi):  # refresh: one exact forward over the whole row
             full = KVCache(self.num_layers)
-            out = self.denoise(x, t, self.valid.long(), self.positions, full, True)  # [B, T, V]
+            out = call_keeping(self.denoise, (x, t, self.valid.long(), self.positions, full, True), keep_spec(lo, hi, T))
             back = min(self.lookback, lo)
             self.cache = keep_tokens(full, self.kept(lo - back, hi, T).to(x.device))
             self.window = (lo, hi)
-            return out[:, lo:hi]
+            return out  # [B, hi - lo, V]
         back = min(self.lookback, lo)
         end = self.fed_end(lo, hi, T)
         sl = slice(lo - back, end)
-        out = self.denoise(x[:, sl], t, self.valid[:, sl].long(), self.positions[:, sl], self.cache, False)
-        return out[:, back: back + hi - lo]
+        args = (x[:, sl], t, self.valid[:, sl].long(), self.positions[:, sl], self.cache, False)
+        return call_keeping(self.denoise, args, keep_spec(back, back + hi - lo, end - lo + back))
 
     def commit(self, x, lo, hi):
         self.window, self.cache = None, None  # the next window refreshes

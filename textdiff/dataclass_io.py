@@ -11,7 +11,7 @@ import dataclasses
 import re
 import types
 import typing
-from typing import Any, Literal, Union
+from typing import Any, Literal, Optional, Union
 
 from .errors import ConfigError
 
@@ -152,3 +152,31 @@ def to_dict(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {k: to_dict(v) for k, v in obj.items()}
     return obj
+
+
+# ---- range checks used by the ``validate()`` methods of the config dataclasses -----------------
+
+
+def at_least(section: str, obj, minimum, *names: str, optional: bool = False) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if value is None and optional:
+            continue
+        if value < minimum:
+            raise ConfigError(f"{section}.{name}={value} must be at least {minimum}")
+
+
+def in_range(where: str, value: float, lo: float, hi: float, hi_open: bool = False, lo_open: bool = False) -> None:
+    bad = (value <= lo if lo_open else value < lo) or (value >= hi if hi_open else value > hi)
+    if bad or value != value:  # NaN fails too
+        raise ConfigError(f"{where}={value} must be in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}")
+
+
+def finite(where: str, value: float) -> None:
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ConfigError(f"{where}={value} must be a finite number")
+
+
+def not_blank(where: str, value: Optional[str]) -> None:
+    if value is not None and not value.strip():
+        raise ConfigError(f"{where} is an empty string; give a value or leave the key out")

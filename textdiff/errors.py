@@ -20,3 +20,10 @@ class DataError(TextDiffError, ValueError):
 
 class IncompatibleError(TextDiffError, ValueError):
     """Two parts cannot work together (a sampler with a process, a model with a process...)."""
+
+
+def warn(message: str) -> None:
+    """A one-line ``warning: ...`` on stderr for input that is accepted but probably a mistake."""
+    import sys
+
+    print(f"warning: {message}", file=sys.stderr)

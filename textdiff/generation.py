@@ -41,7 +41,8 @@ from typing import Any, Callable, Optional, Sequence, Union
 import torch
 
 from .categorical import make_generators
-from .contexts import make_context
+from . import arguments
+from .contexts import apply_keep, call_keeping, make_context, takes_logits_to_keep
 from .errors import ConfigError, IncompatibleError
 
 # ---------------------------------------------------------------------------------------------
@@ -98,15 +99,23 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_id: int, device) -> tuple[tor
 
 
 def _model_call(model, process):
-    """Wrap the model as (ids, t, mask, pos, cache, update) -> logits; t only if the process needs it."""
+    """Wrap the model as (ids, t, mask, pos, cache, update, logits_to_keep=0) -> logits; t only if
+    the process needs it. ``logits_to_keep`` (HF semantics, see :mod:`textdiff.contexts`) reaches
+    a model whose forward names it; other models compute every row and are cut afterwards."""
+    accepts = takes_logits_to_keep(model)
 
-    def denoise(ids, t, attention_mask, position_ids, cache, update_cache):
+    def denoise(ids, t, attention_mask, position_ids, cache, update_cache, logits_to_keep=0):
         kwargs = {}
         if process.time_conditioning:
-            kwargs["t"] = t
+            kwargs["t"] = process.network_time(t)
+        if accepts and not (isinstance(logits_to_keep, int) and logits_to_keep == 0):
+            kwargs["logits_to_keep"] = logits_to_keep
         out = model(ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache,
                     update_cache=update_cache, **kwargs)
-        return out.logits if hasattr(out, "logits") else out
+        logits = out.logits if hasattr(out, "logits") else out
+        if logits.shape[1] == ids.shape[1] and not (isinstance(logits_to_keep, int) and logits_to_keep == 0):
+            logits = apply_keep(logits, logits_to_keep)
+        return logits
 
     return denoise
 
@@ -117,10 +126,11 @@ class _Counted:
     def __init__(self, denoise):
         self.denoise = denoise
         self.calls = 0
+        self.accepts = takes_logits_to_keep(denoise)
 
-    def __call__(self, *args):
+    def __call__(self, *args, logits_to_keep=0):
         self.calls += int(getattr(self.denoise, "forwards_per_call", 1))
-        return self.denoise(*args)
+        return call_keeping(self.denoise, args, logits_to_keep, self.accepts)
 
 
 def _generators(seed, generator, batch_size, device):
@@ -180,18 +190,21 @@ def _run(
         sampler = build_sampler(sampler, process)
     device = _device(model)
     config = getattr(model, "config", None)
+    batch_size = arguments.integer("batch_size", batch_size, minimum=1, optional=True)
     if prompts is None:
         prompts = [[] for _ in range(batch_size or 1)]
-    if isinstance(prompts, str) or (len(prompts) and isinstance(prompts[0], int)):
+    if isinstance(prompts, str) or (hasattr(prompts, "__len__") and len(prompts) and isinstance(prompts[0], int)):
         raise ConfigError("prompts must be a list of token-id lists, e.g. [[5, 8, 13]]; tokenize strings first")
-    prompts = [list(p) for p in prompts]
+    prompts = arguments.token_lists("prompts", prompts)
     B = len(prompts)
     if B == 0:
         raise ConfigError("no prompts given; pass a list of prompts (use [[]] for unconditional samples)")
-    if steps < 1:
-        raise ConfigError(f"steps={steps} must be at least 1")
-    if block_size is not None and block_size < 1:
-        raise ConfigError(f"block_size={block_size} must be at least 1 (or None for one window)")
+    arguments.generation(max_new_tokens=None if template is not None else max_new_tokens, steps=steps,
+                         block_size=block_size, max_context=max_context, pad_token_id=pad_token_id,
+                         eos_token_id=eos_token_id, infill_id=infill_id, stop_at_eos=stop_at_eos,
+                         use_cache=use_cache, denoise=denoise)
+    if generator is None:
+        seed = arguments.seeds("seed", seed, count=B)
     if template is not None:
         marker = process.mask_id if infill_id is None else infill_id
         if marker is None:
@@ -344,6 +357,8 @@ def generate(
     denoise: replace the model call (guidance wrappers, oracle denoisers); same signature as
         ``_model_call``'s result; an object with ``setup(layout)`` is told the :class:`Layout` first.
     """
+    if callback is not None and not callable(callback):
+        raise ConfigError(f"callback must be callable (it receives a StepInfo), got {type(callback).__name__}")
     run = _run(model, process, sampler, prompts, max_new_tokens=max_new_tokens, steps=steps,
                batch_size=batch_size, block_size=block_size, use_cache=use_cache, max_context=max_context,
                seed=seed, generator=generator, pad_token_id=pad_token_id, eos_token_id=eos_token_id,

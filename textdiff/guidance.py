@@ -104,13 +104,15 @@ class ClassifierFreeGuidance:
             return ids.masked_fill(prompt, self.mask_id), attention_mask
         return ids, (valid & ~prompt).to(attention_mask.dtype if attention_mask is not None else torch.long)
 
-    def __call__(self, ids, t, attention_mask, position_ids, cache, update_cache):
+    def __call__(self, ids, t, attention_mask, position_ids, cache, update_cache, logits_to_keep=0):
+        from .contexts import call_keeping
+
         if self.weight == 0:
-            return self.base(ids, t, attention_mask, position_ids, cache, update_cache)
+            return call_keeping(self.base, (ids, t, attention_mask, position_ids, cache, update_cache), logits_to_keep)
         u_cache = self._uncond_cache(cache)  # before the conditional call extends ``cache``
-        cond = self.base(ids, t, attention_mask, position_ids, cache, update_cache)
+        cond = call_keeping(self.base, (ids, t, attention_mask, position_ids, cache, update_cache), logits_to_keep)
         u_ids, u_mask = self.unconditional_inputs(ids, attention_mask, position_ids)
-        uncond = self.base(u_ids, t, u_mask, position_ids, u_cache, update_cache)
+        uncond = call_keeping(self.base, (u_ids, t, u_mask, position_ids, u_cache, update_cache), logits_to_keep)
         return guided_log_probs(cond, uncond, self.weight)
 
     def _uncond_cache(self, cache):

@@ -6,19 +6,24 @@
     lm.save_pretrained("my-model")
 
 A saved folder is a Hugging Face model folder (``config.json`` + ``model.safetensors``), the
-tokenizer files, and ``textdiff.json`` with the process and sampler configs.
+tokenizer files, ``textdiff.json`` with the process and sampler configs, a model card ``README.md``
+and (textdiff's own network) the modeling code behind ``auto_map`` for plain ``transformers`` users
+with ``trust_remote_code=True`` (:mod:`textdiff.hub`; textdiff itself never runs it).
 """
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
 import torch
 
+from . import arguments
 from .config import resolve_section, to_dict
 from .errors import ConfigError
 from .registry import build_process, build_sampler
+from .tokenization import count_unknown
 from .training.setup import PIPELINE_FILE
 
 
@@ -34,6 +39,7 @@ class DiffusionLM:
         self.generation_defaults = dict(generation or {})
         #: token ids that end an answer besides EOS (e.g. LLaDA's <|eot_id|>, Dream's <|im_end|>)
         self.stop_token_ids = [int(i) for i in (stop_token_ids or [])]
+        self.source_dir: Optional[Path] = None  # the folder it was loaded from (model card of a re-save)
 
     # ---- loading and saving -------------------------------------------------------------------
     @classmethod
@@ -53,8 +59,8 @@ class DiffusionLM:
         from .models.loading import resolve_model_path
         from .models.published import LoadOptions, load_published
 
+        device = arguments.device(device) or ("cuda" if torch.cuda.is_available() else "cpu")
         path = resolve_model_path(name_or_path, revision=revision, allow_pickle=allow_pickle)
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         if not (path / PIPELINE_FILE).is_file() and not _is_textdiff_config(path):
             pub = load_published(path, LoadOptions(tokenizer=tokenizer, dtype=dtype, device=device,
                                                    allow_pickle=allow_pickle, revision=revision))
@@ -79,21 +85,36 @@ class DiffusionLM:
         if missing:
             raise ConfigError(f"model folder {str(path)!r} is missing {', '.join(missing)}; is it a textdiff model folder?")
         weight_files(path, allow_pickle)  # one-line errors for missing shards / pickle-only folders
-        meta = read_json(path / PIPELINE_FILE)
+        meta = _check_pipeline(read_json(path / PIPELINE_FILE), path / PIPELINE_FILE)
+        read_json(path / "config.json")  # a damaged config.json: one line, before the tokenizer reads it
         tok_source = path if (path / "tokenizer_config.json").is_file() else path.parent / "tokenizer"
+        if not (tok_source / "tokenizer_config.json").is_file() and not (tok_source / "tokenizer.json").is_file():
+            raise ConfigError(f"model folder {str(path)!r} has no tokenizer (tokenizer.json / tokenizer_config.json); "
+                              "copy the run's tokenizer files into it")
         tokenizer = load_tokenizer(str(tok_source))
         if is_external_folder(path):  # a Hugging Face network trained as a denoiser (models/external.py)
             model = load_external_denoiser(path, dtype=dtype, trust_remote_code=trust_remote_code)
         else:
-            read_json(path / "config.json")
-            model = AutoModel.from_pretrained(str(path), dtype=dtype) if dtype is not None else AutoModel.from_pretrained(str(path))
+            model = _load_strict(AutoModel, path, dtype)
         model.to(device).eval()
         process = build_process(meta["process"], vocab_size=model.config.vocab_size, mask_id=tokenizer.mask_token_id)
         sampler = resolve_section("sampler", meta.get("sampler") or "ancestral", "sampler")
-        return cls(model, tokenizer, process, sampler, seq_len=meta.get("seq_len"), generation=meta.get("generation"),
-                   stop_token_ids=meta.get("stop_token_ids"))
+        lm = cls(model, tokenizer, process, sampler, seq_len=meta.get("seq_len"), generation=meta.get("generation"),
+                 stop_token_ids=meta.get("stop_token_ids"))
+        lm.source_dir = path  # its recipe and metrics.jsonl feed the model card of a re-save
+        return lm
 
-    def save_pretrained(self, path: Union[str, Path]) -> None:
+    def save_pretrained(self, path: Union[str, Path], remote_code: bool = True, model_card: bool = True,
+                        repo_id: Optional[str] = None) -> None:
+        """Write the folder :meth:`from_pretrained` reads, atomically.
+
+        remote_code: also write the network's modeling files and ``auto_map`` (textdiff's own network
+        only), so that people without textdiff load it with ``AutoModel.from_pretrained(...,
+        trust_remote_code=True)``. On by default, as Hugging Face users expect of a custom
+        architecture; textdiff never executes these files. model_card: write ``README.md`` (recipe,
+        data, metrics of the run it came from, usage)."""
+        from .hub import add_remote_code
+        from .hub import model_card as card
         from .training.checkpoint import atomic_dir, commit_dir
 
         path = Path(path)
@@ -108,12 +129,21 @@ class DiffusionLM:
         if self.stop_token_ids:
             meta["stop_token_ids"] = self.stop_token_ids
         (tmp / PIPELINE_FILE).write_text(json.dumps(meta, indent=2))
+        source = getattr(self, "source_dir", None)
+        if source is not None and (Path(source) / "config.yaml").is_file():
+            (tmp / "config.yaml").write_text((Path(source) / "config.yaml").read_text())  # the recipe travels along
+        if remote_code:
+            add_remote_code(tmp)
+        if model_card:
+            (tmp / "README.md").write_text(card(self, tmp, repo_id=repo_id, source=source), encoding="utf-8")
         commit_dir(tmp, path)
 
     def push_to_hub(self, repo_id: str, private: Optional[bool] = None, token: Optional[str] = None,
-                    commit_message: str = "Upload textdiff model", revision: Optional[str] = None) -> str:
-        """Upload the folder :meth:`save_pretrained` writes to a Hugging Face Hub model repository
-        (created when missing); returns the repository URL. ``from_pretrained(repo_id)`` loads it back.
+                    commit_message: str = "Upload textdiff model", revision: Optional[str] = None,
+                    remote_code: bool = True, model_card: bool = True) -> str:
+        """Upload the folder :meth:`save_pretrained` writes (model card and, by default, the modeling
+        code for ``trust_remote_code`` users) to a Hugging Face Hub model repository (created when
+        missing); returns the repository URL. ``from_pretrained(repo_id)`` loads it back.
         Needs a network and a token with write access (``huggingface-cli login`` or ``token=``)."""
         import tempfile
 
@@ -123,7 +153,7 @@ class DiffusionLM:
         url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp) / "model"
-            self.save_pretrained(folder)
+            self.save_pretrained(folder, remote_code=remote_code, model_card=model_card, repo_id=repo_id)
             api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model",
                               commit_message=commit_message, revision=revision)
         return str(url)
@@ -154,7 +184,8 @@ class DiffusionLM:
         if len(prompts) == 0:
             raise ConfigError("prompts is empty; pass a list of strings (use [''] for an unconditional sample)")
         return [self._chat_ids(p) if _is_chat(p) else self.tokenizer(p, add_special_tokens=False)["input_ids"]
-                for p in prompts]
+                if isinstance(p, str) or _is_chat(p) else [int(i) for i in p]
+                for p in prompts]  # a prompt is a string, a chat or a list of token ids
 
     def _chat_ids(self, messages) -> list[int]:
         if not getattr(self.tokenizer, "chat_template", None):
@@ -177,6 +208,7 @@ class DiffusionLM:
         guidance_weight: float = 0.0,
         guidance_uncond: str = "mask",
         sampler_options: Optional[dict] = None,
+        progress: Optional[bool] = False,
         **kwargs,
     ):
         """Continue each prompt with ``max_new_tokens`` sampled tokens; returns the decoded texts
@@ -189,13 +221,35 @@ class DiffusionLM:
 
         sampler: a name (``"first_hitting"``, ``"confidence"``, ...), mapping or config; default the
         saved one. sampler_options: its other config fields, e.g. ``{"threshold": 0.8}``.
-        seed: row b uses seed + b (batch-invariant). guidance_weight: classifier-free guidance
+        block_size: decode in windows of this many tokens (default: the model's block size for
+        block-causal models such as BD3-LM, one window otherwise). seed: row b uses seed + b (batch-invariant). guidance_weight: classifier-free guidance
         weight w (0 = none; see :mod:`textdiff.guidance`), guidance_uncond: "mask" or "drop".
+        progress: a tqdm bar of sampler steps with tokens/s on stderr (None: when stderr is a terminal).
         Other keyword arguments go to :func:`textdiff.generation.generate` (``use_cache``,
         ``callback``, ``template``, ...)."""
         from .generation import generate
 
-        chats = [_is_chat(p) for p in ([prompts] if isinstance(prompts, str) or _is_chat(prompts) else prompts)]
+        if _is_chat(prompts):
+            prompts = [prompts]
+        if isinstance(prompts, (list, tuple)) and any(_is_chat(p) for p in prompts):  # chats (and strings)
+            prompts = [p if _is_chat(p) else arguments.texts(f"prompts[{i}]", p)[0] for i, p in enumerate(prompts)]
+        else:
+            prompts = arguments.texts("prompts", prompts)
+        chats = [_is_chat(p) for p in prompts]
+        max_new_tokens = arguments.integer("max_new_tokens", max_new_tokens, minimum=1)
+        steps = arguments.integer("steps", steps, minimum=1, optional=True)
+        arguments.number("temperature", temperature, lo=0.0, optional=True)
+        arguments.integer("top_k", top_k, minimum=1, optional=True)
+        arguments.number("top_p", top_p, lo=0.0, hi=1.0, lo_open=True, optional=True)
+        seed = arguments.seeds("seed", seed, count=len(prompts) if isinstance(seed, (list, tuple)) else None)
+        block_size = arguments.integer("block_size", block_size, minimum=1, optional=True)
+        arguments.flag("return_output", return_output)
+        arguments.number("guidance_weight", guidance_weight)
+        arguments.choice("guidance_uncond", guidance_uncond, ("mask", "drop"))
+        if sampler_options is not None and not isinstance(sampler_options, dict):
+            raise ConfigError(f"sampler_options must be a dict of sampler fields, got {type(sampler_options).__name__}")
+        if sampler is not None and not isinstance(sampler, (str, dict)) and not hasattr(sampler, "name"):
+            raise ConfigError(f"sampler must be a name, a mapping or a sampler config, got {type(sampler).__name__}")
         ids = self.encode_prompts(prompts)
         if block_size is None:
             block_size = self.generation_defaults.get("block_size")
@@ -211,17 +265,32 @@ class DiffusionLM:
             ids = [[start] + p for p in ids]  # the start token predicts the first token
             block_size = 1 if block_size is None else block_size
             steps = max_new_tokens
+        if block_size is None and getattr(self.model.config, "attention", None) == "block_causal":
+            block_size = self.model.config.block_size  # block diffusion (BD3-LM) decodes block by block (exact KV cache)
         longest = max(len(p) for p in ids)
         limit = getattr(self.model.config, "max_position_embeddings", None)
         if limit is not None and kwargs.get("max_context") is None and longest + max_new_tokens > limit:
             raise ConfigError(
                 f"prompt ({longest} tokens) + max_new_tokens ({max_new_tokens}) exceeds the model's context of {limit}; shorten them"
             )
-        out = generate(
-            self.model, self.process, s, ids, max_new_tokens=max_new_tokens, steps=steps or max_new_tokens,
-            seed=seed, block_size=block_size, pad_token_id=self.tokenizer.pad_token_id,
-            eos_token_id=self.tokenizer.eos_token_id, **kwargs,
-        )
+        from .progress import Progress
+
+        planned = steps or max_new_tokens
+        bar = Progress(planned, "generate", unit="step", enabled=progress)
+        user_callback = kwargs.pop("callback", None)
+
+        def on_step(info):
+            bar.update(1, tokens=len(ids) * max_new_tokens / planned)  # positions decided per step, on average
+            if user_callback is not None:
+                user_callback(info)
+
+        with bar:
+            out = generate(
+                self.model, self.process, s, ids, max_new_tokens=max_new_tokens, steps=planned,
+                seed=seed, block_size=block_size, pad_token_id=self.tokenizer.pad_token_id,
+                eos_token_id=self.tokenizer.eos_token_id, callback=on_step if (bar.shown or user_callback) else None,
+                **kwargs,
+            )
         if getattr(self.process, "logits_shift", 0):
             ids = [p[1:] for p in ids]
         if self.stop_token_ids:
@@ -232,19 +301,25 @@ class DiffusionLM:
 
     # ---- likelihood ---------------------------------------------------------------------------
     @torch.no_grad()
-    def score(self, texts: Sequence[str], t_samples: int = 32, seed: int = 0) -> list[float]:
+    def score(self, texts: Sequence[str], t_samples: int = 32, seed: int = 0, progress: Optional[bool] = False) -> list[float]:
         """NELBO (nats, an upper bound on −log p) of each text with EOS appended, averaged over
         ``t_samples`` draws of t per text (stratified). For AR models it is the exact NLL.
 
         Block diffusion needs whole blocks: the last one is filled with EOS and those pads are
-        scored too, so the result bounds −log p(text, pads) >= −log p(text), still a valid bound."""
+        scored too, so the result bounds −log p(text, pads) >= −log p(text), still a valid bound.
+        progress: a tqdm bar over the texts with tokens/s (None: when stderr is a terminal)."""
         from .objective import nelbo_terms
+        from .progress import Progress
 
-        if isinstance(texts, str):
-            texts = [texts]
+        texts = arguments.texts("texts", texts)
+        t_samples = arguments.integer("t_samples", t_samples, minimum=1)
+        seed = arguments.integer("seed", seed)
         results = []
+        unknown = 0
+        bar = Progress(len(texts), "score", unit="text", enabled=progress)
         for i, text in enumerate(texts):
-            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"] + [self.tokenizer.eos_token_id]
+            ids = self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"] + [self.tokenizer.eos_token_id]
+            unknown += count_unknown(self.tokenizer, ids)
             block = getattr(self.process, "block_size", None)  # BD3-LM: whole blocks of L' tokens
             if block and len(ids) % block:
                 ids += [self.tokenizer.eos_token_id] * (block - len(ids) % block)
@@ -252,9 +327,14 @@ class DiffusionLM:
                 raise ConfigError(f"text {i} has {len(ids)} tokens, more than the model's {self.seq_len}; split it")
             x0 = torch.tensor([ids] * t_samples, device=self.device)  # [S, L]
             g = torch.Generator().manual_seed(seed + i)
-            t = self.process.sample_t(t_samples, device=self.device, generator=g)
+            t = self.process.sample_t(t_samples, device=self.device, generator=g, seq_len=x0.shape[1])  # block: one t per block
             terms = nelbo_terms(self.model, self.process, x0, t=t, generator=g)
             results.append(float(terms.loss.sum(1).mean() + self.process.prior_loss(x0[:1]).sum()))
+            bar.update(1, tokens=len(ids) * t_samples)
+        bar.close()
+        if unknown:
+            warnings.warn(f"{unknown} token(s) of the scored text are {self.tokenizer.unk_token!r}: the tokenizer cannot "
+                          "represent that text, so its NELBO is not the text's; use a tokenizer with byte fallback", stacklevel=2)
         return results
 
 
@@ -267,6 +347,36 @@ def _cut(tokens: list, stops: Sequence[int]) -> list:
     """``tokens`` up to (without) the first stop token."""
     hits = [i for i, tok in enumerate(tokens) if tok in stops]
     return tokens[: hits[0]] if hits else tokens
+
+
+def _check_pipeline(meta: dict, file: Path) -> dict:
+    """``textdiff.json`` (already read as a JSON object) must name a process and a sane seq_len."""
+    if not isinstance(meta.get("process"), (dict, str)):
+        raise ConfigError(f"{file} has no 'process' section; is it a textdiff model folder?")
+    seq_len = meta.get("seq_len")
+    if seq_len is not None and (isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 1):
+        raise ConfigError(f"{file}: seq_len={seq_len!r} must be a positive integer")
+    return meta
+
+
+def _load_strict(auto_cls, path: Path, dtype):
+    """A Hugging Face model folder loaded with every weight present and of its configured shape
+    (transformers would silently initialise missing or mismatched tensors at random)."""
+    # trust_remote_code=False: the installed package's classes, never the folder's own .py files
+    kwargs = {"trust_remote_code": False, **({} if dtype is None else {"dtype": dtype})}
+    try:
+        model, info = auto_cls.from_pretrained(str(path), output_loading_info=True, **kwargs)
+    except Exception as e:  # noqa: BLE001 - transformers / safetensors raise many types for damaged files
+        first = (str(e).strip().splitlines() or [""])[0][:160]
+        raise ConfigError(f"model folder {str(path)!r} cannot be loaded ({type(e).__name__}: {first}); "
+                          "its config.json or weights are damaged") from None
+    missing = list(info.get("missing_keys") or [])
+    bad_shape = list(info.get("mismatched_keys") or [])
+    if missing or bad_shape:
+        what = f"lacks tensor {sorted(missing)[0]!r}" if missing else f"has tensor {bad_shape[0][0]!r} of another shape than config.json says"
+        raise ConfigError(f"model folder {str(path)!r} {what} ({len(missing) + len(bad_shape)} problem(s)); "
+                          "its weights or config.json are damaged")
+    return model
 
 
 def _is_textdiff_config(path: Path) -> bool:

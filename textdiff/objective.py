@@ -45,7 +45,7 @@ def nelbo_terms(
     x_t = process.corrupt(x0, t, frozen=frozen, generator=generator)
     inputs = process.model_inputs(x_t, x0, t)
     if process.time_conditioning:
-        inputs.setdefault("t", t)  # model_inputs may give its own (block diffusion: [B, 2L])
+        inputs.setdefault("t", process.network_time(t))  # model_inputs may give its own (block diffusion: [B, 2L])
     logits = model(**inputs).logits
     logits = process.model_logits(logits, x_t)  # [B, L, V]
     loss = process.loss(logits, x_t, x0, t)  # [B, L]

@@ -77,6 +77,34 @@ def build_process(spec: Any, vocab_size: int, mask_id: int | None = None):
     return lookup("process", cfg.name)(cfg, vocab_size=vocab_size, mask_id=mask_id)
 
 
+def check_pair(process_spec: Any, sampler_spec: Any) -> None:
+    """Raise :class:`~textdiff.errors.IncompatibleError` unless the sampler can serve the process,
+    from their configs alone (before any model or data exists; the same rule as building them)."""
+    from .errors import IncompatibleError
+
+    process_cfg, sampler_cfg = make_config("process", process_spec), make_config("sampler", sampler_spec)
+    process_cls, sampler_cls = lookup("process", process_cfg.name), lookup("sampler", sampler_cfg.name)
+    names = {c.registered_name for c in process_cls.__mro__ if "registered_name" in vars(c)}
+    compatible = getattr(sampler_cls, "compatible", ())
+    if compatible and not names & set(compatible):
+        raise IncompatibleError(f"sampler {sampler_cfg.name!r} cannot serve process {process_cfg.name!r}; "
+                                f"it works with: {', '.join(compatible)} (set sampler.name to one made for it)")
+
+
+def default_sampler(process_spec: Any) -> str:
+    """The sampler a recipe gets when it names none: ``ancestral`` when it serves the process, else
+    the first registered sampler that does (SEDD: ``analytic``)."""
+    from .errors import IncompatibleError
+
+    for name in ["ancestral"] + available("sampler"):
+        try:
+            check_pair(process_spec, name)
+            return name
+        except IncompatibleError:
+            continue
+    return "ancestral"  # none fits: check_pair's error comes at validation
+
+
 def build_sampler(spec: Any, process):
     """A sampler bound to ``process``; raises if the pair cannot work together."""
     cfg = make_config("sampler", spec)

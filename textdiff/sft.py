@@ -58,7 +58,7 @@ from typing import Optional
 import torch
 
 from .config import SFTConfig
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, warn
 
 # ---------------------------------------------------------------------------------------------
 # Examples
@@ -70,6 +70,9 @@ WORDS = (
     "thunder valley castle dragon engine flower island jacket kettle lemon marble needle ocean "
     "pencil planet rocket saddle ticket violin wagon basket button copper desert feather harbor"
 ).split()
+
+
+TASKS = ("add", "copy", "reverse", "count", "next")  # the synthetic tasks (sft.tasks)
 
 
 def synthetic_examples(tasks: list[str], n: int, seed: int) -> list[dict]:
@@ -148,8 +151,13 @@ def load_examples(cfg: SFTConfig) -> tuple[list[dict], Optional[list[dict]]]:
             r["_where"] = f"synthetic example {i}"
     else:
         rows = read_jsonl(cfg.source, cfg.max_examples)
+    for r in rows:
+        check_example(r, cfg)
     if cfg.val_source is not None:
-        return rows, read_jsonl(cfg.val_source)
+        val = read_jsonl(cfg.val_source)
+        for r in val:
+            check_example(r, cfg)
+        return rows, val
     if cfg.val_fraction == 0:
         return rows, None
     order = list(range(len(rows)))
@@ -172,8 +180,8 @@ def example_texts(examples: list[dict], cfg: SFTConfig) -> list[str]:
     return [t for t in texts if t.strip()]
 
 
-def split_example(row: dict, tokenizer, cfg: SFTConfig) -> tuple[str, str]:
-    """(prompt text, response text) of one example; one-line errors for rows that cannot be used."""
+def check_example(row: dict, cfg: SFTConfig) -> None:
+    """One-line error for a row that cannot become an example (before any tokenizer exists)."""
     where = row.get("_where", "an SFT row")
     if cfg.messages_field in row:
         messages = row[cfg.messages_field]
@@ -182,6 +190,21 @@ def split_example(row: dict, tokenizer, cfg: SFTConfig) -> tuple[str, str]:
         last = messages[-1]
         if last.get("role") != "assistant" or not str(last.get("content") or "").strip():
             raise DataError(f"{where}: the last message must be the assistant's response (non-empty); this row has none")
+        return
+    if cfg.prompt_field not in row:
+        raise DataError(f"{where}: no '{cfg.prompt_field}' or '{cfg.messages_field}' field; each row needs a prompt and a response")
+    response = row.get(cfg.response_field)
+    if response is None or not str(response).strip():
+        raise DataError(f"{where}: the row has no '{cfg.response_field}' (a response is required for SFT)")
+
+
+def split_example(row: dict, tokenizer, cfg: SFTConfig) -> tuple[str, str]:
+    """(prompt text, response text) of one example; one-line errors for rows that cannot be used."""
+    where = row.get("_where", "an SFT row")
+    check_example(row, cfg)
+    if cfg.messages_field in row:
+        messages = row[cfg.messages_field]
+        last = messages[-1]
         if not getattr(tokenizer, "chat_template", None):
             raise ConfigError(
                 "the data has chat 'messages' but the tokenizer has no chat template; use a tokenizer that has one "
@@ -242,7 +265,8 @@ def build_rows(examples: list[dict], tokenizer, seq_len: int, cfg: SFTConfig, wh
     if not ids:
         raise DataError(f"no {what} example fits data.seq_len={seq_len} (prompt + response + EOS); raise data.seq_len")
     if dropped:
-        print(f"sft: dropped {dropped} of {len(examples)} {what} examples longer than data.seq_len={seq_len}")
+        warn(f"sft: dropped {dropped} of {len(examples)} {what} examples longer than data.seq_len={seq_len}; "
+             "raise data.seq_len to keep them")
     ds = datasets.Dataset.from_dict({"input_ids": ids, "loss_mask": masks, "prompt_mask": prompts})
     return ds.with_format("torch")
 

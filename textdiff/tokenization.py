@@ -1,8 +1,14 @@
 """Tokenizers: load any Hugging Face tokenizer, or train one on the corpus.
 
-* ``bpe``: byte-level BPE trained with the ``tokenizers`` library (no unknown tokens ever).
-* ``unigram``: a SentencePiece unigram model trained with ``sentencepiece``, converted to a fast
-  ``tokenizers`` Unigram model (pieces and scores) so it saves and loads like any HF tokenizer.
+* ``bpe``: character-level BPE with byte fallback, trained with the ``tokenizers`` library. Every
+  piece but the ``<0xNN>`` byte pieces is a string of whole characters, so any sequence of pieces a
+  model samples decodes to valid text (a byte-level BPE has pieces that are half a character: a
+  masked diffusion model fills positions independently and so pairs them into invalid UTF-8, which
+  decodes to U+FFFD). A character the corpus never showed is spelled in UTF-8 byte pieces: no text
+  becomes ``<unk>``.
+* ``unigram``: a SentencePiece unigram model trained with ``sentencepiece`` (``byte_fallback``),
+  converted to a fast ``tokenizers`` Unigram model (pieces and scores) so it saves and loads like any
+  HF tokenizer.
 
 Every tokenizer leaves here with a mask token (added when missing, for absorbing diffusion), an EOS
 token (added when missing) and a PAD token (EOS when missing).
@@ -17,30 +23,70 @@ from typing import Iterable, Sequence
 from .config import TokenizerConfig
 from .errors import ConfigError
 
-EOS, MASK, PAD = "<|endoftext|>", "[MASK]", "[PAD]"
+EOS, MASK, PAD, UNK = "<|endoftext|>", "[MASK]", "[PAD]", "<unk>"
 NEWLINE = "\u21b5"  # "↵": SentencePiece works on lines, so newlines travel as this symbol
 
 
-def train_bpe(texts: Iterable[str], vocab_size: int, min_frequency: int = 2):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+WORDS = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""  # GPT-2's word pattern
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+
+def byte_pieces(alphabet: set[str]) -> list[str]:
+    """The ``<0xNN>`` byte-fallback pieces a character vocabulary needs to spell any UTF-8 text: every
+    byte of a multi-byte character (lead 0xC2-0xF4, continuation 0x80-0xBF) and the ASCII bytes whose
+    character is not already a piece."""
+    needed = [b for b in range(0x80) if chr(b) not in alphabet] + list(range(0x80, 0xC0)) + list(range(0xC2, 0xF5))
+    return [f"<0x{b:02X}>" for b in needed]
+
+
+def train_bpe(texts: Iterable[str], vocab_size: int, min_frequency: int = 2):
+    """Character-level BPE over words, with byte fallback.
+
+    ``vocab_size`` counts the special and byte pieces; the characters kept (``limit_alphabet``) are
+    the most frequent ones that fit, and at least 256 of them (all of a small alphabet, even when
+    that makes the vocabulary larger than asked); the rest are spelled in bytes."""
+    import json
+
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    texts = [t for t in texts if t]
+    chars: dict[str, int] = {}
+    for text in texts:
+        for c in set(text):
+            chars[c] = chars.get(c, 0) + 1
+    specials = [EOS, MASK, PAD, UNK]
+    n_bytes = len(byte_pieces(set(chars)))
+    tok = Tokenizer(models.BPE(unk_token=UNK, byte_fallback=True))
+    # words as GPT-2 splits them (a leading space stays on the word; numbers, punctuation and newlines
+    # apart), but on characters, not bytes; pieces hold their spaces, so decoding is concatenation
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex(WORDS), behavior="isolated")
+    tok.decoder = decoders.Sequence([decoders.ByteFallback(), decoders.Fuse()])
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=[EOS, MASK, PAD],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+        vocab_size=max(vocab_size - n_bytes, len(specials) + 1), min_frequency=min_frequency, special_tokens=specials,
+        limit_alphabet=max(vocab_size - n_bytes - len(specials), min(len(chars), 256)), show_progress=False,
     )
     tok.train_from_iterator(texts, trainer=trainer)
-    return tok
+    # the trainer knows nothing of byte pieces: append those the kept characters leave uncovered
+    spec = json.loads(tok.to_str())
+    vocab = spec["model"]["vocab"]
+    for piece in byte_pieces({p for p in vocab if len(p) == 1}):
+        vocab.setdefault(piece, len(vocab))
+    return Tokenizer.from_str(json.dumps(spec))
 
 
-def train_unigram(texts: Iterable[str], vocab_size: int):
-    """SentencePiece unigram training, then a ``tokenizers`` Unigram model with the same pieces."""
+def train_unigram(texts: Iterable[str], vocab_size: int, byte_fallback: bool = True):
+    """SentencePiece unigram training, then a ``tokenizers`` Unigram model with the same pieces.
+
+    ``byte_fallback``: characters outside the pieces are spelled as ``<0xNN>`` byte pieces instead of
+    ``<unk>`` (SentencePiece then needs a vocabulary of at least 256 + the characters)."""
     import sentencepiece as spm
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
 
+    texts = [t for t in texts if t]
+    required = len({c for t in texts for c in t.replace("\n", "")}) + 5  # characters, the specials and <unk>
+    if byte_fallback and vocab_size < required + 256:
+        print(f"warning: tokenizer.vocab_size={vocab_size} leaves no room for SentencePiece byte fallback "
+              f"(needs at least {required + 256}); characters outside the corpus will become {UNK}")
+        byte_fallback = False
     with tempfile.TemporaryDirectory() as tmp:
         corpus = Path(tmp) / "corpus.txt"
         with corpus.open("w", encoding="utf-8") as f:
@@ -49,28 +95,38 @@ def train_unigram(texts: Iterable[str], vocab_size: int):
         prefix = str(Path(tmp) / "sp")
         spm.SentencePieceTrainer.train(
             input=str(corpus), model_prefix=prefix, vocab_size=vocab_size, model_type="unigram",
-            character_coverage=1.0, byte_fallback=False, user_defined_symbols=[EOS, MASK, PAD, NEWLINE],
-            unk_piece="<unk>", bos_id=-1, eos_id=-1, pad_id=-1, unk_id=0, minloglevel=2,
+            character_coverage=1.0, byte_fallback=byte_fallback, user_defined_symbols=[EOS, MASK, PAD, NEWLINE],
+            unk_piece=UNK, bos_id=-1, eos_id=-1, pad_id=-1, unk_id=0, minloglevel=2,
             num_threads=max(1, (os.cpu_count() or 1)), remove_extra_whitespaces=False,
             normalization_rule_name="identity", max_sentence_length=1 << 20,
             hard_vocab_limit=False,  # a small corpus may support fewer pieces than asked for
         )
         sp = spm.SentencePieceProcessor(model_file=prefix + ".model")
         vocab = [(sp.id_to_piece(i), float(sp.get_score(i))) for i in range(sp.get_piece_size())]
-    tok = Tokenizer(models.Unigram(vocab, unk_id=0, byte_fallback=False))
+    tok = Tokenizer(models.Unigram(vocab, unk_id=0, byte_fallback=byte_fallback))
     tok.normalizer = normalizers.Replace("\n", NEWLINE)
     tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=False)
     tok.decoder = decoders.Sequence([
         decoders.Metaspace(replacement="▁", prepend_scheme="first", split=False),
         decoders.Replace(NEWLINE, "\n"),
+        decoders.ByteFallback(), decoders.Fuse(),  # runs of <0xNN> pieces -> the characters they spell
     ])
     return tok
 
 
-def wrap_fast(tok):
+def wrap_fast(tok, model_max_length: int | None = None):
+    """A ``PreTrainedTokenizerFast`` around a trained tokenizer, with its special tokens named."""
     from transformers import PreTrainedTokenizerFast
 
-    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, mask_token=MASK, pad_token=PAD)
+    unk = {"unk_token": UNK} if tok.token_to_id(UNK) is not None else {}
+    length = {"model_max_length": model_max_length} if model_max_length else {}
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, mask_token=MASK, pad_token=PAD, **unk, **length)
+
+
+def count_unknown(tokenizer, ids: Sequence[int]) -> int:
+    """How many of ``ids`` are the tokenizer's unknown piece (text it cannot represent)."""
+    unk = getattr(tokenizer, "unk_token_id", None)
+    return 0 if unk is None else sum(1 for i in ids if i == unk)
 
 
 def ensure_special_tokens(tokenizer):
@@ -122,7 +178,11 @@ def load_tokenizer(path: str):
     """Load a tokenizer from a local folder (or a hub name when online); one-line error otherwise."""
     from transformers import AutoTokenizer
 
-    folder = Path(path)
+    folder = Path(path).expanduser()
+    if not folder.exists() and str(path).startswith((".", "/", "~")):
+        raise ConfigError(f"cannot load a tokenizer: folder {str(path)!r} does not exist; check the path")
+    if folder.is_file():
+        raise ConfigError(f"cannot load a tokenizer: {str(path)!r} is a file; give the folder that holds tokenizer.json")
     try:
         if folder.is_dir() and not (folder / "tokenizer_config.json").is_file() and not (folder / "tokenizer.json").is_file():
             bare = _from_vocab_files(folder)  # bare vocabulary files, as published

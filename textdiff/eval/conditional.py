@@ -41,20 +41,8 @@ def _context_limit(model, seq_len: Optional[int]) -> Optional[int]:
     return seq_len or getattr(getattr(model, "config", None), "max_position_embeddings", None)
 
 
-@torch.no_grad()
-def conditional_nll(
-    model,
-    process,
-    prompt_ids: Sequence[int],
-    answer_ids: Sequence[int],
-    *,
-    mc_samples: int = 32,
-    seed: int = 0,
-    index: int = 0,
-    seq_len: Optional[int] = None,
-) -> ConditionalScore:
-    """NELBO of ``answer_ids`` given ``prompt_ids`` (token-id lists). ``index`` keys the noise of
-    this pair (with ``seed``), so a pair's score does not depend on which others are scored."""
+def _pair_rows(model, process, prompt_ids, answer_ids, mc_samples: int, seed: int, index: int, seq_len: Optional[int]):
+    """The K rows of one (prompt, answer) pair: x0 [K, P + A], frozen [K, P + A], times, generators."""
     answer = list(answer_ids)
     if not answer:
         raise DataError("the answer is empty; conditional likelihood needs at least one answer token")
@@ -68,41 +56,127 @@ def conditional_nll(
     K = 1 if exact else int(mc_samples)
     if K < 1:
         raise ConfigError(f"mc_samples={mc_samples} must be at least 1")
-    from .elbo import _model_device
-
-    device = _model_device(model)
-    x0 = torch.tensor([prompt + answer] * K, dtype=torch.long, device=device)  # [K, P + A]
+    x0 = torch.tensor([prompt + answer] * K, dtype=torch.long)  # [K, P + A]
     frozen = torch.zeros_like(x0, dtype=torch.bool)
     frozen[:, : len(prompt)] = True
     g = generator_for(seed, index)
     u = torch.rand((), generator=g, dtype=torch.float64)
-    t = ((torch.arange(K, dtype=torch.float64) + u) / K).float().to(device)  # stratified [K]
+    t = ((torch.arange(K, dtype=torch.float64) + u) / K).float()  # stratified [K]
     if getattr(process, "block_size", None) and not exact:
-        t = t[:, None].expand(K, x0.shape[1]).contiguous()  # block diffusion takes per-token times
+        t = t[:, None].expand(K, x0.shape[1]).contiguous()  # block diffusion takes per-token times [K, P + A]
     noise = [generator_for(seed, index, k + 1) for k in range(K)]
-    terms = nelbo_terms(model, process, x0, t=t, frozen=frozen if not exact else None,
-                        loss_mask=None if not exact else (~frozen).float(), generator=noise)
-    per_draw = terms.loss.double().sum(1)  # [K]
-    prior = float((process.prior_loss(x0[:1]).double() * (~frozen[:1]).double()).sum())
-    nll = float(per_draw.mean()) + prior
-    stderr = float(per_draw.std(unbiased=True) / K ** 0.5) if K > 1 else 0.0
-    return ConditionalScore(nll=nll, stderr=stderr, answer_tokens=len(answer), prompt_tokens=len(prompt))
+    return {"x0": x0, "frozen": frozen, "t": t, "noise": noise, "exact": exact, "prompt": len(prompt), "answer": len(answer)}
 
 
 @torch.no_grad()
+def conditional_nll_batch(
+    model,
+    process,
+    pairs: Sequence[tuple[Sequence[int], Sequence[int]]],
+    *,
+    mc_samples: int = 32,
+    seed: int = 0,
+    indices: Optional[Sequence[int]] = None,
+    seq_len: Optional[int] = None,
+    batch_size: Optional[int] = None,
+    on_done=None,
+) -> list[ConditionalScore]:
+    """:func:`conditional_nll` of many pairs, their K·len(pairs) rows run ``batch_size`` rows per
+    forward (rows of equal length only: no padding). Pair i's noise is keyed by ``indices[i]``
+    (default i), so every score equals the one-pair call's, whatever the batch size.
+    ``on_done(pair_index)`` is called as each pair's last row is scored (progress bars)."""
+    from .elbo import _model_device
+
+    device = _model_device(model)
+    indices = list(range(len(pairs))) if indices is None else list(indices)
+    built = [_pair_rows(model, process, p, a, mc_samples, seed, idx, seq_len) for (p, a), idx in zip(pairs, indices)]
+    rows = [(i, k) for i, b in enumerate(built) for k in range(b["x0"].shape[0])]  # (pair, draw)
+    rows.sort(key=lambda r: (built[r[0]]["x0"].shape[1], r[0]))  # equal lengths together, pairs in order
+    per_draw = [torch.empty(b["x0"].shape[0], dtype=torch.float64) for b in built]
+    left = [b["x0"].shape[0] for b in built]
+    size = int(batch_size) if batch_size else max(left, default=1)
+    start = 0
+    while start < len(rows):
+        L = built[rows[start][0]]["x0"].shape[1]
+        stop = start
+        while stop < len(rows) and stop - start < size and built[rows[stop][0]]["x0"].shape[1] == L:
+            stop += 1
+        chunk = rows[start:stop]
+        x0 = torch.stack([built[i]["x0"][k] for i, k in chunk]).to(device)  # [n, L]
+        frozen = torch.stack([built[i]["frozen"][k] for i, k in chunk]).to(device)  # [n, L]
+        t = torch.stack([built[i]["t"][k] for i, k in chunk]).to(device)  # [n] or [n, L]
+        exact = built[chunk[0][0]]["exact"]
+        terms = nelbo_terms(model, process, x0, t=t, frozen=frozen if not exact else None,
+                            loss_mask=None if not exact else (~frozen).float(),
+                            generator=[built[i]["noise"][k] for i, k in chunk])
+        totals = terms.loss.double().sum(1).cpu()  # [n]
+        for (i, k), v in zip(chunk, totals):
+            per_draw[i][k] = v
+            left[i] -= 1
+            if left[i] == 0 and on_done is not None:
+                on_done(i)
+        start = stop
+    scores = []
+    for b, draws in zip(built, per_draw):
+        x0, frozen = b["x0"][:1].to(device), b["frozen"][:1].to(device)
+        prior = float((process.prior_loss(x0).double() * (~frozen).double()).sum())
+        K = draws.numel()
+        stderr = float(draws.std(unbiased=True) / K ** 0.5) if K > 1 else 0.0
+        scores.append(ConditionalScore(nll=float(draws.mean()) + prior, stderr=stderr, answer_tokens=b["answer"],
+                                       prompt_tokens=b["prompt"]))
+    return scores
+
+
+@torch.no_grad()
+def conditional_nll(
+    model,
+    process,
+    prompt_ids: Sequence[int],
+    answer_ids: Sequence[int],
+    *,
+    mc_samples: int = 32,
+    seed: int = 0,
+    index: int = 0,
+    seq_len: Optional[int] = None,
+    batch_size: Optional[int] = None,
+) -> ConditionalScore:
+    """NELBO of ``answer_ids`` given ``prompt_ids`` (token-id lists). ``index`` keys the noise of
+    this pair (with ``seed``), so a pair's score does not depend on which others are scored.
+    ``batch_size``: rows per forward (default all K draws in one)."""
+    return conditional_nll_batch(model, process, [(prompt_ids, answer_ids)], mc_samples=mc_samples, seed=seed,
+                                 indices=[index], seq_len=seq_len, batch_size=batch_size)[0]
+
+
+@torch.no_grad()
+def greedy_matches(model, process, pairs: Sequence[tuple[Sequence[int], Sequence[int]]], *, steps: Optional[int] = None,
+                   pad_token_id: int = 0, batch_size: int = 16, on_done=None) -> list[bool]:
+    """:func:`greedy_match` of many pairs, ``batch_size`` prompts (ragged, left-padded) per decoding
+    call among pairs whose answers have the same length. Greedy decoding is batch-invariant, so
+    each result equals the one-pair call's."""
+    from ..generation import generate
+    from ..registry import build_sampler
+
+    ar = not getattr(process, "is_diffusion", True)
+    sampler = build_sampler({"name": "ancestral", "temperature": 0.0}, process)
+    out: list[Optional[bool]] = [None] * len(pairs)
+    groups: dict[int, list[int]] = {}
+    for i, (_, a) in enumerate(pairs):
+        groups.setdefault(len(a), []).append(i)
+    for n, members in groups.items():
+        for lo in range(0, len(members), max(1, int(batch_size))):
+            chunk = members[lo: lo + max(1, int(batch_size))]
+            prompts = [([process.start_token] if ar else []) + list(pairs[i][0]) for i in chunk]  # AR: no position −1
+            res = generate(model, process, sampler, prompts, max_new_tokens=n, steps=steps or n,
+                           block_size=1 if ar else None, seed=0, pad_token_id=pad_token_id, stop_at_eos=False)
+            for i, got in zip(chunk, res.generated):
+                out[i] = got == list(pairs[i][1])
+                if on_done is not None:
+                    on_done(i)
+    return [bool(x) for x in out]
+
+
 def greedy_match(model, process, prompt_ids: Sequence[int], answer_ids: Sequence[int], *, steps: Optional[int] = None,
                  pad_token_id: int = 0) -> bool:
     """True when greedy decoding (ancestral sampler, temperature 0) of len(answer) positions after the
     prompt reproduces the answer. AR models decode one token per step with the exact KV cache."""
-    from ..generation import generate
-    from ..registry import build_sampler
-
-    answer = list(answer_ids)
-    prompt = list(prompt_ids)
-    ar = not getattr(process, "is_diffusion", True)
-    if ar:
-        prompt = [process.start_token] + prompt  # the AR loop has no position −1
-    sampler = build_sampler({"name": "ancestral", "temperature": 0.0}, process)
-    out = generate(model, process, sampler, [prompt], max_new_tokens=len(answer), steps=steps or len(answer),
-                   block_size=1 if ar else None, seed=0, pad_token_id=pad_token_id, stop_at_eos=False)
-    return out.generated[0] == answer
+    return greedy_matches(model, process, [(prompt_ids, answer_ids)], steps=steps, pad_token_id=pad_token_id)[0]

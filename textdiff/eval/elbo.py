@@ -132,12 +132,14 @@ def evaluate_likelihood(
     layout: Optional[str] = None,
     tokenizer=None,
     device=None,
+    progress=None,
 ) -> LikelihoodResult:
     """NELBO (or exact NLL) per token of ``rows`` under ``model`` / ``process``.
 
     rows: a ``datasets.Dataset`` with ``input_ids`` (and ``loss_mask`` for the pad layout), as made by
     :func:`textdiff.data.tokenize_rows`, or a LongTensor [N, L] (with ``loss_mask`` [N, L]).
     tokenizer: when given, characters are counted for bits per character.
+    progress: a :class:`textdiff.progress.Progress` advanced by the rows of each batch (tokens: rows × L × K).
     Row r's noise comes from generators seeded by (seed, r, k) only: batch size does not change a number.
     """
     if t_sampling not in T_SAMPLING:
@@ -180,6 +182,8 @@ def evaluate_likelihood(
             if k == 0:
                 counts[start:stop] = terms.mask.double().sum(1).cpu().numpy()
                 prior[start:stop] = (process.prior_loss(x0).double() * terms.mask.double()).sum(1).cpu().numpy()
+        if progress is not None:
+            progress.update(stop - start, tokens=(stop - start) * L * K)
     if was_training:
         model.train()
 

@@ -42,9 +42,11 @@ def sample_texts(
     stop_at_eos: bool = True,
     prompts: Optional[Sequence[Sequence[int]]] = None,
     warmup: bool = True,
+    progress=None,
 ) -> tuple[list[list[int]], list[str], dict]:
     """(token ids per sample, decoded texts, speed record). AR processes decode one token per step
-    (block_size 1, exact KV cache) after their start token."""
+    (block_size 1, exact KV cache) after their start token. ``progress``: a
+    :class:`textdiff.progress.Progress` advanced by each batch's samples (tokens: decoded positions)."""
     from ..generation import generate
     from ..registry import build_sampler
 
@@ -73,6 +75,8 @@ def sample_texts(
         nfes.append(out.nfe)
         calls.append(out.model_calls)
         sizes.append(len(batch))
+        if progress is not None:
+            progress.update(len(batch), tokens=len(batch) * max_new_tokens)
     texts = [tokenizer.decode(g, skip_special_tokens=True) for g in ids]
     dev = next(model.parameters()).device
     positions = sum(sizes) * max_new_tokens

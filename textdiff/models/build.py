@@ -22,6 +22,7 @@ def denoiser_config(cfg: ModelConfig, vocab_size: int, process, seq_len: int, ma
         time_conditioning=process.time_conditioning, cond_dim=cfg.cond_dim, rope_theta=cfg.rope_theta,
         attention=attention, block_size=block_size if attention == "block_causal" else None,
         mask_token_id=mask_id, tie_word_embeddings=cfg.tie_word_embeddings,
+        time_scale=cfg.time_scale, lm_head_bias=cfg.lm_head_bias, layer_norm_eps=cfg.layer_norm_eps,
     )
 
 
@@ -43,9 +44,9 @@ def adapt_attention(model, process) -> None:
     """Fine-tune across attention kinds: a block-diffusion model (BD3-LM) from a full-sequence
     masked checkpoint shares every weight; only the structural mask (config) changes."""
     need = getattr(process, "required_attention", None)
-    if need is None or getattr(model.config, "attention", need) == need:
+    if need is None or not hasattr(model.config, "attention"):
         return
-    if need == "block_causal":
+    if need == "block_causal":  # also across block sizes (BD3-LM L' = 4 from its L' = 1024 pre-training)
         model.config.block_size = process.block_size
     model.config.attention = need
 

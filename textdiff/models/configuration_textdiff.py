@@ -16,6 +16,15 @@ class TextDiffConfig(PretrainedConfig):
     ``attn_backend``: "sdpa" (PyTorch's fused kernels), "eager" (explicit softmax(QKᵀ)V, faster on
     CPUs for short rows, especially in bfloat16) or "auto" (eager on CPU, SDPA elsewhere).
 
+    Options for the published DiT families (MDLM, BD3-LM, SEDD, DUO / UDLM); the defaults keep the
+    network textdiff trains itself:
+
+    * ``time_scale``: the sinusoidal time embedding sees ``time_scale · c`` where c is what the process
+      feeds (``process.network_time(t)``): 1000 for textdiff's own t in [0, 1], 1 for the publishers,
+      who embed σ or t unscaled;
+    * ``lm_head_bias``: the output projection has a bias (the publishers' ``DDitFinalLayer``);
+    * ``layer_norm_eps``: ε of every LayerNorm.
+
     ``attention`` picks the structural mask: ``bidirectional`` (masked / uniform / SEDD diffusion),
     ``causal`` (the AR baseline) or ``block_causal`` with ``block_size`` (block diffusion, BD3-LM).
     """
@@ -40,6 +49,9 @@ class TextDiffConfig(PretrainedConfig):
         mask_token_id: Optional[int] = None,
         tie_word_embeddings: bool = False,
         attn_backend: str = "auto",
+        time_scale: float = 1000.0,
+        lm_head_bias: bool = False,
+        layer_norm_eps: float = 1e-5,
         **kwargs,
     ):
         if attention not in ATTENTION_KINDS:
@@ -65,4 +77,7 @@ class TextDiffConfig(PretrainedConfig):
         if attn_backend not in ("auto", "sdpa", "eager"):
             raise ValueError(f"attn_backend={attn_backend!r}; use 'auto', 'sdpa' or 'eager'")
         self.attn_backend = attn_backend
+        self.time_scale = float(time_scale)
+        self.lm_head_bias = bool(lm_head_bias)
+        self.layer_norm_eps = float(layer_norm_eps)
         super().__init__(tie_word_embeddings=tie_word_embeddings, **kwargs)

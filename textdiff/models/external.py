@@ -85,8 +85,12 @@ class ExternalDenoiser(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
-    def forward(self, input_ids, t=None, attention_mask=None, position_ids=None, cache=None, update_cache=False, **kwargs):
-        """input_ids [B, L] -> TextDiffOutput(logits [B, L, V]); ``t`` is not used."""
+    def forward(self, input_ids, t=None, attention_mask=None, position_ids=None, cache=None, update_cache=False,
+                logits_to_keep=0, **kwargs):
+        """input_ids [B, L] -> TextDiffOutput(logits [B, L, V]); ``t`` is not used.
+
+        ``logits_to_keep`` (HF semantics: 0 = all, int k = the last k, 1-D tensor = those positions)
+        cuts the logits after the network (and after the causal shift)."""
         if cache is not None or update_cache:
             raise IncompatibleError(
                 f"the external {self.config.model_type!r} denoiser has no KV cache; decode with use_cache='none' (or 'auto')"
@@ -111,6 +115,10 @@ class ExternalDenoiser(nn.Module):
             logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
         if logits.shape[-1] > self.config.vocab_size:  # padded embedding matrices: drop the unused rows
             logits = logits[..., : self.config.vocab_size]
+        if isinstance(logits_to_keep, torch.Tensor):
+            logits = logits[:, logits_to_keep.to(logits.device)]
+        elif logits_to_keep:
+            logits = logits[:, -int(logits_to_keep):]
         return TextDiffOutput(logits=logits)
 
     # ---- saving and loading ---------------------------------------------------------------------

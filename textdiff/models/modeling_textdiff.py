@@ -77,11 +77,16 @@ def structural_mask(kind: str, q_pos: torch.Tensor, k_pos: torch.Tensor, block_s
 
 
 class TimestepEmbedding(nn.Module):
-    """t [B] or [B, L] -> conditioning vector [B, 1 | L, cond_dim] (sinusoidal features + MLP)."""
+    """c [B] or [B, L] -> conditioning vector [B, 1 | L, cond_dim] (sinusoidal features + MLP).
 
-    def __init__(self, cond_dim: int, freq_dim: int = 256):
+    features = [cos(s · c · f_j), sin(s · c · f_j)], f_j = 10000^(−j / 128), j < 128, with
+    s = ``time_scale`` (1000 for textdiff's t, 1 for the publishers' σ); output SiLU(MLP(features)).
+    """
+
+    def __init__(self, cond_dim: int, freq_dim: int = 256, time_scale: float = 1000.0):
         super().__init__()
         self.freq_dim = freq_dim
+        self.time_scale = float(time_scale)
         self.mlp = nn.Sequential(nn.Linear(freq_dim, cond_dim), nn.SiLU(), nn.Linear(cond_dim, cond_dim))
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
@@ -89,7 +94,7 @@ class TimestepEmbedding(nn.Module):
             t = t[:, None]  # [B, 1]
         half = self.freq_dim // 2
         freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
-        args = 1000.0 * t.float()[..., None] * freqs  # [B, L|1, half]
+        args = self.time_scale * t.float()[..., None] * freqs  # [B, L|1, half]
         feats = torch.cat([args.cos(), args.sin()], dim=-1)
         return F.silu(self.mlp(feats.to(self.mlp[0].weight.dtype)))
 
@@ -112,13 +117,22 @@ def flex_attend(q, k, v, block_mask):
 
 
 def eager_attention(q, k, v, mask, is_causal: bool, dropout: float = 0.0):
-    """softmax(Q Kᵀ / √Dh) V with the softmax in float32; q [B, H, L, Dh], k and v [B, H, T, Dh]."""
+    """softmax(Q Kᵀ / √Dh) V with the softmax in float32; q [B, H, L, Dh], k and v [B, H, T, Dh].
+
+    Without gradients (sampling, evaluation) the softmax and the weighted sum over keys run in float64 and
+    are rounded once: the result no longer depends on how many masked (padding) keys a row carries
+    (a row decoded in a padded batch gives the logits it gives alone), and keys with equal values
+    give exactly equal outputs (the exact ties the confidence samplers rank by position).
+    """
+    exact = not torch.is_grad_enabled() and dropout == 0.0 and q.dtype in (torch.float32, torch.float64)
     scores = (q @ k.transpose(-1, -2)) * (q.shape[-1] ** -0.5)  # [B, H, L, T]
     if is_causal:
         L, T = scores.shape[-2:]
         mask = torch.ones(L, T, dtype=torch.bool, device=q.device).tril(T - L)
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
+    if exact:  # the reductions over keys in float64, rounded once
+        return (torch.softmax(scores.double(), dim=-1) @ v.double()).to(v.dtype)  # [B, H, L, Dh]
     probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)
     if dropout > 0:
         probs = F.dropout(probs, p=dropout)
@@ -180,9 +194,10 @@ class Block(nn.Module):
 
     def __init__(self, config: TextDiffConfig):
         super().__init__()
-        self.norm1 = nn.LayerNorm(config.hidden_size, bias=False)
+        eps = getattr(config, "layer_norm_eps", 1e-5)
+        self.norm1 = nn.LayerNorm(config.hidden_size, eps=eps, bias=False)
         self.attn = Attention(config)
-        self.norm2 = nn.LayerNorm(config.hidden_size, bias=False)
+        self.norm2 = nn.LayerNorm(config.hidden_size, eps=eps, bias=False)
         self.mlp = MLP(config)
         self.adaLN = nn.Linear(config.cond_dim, 6 * config.hidden_size) if config.time_conditioning else None
         self.drop = nn.Dropout(config.dropout)
@@ -235,11 +250,12 @@ class TextDiffModel(TextDiffPreTrainedModel):
     def __init__(self, config: TextDiffConfig):
         super().__init__(config)
         self.embed = nn.Embedding(config.vocab_size, config.hidden_size)
-        self.time_embed = TimestepEmbedding(config.cond_dim) if config.time_conditioning else None
+        time_scale = getattr(config, "time_scale", 1000.0)
+        self.time_embed = TimestepEmbedding(config.cond_dim, time_scale=time_scale) if config.time_conditioning else None
         self.blocks = nn.ModuleList([Block(config) for _ in range(config.num_layers)])
-        self.norm_f = nn.LayerNorm(config.hidden_size, bias=False)
+        self.norm_f = nn.LayerNorm(config.hidden_size, eps=getattr(config, "layer_norm_eps", 1e-5), bias=False)
         self.final_adaLN = nn.Linear(config.cond_dim, 2 * config.hidden_size) if config.time_conditioning else None
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=getattr(config, "lm_head_bias", False))
         for block in self.blocks:  # adaLN-Zero: every modulated block starts as the identity
             if block.adaLN is not None:
                 block.adaLN.zero_init = True
@@ -280,6 +296,7 @@ class TextDiffModel(TextDiffPreTrainedModel):
         position_ids: Optional[torch.Tensor] = None,
         cache: Optional[KVCache] = None,
         update_cache: bool = False,
+        logits_to_keep=0,
         **kwargs,
     ) -> TextDiffOutput:
         """
@@ -290,6 +307,9 @@ class TextDiffModel(TextDiffPreTrainedModel):
             (then ``position_ids`` are required and no cache is used).
         position_ids: [B, L]; default from the padding and the cache.
         cache: a KVCache read (and, with ``update_cache``, extended) by this call.
+        logits_to_keep: which positions go through the output layer (Hugging Face's convention):
+            0 = all [B, L, V]; an int k = the last k [B, k, V]; a 1-D long tensor of positions
+            [B, len, V]. ``hidden_states`` always has every position.
         """
         B, L = input_ids.shape
         cfg = self.config
@@ -321,7 +341,11 @@ class TextDiffModel(TextDiffPreTrainedModel):
         if self.final_adaLN is not None:
             shift, scale = self.final_adaLN(cond).chunk(2, dim=-1)
             x = modulate(x, shift, scale)
-        logits = self.lm_head(x)  # [B, L, V]
+        if isinstance(logits_to_keep, torch.Tensor):
+            rows = x[:, logits_to_keep.to(x.device)]  # [B, len, d]
+        else:
+            rows = x[:, -int(logits_to_keep):] if logits_to_keep else x  # [B, k | L, d]
+        logits = self.lm_head(rows)  # [B, L | kept, V]
         return TextDiffOutput(logits=logits, cache=cache, hidden_states=x)
 
     def _attention_mask(self, attention_mask, position_ids, cache):

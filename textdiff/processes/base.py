@@ -31,12 +31,22 @@ class ProcessConfig:
     schedule: Any = field(default=None, metadata={"registry": "schedule"})  # default: loglinear
     time_conditioning: bool = False  # feed t to the denoiser
     antithetic: bool = True  # stratified (low-discrepancy) t across the batch
+    #: what a time-conditioned denoiser is fed (``network_time``): "t", "sigma" (σ(t) = −log α(t);
+    #: SEDD, MDLM with time conditioning) or "zero" (MDLM / BD3-LM releases: adaLN layers fed σ = 0)
+    time_input: str = "t"
 
     def __post_init__(self):
         if self.schedule is None:
             from ..config import resolve_section
 
             self.schedule = resolve_section("schedule", {"name": "loglinear"}, "process.schedule")
+        if self.time_input not in TIME_INPUTS:
+            from ..errors import ConfigError
+
+            raise ConfigError(f"process.time_input={self.time_input!r}; use one of {', '.join(TIME_INPUTS)}")
+
+
+TIME_INPUTS = ("t", "sigma", "zero")
 
 
 def upcast(x: torch.Tensor) -> torch.Tensor:
@@ -86,6 +96,22 @@ class ForwardProcess(ABC):
         """Whether the denoiser must be given t."""
         return bool(self.config.time_conditioning)
 
+    @property
+    def time_dependent(self) -> bool:
+        """Whether the denoiser's output can change with t (False when it is fed a constant)."""
+        return self.time_conditioning and self.config.time_input != "zero"
+
+    def network_time(self, t: torch.Tensor) -> torch.Tensor:
+        """What the denoiser is fed for time t ([B] or [B, L], same shape back), per ``time_input``:
+        t itself, σ(t) = −log α(t) from the schedule, or zeros (a model whose adaLN layers were
+        trained on a constant σ = 0). Every caller that passes t to the model goes through here."""
+        kind = getattr(self.config, "time_input", "t")
+        if kind == "t":
+            return t
+        if kind == "zero":
+            return torch.zeros_like(t)
+        return self.schedule.sigma(t.double()).to(t.dtype)
+
     def sample_t(self, batch_size: int, device=None, generator: Generator = None,
                  seq_len: Optional[int] = None) -> torch.Tensor:
         """t ~ U(0, 1) [B]; with ``antithetic`` the B draws are stratified: (i + u) / B, shuffled
@@ -101,10 +127,22 @@ class ForwardProcess(ABC):
     def alpha(self, t: torch.Tensor) -> torch.Tensor:
         return self.schedule.alpha(t)
 
+    def survival(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(α(t), 1 − α(t)) in float64, shaped like ``t``, for the reverse (sampling) steps.
+
+        t <= 0 is the DATA: (1, 0) exactly, whatever α(0) of the schedule is (a geometric or clipped
+        schedule has α(0) < 1). The last step of every sampler goes to s = 0, so it leaves no noise.
+        1 − α comes from the schedule's cancellation-free ``mask_rate``.
+        """
+        t = torch.as_tensor(t).to(torch.float64)
+        a, m = self.schedule.alpha(t).to(torch.float64), self.schedule.mask_rate(t).to(torch.float64)
+        data = t <= 0
+        return torch.where(data, torch.ones_like(a), a), torch.where(data, torch.zeros_like(m), m)
+
     @staticmethod
-    def per_token(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """Broadcast t [B] or [B, L] against x [B, L] -> [B, L] (float)."""
-        t = torch.as_tensor(t, device=x.device, dtype=torch.float32)
+    def per_token(t: torch.Tensor, x: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
+        """Broadcast t [B] or [B, L] against x [B, L] -> [B, L] (float32, or ``dtype``)."""
+        t = torch.as_tensor(t, device=x.device).to(dtype)
         if t.dim() == 0:
             t = t.expand(x.shape[0])
         if t.dim() == 1:
@@ -142,6 +180,11 @@ class ForwardProcess(ABC):
     def x0_logits(self, logits: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Log-probabilities of the clean token at every position, [B, L, V]."""
         return torch.log_softmax(upcast(logits), dim=-1)
+
+    def x0_logits_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """Unnormalised log p_θ(x0 | x_t) [n, V] from the logits rows [n, V] of positions that are
+        still noise (the row-wise samplers use it on the rows they draw; softmax normalises)."""
+        return upcast(rows)
 
     def x0_probs(self, logits: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """p_θ(x0 | x_t) [B, L, V] (used by confidence samplers)."""

@@ -146,7 +146,8 @@ class BlockProcess(MaskedProcess):
 
     def model_inputs(self, x_t, x0, t):
         """``input_ids`` [B, 2L] = [x_t ; x0], ``position_ids`` [B, 2L] = [0..L-1, 0..L-1], the mask, and
-        (time-conditioned models) ``t`` [B, 2L]: each block's t on the noisy half, 0 on the clean half."""
+        (time-conditioned models) ``t`` [B, 2L]: ``network_time`` of each block's t on the noisy half and
+        of t = 0 on the clean half."""
         B, L = x_t.shape
         pos = torch.arange(L, device=x_t.device).repeat(2)[None].expand(B, 2 * L)
         inputs = {
@@ -156,7 +157,7 @@ class BlockProcess(MaskedProcess):
         }
         if self.time_conditioning:
             tt = self.per_token(t, x_t)
-            inputs["t"] = torch.cat([tt, torch.zeros_like(tt)], dim=1)
+            inputs["t"] = self.network_time(torch.cat([tt, torch.zeros_like(tt)], dim=1))
         return inputs
 
     def model_logits(self, logits, x_t):

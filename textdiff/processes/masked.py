@@ -91,14 +91,33 @@ class MaskedProcess(ForwardProcess):
             logp[keep] = carried
         return logp
 
+    def unmask_probability(self, t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """(α_s − α_t) / (1 − α_t) = (m_t − m_s) / m_t, m = 1 − α, in float64 (shape of t).
+
+        The chance that a [MASK] at time t is a clean token at s < t. It does not depend on the
+        network (SUBS never predicts [MASK]), so samplers decide where tokens appear before drawing
+        them. At s = 0 it is 1 (:meth:`survival`).
+        """
+        _, m_t = self.survival(t)
+        _, m_s = self.survival(s)
+        p = (m_t - m_s) / m_t.clamp_min(1e-300)
+        return torch.where(m_t > 0, p, torch.ones_like(p)).clamp(0.0, 1.0)
+
+    def x0_logits_rows(self, rows):
+        """SUBS at masked positions: the [MASK] logit is −∞ (rows [n, V])."""
+        out = upcast(rows).clone()
+        out[:, self.mask_id] = float("-inf")
+        return out
+
     def reverse_probs(self, logits, x_t, t, s):
-        """p_θ(x_s | x_t) [B, L, V] (float64): see the module docstring."""
-        a_t = self.alpha(self.per_token(t, x_t)).double()[..., None]  # [B, L, 1]
-        a_s = self.alpha(self.per_token(s, x_t)).double()[..., None]
+        """p_θ(x_s | x_t) [B, L, V] (float64): see the module docstring. MDLM's update, with
+        m = 1 − α from the schedule in float64: p0 · (m_t − m_s) / m_t, and m_s / m_t at [MASK]."""
+        tt, ss = self.per_token(t, x_t, torch.float64), self.per_token(s, x_t, torch.float64)
+        _, m_t = self.survival(tt)
+        _, m_s = self.survival(ss)
         p0 = self.x0_logits(logits, x_t, t).double().exp()  # [B, L, V]
-        denom = (1 - a_t).clamp_min(1e-12)
-        probs = p0 * (a_s - a_t) / denom
-        probs[..., self.mask_id] = ((1 - a_s) / denom)[..., 0]
+        probs = p0 * self.unmask_probability(tt, ss)[..., None]
+        probs[..., self.mask_id] = torch.where(m_t > 0, m_s / m_t.clamp_min(1e-300), torch.zeros_like(m_t))
         keep = x_t != self.mask_id
         probs[keep] = F.one_hot(x_t[keep], probs.shape[-1]).double()
         return probs

@@ -70,6 +70,15 @@ class ScoreEntropyConfig(ProcessConfig):
 
 
 @dataclass
+class SEDDAbsorbConfig(ScoreEntropyConfig):
+    name: str = "sedd_absorb"
+    #: read the network's output as SEDD's ``scale_by_sigma`` model does,
+    #: log s_y = logit_y − log(V − 1) − log(e^σ − 1) (True, SEDD's released models); False: the
+    #: output is log s itself (a SEDD model trained with ``model.scale_by_sigma: False``)
+    scale_by_sigma: bool = True
+
+
+@dataclass
 class SEDDUniformConfig(ScoreEntropyConfig):
     name: str = "sedd_uniform"
 
@@ -81,8 +90,12 @@ class ScoreEntropyProcess(ForwardProcess):
     graph: str = ""
 
     def _a(self, t, x):
-        """α(t) per token [B, L, 1] in float64."""
-        return self.alpha(self.per_token(t, x).double())[..., None]
+        """α(t) per token [B, L, 1] in float64 (1 at t <= 0: the data, see ``survival``)."""
+        return self.survival(self.per_token(t, x).double())[0][..., None]
+
+    def _m(self, t, x):
+        """1 − α(t) per token [B, L, 1] in float64, cancellation-free (0 at t <= 0)."""
+        return self.survival(self.per_token(t, x).double())[1][..., None]
 
     def _tau(self, t, s, x):
         """α_t / α_s = exp(−(σ_t − σ_s)) per token [B, L, 1] (float64)."""
@@ -106,24 +119,36 @@ class ScoreEntropyProcess(ForwardProcess):
 class SEDDAbsorb(ScoreEntropyProcess):
     """SEDD on the absorbing graph (all tokens flow to [MASK])."""
 
-    config_class = ScoreEntropyConfig
+    config_class = SEDDAbsorbConfig
     needs_mask_token = True
     graph = "absorb"
     corrupt = MaskedProcess.corrupt
     prior = MaskedProcess.prior
     is_noise = MaskedProcess.is_noise
+    x0_logits_rows = MaskedProcess.x0_logits_rows  # exp(l̃_y) ∝ exp(logit_y): [MASK] −∞
 
-    def _shifted(self, logits):
-        """l̃ = logit − log(V − 1), [MASK] column −∞ [B, L, V]."""
-        lg = upcast(logits) - math.log(self.vocab_size - 1)
+    def _log_expm1_sigma(self, tt):
+        """log(e^σ − 1) = log((1 − α)/α) per token, [...] float64 for times ``tt`` [...]."""
+        tt = tt.double()
+        return torch.log(self.schedule.mask_rate(tt)) - torch.log(self.alpha(tt))
+
+    def _shifted(self, logits, tt):
+        """l̃ = log s + log(e^σ − 1) [..., V], [MASK] column −∞; ``tt`` [...] the times of the rows.
+
+        scale_by_sigma (SEDD's output transform): l̃ = logit − log(V − 1), the same for every t;
+        otherwise the logits are log s and l̃ = logit + log(e^σ − 1)."""
+        lg = upcast(logits)
+        if self.config.scale_by_sigma:
+            lg = lg - math.log(self.vocab_size - 1)
+        else:
+            lg = lg + self._log_expm1_sigma(tt)[..., None].to(lg.dtype)
         return lg.index_fill(-1, torch.tensor([self.mask_id], device=lg.device), float("-inf"))
 
     def log_score(self, logits, x_t, t):
         """log s_θ(x_t) [B, L, V]: l̃_y − log(e^σ − 1) at masked positions, y ≠ [MASK]; 0 at y = x_t;
         −∞ for the (unused) changes of a clean token."""
-        a = self._a(t, x_t)
-        m = self.schedule.mask_rate(self.per_token(t, x_t).double())[..., None]
-        lg = self._shifted(logits) - (torch.log(m) - torch.log(a)).to(upcast(logits).dtype)
+        tt = self.per_token(t, x_t)
+        lg = self._shifted(logits, tt) - self._log_expm1_sigma(tt)[..., None].to(upcast(logits).dtype)
         masked = (x_t == self.mask_id)[..., None]
         out = torch.where(masked, lg, torch.full_like(lg, float("-inf")))
         return out.scatter(-1, x_t[..., None], 0.0)
@@ -137,7 +162,7 @@ class SEDDAbsorb(ScoreEntropyProcess):
         out = torch.zeros(x0.shape, dtype=dtype, device=x0.device)
         if not bool(masked.any()):
             return out
-        lg = self._shifted(logits[masked])  # [N, V]: only masked rows (clean rows carry no term)
+        lg = self._shifted(logits[masked], tt[masked])  # [N, V]: only masked rows (clean rows carry no term)
         bracket = torch.logsumexp(lg, -1).exp() - 1 - lg.gather(-1, x0[masked][:, None]).squeeze(-1)
         out[masked] = (w[masked] * bracket.double()).to(dtype)
         return out
@@ -150,18 +175,37 @@ class SEDDAbsorb(ScoreEntropyProcess):
         """R_θ(M → y) = w(t) exp(l̃_y) at masked positions (diagonal −Σ); clean tokens never move."""
         tt = self.per_token(t, x_t).double()
         w = -self.schedule.dalpha(tt) / self.schedule.mask_rate(tt).clamp_min(1e-30)
-        rate = self._shifted(logits).double().exp() * w[..., None]
+        rate = self._shifted(logits, tt).double().exp() * w[..., None]
         rate = torch.where((x_t == self.mask_id)[..., None], rate, torch.zeros_like(rate))
         rate.scatter_(-1, x_t[..., None], 0.0)
         return rate.scatter(-1, x_t[..., None], -rate.sum(-1, keepdim=True))
 
+    def mask_exit_scale(self, t: torch.Tensor, s: torch.Tensor, tau_leap: bool) -> torch.Tensor:
+        """c [B] float64: in one step t -> s a [MASK] leaves w.p. min(1, c · Σ_{y≠M} exp(logit_y)),
+        to y ∝ exp(logit_y). Tau-leaping: c = (t − s) w(t) · k with w = −α'/(1 − α) (the rate row
+        above); Tweedie (``analytic_probs``): c = (m_t − m_s) / m_t · k, m = 1 − α; k = exp(l̃ − logit),
+        i.e. 1 / (V − 1) with scale_by_sigma, else e^σ(t) − 1.
+        At s <= 0 c = +∞: the step to the data leaves no [MASK]. t, s: [B] times."""
+        t, s = t.to(torch.float64), s.to(torch.float64)
+        _, m_t = self.survival(t)
+        _, m_s = self.survival(s)
+        if tau_leap:
+            c = (t - s) * (-self.schedule.dalpha(t).to(torch.float64)) / m_t.clamp_min(1e-300)
+        else:
+            c = (m_t - m_s) / m_t.clamp_min(1e-300)
+        if self.config.scale_by_sigma:  # l̃ = logit − log(V − 1)
+            c = c / (self.vocab_size - 1)
+        else:  # l̃ = logit + log(e^σ − 1): the logits are log s
+            c = c * torch.exp(self._log_expm1_sigma(t))
+        return torch.where(s <= 0, torch.full_like(c, float("inf")), c)
+
     def staggered_score(self, logits, x_t, t, s):
         """exp(−δQ) s_θ with e^{−δ} = α_t/α_s: y ≠ M gets e^δ s_y = α_s/(1 − α_t) exp(l̃_y); the
         [MASK] entry gets 1 − (α_s − α_t)/(1 − α_t) Σ_y exp(l̃_y). Clean positions: e^δ at x_t."""
-        a_t, a_s = self._a(t, x_t), self._a(s, x_t)
-        e = self._shifted(logits).double().exp()
-        stag = e * a_s / (1 - a_t).clamp_min(1e-300)
-        stag[..., self.mask_id] = (1 - (a_s - a_t) / (1 - a_t).clamp_min(1e-300) * e.sum(-1, keepdim=True))[..., 0]
+        a_s, m_t, m_s = self._a(s, x_t), self._m(t, x_t), self._m(s, x_t)
+        e = self._shifted(logits, self.per_token(t, x_t)).double().exp()
+        stag = e * a_s / m_t.clamp_min(1e-300)
+        stag[..., self.mask_id] = (1 - (m_t - m_s) / m_t.clamp_min(1e-300) * e.sum(-1, keepdim=True))[..., 0]
         clean = x_t != self.mask_id
         keep = torch.zeros_like(stag).scatter(-1, x_t[..., None], 1.0 / self._tau(t, s, x_t))
         return torch.where(clean[..., None], keep, stag)
@@ -178,7 +222,7 @@ class SEDDAbsorb(ScoreEntropyProcess):
 
     def analytic_probs(self, logits, x_t, t, s):
         probs = super().analytic_probs(logits, x_t, t, s)
-        if bool((self._a(s, x_t) >= 1.0).all()):  # final denoising step: no [MASK] may remain
+        if bool((self.per_token(s, x_t, torch.float64) <= 0).all()):  # final step to the data (s = 0): no [MASK] may remain
             masked = x_t == self.mask_id
             probs[..., self.mask_id] = torch.where(masked, 0.0, probs[..., self.mask_id])
             probs = probs / probs.sum(-1, keepdim=True).clamp_min(1e-300)

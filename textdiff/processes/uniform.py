@@ -112,13 +112,14 @@ class UniformProcess(ForwardProcess):
     def reverse_probs(self, logits, x_t, t, s):
         """p_θ(x_s | x_t) [B, L, V] (float64, rows sum to 1): UDLM's posterior (module docstring)."""
         V = self.vocab_size
-        a_t = self.alpha(self.per_token(t, x_t)).double()[..., None]  # [B, L, 1]
-        a_s = self.alpha(self.per_token(s, x_t)).double()[..., None]
+        a_t, m_t = (v[..., None] for v in self.survival(self.per_token(t, x_t, torch.float64)))  # [B, L, 1]
+        a_s, m_s = (v[..., None] for v in self.survival(self.per_token(s, x_t, torch.float64)))
         a_ts = a_t / a_s.clamp_min(1e-300)
+        jump = (m_t - m_s) / a_s.clamp_min(1e-300)  # 1 − α_t/α_s without cancellation
         p0 = self.x0_logits(logits, x_t, t).double().exp()  # [B, L, V]
-        q_s = a_s * p0 + (1 - a_s) / V  # q(x_s = y | x_θ)
+        q_s = a_s * p0 + m_s / V  # q(x_s = y | x_θ)
         onehot = torch.nn.functional.one_hot(x_t, V).double()
-        q_t_given_s = a_ts * onehot + (1 - a_ts) / V  # q(x_t = i | x_s = y) as a function of y
+        q_t_given_s = a_ts * onehot + jump / V  # q(x_t = i | x_s = y) as a function of y
         probs = q_t_given_s * q_s
         return probs / probs.sum(-1, keepdim=True)
 

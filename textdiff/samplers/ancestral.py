@@ -3,7 +3,8 @@
 At each step draw x_s ~ p_θ(x_s | x_t) = Σ_{x0} q(x_s | x_t, x0) p_θ(x0 | x_t), which the process
 gives as ``reverse_probs``. Temperature / top-k / top-p act on p_θ(x0 | x_t) before the posterior.
 
-``cache_unchanged`` (MDLM's cached sampler): when the model ignores t and x_t did not change in a
+``cache_unchanged`` (MDLM's cached sampler): when the model ignores t (it is not fed t, or is fed a
+constant: ``process.time_input='zero'``) and x_t did not change in a
 step, the logits are the same, so the generation loop may reuse them and skip a network call. This
 is exact: a denoiser that is not given t is a function of x_t alone, so the reused logits are the
 logits the skipped call would have returned, and the draws (which come from the per-row generators in
@@ -12,14 +13,23 @@ token for token and that the cached run uses fewer calls.
 
 For absorbing processes the loop stops once no [MASK] is left (``finished``): every later posterior
 is the identity, so the remaining steps could not change anything.
+
+Cost per step. Absorbing processes (masked, block): a [MASK] at t is clean at s with probability
+(m_t − m_s) / m_t (m = 1 − α; ``unmask_probability``), which does not depend on the network. So
+the step first decides, with one uniform per position, which positions unmask, then draws their
+tokens from p̃_θ(x0 | x_t): only those rows of the logits are read (in float64), and a step in which
+nothing unmasks costs O(B L). A reused (cached) step recomputes nothing. Other processes (uniform,
+ar) draw every position from the process's own ``reverse_probs``, evaluated row by row in float64
+chunks (:meth:`Sampler.draw_transition`), never as a [B, L, V] float64 tensor.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..categorical import sample_categorical
 from ..registry import register
+from ..processes.uniform import UniformProcess
 from .base import Sampler, SamplerConfig, StepOutput
+from .uniform_rows import udlm_posterior_step
 
 
 @dataclass
@@ -36,13 +46,26 @@ class AncestralSampler(Sampler):
 
     @property
     def skips_unchanged(self) -> bool:
-        return self.config.cache_unchanged and not self.process.time_conditioning
+        return self.config.cache_unchanged and not getattr(self.process, "time_dependent", self.process.time_conditioning)
 
     def finished(self, x_t):
         return self._no_noise_left(x_t)
 
     def step(self, logits, t, s, x_t, generator=None):
-        filtered = self.filter_logits(self.process.x0_logits(logits, x_t, t))  # [B, L, V]
-        probs = self.process.reverse_probs(filtered, x_t, t, s)  # [B, L, V] float64
-        x_s = sample_categorical(probs, generator)
-        return StepOutput(x_s=x_s)
+        t, s = self.rows(t, x_t), self.rows(s, x_t)
+        unmask = getattr(self.process, "unmask_probability", None)
+        if unmask is not None:  # absorbing: where tokens appear does not depend on the network
+            u = self.step_uniforms(x_t, 2, generator)  # [B, L, 2]: (unmask?, token) per position
+            leave = self.process.is_noise(x_t) & (u[..., 0] < unmask(t, s)[:, None])  # [B, L]
+            x_s = x_t.clone()
+            x_s[leave] = self.draw_clean_at(logits, leave, u[..., 1])
+            return StepOutput(x_s=x_s)
+        if isinstance(self.process, UniformProcess) and not self.filters:  # one float64 pass per row
+            return StepOutput(x_s=udlm_posterior_step(self.process, logits, x_t, t, s, self.step_uniforms(x_t, 3, generator)))
+        u = self.step_uniforms(x_t, 1, generator)[..., 0]
+        return StepOutput(x_s=self.draw_transition(self._posterior, logits, x_t, t, s, u, filtered=False))
+
+    def _posterior(self, logits, x_t, t, s):
+        """p_θ(x_s | x_t) of a chunk [c, 1, V] with the filters applied to p_θ(x0 | x_t) first."""
+        lg = self.process.x0_logits(logits, x_t, t)
+        return self.process.reverse_probs(self.filter_logits(lg) if self.filters else lg, x_t, t, s)

@@ -30,8 +30,15 @@ rate; equal to ``linear`` for the log-linear schedule).
 p(x̂0) exceeds τ, and at least the most confident one per step (all of them at s = 0), so fewer steps
 than the grid are often used (the loop stops once no [MASK] is left).
 
-Publishers' knobs (both samplers): ``suppress_ids`` sets those tokens' logits to −∞ before anything
-else (never proposed, e.g. EOS / EOT to force full-length answers); ``deprioritize_ids`` lowers the
+Cost and precision: only the masked rows of the logits are read, once, in float64 chunks: the
+weights w = exp(l − max l) give the draw (inverse CDF; at temperature 0 the argmax, no noise) and
+the EXACT float64 scores (confidence w(x̂0) / Σ w, margin, entropy). Positions are ranked by these
+values as they are; ties (equal scores, e.g. identical positions) go to the leftmost position. Each
+row's scores are computed by the same row-wise kernel whatever the batch, so a batch gives the
+rows decoded alone.
+
+Publishers' knobs (both samplers): ``suppress_ids`` sets those tokens' logits to −∞ before the
+draw and the scores (never proposed, e.g. EOS / EOT to force full-length answers); ``deprioritize_ids`` lowers the
 score of positions whose candidate is one of those tokens by ``deprioritize_by`` (confidence and
 threshold: 1.0 puts them after every other candidate), so an early EOS / EOT is committed last.
 ``commit_rounding = "floor"`` with ``time_eps`` = ε gives Dream's schedule: the grid
@@ -48,7 +55,7 @@ from typing import Literal
 
 import torch
 
-from ..categorical import gumbel, sample_from_logits, uniform
+from ..categorical import gather_rows, inverse_cdf, row_chunks, sample_rows
 from ..errors import ConfigError
 from ..registry import register
 from .base import Sampler, SamplerConfig, StepOutput
@@ -57,34 +64,33 @@ from .base import Sampler, SamplerConfig, StepOutput
 def rank_commit(score: torch.Tensor, eligible: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     """[B, L] bool: the ``k`` [B] highest-``score`` [B, L] positions among ``eligible`` [B, L].
 
-    Scores are rounded to 4 decimals first and ties are broken by position (stable sort): exact
-    ties are common (identical [MASK] positions with no context get identical scores) and without the
-    rounding the last-bit differences between batched and unbatched kernels would break them
-    differently, losing batch invariance.
+    Ranked by the float64 scores as they are; only exactly equal scores tie, and ties go to the
+    leftmost position (stable sort).
     """
-    score = torch.round(score.double(), decimals=4)
-    score = torch.where(eligible, score, torch.full_like(score, float("-inf")))
+    score = torch.where(eligible, score.double(), torch.full_like(score, float("-inf"), dtype=torch.float64))
     order = torch.sort(score, dim=1, descending=True, stable=True).indices  # [B, L]
     ranks = torch.empty_like(order).scatter_(1, order, torch.arange(score.shape[1], device=score.device).expand_as(order))
     return eligible & (ranks < k[:, None])
 
 
 class _Unmasker(Sampler):
-    """Shared parts of the confidence samplers: candidate draw and scores."""
+    """Shared parts of the confidence samplers: candidate draw and scores, on the masked rows only."""
 
     compatible = ("masked", "sedd_absorb")
+    #: which score the ranking uses (ConfidenceSampler reads its config)
+    ordering = "confidence"
 
     def finished(self, x_t):
         return self._no_noise_left(x_t)
 
-    def suppress(self, logits):
-        """``logits`` [B, L, V] with the config's ``suppress_ids`` at −∞ (unchanged when there are none)."""
+    def suppress(self, rows):
+        """Logit rows [c, V] with the config's ``suppress_ids`` at −∞ (unchanged when there are none)."""
         ids = self.config.suppress_ids
         if not ids:
-            return logits
-        logits = logits.clone()
-        logits[..., list(ids)] = float("-inf")
-        return logits
+            return rows
+        rows = rows.clone()
+        rows[:, list(ids)] = float("-inf")
+        return rows
 
     def deprioritize(self, score, x0_hat):
         """``score`` [B, L] lowered by ``deprioritize_by`` where x̂0 [B, L] is a ``deprioritize_ids`` token."""
@@ -94,12 +100,47 @@ class _Unmasker(Sampler):
         hit = torch.isin(x0_hat, torch.as_tensor(list(ids), device=x0_hat.device))
         return score - self.config.deprioritize_by * hit.to(score.dtype)
 
-    def candidates(self, logits, x_t, t, generator):
-        """(x̂0 [B, L] drawn from the filtered prediction, unfiltered p_θ(x0 | x_t) [B, L, V] float64)."""
-        logp = self.x0_log_probs(logits, x_t, t)  # filtered, float64
-        x0_hat = sample_from_logits(logp, generator)  # [B, L]
-        probs = self.process.x0_probs(logits, x_t, t).double()  # [B, L, V] unfiltered
-        return x0_hat, probs
+    def candidates(self, logits, x_t, noise, u):
+        """(x̂0 [B, L], score [B, L] float64) at the masked positions ``noise`` [B, L].
+
+        x̂0 ~ p̃_θ(x0 | x_t) (filtered; argmax at temperature 0) with the uniforms ``u`` [B, L];
+        the score is computed from the UNFILTERED p = p_θ(x0 | x_t) (module docstring), exactly in
+        float64. Other positions: x̂0 = x_t, score −∞.
+        """
+        B, L = x_t.shape
+        x0_hat = x_t.clone()
+        score = torch.full((B, L), float("-inf"), dtype=torch.float64, device=x_t.device)
+        bi, li = noise.nonzero(as_tuple=True)
+        cfg, kind = self.config, self.ordering
+        plain = cfg.temperature == 1.0 and not self.filters
+        for sl in row_chunks(bi.shape[0], logits.shape[-1]):
+            b, l = bi[sl], li[sl]
+            rows = self.suppress(self.process.x0_logits_rows(gather_rows(logits, b, l)))  # [c, V] ([MASK] −∞)
+            d, w = self._log_weights(rows)  # float64: d = l − max l, w = exp(d)
+            total = w.sum(-1)  # [c] Z, p = w / Z
+            if cfg.temperature == 0:
+                tok = rows.argmax(-1)
+            elif plain:
+                tok = inverse_cdf(w, u[b, l])
+            else:
+                tok = sample_rows(rows, u[b, l], self.filter_logits)
+            x0_hat[b, l] = tok
+            if kind == "confidence":
+                sc = w.gather(-1, tok[:, None])[:, 0] / total
+            elif kind == "margin":
+                top2 = torch.topk(w, 2, dim=-1).values
+                sc = (top2[:, 0] - top2[:, 1]) / total
+            elif kind == "entropy":  # Σ p log p = Σ w d / Z − log Z
+                sc = torch.where(w > 0, w * d, torch.zeros_like(w)).sum(-1) / total - torch.log(total)
+            else:
+                continue
+            score[b, l] = sc
+        return x0_hat, score
+
+    @staticmethod
+    def _log_weights(rows):
+        d = rows.to(torch.float64) - rows.amax(-1, keepdim=True).to(torch.float64)  # exact
+        return d, d.exp()
 
 
 @dataclass
@@ -145,7 +186,7 @@ class ConfidenceSampler(_Unmasker):
             return t
         if kind == "cosine":
             return torch.cos(0.5 * math.pi * (1.0 - t))
-        return 1.0 - self.process.alpha(t).double()
+        return self.process.survival(t)[1]  # 1 − α(t) in float64
 
     def set_timesteps(self, num_steps: int, device=None) -> None:
         super().set_timesteps(num_steps, device)
@@ -156,34 +197,34 @@ class ConfidenceSampler(_Unmasker):
         """k [B] tokens to commit this step for ``n`` [B] masked positions."""
         m_t, m_s = self.masked_fraction(t), self.masked_fraction(s)
         frac = torch.where(m_t > 0, 1.0 - m_s / m_t.clamp_min(1e-300), torch.ones_like(m_t)).clamp(0.0, 1.0)
-        last = s.double() <= self.config.time_eps  # the last step commits everything
+        last = s.double() <= self.config.time_eps + 1e-9  # the last step (s = eps, or 0) commits everything
         if self.config.commit_rounding == "floor":  # Dream: int(n (1 - s/t)), zero allowed
             return torch.where(last, n, torch.floor(n.double() * frac + 1e-9).long().clamp_max(n))
         k = torch.ceil(n.double() * frac - 1e-9).long()
         k = torch.where(last, n, k)
         return torch.minimum(torch.maximum(k, (n > 0).long()), n)
 
-    def scores(self, probs, x0_hat, shape, generator) -> torch.Tensor:
-        """[B, L] float64 scores, higher = more confident."""
-        kind = self.config.ordering
-        if kind == "confidence":
-            return probs.gather(-1, x0_hat[..., None])[..., 0]
-        if kind == "margin":
-            top2 = torch.topk(probs, 2, dim=-1).values
-            return top2[..., 0] - top2[..., 1]
-        if kind == "entropy":
-            return torch.where(probs > 0, probs * torch.log(probs), torch.zeros_like(probs)).sum(-1)
-        return uniform(shape, generator, probs.device)
+    @property
+    def ordering(self):
+        return self.config.ordering
 
     def step(self, logits, t, s, x_t, generator=None):
         noise = self.process.is_noise(x_t)  # [B, L]
-        x0_hat, probs = self.candidates(self.suppress(logits), x_t, t, generator)
-        score = self.deprioritize(self.scores(probs, x0_hat, x_t.shape, generator), x0_hat)
+        cfg = self.config
+        random = cfg.temperature > 0 or cfg.ordering == "random" or cfg.order_temperature > 0
+        # [B, L, 3]: candidate, random score, order noise; greedy, deterministic orders draw nothing
+        u = self.step_uniforms(x_t, 3, generator) if random else torch.zeros(*x_t.shape, 3, dtype=torch.float64)
+        x0_hat, score = self.candidates(logits, x_t, noise, u[..., 0])
+        score = self.deprioritize(score, x0_hat)
+        if self.config.ordering == "random":
+            score = u[..., 1]
         if self.config.order_temperature > 0:
-            score = score / self.config.order_temperature + gumbel(x_t.shape, generator, x_t.device)
+            tiny = torch.finfo(torch.float64).tiny
+            g = -torch.log(-torch.log(u[..., 2].clamp_min(tiny)).clamp_min(tiny))  # Gumbel(0, 1)
+            score = score / self.config.order_temperature + g
         k = self.commit_counts(noise.sum(1), self.rows(t, x_t), self.rows(s, x_t))
         commit = rank_commit(score, noise, k)
-        return StepOutput(x_s=torch.where(commit, x0_hat, x_t), x0_pred=torch.where(noise, x0_hat, x_t))
+        return StepOutput(x_s=torch.where(commit, x0_hat, x_t), x0_pred=x0_hat)
 
 
 @dataclass
@@ -204,10 +245,12 @@ class ThresholdSampler(_Unmasker):
 
     def step(self, logits, t, s, x_t, generator=None):
         noise = self.process.is_noise(x_t)  # [B, L]
-        x0_hat, probs = self.candidates(self.suppress(logits), x_t, t, generator)
-        conf = self.deprioritize(probs.gather(-1, x0_hat[..., None])[..., 0], x0_hat)  # [B, L]
+        greedy = self.config.temperature == 0  # argmax candidates: no noise is drawn
+        u = torch.zeros(x_t.shape, dtype=torch.float64) if greedy else self.step_uniforms(x_t, 1, generator)[..., 0]
+        x0_hat, conf = self.candidates(logits, x_t, noise, u)  # conf = p_θ(x̂0 | x_t) float64
+        conf = self.deprioritize(conf, x0_hat)
         commit = noise & (conf > self.config.threshold)
         best = rank_commit(conf, noise, torch.ones(x_t.shape[0], dtype=torch.long, device=x_t.device))
         commit |= best  # at least one per step while masks remain
         commit |= noise & (self.rows(s, x_t) <= 0)[:, None]  # the last step commits everything
-        return StepOutput(x_s=torch.where(commit, x0_hat, x_t), x0_pred=torch.where(noise, x0_hat, x_t))
+        return StepOutput(x_s=torch.where(commit, x0_hat, x_t), x0_pred=x0_hat)

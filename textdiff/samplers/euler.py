@@ -20,6 +20,12 @@ for absorbing graphs fills every remaining [MASK].
 i.e. ``process.analytic_probs(logits, x_t, t, s)`` (staggered score × transposed transition). It is
 exact per token and differs from the true reverse process only by drawing tokens independently.
 
+Cost per step: on ``sedd_absorb`` a [MASK] leaves with probability min(1, c Σ_y exp(logit_y))
+(``mask_exit_scale``) to y ∝ exp(logit_y): one float64 pass over the masked rows, and the draw
+only where a token leaves; clean rows are never read. On the uniform graphs every position may
+move: the process's [B, L, V] transition is evaluated row by row in float64 chunks
+(:meth:`Sampler.draw_transition`) with one inverse-CDF draw per position.
+
 Temperature / top-k / top-p act on each position's jump targets (these samplers never form
 p_θ(x0 | x_t)): the probability of leaving x_t is kept and the choice among the other states is
 filtered (``Sampler.filter_transition``); at the defaults they change nothing.
@@ -31,9 +37,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..categorical import sample_categorical
+from ..categorical import gather_rows, inverse_cdf, normaliser, row_chunks, shifted_weights
 from ..registry import register
+from ..processes.score_entropy import SEDDUniform
+from ..processes.uniform import UniformProcess
 from .base import Sampler, SamplerConfig, StepOutput
+from .uniform_rows import (sedd_uniform_analytic_step, sedd_uniform_tau_leap_step, udlm_posterior_step,
+                           udlm_tau_leap_step)
 
 
 def tau_leap_probs(rate: torch.Tensor, x_t: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
@@ -50,6 +60,33 @@ def _exact_posterior(process, logits, x_t, t, s):
     return fn(logits, x_t, t, s)
 
 
+def _absorbing_step(sampler, logits, x_t, scale, generator):
+    """x_s [B, L] for SEDD-absorb: a [MASK] leaves w.p. min(1, scale · Σ_y exp(logit_y)) (``scale``
+    [B], +∞ = always) to y ∝ exp(logit_y) (filtered); only the masked rows are read."""
+    proc = sampler.process
+    noise = proc.is_noise(x_t)
+    u = sampler.step_uniforms(x_t, 2, generator)  # [B, L, 2]: (leave?, token)
+    bi, li = noise.nonzero(as_tuple=True)
+    x_s = x_t.clone()
+    plain = sampler.config.temperature != 0 and not sampler.filters
+    log_scale = torch.log(scale)  # [B] (+∞ stays +∞, 0 -> −∞)
+    for sl in row_chunks(bi.shape[0], logits.shape[-1]):
+        b, l = bi[sl], li[sl]
+        rows = proc.x0_logits_rows(gather_rows(logits, b, l))  # [c, V]
+        m, total = normaliser(rows)  # Σ exp(l) = e^m · total (summed in float64)
+        log_exit = log_scale[b] + m + torch.log(total)  # log(scale · Σ exp(l))
+        leave = u[b, l, 0] < torch.exp(log_exit).clamp_max(1.0)
+        if not bool(leave.any()):
+            continue
+        tok = inverse_cdf(shifted_weights(rows[leave])[0], u[b, l, 1][leave]) if plain else sampler.draw_rows(rows[leave], u[b, l, 1][leave])
+        x_s[b[leave], l[leave]] = tok
+    return x_s
+
+
+def _absorbing(process) -> bool:
+    return hasattr(process, "mask_exit_scale")
+
+
 @dataclass
 class EulerConfig(SamplerConfig):
     name: str = "euler"
@@ -64,11 +101,26 @@ class EulerSampler(Sampler):
 
     def step(self, logits, t, s, x_t, generator=None):
         t, s = self.rows(t, x_t), self.rows(s, x_t)
-        if self.config.final_denoise and bool((s <= 0).all()):
-            probs = _exact_posterior(self.process, logits, x_t, t, s)
-        else:
-            probs = tau_leap_probs(self.process.reverse_rate(logits, x_t, t), x_t, t - s)
-        return StepOutput(x_s=sample_categorical(self.filter_transition(probs, x_t), generator))
+        final = self.config.final_denoise and bool((s <= 0).all())
+        if _absorbing(self.process):  # the exact last step and the tau-leap both leave no [MASK] at s = 0
+            scale = self.process.mask_exit_scale(t, s, tau_leap=not final)
+            return StepOutput(x_s=_absorbing_step(self, logits, x_t, scale, generator))
+        if not self.filters:  # one float64 pass per row, a draw over V only where a token jumps
+            u3 = self.step_uniforms(x_t, 3, generator)
+            if isinstance(self.process, UniformProcess):
+                kernel = udlm_posterior_step if final else udlm_tau_leap_step
+                return StepOutput(x_s=kernel(self.process, logits, x_t, t, s, u3))
+            if isinstance(self.process, SEDDUniform) and not final:
+                return StepOutput(x_s=sedd_uniform_tau_leap_step(self.process, logits, x_t, t, s, u3))
+        u = self.step_uniforms(x_t, 1, generator)[..., 0]
+        fn = self._exact if final else self._tau_leap
+        return StepOutput(x_s=self.draw_transition(fn, logits, x_t, t, s, u))
+
+    def _exact(self, logits, x_t, t, s):
+        return _exact_posterior(self.process, logits, x_t, t, s)
+
+    def _tau_leap(self, logits, x_t, t, s):
+        return tau_leap_probs(self.process.reverse_rate(logits, x_t, t), x_t, t - s)
 
 
 @dataclass
@@ -85,5 +137,12 @@ class AnalyticSampler(Sampler):
         return False
 
     def step(self, logits, t, s, x_t, generator=None):
-        probs = self.process.analytic_probs(logits, x_t, self.rows(t, x_t), self.rows(s, x_t))
-        return StepOutput(x_s=sample_categorical(self.filter_transition(probs, x_t), generator))
+        t, s = self.rows(t, x_t), self.rows(s, x_t)
+        if _absorbing(self.process):
+            scale = self.process.mask_exit_scale(t, s, tau_leap=False)
+            return StepOutput(x_s=_absorbing_step(self, logits, x_t, scale, generator))
+        if isinstance(self.process, SEDDUniform) and not self.filters:
+            u3 = self.step_uniforms(x_t, 3, generator)
+            return StepOutput(x_s=sedd_uniform_analytic_step(self.process, logits, x_t, t, s, u3))
+        u = self.step_uniforms(x_t, 1, generator)[..., 0]
+        return StepOutput(x_s=self.draw_transition(self.process.analytic_probs, logits, x_t, t, s, u))

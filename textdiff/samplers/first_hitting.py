@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..categorical import sample_categorical, sample_from_logits, uniform
+from ..categorical import uniform
 from ..errors import ConfigError
 from ..registry import register
 from .base import Sampler, SamplerConfig, StepOutput
@@ -71,7 +71,7 @@ class FirstHittingSampler(Sampler):
         tiny = torch.finfo(torch.float64).tiny
         incr = torch.where(active, torch.log(u.clamp_min(tiny)) / left.clamp_min(1.0), torch.zeros_like(u))
         one = torch.ones(1, dtype=torch.float64, device=device)
-        log_m0 = torch.log1p(-self.process.alpha(one).double())  # log(1 − α(1))
+        log_m0 = torch.log(self.process.survival(one)[1])  # log(1 − α(1)), float64
         log_m = log_m0 + torch.cumsum(incr, dim=1)  # [B, N] log(1 − α(τ_{k+1}))
         tau = self.process.schedule.t_from_alpha(-torch.expm1(log_m)).double().clamp(0.0, 1.0)
         tau = torch.where(active, tau, torch.zeros_like(tau))
@@ -86,13 +86,18 @@ class FirstHittingSampler(Sampler):
         return self._no_noise_left(x_t)
 
     def step(self, logits, t, s, x_t, generator=None):
-        """Unmask exactly one uniformly chosen [MASK] per row (rows without one are unchanged)."""
+        """Unmask exactly one uniformly chosen [MASK] per row (rows without one are unchanged).
+
+        Only the chosen position's row of ``logits`` is read: per step O(B L + B V)."""
         noise = self.process.is_noise(x_t)  # [B, L]
-        pos = sample_categorical(noise.double(), generator)  # [B] a uniform masked position
-        has = noise.any(1)  # [B]
-        logp = self.x0_log_probs(logits, x_t, t)  # [B, L, V]
-        rows = torch.arange(x_t.shape[0], device=x_t.device)
-        token = sample_from_logits(logp[rows, pos], generator)  # [B]
+        n = noise.sum(1)  # [B]
+        u = uniform((x_t.shape[0], 2), generator, x_t.device)  # [B, 2]: (position, token)
+        k = torch.minimum((u[:, 0] * n).floor().long(), (n - 1).clamp_min(0))  # the k-th masked position
+        pos = (torch.cumsum(noise.long(), 1) <= k[:, None]).sum(1).clamp_max(x_t.shape[1] - 1)  # [B]
+        has = n > 0
+        rows = torch.arange(x_t.shape[0], device=x_t.device)[has]
+        chosen = torch.zeros_like(noise)
+        chosen[rows, pos[has]] = True
         x_s = x_t.clone()
-        x_s[rows[has], pos[has]] = token[has]
+        x_s[chosen] = self.draw_clean_at(logits, chosen, u[:, 1:].expand(-1, x_t.shape[1]))
         return StepOutput(x_s=x_s)

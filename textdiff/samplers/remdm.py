@@ -28,7 +28,6 @@ from typing import Literal
 
 import torch
 
-from ..categorical import sample_categorical
 from ..errors import ConfigError
 from ..registry import register
 from .base import Sampler, SamplerConfig, StepOutput
@@ -59,27 +58,31 @@ class ReMDMSampler(Sampler):
     compatible = ("masked", "sedd_absorb")
     revises = True
 
-    def sigma_t(self, a_t: torch.Tensor, a_s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """σ_t [B] float64 from α_t, α_s, t [B]."""
+    def sigma_t(self, a_t: torch.Tensor, m_s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """σ_t [B] float64 from α_t, 1 − α_s and t [B] (σ_max = (1 − α_s) / α_t)."""
         cfg = self.config
-        sigma_max = ((1.0 - a_s) / a_t.clamp_min(1e-12)).clamp(0.0, 1.0)
+        sigma_max = (m_s / a_t.clamp_min(1e-12)).clamp(0.0, 1.0)
         sigma = torch.clamp(sigma_max, max=cfg.eta) if cfg.strategy == "cap" else cfg.eta * sigma_max
         on = (t >= cfg.t_off) & (t <= cfg.t_on)
         return torch.where(on, sigma, torch.zeros_like(sigma))
 
     def step(self, logits, t, s, x_t, generator=None):
+        """Per position (module docstring), with every probability in float64 from the schedule
+        (m = 1 − α): a clean token is remasked w.p. σ_t; a [MASK] unmasks w.p.
+        (m_t − m_s + σ_t α_t) / m_t. Both decisions are network-free; tokens are drawn only where a
+        [MASK] unmasks."""
         t, s = self.rows(t, x_t), self.rows(s, x_t)
-        a_t = self.process.alpha(t.float()).double()  # [B]
-        a_s = self.process.alpha(s.float()).double()
-        sigma = self.sigma_t(a_t, a_s, t)[:, None]  # [B, 1]
-        a_t, a_s = a_t[:, None], a_s[:, None]
-        mask_id = self.process.mask_id
+        a_t, m_t = self.process.survival(t)  # [B]
+        _, m_s = self.process.survival(s)
+        sigma = self.sigma_t(a_t, m_s, t)  # [B]
+        denom = m_t.clamp_min(1e-12)
+        unmask = ((m_t - m_s + sigma * a_t) / denom).clamp_min(0.0)  # [B]
+        stay_masked = ((m_s - sigma * a_t) / denom).clamp_min(0.0)
+        p_unmask = unmask / (unmask + stay_masked).clamp_min(1e-300)
         noise = self.process.is_noise(x_t)  # [B, L]
-        p0 = self.x0_log_probs(logits, x_t, t).exp()  # [B, L, V] filtered; one-hot at clean positions
-        denom = (1.0 - a_t).clamp_min(1e-12)
-        unmask = ((a_s - (1.0 - sigma) * a_t) / denom).clamp_min(0.0)  # [B, 1]
-        stay_masked = ((1.0 - a_s - sigma * a_t) / denom).clamp_min(0.0)
-        probs = torch.where(noise[..., None], p0 * unmask[..., None], p0 * (1.0 - sigma)[..., None])
-        probs[..., mask_id] = torch.where(noise, stay_masked.expand_as(noise), sigma.expand_as(noise))
-        x_s = sample_categorical(probs, generator)
+        u = self.step_uniforms(x_t, 2, generator)  # [B, L, 2]: (move?, token)
+        remask = ~noise & (u[..., 0] < sigma[:, None])
+        leave = noise & (u[..., 0] < p_unmask[:, None])
+        x_s = x_t.masked_fill(remask, self.process.mask_id)
+        x_s[leave] = self.draw_clean_at(logits, leave, u[..., 1])
         return StepOutput(x_s=x_s)

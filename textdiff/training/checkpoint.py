@@ -9,17 +9,25 @@ A checkpoint folder ``checkpoint-<step>/`` holds::
     scheduler.pt                       lr schedule state (every .pt is loaded with weights_only=True)
     rng_state-<rank>.safetensors       each process's CPU (and CUDA) random state (dropout), restored on resume
     trainer_state.json                 step, rows consumed, elapsed time
+    integrity.json                     every other file's size and SHA-256, written LAST (integrity.py)
 
-It is written to a temporary sibling folder and renamed into place, so a run killed mid-save leaves
-the previous checkpoint intact and never a half-written one. Sharded training (FSDP2, DeepSpeed) is
-handled in ``distributed.py``; the layout is the same.
+It is written to a temporary sibling folder (named per writer: pid + random suffix) and renamed into
+place, so a run killed mid-save leaves the previous checkpoint intact and never a half-written one;
+the leftovers are removed by the next run that takes the folder's lock (``runlock.py``). Sharded
+training (FSDP2, DeepSpeed) is handled in ``distributed.py``; the layout is the same.
+
+Resuming (:func:`select_checkpoint`) checks the newest checkpoint's integrity record and loads its
+weights strictly (every tensor of the model present with its shape); a damaged one is skipped with
+a warning for the previous one, and when none is intact the error names the first damaged file.
 """
 from __future__ import annotations
 
 import json
 import os
 import re
+import secrets
 import shutil
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -27,22 +35,28 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .distributed import full_model_state, load_optimizer_state, optimizer_files
+from .integrity import CheckpointError, check_integrity, write_integrity
 
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
 
 
+def writer_tag() -> str:
+    """A name part no other writer uses: this process's id and a random suffix."""
+    return f"{os.getpid()}-{secrets.token_hex(4)}"
+
+
 def atomic_dir(final: Path) -> Path:
-    tmp = final.parent / f".tmp-{final.name}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".tmp-{final.name}-{writer_tag()}"
+    tmp.mkdir()
     return tmp
 
 
 def commit_dir(tmp: Path, final: Path) -> None:
     """Move ``tmp`` to ``final``, replacing an older ``final`` only after the new one is complete."""
     if final.exists():
-        old = final.parent / f".old-{final.name}-{os.getpid()}"
+        old = final.parent / f".old-{final.name}-{writer_tag()}"
         os.replace(final, old)
         os.replace(tmp, final)
         shutil.rmtree(old, ignore_errors=True)
@@ -50,17 +64,19 @@ def commit_dir(tmp: Path, final: Path) -> None:
         os.replace(tmp, final)
 
 
-def save_checkpoint(acc, out_dir: Path, step: int, model, optimizer, scheduler, ema, state: dict, keep: int) -> Path:
+def save_checkpoint(acc, out_dir: Path, step: int, model, optimizer, scheduler, ema, state: dict, keep: int,
+                    tag: str = "") -> Path:
     """Write ``checkpoint-<step>``. Call on EVERY process: sharded weights, EMA and optimizer state
-    are gathered collectively; the main process writes everything but per-rank DeepSpeed shards."""
+    are gathered collectively; the main process writes everything but per-rank DeepSpeed shards.
+    ``tag``: this run's writer tag (the same on every process), naming the temporary folder."""
     raw = acc.unwrap_model(model)
     weights = full_model_state(model)  # None unless sharded (then the main process saves from ``raw``)
     ema_state = ema.state_dict() if ema is not None else None
     optimizer_state = optimizer_files(acc, optimizer, model)
     final = out_dir / f"checkpoint-{step}"
-    tmp = out_dir / f".tmp-{final.name}"  # one name for all processes
+    tmp = out_dir / f".tmp-{final.name}-{tag or 'run'}"  # one name for all processes of this run
     if acc.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)  # left by a run killed while saving
+        shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     acc.wait_for_everyone()
     for name, value in optimizer_state.items():
@@ -74,6 +90,7 @@ def save_checkpoint(acc, out_dir: Path, step: int, model, optimizer, scheduler, 
         (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2))
     acc.wait_for_everyone()  # every shard is on disk before the folder becomes a checkpoint
     if acc.is_main_process:
+        write_integrity(tmp)  # last: a folder with a record was complete
         commit_dir(tmp, final)
         for old in list_checkpoints(out_dir)[:-keep] if keep > 0 else []:
             shutil.rmtree(old, ignore_errors=True)
@@ -93,17 +110,75 @@ def list_checkpoints(out_dir: Path) -> list[Path]:
 
 
 def latest_checkpoint(out_dir: Path) -> Optional[Path]:
+    """The newest committed checkpoint, unverified (see :func:`select_checkpoint`)."""
     ckpts = [p for p in list_checkpoints(out_dir) if (p / "trainer_state.json").is_file()]
     return ckpts[-1] if ckpts else None
 
 
 def load_weights(path: Path, model) -> None:
-    """Weights of checkpoint ``path`` into the PLAIN model, before accelerate wraps (and shards) it."""
-    from safetensors.torch import load_model
+    """Weights of checkpoint ``path`` into the PLAIN model, before accelerate wraps (and shards) it.
 
-    load_model(model, str(path / "model.safetensors"), strict=False)
-    if hasattr(model, "load_adapter_checkpoint"):  # LoRA: adapters live beside the merged weights
+    Strict: every tensor of the model must be in the file with its shape (tied weights saved once
+    count for all their names), and the file may hold no other; else :class:`CheckpointError`."""
+    file = Path(path) / "model.safetensors"
+    if not file.is_file():
+        raise CheckpointError(f"{file} is missing")
+    try:
+        state = load_file(str(file))
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error types for damaged files
+        raise CheckpointError(f"{file} cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
+    if hasattr(model, "load_adapter_checkpoint"):  # LoRA: merged base weights + the adapters beside them
+        model.load_state_dict(state, strict=False)
         model.load_adapter_checkpoint(path)
+        return
+    expected = model.state_dict()
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # a shape differs
+        detail = next((ln.strip() for ln in str(e).splitlines() if "size mismatch" in ln), str(e).splitlines()[0])
+        raise CheckpointError(f"{file}: {detail[:200]}") from None
+    loaded = set(expected) - set(result.missing_keys)
+    ptr = {k: (v.data_ptr(), tuple(v.shape)) for k, v in expected.items()}
+    loaded_ptrs = {ptr[k] for k in loaded}
+    missing = [k for k in result.missing_keys if ptr[k] not in loaded_ptrs]  # a tied twin was loaded: fine
+    if missing or result.unexpected_keys:
+        what = f"lacks {len(missing)} tensor(s), e.g. {missing[0]!r}" if missing else \
+            f"has tensor(s) the model does not, e.g. {result.unexpected_keys[0]!r}"
+        raise CheckpointError(f"{file} {what}")
+
+
+def verify_checkpoint(path: Path) -> dict:
+    """Integrity record and trainer state of checkpoint ``path``; returns the trainer state."""
+    check_integrity(path)
+    file = Path(path) / "trainer_state.json"
+    try:
+        state = json.loads(file.read_text())
+        int(state["step"]), int(state["rows_seen"]), float(state["elapsed"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise CheckpointError(f"{file} is missing or not a valid trainer state") from None
+    return state
+
+
+def select_checkpoint(out_dir: Path, model, say=print) -> Optional[Path]:
+    """The newest intact checkpoint of ``out_dir``, its weights loaded into ``model``; older ones
+    are tried in turn when the newest is damaged (with a warning). None when there is none at all."""
+    found = list_checkpoints(out_dir)
+    if not found:
+        return None
+    first_error = None
+    for i, ckpt in enumerate(reversed(found)):
+        try:
+            verify_checkpoint(ckpt)
+            load_weights(ckpt, model)
+        except CheckpointError as e:
+            first_error = first_error or str(e)
+            older = found[-2 - i].name if i + 1 < len(found) else None
+            say(f"warning: {ckpt.name} is damaged ({e}); " + (f"falling back to {older}" if older else "no older checkpoint"),
+                file=sys.stderr)
+            continue
+        return ckpt
+    raise CheckpointError(f"no intact checkpoint in {str(out_dir)!r} ({first_error}); "
+                          "start a new run in another output_dir, or restore the folder from a backup")
 
 
 def load_checkpoint(acc, path: Path, model, optimizer, scheduler, ema) -> dict:

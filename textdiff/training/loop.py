@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
+import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -18,11 +21,14 @@ from ..config import Recipe, save_recipe, to_dict
 from ..errors import ConfigError
 from ..objective import nelbo_terms
 from ..sft import with_prompt_dropout
-from .checkpoint import latest_checkpoint, load_checkpoint, load_weights, save_checkpoint
+from .checkpoint import load_checkpoint, save_checkpoint, select_checkpoint, writer_tag
 from .distributed import accelerator_kwargs, backward_scale, check_launch, configure_deepspeed, full_model_state
 from .ema import EMA
 from .optim import build_optimizer, build_scheduler
-from .setup import RowStream, prepare_run, row_generators, save_final
+from .checks import check_init_from
+from .progress import TrainBar, plot_curves, validation_line
+from .runlock import RunLock
+from .setup import check_output_dir, prepare_run, row_generators, row_stream, save_final
 
 VALIDATION_SEED = 1_000_003  # validation noise is fixed, so evaluations are comparable over time
 
@@ -69,13 +75,46 @@ def train(recipe: Recipe, resume: bool = False, stop_at: int | None = None) -> P
     acc = Accelerator(mixed_precision=precision, log_with=_trackers(cfg.trackers), project_dir=recipe.output_dir,
                       kwargs_handlers=accelerator_kwargs())
     check_launch(acc)
+    out = Path(recipe.output_dir)
+    check_output_dir(recipe, resume)  # read-only: a refused run writes nothing
+    check_init_from(recipe)
+    lock = RunLock(out) if acc.is_main_process else None  # one writer per folder; only the main process writes
+    had_tokenizer = (out / "tokenizer").exists()
+    try:
+        if lock is not None:
+            lock.acquire()
+            for left in lock.clean_temporary():  # temporary folders of a writer that was killed
+                acc.print(f"note: removed {left.name}, left in {out} by an interrupted run")
+        return _train(acc, recipe, resume, stop_at)
+    except BaseException:
+        if lock is not None and lock.held and not resume and not (out / "metrics.jsonl").exists():
+            _discard_setup(out, lock, had_tokenizer)  # a fresh run that failed before its first step leaves nothing
+        raise
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _discard_setup(out: Path, lock: RunLock, had_tokenizer: bool) -> None:
+    if lock.created_folder:
+        for p in out.iterdir():
+            if p.name != ".lock":
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+    elif not had_tokenizer:
+        shutil.rmtree(out / "tokenizer", ignore_errors=True)
+
+
+def _train(acc, recipe: Recipe, resume: bool, stop_at: int | None) -> Path:
+    from accelerate.utils import broadcast_object_list
+
+    cfg = recipe.train
     run = prepare_run(recipe, resume=resume, is_main=acc.is_main_process)  # data, tokenizer, model, process
     acc.wait_for_everyone()  # every process has checked the output folder before the main one writes to it
     out = Path(recipe.output_dir)
+    tag = broadcast_object_list([writer_tag()])[0]  # the main process's: names this run's temporary folders
     model, process = run.model, run.process
-    ckpt = latest_checkpoint(out) if resume else None
-    if ckpt is not None:
-        load_weights(ckpt, model)  # into the plain model: FSDP / DeepSpeed shard what they are given
+    # newest intact checkpoint, weights loaded into the plain model (FSDP / DeepSpeed shard what they are given)
+    ckpt = select_checkpoint(out, model, say=acc.print) if resume else None
     optimizer = build_optimizer(model.to(acc.device), cfg)
     scheduler = build_scheduler(optimizer, cfg)
     configure_deepspeed(acc, cfg)
@@ -83,14 +122,15 @@ def train(recipe: Recipe, resume: bool = False, stop_at: int | None = None) -> P
     raw_model = acc.unwrap_model(prepared)  # (LoRA under FSDP2 / ZeRO-3 saves merged weights from the gathered state)
     ema = EMA(raw_model, cfg.ema) if cfg.ema > 0 else None
     model = torch.compile(prepared) if cfg.compile else prepared
+    compile_start = time.perf_counter() if cfg.compile else None
 
-    step, rows_seen, elapsed = 0, 0, 0.0
+    step, rows_seen, elapsed, state = 0, 0, 0.0, {}
     if ckpt is not None:
         state = load_checkpoint(acc, ckpt, prepared, optimizer, scheduler, ema)
         step, rows_seen, elapsed = state["step"], state["rows_seen"], state["elapsed"]
         acc.print(f"resumed from {ckpt} at step {step}")
-        if acc.is_main_process:
-            _truncate_metrics(out / "metrics.jsonl", step)  # drop lines the killed run wrote after it
+    if resume and acc.is_main_process:
+        _truncate_metrics(out / "metrics.jsonl", step)  # drop lines the killed run wrote after its checkpoint
     if acc.is_main_process:
         save_recipe(recipe, out / "config.yaml")
         acc.init_trackers(recipe.name, config=_flat(to_dict(recipe)))
@@ -99,8 +139,9 @@ def train(recipe: Recipe, resume: bool = False, stop_at: int | None = None) -> P
     world, rank = acc.num_processes, acc.process_index
     scale = backward_scale(acc, cfg)
     rows_per_step = cfg.batch_size * cfg.grad_accum * world
-    stream = RowStream(run.train_rows, seed=cfg.seed)
-    bar = _progress(acc, step, cfg.max_steps)
+    stream = row_stream(run, rank, world, state.get("streams"))
+    bar = TrainBar(acc.is_local_main_process, step, cfg.max_steps, cfg.max_minutes, elapsed)
+    spikes = LossSpikes()
     started, window_tokens, window_start = time.perf_counter() - elapsed, 0, time.perf_counter()
     first_eval = not (out / "metrics.jsonl").exists() or ckpt is None
     model.train()
@@ -146,6 +187,7 @@ def train(recipe: Recipe, resume: bool = False, stop_at: int | None = None) -> P
         train_loss = float(acc.reduce(step_loss, reduction="sum") / global_tokens)
         if not math.isfinite(train_loss):
             raise ConfigError(f"the loss became {train_loss} at step {step}; lower train.lr or raise train.warmup_steps")
+        spikes.observe(step, train_loss, acc.print)
         elapsed = time.perf_counter() - started
         out_of_time = cfg.max_minutes is not None and elapsed >= cfg.max_minutes * 60
         last = step >= cfg.max_steps or out_of_time
@@ -154,7 +196,7 @@ def train(recipe: Recipe, resume: bool = False, stop_at: int | None = None) -> P
             window_tokens, window_start = 0, time.perf_counter()
             line = {"step": step, "train_loss": train_loss, "lr": scheduler.get_last_lr()[0], "tokens_per_s": tok_s, "elapsed_s": elapsed}
             _log(acc, metrics, line)
-            bar.set_postfix(loss=f"{train_loss:.3f}", tok_s=f"{tok_s:,.0f}")
+            bar.show(loss=f"{train_loss:.3f}", tok_s=f"{tok_s:,.0f}")
         if run.val_rows is not None and (step % cfg.eval_every == 0 or last):
             with ema.swapped_in(raw_model) if ema is not None else nullcontext():
                 line = {"step": step, **evaluate(raw_model, process, run.val_rows, cfg.batch_size, cfg.eval_batches,
@@ -163,16 +205,25 @@ def train(recipe: Recipe, resume: bool = False, stop_at: int | None = None) -> P
                 line["val_unigram_ppl"] = run.val_unigram_ppl
                 first_eval = False
             _log(acc, metrics, line)
+            bar.write(validation_line(line, run.val_unigram_ppl))
         if step % cfg.save_every == 0 or last:  # every process: sharded state is gathered collectively
-            save_checkpoint(acc, out, step, prepared, optimizer, scheduler, ema,
-                            {"step": step, "rows_seen": rows_seen, "elapsed": elapsed}, cfg.keep_checkpoints)
-        bar.update(1)
+            trainer_state = {"step": step, "rows_seen": rows_seen, "elapsed": elapsed}
+            if hasattr(stream, "position"):  # streaming: where each process's stream resumes
+                from accelerate.utils import gather_object
+
+                trainer_state["streams"] = {"world": world, "batch_size": cfg.batch_size,
+                                            "positions": gather_object([stream.position(rows_seen)])}
+            save_checkpoint(acc, out, step, prepared, optimizer, scheduler, ema, trainer_state, cfg.keep_checkpoints, tag)
+        if compile_start is not None:  # the first step traced and compiled the model
+            bar.write(f"compile: torch.compile, first step {time.perf_counter() - compile_start:.1f} s")
+            compile_start = None
+        bar.advance(step, elapsed)
         if stop_at is not None and step >= stop_at:
             bar.close()
             metrics and metrics.close()
             return out / f"checkpoint-{step}"
         if out_of_time:
-            acc.print(f"stopping at step {step}: train.max_minutes={cfg.max_minutes} reached")
+            bar.write(f"stopping at step {step}: train.max_minutes={cfg.max_minutes} reached")
             break
     bar.close()
     acc.wait_for_everyone()
@@ -183,11 +234,32 @@ def train(recipe: Recipe, resume: bool = False, stop_at: int | None = None) -> P
             save_final(run, raw_model, final, state_dict=weights)
     if acc.is_main_process:
         metrics.close()
+        plot = plot_curves(out / "metrics.jsonl", out / "training_curves.png")
+        if plot is not None:
+            print(f"training curves: {plot}")
     acc.end_training()
     return final
 
 
 # ---------------------------------------------------------------------------------------------
+
+
+class LossSpikes:
+    """Warns when a step's loss jumps far above its running mean (a sign of a too-high lr or bad rows)."""
+
+    def __init__(self, factor: float = 2.0, margin: float = 1.0, after: int = 10, every: int = 50, beta: float = 0.9):
+        self.factor, self.margin, self.after, self.every, self.beta = factor, margin, after, every, beta
+        self.mean, self.seen, self.last_warning = None, 0, -every
+
+    def observe(self, step: int, loss: float, say=print) -> bool:
+        spike = (self.seen >= self.after and loss > self.factor * self.mean and loss - self.mean > self.margin)
+        if spike and step - self.last_warning >= self.every:
+            say(f"warning: loss spike at step {step}: {loss:.3f} against a running mean of {self.mean:.3f}; "
+                "if it recurs, lower train.lr or raise train.warmup_steps", file=sys.stderr)
+            self.last_warning = step
+        self.mean = loss if self.mean is None else self.beta * self.mean + (1 - self.beta) * loss
+        self.seen += 1
+        return spike
 
 
 def _forget_previous_accelerator(precision: str) -> None:
@@ -213,20 +285,39 @@ def resolve_precision(requested: str) -> str:
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
-    if path.is_file():
-        keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step]
-        path.write_text("".join(ln + "\n" for ln in keep))
+    """Keep the lines of steps <= ``step`` (and drop a line cut short by a kill), by writing a new file
+    and renaming it over the old one: a kill at any moment leaves the old or the new history, whole."""
+    if not path.is_file():
+        return
+    keep = []
+    for ln in path.read_text().splitlines():
+        try:
+            line = json.loads(ln)
+        except ValueError:
+            continue  # blank, or the half-written last line of a killed run
+        if isinstance(line, dict) and line.get("step", 0) <= step:
+            keep.append(ln)
+    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")  # a leftover is removed by the next lock holder
+    with open(tmp, "w") as f:
+        f.write("".join(ln + "\n" for ln in keep))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 def _trackers(names):
-    """Accelerate trackers that are installed (TensorBoard only when the package is there)."""
+    """Accelerate trackers that are installed; a configured one that is not gets a warning."""
     import importlib.util
+    import os
 
     wanted = []
     for name in names:
         module = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}.get(name, name)
         if importlib.util.find_spec(module) is not None:
             wanted.append(name)
+        elif os.environ.get("RANK", "0") == "0":  # once, from the main process of a launch
+            print(f"warning: train.trackers names {name!r}, which is not installed (pip install {module}); "
+                  "it is skipped: metrics still go to metrics.jsonl (train.trackers=[] silences this)")
     return wanted or None
 
 
@@ -250,8 +341,3 @@ def _log(acc, metrics, line: dict) -> None:
         metrics.flush()
     acc.log({k: v for k, v in line.items() if k != "step" and isinstance(v, (int, float))}, step=line["step"])
 
-
-def _progress(acc, start, total):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=start, disable=not acc.is_local_main_process, desc="train", dynamic_ncols=True)

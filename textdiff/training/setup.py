@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -16,12 +17,15 @@ from ..errors import ConfigError
 from ..models.external import folder_model_type
 from ..registry import build_process
 from .checkpoint import atomic_dir, commit_dir
+from .checks import check_continues
 
 PIPELINE_FILE = "textdiff.json"  # process + sampler configs saved beside every model
 _MAY_CHANGE_ON_RESUME = {"train.max_steps", "train.max_minutes", "train.eval_every", "train.save_every",
                          "train.log_every", "train.keep_checkpoints", "train.trackers", "train.num_threads",
                          # per-process batch: a run resumed on another number of processes keeps its global batch
-                         "train.batch_size", "train.grad_accum"}
+                         "train.batch_size", "train.grad_accum",
+                         "data.num_workers",  # workers tokenize the same rows in the same order
+                         "output_dir"}  # the folder being resumed IS the output_dir: a moved run folder resumes
 
 
 @dataclass
@@ -91,6 +95,7 @@ def prepare_run(recipe: Recipe, resume: bool = False, is_main: bool = True) -> R
             from ..models.published import LoadOptions, load_published
 
             published = load_published(init_path, LoadOptions(tokenizer=recipe.tokenizer.path))
+            check_continues(published.process, recipe)  # e.g. a SEDD checkpoint under a masked recipe
         else:
             from ..models.external import check_textdiff_folder
 
@@ -100,16 +105,29 @@ def prepare_run(recipe: Recipe, resume: bool = False, is_main: bool = True) -> R
     if not 0.0 <= cfg.cond_dropout < 1.0:
         raise ConfigError(f"train.cond_dropout={cfg.cond_dropout} must be in [0, 1)")
 
+    clock = time.perf_counter()
     if recipe.sft is not None:  # instruction data replaces the corpus (textdiff.sft)
         from ..sft import example_texts, load_examples
 
         train_docs, val_docs = load_examples(recipe.sft)
         corpus_texts = example_texts(train_docs, recipe.sft)
+    elif recipe.data.streaming:  # documents read lazily; the loop packs them (textdiff.streaming)
+        from ..streaming import stream_split
+
+        train_docs, val_docs, corpus_texts = stream_split(recipe.data)
     else:
         train_docs, val_docs = split_documents(recipe.data)
         corpus_texts = None
+    n_val = len(val_docs) if val_docs is not None else 0
+    if recipe.data.streaming and recipe.sft is None:
+        clock = _phase(is_main, "data", f"streaming {recipe.data.source!r}: {n_val} validation documents held out, "
+                       f"{len(corpus_texts)} training documents read for the tokenizer and unigram counts", clock)
+    else:
+        clock = _phase(is_main, "data", f"{len(train_docs)} training and {n_val} validation documents from "
+                       f"{(recipe.sft.source if recipe.sft else recipe.data.source)!r}", clock)
     tok_dir = out / "tokenizer"
-    if resume and (tok_dir / "tokenizer_config.json").is_file():
+    reloaded = resume and (tok_dir / "tokenizer_config.json").is_file()
+    if reloaded:
         tokenizer = load_tokenizer(str(tok_dir))
     elif recipe.denoiser is not None:  # an external network brings its own tokenizer and mask token
         from ..models.external import load_external_tokenizer
@@ -122,8 +140,12 @@ def prepare_run(recipe: Recipe, resume: bool = False, is_main: bool = True) -> R
     else:
         tokenizer = build_tokenizer(recipe.tokenizer, corpus_texts if corpus_texts is not None else train_docs["text"])
     ensure_special_tokens(tokenizer)
-    if is_main:
+    if recipe.denoiser is None:  # a textdiff model reads at most this many positions
+        tokenizer.model_max_length = recipe.model.max_seq_len or recipe.data.seq_len
+    if is_main and not reloaded:  # rewriting it would race with the other processes reading it
         tokenizer.save_pretrained(tok_dir)
+    how = f"trained {recipe.tokenizer.train}" if recipe.tokenizer.train and not reloaded else "loaded"
+    clock = _phase(is_main, "tokenizer", f"{how}, {len(tokenizer)} tokens, saved to {tok_dir}", clock)
 
     if recipe.sft is not None:
         from ..sft import build_rows
@@ -131,10 +153,16 @@ def prepare_run(recipe: Recipe, resume: bool = False, is_main: bool = True) -> R
         train_rows = build_rows(train_docs, tokenizer, recipe.data.seq_len, recipe.sft)
         val_rows = build_rows(val_docs, tokenizer, recipe.data.seq_len, recipe.sft, "validation") if val_docs else None
     else:
-        train_rows = tokenize_rows(train_docs, tokenizer, recipe.data)
+        train_rows = tokenize_rows(train_docs, tokenizer, recipe.data) if not recipe.data.streaming else train_docs
         val_rows = tokenize_rows(val_docs, tokenizer, recipe.data) if val_docs is not None else None
     vocab = len(tokenizer)
-    val_ppl = unigram_ppl(val_rows, unigram_log_probs(train_rows, vocab)) if val_rows is not None else None
+    counted = train_rows  # streaming: unigram counts of the sample the tokenizer was trained on
+    if recipe.data.streaming and recipe.sft is None:
+        counted = tokenize_rows(datasets.Dataset.from_dict({"text": corpus_texts}), tokenizer, recipe.data)
+    val_ppl = unigram_ppl(val_rows, unigram_log_probs(counted, vocab)) if val_rows is not None else None
+    n_train = "streamed" if recipe.data.streaming and recipe.sft is None else f"{len(train_rows):,}"
+    clock = _phase(is_main, "data", f"{n_train} training rows and {len(val_rows) if val_rows is not None else 0:,} validation "
+                   f"rows of {recipe.data.seq_len} tokens" + (f"; validation unigram PPL {val_ppl:.1f}" if val_ppl else ""), clock)
 
     process = build_process(recipe.process, vocab_size=vocab, mask_id=tokenizer.mask_token_id)
     if recipe.denoiser:
@@ -165,7 +193,34 @@ def prepare_run(recipe: Recipe, resume: bool = False, is_main: bool = True) -> R
         from ..lora import apply_lora
 
         model = apply_lora(model, recipe.lora)
+    n_params = sum(p.numel() for p in model.parameters())
+    _phase(is_main, "model", f"{type(model).__name__}, {n_params / 1e6:.2f} M parameters, process {type(process).__name__}", clock)
     return Run(recipe, tokenizer, process, model, train_rows, val_rows, val_ppl)
+
+
+def _phase(is_main: bool, name: str, message: str, since: float) -> float:
+    """Print ``name: message (seconds since `since`)`` on the main process; returns the time now."""
+    now = time.perf_counter()
+    if is_main:
+        print(f"{name}: {message} ({now - since:.1f} s)", flush=True)
+    return now
+
+
+def row_stream(run: Run, rank: int = 0, world: int = 1, resumed: Optional[dict] = None):
+    """The training rows by global index: :class:`RowStream` in memory, or a
+    :class:`textdiff.streaming.StreamRows` for this process (``resumed``: the positions a checkpoint kept)."""
+    cfg = run.recipe.train
+    if not (run.recipe.data.streaming and run.recipe.sft is None):
+        return RowStream(run.train_rows, seed=cfg.seed)
+    from ..streaming import StreamRows
+
+    position = None
+    if resumed and resumed.get("world") == world and resumed.get("batch_size") == cfg.batch_size:
+        position = resumed["positions"][rank]
+    elif resumed:
+        print(f"note: the streamed run was saved on {resumed.get('world')} process(es) with batch {resumed.get('batch_size')}; "
+              "replaying the stream from its start")
+    return StreamRows(run.train_rows, run.tokenizer, run.recipe.data, cfg.seed, cfg.batch_size, rank, world, position)
 
 
 class RowStream:

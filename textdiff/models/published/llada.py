@@ -51,8 +51,20 @@ EOT_TOKEN, EOS_TOKEN = "<|eot_id|>", "<|endoftext|>"
 DEFAULT_HUB_ID = "GSAI-ML/LLaDA-8B-Instruct"
 
 
+#: LLaDA's mixture-of-experts successors: recognised, refused with what is missing
+MOE_TYPES = {"lladamoe": "LLaDA-MoE", "llada2_moe": "LLaDA 2.0"}
+
+
 def llama_config(cfg: dict) -> DiffusionLlamaConfig:
     """The DiffusionLlamaConfig of a LLaDA config.json (one-line error for what it cannot express)."""
+    kind = cfg.get("model_type")
+    if kind in MOE_TYPES or "num_experts" in cfg or "d_model" not in cfg:
+        name = MOE_TYPES.get(kind, "a mixture-of-experts LLaDA" if "num_experts" in cfg else "an unknown LLaDA variant")
+        raise ConfigError(f"this folder holds {name} (model_type {kind!r}); textdiff converts the dense LLaDA-8B / "
+                          "LLaDA-1.5 layout (d_model, n_layers, ...) only, not expert layers yet")
+    missing = [k for k in ("n_heads", "n_layers", "vocab_size") if k not in cfg]
+    if missing:
+        raise ConfigError(f"this LLaDA config.json lacks {', '.join(missing)}; the file is incomplete")
     for key, value in _REQUIRED.items():
         if key in cfg and cfg[key] != value:
             raise ConfigError(f"this LLaDA config sets {key}={cfg[key]!r}; textdiff converts only {key}={value!r} "
@@ -114,7 +126,8 @@ class LLaDAFamily(Family):
 
     @classmethod
     def matches(cls, config, folder):
-        return config.get("model_type") == "llada" or "LLaDAModelLM" in (config.get("architectures") or [])
+        archs = config.get("architectures") or []
+        return config.get("model_type") in ("llada", *MOE_TYPES) or any(a.startswith("LLaDA") for a in archs)
 
     @classmethod
     def load(cls, folder: Path, config: dict, options: LoadOptions) -> Published:

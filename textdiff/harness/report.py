@@ -97,10 +97,43 @@ def write_markdown(report: dict, path: Path) -> None:
         for r in gen:
             for i, text in enumerate(r.get("samples", [])):
                 lines += [f"**{r['model']}, {r['steps']} steps, sample {i}:**", "", "```", text.strip()[:600], "```", ""]
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _scale(ax, which: str, values, label: str, ticks=None) -> None:
+    """A readable axis: log only when the values span more than a decade, plain numbers (no 10^x),
+    no minor-tick labels (they overlap), and ``ticks`` (e.g. the step counts) when given."""
+    import math
+
+    from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
+
+    values = [v for v in values if v is not None and v > 0]
+    axis = ax.xaxis if which == "x" else ax.yaxis
+    log = bool(values) and max(values) / min(values) > 10
+    (ax.set_xscale if which == "x" else ax.set_yscale)("log" if log else "linear")
+    plain = FuncFormatter(lambda v, _: f"{v:,.0f}" if abs(v) >= 10 else f"{v:.3g}")
+    if ticks is not None:
+        def gap(a, b):
+            return math.log(b / a) if log else b - a
+
+        ordered = sorted(set(ticks))
+        span = gap(ordered[0], ordered[-1]) or 1.0
+        kept = []
+        for v in reversed(ordered):  # drop a tick too close to the next one (127 beside 128)
+            if not kept or gap(v, kept[-1]) > 0.05 * span:
+                kept.append(v)
+        axis.set_ticks(sorted(kept))
+    elif log:
+        axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    else:
+        axis.set_major_locator(MaxNLocator(nbins=6))
+    axis.set_major_formatter(plain)
+    axis.set_minor_formatter(NullFormatter())
+    (ax.set_xlabel if which == "x" else ax.set_ylabel)(label)
 
 
 def write_plots(report: dict, out: Path) -> list[Path]:
+    """Gen PPL and entropy against steps, and gen PPL against tokens/s (the panels with data only)."""
     gen = [r for r in report["results"] if r["metric"] == "generation"]
     if not gen:
         return []
@@ -112,39 +145,63 @@ def write_plots(report: dict, out: Path) -> list[Path]:
     series = defaultdict(list)
     for r in gen:
         series[(r["model"], r["task"])].append(r)
+    for key in series:
+        series[key].sort(key=lambda r: r["steps"])
+    has_ppl = any("gen_ppl" in r for r in gen)
+    has_div = any("diversity" in r for r in gen)
+    panels = [p for p, on in (("ppl", has_ppl), ("div", has_div)) if on]
+    if not panels:
+        return []
     written = []
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for (model, task), rs in series.items():
-        rs = sorted(rs, key=lambda r: r["steps"])
-        steps = [r["steps"] for r in rs]
-        if all("gen_ppl" in r for r in rs):
-            y = [r["gen_ppl"]["gen_ppl"] for r in rs]
-            err = [[v - r["gen_ppl"]["gen_ppl_ci"][0] for v, r in zip(y, rs)], [r["gen_ppl"]["gen_ppl_ci"][1] - v for v, r in zip(y, rs)]]
-            axes[0].errorbar(steps, y, yerr=err, marker="o", capsize=3, label=f"{model} / {task}")
-        if all("diversity" in r for r in rs):
-            axes[1].errorbar(steps, [r["diversity"]["entropy_mean"] for r in rs], yerr=[r["diversity"]["entropy_std"] for r in rs],
-                             marker="o", capsize=3, label=f"{model} / {task}")
-    axes[0].set(xscale="log", yscale="log", xlabel="sampling steps", ylabel="generative perplexity (95% CI)", title="Gen PPL vs steps")
-    axes[1].set(xscale="log", xlabel="sampling steps", ylabel="unigram entropy per sample (nats, ± 1 sd)", title="Entropy vs steps")
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
+    axes = list(axes[0])
+    steps_all = [r["steps"] for r in gen]
+    for ax, panel in zip(axes, panels):
+        ys = []
+        for (model, task), rs in series.items():
+            rs = [r for r in rs if ("gen_ppl" if panel == "ppl" else "diversity") in r]
+            if not rs:
+                continue
+            steps = [r["steps"] for r in rs]
+            if panel == "ppl":
+                y = [r["gen_ppl"]["gen_ppl"] for r in rs]
+                err = [[v - r["gen_ppl"]["gen_ppl_ci"][0] for v, r in zip(y, rs)],
+                       [r["gen_ppl"]["gen_ppl_ci"][1] - v for v, r in zip(y, rs)]]
+                ys += [r["gen_ppl"]["gen_ppl_ci"][0] for r in rs] + [r["gen_ppl"]["gen_ppl_ci"][1] for r in rs]
+            else:
+                y = [r["diversity"]["entropy_mean"] for r in rs]
+                err = [r["diversity"]["entropy_std"] for r in rs]
+                ys += [a - b for a, b in zip(y, err)] + [a + b for a, b in zip(y, err)]
+            ax.errorbar(steps, y, yerr=err, marker="o", capsize=3, label=f"{model} / {task}")
+        _scale(ax, "x", steps_all, "sampling steps (NFE budget)", ticks=steps_all)
+        if panel == "ppl":
+            _scale(ax, "y", ys, "generative perplexity (95% CI)")
+            ax.set_title("Generative perplexity vs steps (lower is better)")
+        else:
+            _scale(ax, "y", [abs(v) + 1e-9 for v in ys], "unigram entropy per sample (nats, ± 1 sd)")
+            ax.set_title("Sample entropy vs steps")
     written.append(_save_figure(plt, fig, axes, out / "genppl_entropy_vs_steps.png"))
 
-    fig, ax = plt.subplots(figsize=(5.5, 4))
-    for (model, task), rs in series.items():
-        rs = [r for r in sorted(rs, key=lambda r: r["steps"]) if "gen_ppl" in r]
-        if not rs:
-            continue
-        xs = [r["speed"]["tokens_per_s"] for r in rs]
-        ys = [r["gen_ppl"]["gen_ppl"] for r in rs]
-        ax.plot(xs, ys, marker="o", label=f"{model} / {task}")
-        for x, y, r in zip(xs, ys, rs):
-            ax.annotate(str(r["steps"]), (x, y), fontsize=7, textcoords="offset points", xytext=(3, 3))
-    ax.set(xscale="log", yscale="log", xlabel="tokens / s (labels: steps)", ylabel="generative perplexity (lower is better)",
-           title="Quality vs speed")
-    written.append(_save_figure(plt, fig, [ax], out / "quality_vs_speed.png"))
+    if has_ppl:
+        fig, ax = plt.subplots(figsize=(6, 4.4))
+        xs_all, ys_all = [], []
+        for (model, task), rs in series.items():
+            rs = [r for r in rs if "gen_ppl" in r]
+            if not rs:
+                continue
+            xs = [r["speed"]["tokens_per_s"] for r in rs]
+            ys = [r["gen_ppl"]["gen_ppl"] for r in rs]
+            xs_all += xs
+            ys_all += ys
+            ax.plot(xs, ys, marker="o", label=f"{model} / {task}")
+            for x, y, r in zip(xs, ys, rs):
+                ax.annotate(str(r["steps"]), (x, y), fontsize=7, textcoords="offset points", xytext=(4, 4))
+        _scale(ax, "x", xs_all, "decoded tokens / s (point labels: sampling steps)")
+        _scale(ax, "y", ys_all, "generative perplexity (lower is better)")
+        ax.set_title("Quality vs speed")
+        ax.margins(x=0.12, y=0.12)
+        written.append(_save_figure(plt, fig, [ax], out / "quality_vs_speed.png"))
     return written
-
-
-
 
 
 def render(report_json) -> None:
@@ -155,7 +212,7 @@ def render(report_json) -> None:
     write_plots(report, path.parent)
 
 
-if __name__ == "__main__":  # python -m evaluation.report path/to/report.json
+if __name__ == "__main__":  # python -m textdiff.harness.report path/to/report.json
     import sys
 
     render(sys.argv[1])

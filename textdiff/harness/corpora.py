@@ -84,7 +84,7 @@ def _wikitext_articles(raw: str) -> list[str]:
 
 
 def load_corpus(spec, repo_root: Path) -> list[str]:
-    """Documents (strings, detokenized) of a dataset spec (see :class:`evaluation.suite.DatasetSpec`)."""
+    """Documents (strings, detokenized) of a dataset spec (see :class:`textdiff.harness.suite.DatasetSpec`)."""
     if spec.detokenizer not in DETOKENIZERS:
         raise DataError(f"dataset {spec.path!r}: unknown detokenizer {spec.detokenizer!r}; use one of {sorted(DETOKENIZERS)}")
     if spec.format == "embedded" or spec.path == "embedded":

@@ -3,7 +3,7 @@
 A suite names the models, the tasks and where the report goes::
 
     name: quickstart
-    output_dir: evaluation/results/quickstart
+    output_dir: runs/eval/quickstart      # optional: runs/eval/<name> by default
     seed: 0
     models:
       - {path: /tmp/qsA/final, label: quickstart}
@@ -21,8 +21,10 @@ A suite names the models, the tasks and where the report goes::
         metrics: [gen_ppl, diversity, speed]
 
 Unknown keys, unknown metrics and wrong types raise one-line :class:`ConfigError`s. Relative paths
-(datasets, models, output_dir) are resolved from the repository root (the folder holding
-``evaluation/``), so ``../shared/data/ptb/ptb.test.txt`` means the shared data beside the checkout.
+(datasets, models, output_dir) are resolved from the current working directory, so a suite runs from
+any folder of an installed package; ``../shared/data/ptb/ptb.test.txt`` run from a checkout's root
+means the shared data beside it. A suite is a YAML path or the name of a suite shipped with the
+package (:data:`SUITES_DIR`: ``quickstart``, ``zero_shot``, ``process_comparison``).
 ``key=value`` overrides use dotted paths; list items by index (``tasks.0.t_samples=4``).
 """
 from __future__ import annotations
@@ -35,7 +37,7 @@ from typing import Any, Literal, Optional
 from textdiff.config import from_dict, parse_overrides
 from textdiff.errors import ConfigError
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+SUITES_DIR = Path(__file__).resolve().parent / "suites"  # package data: the shipped suites
 
 
 @dataclass
@@ -43,6 +45,7 @@ class ModelSpec:
     path: str  # a saved textdiff model folder (a run's final/)
     label: Optional[str] = None  # name in tables and plots (default: the folder's parent name)
     sampler: Optional[dict] = None  # sampler config for generation (default: the model's saved sampler)
+    tokenizer: Optional[str] = None  # published checkpoints that ship none: a tokenizer folder (default: the family's hub id)
 
 
 @dataclass
@@ -88,6 +91,7 @@ class ConditionalTask:
 @dataclass
 class ReferenceSpec:
     path: str  # a local HF causal-LM folder, a hub name (online) or a textdiff 'ar' model folder
+    optional: bool = False  # a missing local folder skips gen_ppl with a printed note instead of failing
     note: str = ""  # e.g. "small textdiff AR trained on the same corpus; NOT GPT-2 Large"
 
 
@@ -137,7 +141,6 @@ TASKS = {"likelihood": LikelihoodTask, "conditional": ConditionalTask, "generati
 @dataclass
 class Suite:
     name: str
-    output_dir: str
     models: list[ModelSpec]
     tasks: list[Any]
     seed: int = 0
@@ -148,6 +151,7 @@ class Suite:
     max_examples: Optional[int] = None  # caps every conditional task
     max_samples: Optional[int] = None  # caps every generation task's num_samples
     notes: str = ""
+    output_dir: Optional[str] = None  # default runs/eval/<name>, relative to the working directory
 
 
 def _set(node, path: list[str], value, full: str) -> None:
@@ -175,7 +179,8 @@ def load_suite(path, overrides: list[str] = ()) -> tuple[Suite, dict]:
     """(Suite, the raw resolved mapping) from a YAML file and ``key=value`` overrides."""
     from textdiff.config import load_yaml
 
-    raw = load_yaml(path, what="suite", example="evaluation/suites/quickstart.yaml")
+    path = suite_path(path)
+    raw = load_yaml(path, what="suite", example="textdiff eval quickstart")
     if not isinstance(raw, dict):
         raise ConfigError(f"suite {str(path)!r} must be a mapping with name, output_dir, models and tasks")
     for keys, value in parse_overrides(list(overrides)):
@@ -204,7 +209,25 @@ def load_suite(path, overrides: list[str] = ()) -> tuple[Suite, dict]:
     return suite, raw
 
 
+def packaged_suites() -> list[str]:
+    return sorted(p.stem for p in SUITES_DIR.glob("*.yaml"))
+
+
+def suite_path(name) -> Path:
+    """A YAML file, or the shipped suite of that name (``quickstart`` -> suites/quickstart.yaml)."""
+    p = Path(name).expanduser()
+    if p.is_file():
+        return p
+    if p.suffix == "" and (SUITES_DIR / f"{p.name}.yaml").is_file() and len(p.parts) == 1:
+        return SUITES_DIR / f"{p.name}.yaml"
+    raise ConfigError(f"suite {str(name)!r} is neither a YAML file nor a shipped suite ({', '.join(packaged_suites())})")
+
+
 def resolve(path: str) -> Path:
-    """A suite path relative to the repository root."""
+    """A suite path relative to the current working directory."""
     p = Path(path).expanduser()
-    return p if p.is_absolute() else REPO_ROOT / p
+    return p if p.is_absolute() else Path.cwd() / p
+
+
+def output_dir(suite) -> Path:
+    return resolve(suite.output_dir or f"runs/eval/{suite.name}")

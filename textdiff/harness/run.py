@@ -1,6 +1,7 @@
-"""Run an evaluation suite: ``python -m evaluation SUITE.yaml [key=value ...]`` (or ``textdiff eval``).
+"""Run an evaluation suite: ``textdiff eval SUITE [key=value ...]`` (SUITE a YAML file or a shipped
+suite's name, e.g. ``quickstart``); ``python -m textdiff.harness`` is the same.
 
-Writes into the suite's ``output_dir``:
+Writes into the suite's ``output_dir`` (default ``runs/eval/<name>`` under the working directory):
 
 * ``report.json``: every figure and the full protocol (models and their process / sampler configs,
   steps, seeds, precision, datasets and layouts, reference model, textdiff version, git commit);
@@ -20,21 +21,24 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from textdiff.config import to_dict
-from textdiff.errors import ConfigError
-
+from ..config import to_dict
+from ..errors import ConfigError
+from ..progress import Progress
 from .corpora import lambada_pairs, load_corpus
-from .suite import REPO_ROOT, ConditionalTask, GenerationTask, LikelihoodTask, load_suite, resolve
+from .suite import ConditionalTask, GenerationTask, LikelihoodTask, load_suite, output_dir, resolve
+
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # textdiff/ (a git checkout when installed editable)
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 TIMING_KEYS = ("seconds", "speed", "created_utc", "wall_seconds")  # numbers that vary run to run
 
 
 def git_commit() -> dict:
-    """The checkout's commit and whether it has local changes (read-only git calls)."""
+    """The commit of the textdiff checkout in use and whether it has local changes (read-only git
+    calls; None for an installed wheel, which is not a git checkout)."""
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PACKAGE_DIR, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PACKAGE_DIR,
                                capture_output=True, text=True, timeout=10)
         if head.returncode != 0:
             return {"commit": None, "dirty": None}
@@ -51,38 +55,41 @@ def _label(spec) -> str:
 
 
 def load_model(spec, suite):
-    from textdiff.lm import DiffusionLM
+    from ..lm import DiffusionLM
 
     device = suite.device or ("cuda" if torch.cuda.is_available() else "cpu")
     path = resolve(spec.path)
     dtype = DTYPES[suite.precision]
-    lm = DiffusionLM.from_pretrained(path, device=device, dtype=None if dtype == torch.float32 else dtype)
-    info = {"label": _label(spec), "path": str(spec.path), "resolved_path": str(path),
+    tokenizer = str(resolve(spec.tokenizer)) if spec.tokenizer else None
+    lm = DiffusionLM.from_pretrained(path, device=device, dtype=None if dtype == torch.float32 else dtype, tokenizer=tokenizer)
+    info = {"label": _label(spec), "path": str(spec.path), "resolved_path": str(path), "tokenizer": spec.tokenizer,
             "process": to_dict(lm.process.config), "default_sampler": to_dict(lm.sampler_config),
             "seq_len": lm.seq_len, "vocab_size": len(lm.tokenizer), "precision": suite.precision, "device": device,
             "parameters": int(sum(p.numel() for p in lm.model.parameters()))}
     return lm, info
 
 
-def run_likelihood(lm, task: LikelihoodTask, suite, docs) -> dict:
-    from textdiff.eval.elbo import evaluate_likelihood, text_rows
+def run_likelihood(lm, task: LikelihoodTask, suite, docs, progress=None) -> dict:
+    from ..eval.elbo import evaluate_likelihood, text_rows
 
     seq_len = task.seq_len or lm.seq_len
     cap = min(x for x in (task.max_rows, suite.max_rows, 10**12) if x is not None)
     rows = text_rows(docs, lm.tokenizer, seq_len, task.layout, max_rows=None if cap == 10**12 else cap)
-    res = evaluate_likelihood(lm.model, lm.process, rows, batch_size=task.batch_size, t_samples=task.t_samples,
-                              t_sampling=task.t_sampling, seed=suite.seed, ci_level=task.ci_level,
-                              bootstrap=task.bootstrap, layout=task.layout, tokenizer=lm.tokenizer)
+    with Progress(len(rows), task.name, unit="row", enabled=progress) as bar:
+        res = evaluate_likelihood(lm.model, lm.process, rows, batch_size=task.batch_size, t_samples=task.t_samples,
+                                  t_sampling=task.t_sampling, seed=suite.seed, ci_level=task.ci_level,
+                                  bootstrap=task.bootstrap, layout=task.layout, tokenizer=lm.tokenizer, progress=bar)
     return {**res.to_dict(), "max_rows": None if cap == 10**12 else cap}
 
 
-def run_conditional(lm, task: ConditionalTask, suite, docs) -> dict:
-    from textdiff.eval.common import mean_interval, safe_exp
-    from textdiff.eval.conditional import conditional_nll, greedy_match
+def run_conditional(lm, task: ConditionalTask, suite, docs, progress=None) -> dict:
+    from ..eval.common import mean_interval, safe_exp
+    from ..eval.conditional import conditional_nll, greedy_match
 
     cap = min(x for x in (task.max_examples, suite.max_examples, 10**12) if x is not None)
     pairs = lambada_pairs(docs, None if cap == 10**12 else cap)
     nlls, tokens, hits, started = [], [], [], time.perf_counter()
+    bar = Progress(len(pairs), task.name, unit="example", enabled=progress)
     for i, (context, answer) in enumerate(pairs):
         p = lm.tokenizer(context, add_special_tokens=False)["input_ids"]
         a = lm.tokenizer(answer, add_special_tokens=False)["input_ids"]
@@ -94,6 +101,8 @@ def run_conditional(lm, task: ConditionalTask, suite, docs) -> dict:
             room = (lm.seq_len or 10**9) - (0 if lm.process.is_diffusion else 1)  # AR: the start token takes a position
             keep = p[max(0, len(p) + len(a) - room):]
             hits.append(greedy_match(lm.model, lm.process, keep, a, pad_token_id=lm.tokenizer.pad_token_id or 0))
+        bar.update(1, tokens=(len(p) + len(a)) * (task.mc_samples if lm.process.is_diffusion else 1))
+    bar.close()
     mean, se, ci = mean_interval(nlls, task.ci_level)
     per_token = float(np.sum(nlls) / np.sum(tokens))
     return {"examples": len(pairs), "mc_samples": task.mc_samples if lm.process.is_diffusion else 1,
@@ -103,22 +112,27 @@ def run_conditional(lm, task: ConditionalTask, suite, docs) -> dict:
             "greedy_accuracy": float(np.mean(hits)) if hits else None, "seconds": time.perf_counter() - started}
 
 
-def run_generation(lm, info, spec, task: GenerationTask, suite, refs: dict, human: dict) -> list[dict]:
-    from textdiff.eval.diversity import diversity
-    from textdiff.eval.gen_ppl import generative_perplexity, load_reference
-    from textdiff.eval.mauve import mauve_score
-    from textdiff.eval.speed import sample_texts
+def run_generation(lm, info, spec, task: GenerationTask, suite, refs: dict, human: dict, progress=None) -> list[dict]:
+    from ..eval.diversity import diversity
+    from ..eval.gen_ppl import generative_perplexity, load_reference
+    from ..eval.mauve import mauve_score
+    from ..eval.speed import sample_texts
 
     sampler_spec = task.sampler or spec.sampler
     sampler = lm.make_sampler(sampler_spec)
     n = min(x for x in (task.num_samples, suite.max_samples) if x is not None)
     length = task.max_new_tokens or lm.seq_len
     if "mauve" in task.metrics:
-        from textdiff.eval.common import require
+        from ..eval.common import require
 
         require("mauve", "mauve", "MAUVE")  # fail before sampling, not after
     ref = None
-    if task.reference is not None and "gen_ppl" in task.metrics:
+    metrics = list(task.metrics)
+    if task.reference is not None and "gen_ppl" in metrics and task.reference.optional and not resolve(task.reference.path).exists():
+        print(f"note: task {task.name!r}: reference model {task.reference.path!r} is absent, gen_ppl skipped "
+              "(train it or set tasks.N.reference.path=...; see the suite's header)", file=sys.stderr)
+        metrics.remove("gen_ppl")
+    if task.reference is not None and "gen_ppl" in metrics:
         local = resolve(task.reference.path)
         key = str(local) if local.exists() else task.reference.path  # else a hub name (online)
         if key not in refs:
@@ -130,22 +144,23 @@ def run_generation(lm, info, spec, task: GenerationTask, suite, refs: dict, huma
     if ar and limit is not None and length + 1 > limit:
         length = limit - 1  # the AR start token takes one position: at most context − 1 new tokens
     for steps in ([length] if ar else task.steps):  # an AR model decodes one token per step: one run
-        ids, texts, speed = sample_texts(lm.model, lm.process, lm.tokenizer, num_samples=n, max_new_tokens=length,
-                                         steps=steps, sampler=sampler, batch_size=task.batch_size, seed=suite.seed,
-                                         block_size=task.block_size)
+        with Progress(n, f"{task.name} ({steps} steps)", unit="sample", enabled=progress) as bar:
+            ids, texts, speed = sample_texts(lm.model, lm.process, lm.tokenizer, num_samples=n, max_new_tokens=length,
+                                             steps=steps, sampler=sampler, batch_size=task.batch_size, seed=suite.seed,
+                                             block_size=task.block_size, progress=bar)
         entry = {"steps": steps, "num_samples": n, "max_new_tokens": length, "sampler": to_dict(sampler.config),
                  "block_size": 1 if ar else task.block_size, "seed": suite.seed, "speed": speed}
-        if "gen_ppl" in task.metrics:
+        if "gen_ppl" in metrics:
             entry["gen_ppl"] = generative_perplexity(ref, token_ids=ids, source_tokenizer=lm.tokenizer,
                                                      retokenize_mode=task.retokenize, eos=task.eos,
                                                      ci_level=task.ci_level, seed=suite.seed)
             entry["gen_ppl"]["protocol"]["note"] = task.reference.note
-        if "diversity" in task.metrics:
+        if "diversity" in metrics:
             entry["diversity"] = {**diversity(ids), "tokenizer": "the evaluated model's"}
-        if "mauve" in task.metrics:
+        if "mauve" in metrics:
             m = task.mauve
             if id(m) not in human:
-                human[id(m)] = load_corpus(m.dataset, REPO_ROOT)
+                human[id(m)] = load_corpus(m.dataset, Path.cwd())
             mref = ref if ref is not None else None
             if mref is None:
                 raise ConfigError(f"task {task.name!r}: mauve features come from the reference LM; give reference:")
@@ -156,7 +171,8 @@ def run_generation(lm, info, spec, task: GenerationTask, suite, refs: dict, huma
     return out
 
 
-def run_suite(suite, raw: dict, argv: list[str]) -> dict:
+def run_suite(suite, raw: dict, argv: list[str], progress=None) -> dict:
+    """Every (model, task) of the suite; ``progress=False`` hides the bars (shown on a terminal only)."""
     import textdiff
 
     import datasets
@@ -175,20 +191,20 @@ def run_suite(suite, raw: dict, argv: list[str]) -> dict:
             if isinstance(task, (LikelihoodTask, ConditionalTask)):
                 key = json.dumps(to_dict(task.dataset), sort_keys=True)
                 if key not in corpora:
-                    corpora[key] = load_corpus(task.dataset, REPO_ROOT)
+                    corpora[key] = load_corpus(task.dataset, Path.cwd())
                 dataset = {**to_dict(task.dataset), "documents": len(corpora[key])}
                 if isinstance(task, LikelihoodTask):
-                    results.append({**base, "dataset": dataset, **run_likelihood(lm, task, suite, corpora[key])})
+                    results.append({**base, "dataset": dataset, **run_likelihood(lm, task, suite, corpora[key], progress)})
                 else:
-                    results.append({**base, "dataset": dataset, **run_conditional(lm, task, suite, corpora[key])})
+                    results.append({**base, "dataset": dataset, **run_conditional(lm, task, suite, corpora[key], progress)})
             else:
-                for entry in run_generation(lm, info, spec, task, suite, refs, human):
+                for entry in run_generation(lm, info, spec, task, suite, refs, human, progress):
                     results.append({**base, **entry})
             print(f"[{info['label']}] {task.name}: done", file=sys.stderr)
     return {
         "suite": suite.name,
         "notes": suite.notes,
-        "command": "python -m evaluation " + " ".join(argv),
+        "command": "textdiff eval " + " ".join(argv),
         "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "textdiff_version": textdiff.__version__,
         "git": git_commit(),
@@ -214,20 +230,20 @@ def _version(name: str):
         return None
 
 
-def main(argv=None) -> Path:
+def main(argv=None, progress=None) -> Path:
     """Run the suite named by argv[0] with key=value overrides argv[1:]; returns the report.json path."""
     from .report import write_markdown, write_plots
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
-        raise ConfigError("usage: python -m evaluation SUITE.yaml [key=value ...]")
+        raise ConfigError("usage: textdiff eval SUITE [key=value ...] (SUITE: a YAML file or quickstart, zero_shot, process_comparison)")
     suite, raw = load_suite(argv[0], argv[1:])
-    report = run_suite(suite, raw, argv)
-    out = resolve(suite.output_dir)
+    report = run_suite(suite, raw, argv, progress)
+    out = output_dir(suite)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "report.json"
-    path.write_text(json.dumps(report, indent=2, default=_jsonable))
+    path.write_text(json.dumps(report, indent=2, default=_jsonable, ensure_ascii=False), encoding="utf-8")
     write_markdown(report, out / "report.md")
     plots = write_plots(report, out)
     print(f"wrote {path}, {out / 'report.md'}" + "".join(f", {p}" for p in plots))

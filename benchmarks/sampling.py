@@ -1,0 +1,271 @@
+"""Sampling cost at a real vocabulary: each sampler's own work per step as a fraction of one denoiser
+forward, and end-to-end ancestral tokens/s, against the samplers of 6e76ef1 (issue 16) in the same run.
+
+    OMP_NUM_THREADS=1 python benchmarks/sampling.py                    # ~4-6 min on one slow core
+    OMP_NUM_THREADS=1 python benchmarks/sampling.py --lengths 256 --e2e-steps 2   # quicker
+
+Model: a random-init textdiff denoiser with the GPT-2 vocabulary size (V = 50,257), ``--hidden``
+(512), ``--layers`` (3), ``--heads`` (8), batch ``--batch`` (4); the lm_head is most of a forward, as
+in real models (at hidden 256 a forward is half as long and every ``frac`` about twice as large).
+
+1. Per step (``--lengths`` 256 and 1024): the logits of a mid-run state (half the positions [MASK]
+   for absorbing processes, t = 0.5, s = t − 1/steps) are computed once; then the sampler's ``step``
+   alone is timed, today's (new) and 6e76ef1's (baseline) interleaved, ``--repeats`` times, medians.
+   ``frac`` = step time / forward time (the forward of the same model and state). At L = 1024 the
+   baseline runs only for ``--baseline-1024`` pairs (each of its steps costs seconds).
+2. End-to-end ancestral (masked, L = 256, ``--steps`` 256): ``stream()`` generation, timing
+   ``--e2e-steps`` steps after one warm-up step, baseline and new interleaved, repeated; tokens/s is
+   projected as B L / (steps × median step time) (every step at the measured cost: the 256-step run
+   itself would take ~10 min for the baseline). The baseline also gets 6e76ef1's float32 attention.
+3. Windowed decoding (semi-AR, block ``--block``): forward time and output-layer rows with
+   ``logits_to_keep`` (the window) against the full context (a model that ignores it).
+
+Results: ``benchmarks/results/sampling.{md,json}``. Timings are wall-clock; compare only ratios
+within one run (the machine may be shared).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+import sampling_baseline as base  # noqa: E402
+
+import textdiff  # noqa: E402
+import textdiff.models.modeling_textdiff as modeling  # noqa: E402
+from textdiff.contexts import make_context  # noqa: E402
+from textdiff.generation import _model_call, stream  # noqa: E402
+from textdiff.models import TextDiffConfig, TextDiffModel  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results"
+PAIRS = [("ancestral", "masked", {}), ("ancestral", "uniform", {}), ("first_hitting", "masked", {}),
+         ("confidence", "masked", {}), ("confidence", "masked", {"temperature": 0.0}),
+         ("threshold", "masked", {"temperature": 0.0}), ("remdm", "masked", {}), ("euler", "uniform", {}),
+         ("euler", "sedd_absorb", {}), ("euler", "sedd_uniform", {}), ("analytic", "sedd_absorb", {}),
+         ("analytic", "sedd_uniform", {})]
+
+
+class FullRows(torch.nn.Module):
+    """The model behind a forward without ``logits_to_keep`` (every row through the output layer)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.config = model, model.config
+
+    def forward(self, input_ids, t=None, attention_mask=None, position_ids=None, cache=None, update_cache=False):
+        return self.model(input_ids, t=t, attention_mask=attention_mask, position_ids=position_ids, cache=cache,
+                          update_cache=update_cache)
+
+
+class old_attention:
+    """Patch in 6e76ef1's float32 eager attention (the baseline's forward)."""
+
+    def __enter__(self):
+        self.saved, modeling.eager_attention = modeling.eager_attention, base.eager_attention
+
+    def __exit__(self, *exc):
+        modeling.eager_attention = self.saved
+
+
+def timed(fn):
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def build_model(args, max_pos):
+    torch.manual_seed(0)
+    cfg = TextDiffConfig(vocab_size=args.vocab, hidden_size=args.hidden, num_layers=args.layers, num_heads=args.heads,
+                         max_position_embeddings=max_pos, mask_token_id=args.vocab - 1)
+    return TextDiffModel(cfg).eval()
+
+
+def label(sampler, process, knobs):
+    return f"{sampler}/{process}" + "".join(f" {k}={v}" for k, v in knobs.items())
+
+
+@torch.no_grad()
+def section_steps(args, model, rows):
+    V, B = args.vocab, args.batch
+    for L in args.lengths:
+        g = torch.Generator().manual_seed(0)
+        masked = torch.where(torch.rand(B, L, generator=g) < 0.5, V - 1, torch.randint(0, V - 1, (B, L), generator=g))
+        tokens = torch.randint(0, V - 1, (B, L), generator=g)
+        fwd = {}
+        for name, x in (("absorbing", masked), ("uniform", tokens)):
+            times = [timed(lambda: model(x)) for _ in range(args.repeats)]
+            fwd[name] = statistics.median(times)
+        with old_attention():
+            fwd_old = statistics.median([timed(lambda: model(masked)) for _ in range(args.repeats)])
+        logits = {"absorbing": model(masked).logits, "uniform": model(tokens).logits}
+        t = torch.full((B,), 0.5, dtype=torch.float64)
+        s = t - 1.0 / args.steps
+        for sampler, pname, knobs in PAIRS:
+            proc = textdiff.build_process(pname, vocab_size=V, mask_id=V - 1)
+            kind = "absorbing" if pname in ("masked", "sedd_absorb") else "uniform"
+            x, lg = (masked, logits[kind]) if kind == "absorbing" else (tokens, logits[kind])
+            new = textdiff.build_sampler({"name": sampler, **knobs}, proc)
+            old = base.BASELINES[sampler](new.config, proc)
+            run_base = L == min(args.lengths) or args.baseline_1024 == "all" or label(sampler, pname, knobs) in args.baseline_1024.split(",")
+            tn, tb = [], []
+            for r in range(args.repeats):
+                gen = [torch.Generator().manual_seed(b + r) for b in range(B)]
+                tn.append(timed(lambda: new.step(lg, t, s, x, gen)))
+                if run_base and r < args.baseline_repeats:
+                    gen = [torch.Generator().manual_seed(b + r) for b in range(B)]
+                    tb.append(timed(lambda: old.step(lg, t, s, x, gen)))
+            new_s = statistics.median(tn)
+            row = {"section": 1, "L": L, "pair": label(sampler, pname, knobs), "forward_s": round(fwd[kind], 3),
+                   "new_step_s": round(new_s, 4), "new_frac": round(new_s / fwd[kind], 3)}
+            if tb:
+                row.update(baseline_step_s=round(statistics.median(tb), 3),
+                           baseline_frac=round(statistics.median(tb) / fwd_old, 2),
+                           speedup=round(statistics.median(tb) / new_s, 1))
+            rows.append(row)
+            print(row, flush=True)
+        rows.append({"section": 1, "L": L, "pair": "forward (new: float64 attention at inference) / baseline forward",
+                     "forward_s": round(fwd["absorbing"], 3), "baseline_forward_s": round(fwd_old, 3)})
+
+
+def e2e_step_time(model, proc, sampler, args, baseline):
+    """Median seconds per step of a 256-step generation, over ``--e2e-steps`` steps after a warm-up."""
+    run = stream(model, proc, sampler, None, batch_size=args.batch, max_new_tokens=args.e2e_length,
+                 steps=args.steps, seed=0)
+    stamps = []
+    ctx = old_attention() if baseline else _Null()
+    with ctx:
+        for i, _info in enumerate(run):
+            stamps.append(time.perf_counter())
+            if i >= args.e2e_steps:
+                break
+    return [b - a for a, b in zip(stamps, stamps[1:])]
+
+
+class _Null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def section_e2e(args, model, rows):
+    V = args.vocab
+    proc = textdiff.build_process("masked", vocab_size=V, mask_id=V - 1)
+    new = textdiff.build_sampler("ancestral", proc)
+    old = base.BaselineAncestral(new.config, proc)
+    tn, tb = [], []
+    for _ in range(args.e2e_repeats):
+        tb += e2e_step_time(model, proc, old, args, True)
+        tn += e2e_step_time(model, proc, new, args, False)
+    tokens = args.batch * args.e2e_length
+    per_new, per_old = statistics.median(tn), statistics.median(tb)
+    row = {"section": 2, "pair": f"ancestral/masked L={args.e2e_length} steps={args.steps} B={args.batch}",
+           "new_s_per_step": round(per_new, 3), "baseline_s_per_step": round(per_old, 3),
+           "new_tokens_per_s": round(tokens / (args.steps * per_new), 2),
+           "baseline_tokens_per_s": round(tokens / (args.steps * per_old), 2),
+           "speedup": round(per_old / per_new, 2), "steps_timed": len(tn)}
+    rows.append(row)
+    print(row, flush=True)
+
+
+@torch.no_grad()
+def section_window(args, model, rows):
+    V, B, L, Lb = args.vocab, args.batch, args.e2e_length, args.block
+    proc = textdiff.build_process("masked", vocab_size=V, mask_id=V - 1)
+    x = torch.full((B, L), V - 1)
+    x[:, : L // 2] = torch.randint(0, V - 1, (B, L // 2), generator=torch.Generator().manual_seed(1))
+    valid = torch.ones(B, L, dtype=torch.bool)
+    pos = torch.arange(L).expand(B, L)
+    lo, hi = L // 2, L // 2 + Lb
+    t = torch.full((B,), 0.5)
+    keep = make_context(model, proc, _model_call(model, proc), valid, pos, block_size=Lb, cache="none")
+    full = FullRows(model)
+    every = make_context(full, proc, _model_call(full, proc), valid, pos, block_size=Lb, cache="none")
+    seen = []
+    hook = model.lm_head.register_forward_hook(lambda m, i, o: seen.append(i[0].shape[1]))
+    tk, tf = [], []
+    for _ in range(args.repeats):
+        tf.append(timed(lambda: every.logits(x, lo, hi, t)))
+        tk.append(timed(lambda: keep.logits(x, lo, hi, t)))
+    hook.remove()
+    same = bool(torch.equal(keep.logits(x, lo, hi, t), every.logits(x, lo, hi, t)))
+    row = {"section": 3, "pair": f"semi-AR masked, context {L}, window {Lb}, no cache",
+           "lm_head_rows_per_call_keep": seen[1] * B, "lm_head_rows_per_call_full": seen[0] * B,
+           "forward_s_keep": round(statistics.median(tk), 3), "forward_s_full": round(statistics.median(tf), 3),
+           "speedup": round(statistics.median(tf) / statistics.median(tk), 2), "identical_logits": same}
+    rows.append(row)
+    print(row, flush=True)
+
+
+def markdown(rows, meta):
+    out = ["# Sampling cost (issue 16)", "", f"Command: `{meta['command']}`  ", f"Machine: {meta['machine']}, torch "
+           f"{meta['torch']}, {meta['threads']} thread. Model: {meta['model']}. Ratios within this run; "
+           f"total {meta['total_seconds']} s.", ""]
+    titles = {1: "Sampler work per step (frac = step / one forward; baseline = 6e76ef1)",
+              2: "End-to-end ancestral (projected from timed steps)", 3: "Windowed decoding: output layer on the window"}
+    for sec in (1, 2, 3):
+        part = [r for r in rows if r["section"] == sec]
+        if not part:
+            continue
+        keys = []
+        for r in part:
+            keys += [k for k in r if k != "section" and k not in keys]
+        out += [f"## {titles[sec]}", "", "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+        out += ["| " + " | ".join(str(r.get(k, "")) for k in keys) + " |" for r in part]
+        out.append("")
+    return "\n".join(out)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--vocab", type=int, default=50257)
+    ap.add_argument("--hidden", type=int, default=512)
+    ap.add_argument("--layers", type=int, default=3)
+    ap.add_argument("--heads", type=int, default=8)
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--lengths", type=int, nargs="+", default=[256, 1024])
+    ap.add_argument("--steps", type=int, default=256)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--baseline-repeats", type=int, default=1)
+    ap.add_argument("--baseline-1024", default="ancestral/masked,confidence/masked", help="pairs (or 'all') whose baseline runs at L > min")
+    ap.add_argument("--e2e-length", type=int, default=256)
+    ap.add_argument("--e2e-steps", type=int, default=3)
+    ap.add_argument("--e2e-repeats", type=int, default=2)
+    ap.add_argument("--block", type=int, default=32)
+    ap.add_argument("--skip", nargs="*", default=[], choices=["steps", "e2e", "window"])
+    ap.add_argument("--name", default="sampling")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    started = time.perf_counter()
+    model = build_model(args, max(max(args.lengths), args.e2e_length))
+    rows = []
+    if "steps" not in args.skip:
+        section_steps(args, model, rows)
+    if "e2e" not in args.skip:
+        section_e2e(args, model, rows)
+    if "window" not in args.skip:
+        section_window(args, model, rows)
+    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), platform.machine()) \
+        if Path("/proc/cpuinfo").exists() else platform.processor()
+    n = sum(p.numel() for p in model.parameters()) / 1e6
+    meta = {"command": "OMP_NUM_THREADS=1 python " + " ".join(sys.argv), "machine": f"{cpu} ({platform.machine()})",
+            "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "model": f"random init, V={args.vocab}, hidden {args.hidden}, {args.layers} layers, {args.heads} heads, "
+                     f"batch {args.batch}, {n:.1f}M parameters", "total_seconds": round(time.perf_counter() - started, 1)}
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{args.name}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    text = markdown(rows, meta)
+    (RESULTS / f"{args.name}.md").write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

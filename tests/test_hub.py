@@ -1,0 +1,123 @@
+"""Saved folders for people without textdiff: a subprocess that cannot import textdiff loads the folder
+with plain transformers (``trust_remote_code=True``) and gets the package model's logits; textdiff's
+own loader never runs the folder's .py files; the model card carries recipe, metrics and usage."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from textdiff.lm import DiffusionLM
+from textdiff.models import TextDiffConfig, TextDiffModel
+from textdiff.registry import build_process
+from textdiff.tokenization import train_bpe, wrap_fast
+
+CHILD = r'''
+import importlib.abc, json, sys
+class NoTextdiff(importlib.abc.MetaPathFinder):  # as if textdiff were not installed
+    def find_spec(self, name, path=None, target=None):
+        if name == "textdiff" or name.startswith("textdiff."):
+            raise ImportError("textdiff is blocked in this process")
+sys.meta_path.insert(0, NoTextdiff())
+import torch
+from transformers import AutoModel, AutoModelForMaskedLM, AutoTokenizer
+folders, ids_json, out = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
+ids = torch.tensor(json.loads(ids_json))
+result = {}
+for folder in folders:
+    tok = AutoTokenizer.from_pretrained(folder)
+    logits = {}
+    for auto in (AutoModel, AutoModelForMaskedLM):
+        model = auto.from_pretrained(folder, trust_remote_code=True).eval()
+        t = torch.full((ids.shape[0],), 0.3) if model.config.time_conditioning else None
+        with torch.no_grad():
+            logits[auto.__name__] = model(ids, t=t).logits
+    result[folder] = {"logits": logits, "mask_token_id": tok.mask_token_id, "module": type(model).__module__}
+assert not any(m == "textdiff" or m.startswith("textdiff.") for m in sys.modules)
+torch.save(result, out)
+'''
+
+
+def _lm(time_conditioning: bool, attention: str = "bidirectional", block_size=None, seed: int = 0) -> DiffusionLM:
+    tok = wrap_fast(train_bpe(["the quick brown fox jumps over the lazy dog"] * 20, vocab_size=300))
+    torch.manual_seed(seed)
+    cfg = TextDiffConfig(vocab_size=len(tok), hidden_size=32, num_layers=2, num_heads=2, max_position_embeddings=32,
+                         mask_token_id=tok.mask_token_id, time_conditioning=time_conditioning, cond_dim=16,
+                         attention=attention, block_size=block_size)
+    model = TextDiffModel(cfg).eval()
+    with torch.no_grad():  # non-trivial adaLN weights (they start at zero)
+        for p in model.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    process = build_process("masked", vocab_size=len(tok), mask_id=tok.mask_token_id)
+    return DiffusionLM(model, tok, process, seq_len=32)
+
+
+def _child(folders: list[Path], ids: torch.Tensor, tmp_path: Path) -> dict:
+    out = tmp_path / "child.pt"
+    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "hf_modules"), "HF_HUB_OFFLINE": "1",
+           "PYTHONPATH": ""}  # no checkout on the path; the import hook blocks the installed package too
+    res = subprocess.run([sys.executable, "-c", CHILD, json.dumps([str(f) for f in folders]), json.dumps(ids.tolist()), str(out)],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return torch.load(out, weights_only=True)
+
+
+def test_plain_transformers_without_textdiff_gives_the_package_logits(tmp_path):
+    """Two networks (bidirectional; time-conditioned block-causal), loaded in one child process."""
+    lms = {tmp_path / "mdlm": _lm(False), tmp_path / "bd3": _lm(True, "block_causal", 4, seed=1)}
+    for folder, lm in lms.items():
+        lm.save_pretrained(folder)
+        cfg = json.loads((folder / "config.json").read_text())
+        assert cfg["auto_map"]["AutoModel"] == "modeling_textdiff.TextDiffModel"
+    mask = next(iter(lms.values())).tokenizer.mask_token_id
+    ids = torch.tensor([[1, 5, 7, mask, 9, 3, 2, 4], [4, mask, 8, 1, 2, 6, 5, 3]])
+    got = _child(list(lms), ids, tmp_path)
+    for folder, lm in lms.items():
+        res = got[str(folder)]
+        t = torch.full((2,), 0.3) if lm.model.config.time_conditioning else None
+        with torch.no_grad():
+            want = lm.model(ids, t=t).logits
+        assert res["module"].startswith("transformers_modules") and res["mask_token_id"] == mask
+        for logits in res["logits"].values():
+            torch.testing.assert_close(logits, want, rtol=0, atol=0)  # the same code on the same weights
+
+
+def test_textdiff_never_runs_the_folders_code_and_can_skip_it(tmp_path):
+    lm = _lm(False)
+    lm.save_pretrained(tmp_path / "m")
+    for name in ("modeling_textdiff.py", "configuration_textdiff.py", "cache.py", "masks.py"):
+        (tmp_path / "m" / name).write_text("raise RuntimeError('folder code executed')\n")
+    again = DiffusionLM.from_pretrained(tmp_path / "m", device="cpu")  # would raise if the folder's code ran
+    ids = torch.tensor([[1, 5, 7, 9]])
+    with torch.no_grad():
+        assert torch.equal(again.model(ids).logits, lm.model(ids).logits)
+    lm.save_pretrained(tmp_path / "plain", remote_code=False, model_card=False)
+    assert "auto_map" not in json.loads((tmp_path / "plain" / "config.json").read_text())
+    assert not (tmp_path / "plain" / "modeling_textdiff.py").exists() and not (tmp_path / "plain" / "README.md").exists()
+
+
+def test_model_card_has_recipe_metrics_and_usage(tiny, tmp_path):
+    from textdiff.config import load_recipe
+    from textdiff.training.loop import train
+
+    import yaml
+
+    raw = tiny(train={"max_steps": 10, "eval_every": 5, "save_every": 10, "log_every": 5})
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    final = train(load_recipe(path, []))
+    lm = DiffusionLM.from_pretrained(final, device="cpu")
+    lm.save_pretrained(tmp_path / "out", repo_id="me/tiny")
+    card = (tmp_path / "out" / "README.md").read_text(encoding="utf-8")
+    metrics = [json.loads(x) for x in (final.parent / "metrics.jsonl").read_text().splitlines()]
+    last_val = [m for m in metrics if "val_nelbo" in m][-1]
+    assert card.startswith("---\nlibrary_name: textdiff")
+    assert "source `embedded`" in card and "max_steps: 10" in card  # data and recipe
+    assert f"| val_nelbo | {last_val['val_nelbo']:,.4g} | {last_val['step']} |" in card  # metrics from metrics.jsonl
+    assert 'DiffusionLM.from_pretrained("me/tiny")' in card and "trust_remote_code=True" in card
+    assert (tmp_path / "out" / "config.yaml").is_file()  # the recipe travels with a re-save

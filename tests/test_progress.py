@@ -1,0 +1,71 @@
+"""What a training run tells its user: setup phases, validation lines, the time-budget bar, the
+training-curve PNG, missing trackers (textdiff.training.progress)."""
+import json
+import sys
+from pathlib import Path
+
+from textdiff.config import load_recipe
+from textdiff.training.progress import TrainBar, plot_curves, validation_line
+
+
+def test_a_run_prints_its_phases_validation_and_writes_a_curve_png(tiny, capsys):
+    recipe = load_recipe(raw=tiny(train={"max_steps": 6, "eval_every": 3, "trackers": ["wandb"]}))
+    from textdiff.training.loop import train
+
+    import importlib.util
+
+    wandb_missing = importlib.util.find_spec("wandb") is None
+    train(recipe)
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    for phase in ("data:", "tokenizer: trained bpe", "model: TextDiffModel"):
+        assert sum(line.startswith(phase) for line in lines) >= 1, phase
+    val = [json.loads(x) for x in (Path(recipe.output_dir) / "metrics.jsonl").read_text().splitlines() if "val_nelbo" in x]
+    printed = [line for line in lines if "validation NELBO" in line]
+    assert len(printed) == len(val) == 2  # steps 3 and 6
+    assert f"{val[-1]['val_nelbo']:.3f} nats/token" in printed[-1] and "unigram PPL" in printed[0]
+    if wandb_missing:
+        assert "warning: train.trackers names 'wandb', which is not installed" in out
+    png = Path(recipe.output_dir) / "training_curves.png"
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_without_matplotlib_the_curve_is_a_one_line_note(tmp_path, monkeypatch, capsys):
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text(json.dumps({"step": 1, "train_loss": 5.0}) + "\n")
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
+    assert plot_curves(metrics, tmp_path / "c.png") is None
+    assert capsys.readouterr().out.strip().count("\n") == 0 and not (tmp_path / "c.png").exists()
+
+
+def test_under_a_time_budget_the_bar_counts_seconds_to_whichever_end_comes_first():
+    bar = TrainBar(True, step=0, max_steps=100_000, max_minutes=2, elapsed=0.0)
+    bar.advance(step=10, elapsed=30.0)  # 3 s per step: the budget ends long before max_steps
+    assert bar.bar.total == 120 and bar.bar.n == 30
+    bar.advance(step=20, elapsed=500.0)
+    assert bar.bar.n == 120  # never past the budget
+    bar.close()
+    short = TrainBar(True, step=0, max_steps=40, max_minutes=30, elapsed=0.0)  # a far safety cap
+    short.advance(step=10, elapsed=20.0)  # 2 s per step: 40 steps end at 80 s, not at 1800 s
+    assert short.bar.total == 80 and short.bar.n == 20
+    short.close()
+    steps = TrainBar(True, step=5, max_steps=50, max_minutes=None, elapsed=0.0)
+    steps.advance(step=6, elapsed=1.0)
+    assert steps.bar.total == 50 and steps.bar.n == 6
+    steps.close()
+
+
+def test_validation_line_reports_the_bound_and_the_ratio():
+    line = validation_line({"step": 250, "val_nelbo": 5.0, "val_ppl_bound": 148.4131591}, 300.0)
+    assert line == "step 250: validation NELBO 5.000 nats/token, PPL bound 148.4 (unigram PPL 300.0, ratio 0.495)"
+
+
+def test_a_missing_init_from_folder_is_reported_as_missing(tiny, tmp_path):
+    import pytest
+
+    from textdiff.errors import ConfigError
+    from textdiff.training.loop import train
+
+    with pytest.raises(ConfigError, match=r"no such train.init_from folder: '.*runs/typo/final' does not exist"):
+        train(load_recipe(raw=tiny(train={"init_from": str(tmp_path / "runs/typo/final")})))

@@ -1,0 +1,160 @@
+"""Row kernels for the uniform-graph processes (UDLM's ``uniform``, SEDD's ``sedd_uniform``).
+
+Every position may move at every step, so each row of the logits is read once per step; these
+kernels read it ONCE, in float64 chunks, and decompose the one-step law so that only the rows that
+jump pay for a draw over V. With p0 = softmax(l) (e = exp(l − max l), Z = Σ e), per position x:
+
+* UDLM posterior (``UniformProcess.reverse_probs``): p(y) ∝ [α_{t|s} δ_{y,x} + (1 − α_{t|s})/V] q(y),
+  q = α_s p0 + (1 − α_s)/V. So: stay w.p. α_{t|s} q(x) / (α_{t|s} q(x) + (1 − α_{t|s})/V), else
+  y ~ q: y ~ p0 w.p. α_s, else uniform.
+* UDLM tau-leap (``reverse_rate``): jumps to y ≠ x at rate (σ'/V) x̄_y / x̄_x, x̄ = V α p0 + 1 − α;
+  leave w.p. min(1, dt σ'/V (V − x̄_x)/x̄_x), then y ≠ x ∝ x̄_y: from p0 without x w.p.
+  V α (1 − p0(x)) / (V α (1 − p0(x)) + (1 − α)(V − 1)), else uniform over the V − 1 others.
+* SEDD-uniform tau-leap: rate (σ'/V) exp(l_y) to y ≠ x; leave w.p. min(1, dt σ'/V Σ_{y≠x} e^{l_y}),
+  then y ≠ x ∝ e^{l_y}.
+
+All schedule values are float64 (``survival``); the one number per position that decides whether it
+moves uses the float64 sum of the row's exponentials (:func:`~textdiff.categorical.normaliser`), and
+the draws over V use float64 weights; with temperature / top-k / top-p the samplers use the
+generic row-wise path instead (the filters need the whole row anyway).
+"""
+from __future__ import annotations
+
+import torch
+
+from ..categorical import inverse_cdf, normaliser, row_chunks, shifted_weights
+
+
+def _rows(x_t):
+    B, L = x_t.shape
+    pos = torch.arange(B * L, device=x_t.device)
+    return pos // L, pos % L
+
+
+def _flat(logits):
+    return logits.reshape(-1, logits.shape[-1])  # [B L, V], a view when contiguous
+
+
+def _uniform_other(u, x, V):
+    """A uniform state other than x [n], from u [n]."""
+    j = (u * (V - 1)).floor().long().clamp_max(V - 2)
+    return j + (j >= x).long()
+
+
+def udlm_posterior_step(process, logits, x_t, t, s, u):
+    """x_s [B, L] ~ UDLM's p_θ(x_s | x_t) (module docstring); t, s [B]; u [B, L, 3] uniforms."""
+    V = process.vocab_size
+    a_t, m_t = process.survival(t)
+    a_s, m_s = process.survival(s)
+    a_ts = a_t / a_s.clamp_min(1e-300)
+    c = (m_t - m_s) / a_s.clamp_min(1e-300) / V  # (1 − α_{t|s}) / V
+    bi, li = _rows(x_t)
+    flat_x, flat_u = x_t.reshape(-1), u.reshape(-1, 3)
+    out = flat_x.clone()
+    flat_l = _flat(logits)
+    for sl in row_chunks(bi.shape[0], V):
+        b, x, uu = bi[sl], flat_x[sl], flat_u[sl]
+        rows = process.x0_logits_rows(flat_l[sl])  # [c, V]
+        mx, total = normaliser(rows)
+        p0_x = torch.exp(rows.gather(-1, x[:, None])[:, 0].to(torch.float64) - mx) / total
+        q_x = a_s[b] * p0_x + m_s[b] / V
+        stay_w = a_ts[b] * q_x
+        move = uu[:, 0] * (stay_w + c[b]) >= stay_w  # leave the stay component
+        from_p0 = move & (uu[:, 1] < a_s[b])
+        y = out[sl].clone()
+        if bool(from_p0.any()):
+            y[from_p0] = inverse_cdf(shifted_weights(rows[from_p0])[0], uu[from_p0, 2])
+        flat = move & ~from_p0
+        y[flat] = (uu[flat, 2] * V).floor().long().clamp_max(V - 1)
+        out[sl] = y
+    return out.view_as(x_t)
+
+
+def udlm_tau_leap_step(process, logits, x_t, t, s, u):
+    """x_s [B, L] by one tau-leap on UDLM's reverse rates (module docstring)."""
+    V = process.vocab_size
+    a, m = process.survival(t)
+    rate = process.schedule.dsigma(t.to(torch.float64)).to(torch.float64) / V * (t - s)  # dt σ'/V [B]
+    bi, li = _rows(x_t)
+    flat_x, flat_u = x_t.reshape(-1), u.reshape(-1, 3)
+    out = flat_x.clone()
+    flat_l = _flat(logits)
+    for sl in row_chunks(bi.shape[0], V):
+        b, x, uu = bi[sl], flat_x[sl], flat_u[sl]
+        rows = process.x0_logits_rows(flat_l[sl])  # [c, V]
+        mx, total = normaliser(rows)
+        p0_x = torch.exp(rows.gather(-1, x[:, None])[:, 0].to(torch.float64) - mx) / total
+        xb_x = V * a[b] * p0_x + m[b]
+        leave = uu[:, 0] < (rate[b] * (V - xb_x) / xb_x).clamp_max(1.0)
+        mass_p0 = V * a[b] * (1 - p0_x)
+        from_p0 = leave & (uu[:, 1] * (mass_p0 + m[b] * (V - 1)) < mass_p0)
+        y = out[sl].clone()
+        if bool(from_p0.any()):
+            wx = shifted_weights(rows[from_p0])[0].scatter(-1, x[from_p0][:, None], 0.0)
+            y[from_p0] = inverse_cdf(wx, uu[from_p0, 2])
+        flat = leave & ~from_p0
+        y[flat] = _uniform_other(uu[flat, 2], x[flat], V)
+        out[sl] = y
+    return out.view_as(x_t)
+
+
+def sedd_uniform_tau_leap_step(process, logits, x_t, t, s, u):
+    """x_s [B, L] by one tau-leap on SEDD-uniform's rates (σ'/V) e^{l_y} (module docstring)."""
+    V = process.vocab_size
+    rate = process.schedule.dsigma(t.to(torch.float64)).to(torch.float64) / V * (t - s)  # [B]
+    bi, li = _rows(x_t)
+    flat_x, flat_u = x_t.reshape(-1), u.reshape(-1, 3)
+    out = flat_x.clone()
+    flat_l = _flat(logits)
+    for sl in row_chunks(bi.shape[0], V):
+        b, x, uu = bi[sl], flat_x[sl], flat_u[sl]
+        rows = flat_l[sl]
+        mx, total = normaliser(rows)
+        here = torch.exp(rows.gather(-1, x[:, None])[:, 0].to(torch.float64) - mx)
+        log_j = torch.log(rate[b]) + mx + torch.log((total - here).clamp_min(0.0))  # Σ_{y≠x} e^{l_y}
+        leave = uu[:, 0] < torch.exp(log_j).clamp_max(1.0)
+        if bool(leave.any()):
+            y = out[sl].clone()
+            w = shifted_weights(rows[leave])[0].scatter(-1, x[leave][:, None], 0.0)  # y ≠ x
+            y[leave] = inverse_cdf(w, uu[leave, 2])
+            out[sl] = y
+    return out.view_as(x_t)
+
+
+def sedd_uniform_analytic_step(process, logits, x_t, t, s, u):
+    """x_s [B, L] by SEDD-uniform's Tweedie step (``analytic_probs``), row by row.
+
+    With τ = α_t/α_s, s_y = e^{l_y} (y ≠ x), s_x = 1, S = Σ_z s_z and k = (1 − τ) S / V, the step is
+    p(y) ∝ max(0, s_y − k) (1 − τ)/V for y ≠ x and max(0, 1 − k) (τ + (1 − τ)/V) at y = x.
+    """
+    V = process.vocab_size
+    a_t, _ = process.survival(t)
+    a_s, _ = process.survival(s)
+    tau = a_t / a_s.clamp_min(1e-300)  # [B]
+    bi, li = _rows(x_t)
+    flat_x, flat_u = x_t.reshape(-1), u.reshape(-1, 3)
+    out = flat_x.clone()
+    flat_l = _flat(logits)
+    for sl in row_chunks(bi.shape[0], V):
+        b, x, uu = bi[sl], flat_x[sl], flat_u[sl]
+        rows = flat_l[sl]  # [c, V]
+        m = rows.amax(-1, keepdim=True)
+        e = torch.exp(rows - m)  # [c, V] e^{l − m}
+        m64 = m[:, 0].to(torch.float64)
+        here = torch.exp(rows.gather(-1, x[:, None])[:, 0].to(torch.float64) - m64)
+        big = torch.exp(m64)
+        S = big * (e.sum(-1).to(torch.float64) - here) + 1.0
+        k = (1 - tau[b]) * S / V  # [c]
+        kk = (k / big).to(e.dtype)[:, None]
+        over = (e - kk).clamp_min_(0.0).scatter_(-1, x[:, None], 0.0).sum(-1).to(torch.float64) * big
+        jump = (1 - tau[b]) / V * over
+        stay = (1 - k).clamp_min(0.0) * (tau[b] + (1 - tau[b]) / V)
+        leave = uu[:, 0] * (stay + jump) >= stay
+        leave &= jump > 0
+        if bool(leave.any()):
+            w = (shifted_weights(rows[leave])[0] - (k / big)[leave][:, None]).clamp_min_(0.0)
+            w = w.scatter_(-1, x[leave][:, None], 0.0)
+            y = out[sl].clone()
+            y[leave] = inverse_cdf(w, uu[leave, 2])
+            out[sl] = y
+    return out.view_as(x_t)

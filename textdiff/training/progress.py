@@ -1,0 +1,94 @@
+"""What a training run tells its user (setup phases are printed by ``setup.prepare_run``): a
+progress bar that counts steps (or, under a time budget, seconds), validation lines, and a PNG of
+the training curves at the end. Only the main process speaks."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+class TrainBar:
+    """tqdm over optimizer steps, or over seconds when ``max_minutes`` bounds the run. Under a budget
+    the bar's total is whichever ends first: the budget, or the time ``max_steps`` takes at the pace
+    so far, so its ETA is the run's real end either way."""
+
+    def __init__(self, enabled: bool, step: int, max_steps: int, max_minutes: float | None, elapsed: float):
+        from tqdm.auto import tqdm
+
+        self.max_steps, self.timed = max_steps, max_minutes is not None
+        if self.timed:
+            self.budget = max_minutes * 60
+            self.start = (step, elapsed)  # the pace is measured from here (a resumed run's own steps)
+            self.bar = tqdm(total=self.budget, initial=min(elapsed, self.budget), disable=not enabled, desc="train",
+                            dynamic_ncols=True,
+                            bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}{postfix}]")
+        else:
+            self.bar = tqdm(total=max_steps, initial=step, disable=not enabled, desc="train", unit="step", dynamic_ncols=True)
+        self.enabled, self.postfix = enabled, {}
+
+    def advance(self, step: int, elapsed: float) -> None:
+        if not self.timed:
+            self.bar.update(1)
+            return
+        done, spent = step - self.start[0], elapsed - self.start[1]
+        if done > 0:
+            self.bar.total = min(self.budget, elapsed + (self.max_steps - step) * spent / done)
+        self.bar.update(max(0.0, min(elapsed, self.bar.total) - self.bar.n))
+        self.postfix["step"] = f"{step}/{self.max_steps}"
+        self.bar.set_postfix(self.postfix)
+
+    def show(self, **values) -> None:
+        self.postfix.update(values)
+        self.bar.set_postfix(self.postfix)
+
+    def write(self, line: str) -> None:
+        if self.enabled:
+            self.bar.write(line)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def validation_line(line: dict, unigram_ppl: float | None) -> str:
+    """``step 250: validation NELBO 5.880 nats/token, PPL bound 357.7 (unigram PPL 747.6, ratio 0.478)``."""
+    text = f"step {line['step']}: validation NELBO {line['val_nelbo']:.3f} nats/token, PPL bound {line['val_ppl_bound']:.1f}"
+    if unigram_ppl:
+        text += f" (unigram PPL {unigram_ppl:.1f}, ratio {line['val_ppl_bound'] / unigram_ppl:.3f})"
+    return text
+
+
+def plot_curves(metrics_file: Path, png: Path) -> Path | None:
+    """Training loss and validation NELBO against steps, as a PNG; None (and a one-line note) when
+    matplotlib (the ``eval`` extra) is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("note: no training-curve PNG (matplotlib missing): pip install 'textdiff[eval]'")
+        return None
+    lines = [json.loads(ln) for ln in Path(metrics_file).read_text().splitlines() if ln.strip()]
+    train = [(m["step"], m["train_loss"]) for m in lines if "train_loss" in m]
+    val = [(m["step"], m["val_nelbo"]) for m in lines if "val_nelbo" in m]
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    if train:
+        ax.plot(*zip(*train), label="training loss (NELBO of the batch)", lw=1.2)
+    if val:
+        ax.plot(*zip(*val), "o-", label="validation NELBO", lw=1.5, ms=4)
+    unigram = next((m["val_unigram_ppl"] for m in lines if "val_unigram_ppl" in m), None)
+    if unigram:
+        import math
+
+        ax.axhline(math.log(unigram), color="grey", ls="--", lw=1, label=f"unigram (log {unigram:.0f})")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("nats per token")
+    ax.set_title(Path(metrics_file).parent.name)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    tmp = png.with_name(f".tmp-{png.name}")
+    fig.savefig(tmp, format="png")
+    plt.close(fig)
+    tmp.replace(png)  # atomic: a half-written figure never has the final name
+    return png
