@@ -111,7 +111,7 @@ def test_bad_rows_and_missing_chat_template_raise_one_line_errors(tok, tmp_path)
     tok.chat_template = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}"
                          "{% if add_generation_prompt %}<assistant>{% endif %}")
     try:
-        assert split_example(chat, tok, cfg) == ("<user>Hi\n<assistant>", "Hello")
+        assert split_example(chat, tok, cfg) == ("<user>Hi\n<assistant>", "Hello\n")  # the template's turn ending
     finally:
         tok.chat_template = None
     bad = tmp_path / "bad.jsonl"
@@ -163,3 +163,38 @@ def test_condition_dropout_without_sft_data_is_refused(tiny):
     with pytest.raises(ConfigError, match="needs an sft section") as e:
         train(load_recipe(raw=tiny(train={"cond_dropout": 0.1, "max_steps": 1})))
     assert "\n" not in str(e.value)
+
+
+LLADA_TEMPLATE = ("{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n"
+                  "{{ m['content'] }}<|eot_id|>{% endfor %}{% if add_generation_prompt %}"
+                  "<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}")
+QWEN_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+                 "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+@pytest.mark.parametrize("template, eot", [(LLADA_TEMPLATE, "<|eot_id|>"), (QWEN_TEMPLATE, "<|im_end|>")])
+def test_chat_rows_end_the_answer_with_the_templates_eot_then_eos_padding(template, eot):
+    """LLaDA's / Dream's SFT layout: [chat prompt | answer | EOT (| newline) | EOS ... EOS]; the
+    prompt ends with the assistant header and is frozen; EOT is a counted response token."""
+    texts = [f"{e['prompt']}{e['response']}" for e in synthetic_examples(["copy"], 100, 1)]
+    tok = wrap_fast(train_bpe(texts, vocab_size=300))
+    tok.add_special_tokens({"additional_special_tokens": ["<|eot_id|>", "<|im_end|>", "<|im_start|>", "<|start_header_id|>",
+                                                          "<|end_header_id|>", "<|startoftext|>"]})
+    tok.bos_token = "<|startoftext|>"
+    tok.chat_template = template
+    chat = {"messages": [{"role": "user", "content": "Copy: apple river"}, {"role": "assistant", "content": "apple river"}]}
+    L = 40
+    rows = build_rows([chat], tok, L, SFTConfig(eos_policy="first"))
+    ids, prompt, w = rows[0]["input_ids"].tolist(), rows[0]["prompt_mask"].tolist(), rows[0]["loss_mask"]
+    n_prompt = sum(prompt)
+    answer = tok("apple river", add_special_tokens=False)["input_ids"]
+    eot_id, eos = tok.convert_tokens_to_ids(eot), tok.eos_token_id
+    assert eot_id != eos
+    assert tok.decode(ids[:n_prompt]).endswith("assistant<|end_header_id|>\n\n" if eot == "<|eot_id|>" else "<|im_start|>assistant\n")
+    after = ids[n_prompt:]
+    assert after[:len(answer)] == answer and after[len(answer)] == eot_id  # the model learns to close its turn
+    end = after.index(eos)
+    assert tok.decode(after[len(answer) + 1:end]).strip() == ""  # at most the template's newline in between
+    assert set(after[end:]) == {eos} and len(ids) == L  # EOS padding, as in LLaDA's SFT
+    counted = [i for i, x in enumerate(w.tolist()) if x > 0]
+    assert counted == list(range(n_prompt, n_prompt + end + 1))  # answer, EOT (and newline), the first EOS

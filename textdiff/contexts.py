@@ -25,6 +25,11 @@ real vocabularies) runs on the window, not on the context. A denoise callable th
 
 ``shift`` = 1 serves next-token (AR) models: the logits that predict position i come from position
 i − 1, so the context feeds positions [lo − 1, hi − 1).
+
+``lookback`` (the model config's, e.g. 1 for Dream, whose denoiser reads position i's logits from
+its output at i − 1 and returns them aligned): the approximate caches feed a window together with
+the ``lookback`` tokens before it (recomputed, not cached), so the window's first logits are the
+model's own, not a stale copy.
 """
 from __future__ import annotations
 
@@ -183,9 +188,10 @@ class _RefreshedCache(Context):
 
     exact = False
 
-    def __init__(self, denoise, valid, positions, num_layers: int):
+    def __init__(self, denoise, valid, positions, num_layers: int, lookback: int = 0):
         super().__init__(denoise, valid, positions, 0)
         self.num_layers = num_layers
+        self.lookback = lookback  # tokens before the window fed with it (model config ``lookback``)
         self.window = None  # the window the cache was refreshed for
         self.cache: Optional[KVCache] = None
 
@@ -202,13 +208,15 @@ class _RefreshedCache(Context):
         if self.window != (lo, hi):  # refresh: one exact forward over the whole row
             full = KVCache(self.num_layers)
             out = call_keeping(self.denoise, (x, t, self.valid.long(), self.positions, full, True), keep_spec(lo, hi, T))
-            self.cache = keep_tokens(full, self.kept(lo, hi, T).to(x.device))
+            back = min(self.lookback, lo)
+            self.cache = keep_tokens(full, self.kept(lo - back, hi, T).to(x.device))
             self.window = (lo, hi)
             return out  # [B, hi - lo, V]
+        back = min(self.lookback, lo)
         end = self.fed_end(lo, hi, T)
-        sl = slice(lo, end)
+        sl = slice(lo - back, end)
         args = (x[:, sl], t, self.valid[:, sl].long(), self.positions[:, sl], self.cache, False)
-        return call_keeping(self.denoise, args, keep_spec(0, hi - lo, end - lo))
+        return call_keeping(self.denoise, args, keep_spec(back, back + hi - lo, end - lo + back))
 
     def commit(self, x, lo, hi):
         self.window, self.cache = None, None  # the next window refreshes
@@ -289,9 +297,10 @@ def make_context(model, process, denoise, valid, positions, block_size=None, cac
             raise ConfigError(f"max_context={max_context} + block_size={block_size} exceeds the model's context ({limit}); lower max_context")
     if use_exact:
         return BlockCache(denoise, valid, positions, KVCache.for_model(model), max_context, shift=shift)
+    lookback = int(getattr(config, "lookback", 0) or 0)
     if cache == "prefix":
-        return PrefixCache(denoise, valid, positions, config.num_layers)
+        return PrefixCache(denoise, valid, positions, config.num_layers, lookback)
     if cache == "dual":
-        return DualCache(denoise, valid, positions, config.num_layers)
+        return DualCache(denoise, valid, positions, config.num_layers, lookback)
     return FullContext(denoise, valid, positions, shift=shift, clean_time=structural == "block_causal",
                        upto_window=causal and whole)

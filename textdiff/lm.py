@@ -28,12 +28,17 @@ from .training.setup import PIPELINE_FILE
 
 
 class DiffusionLM:
-    def __init__(self, model, tokenizer, process, sampler_config=None, seq_len: Optional[int] = None):
+    def __init__(self, model, tokenizer, process, sampler_config=None, seq_len: Optional[int] = None,
+                 generation: Optional[dict] = None, stop_token_ids: Optional[Sequence[int]] = None):
         self.model = model
         self.tokenizer = tokenizer
         self.process = process
         self.sampler_config = sampler_config if sampler_config is not None else resolve_section("sampler", "ancestral", "sampler")
         self.seq_len = seq_len or getattr(model.config, "max_position_embeddings", None)
+        #: defaults of :meth:`generate` the model was released with, e.g. {"block_size": 32} (LLaDA)
+        self.generation_defaults = dict(generation or {})
+        #: token ids that end an answer besides EOS (e.g. LLaDA's <|eot_id|>, Dream's <|im_end|>)
+        self.stop_token_ids = [int(i) for i in (stop_token_ids or [])]
         self.source_dir: Optional[Path] = None  # the folder it was loaded from (model card of a re-save)
 
     # ---- loading and saving -------------------------------------------------------------------
@@ -62,7 +67,8 @@ class DiffusionLM:
             pub.model.eval()
             process = build_process(pub.process, vocab_size=pub.model.config.vocab_size, mask_id=pub.tokenizer.mask_token_id)
             sampler = resolve_section("sampler", pub.sampler, "sampler")
-            return cls(pub.model, pub.tokenizer, process, sampler, seq_len=pub.seq_len)
+            return cls(pub.model, pub.tokenizer, process, sampler, seq_len=pub.seq_len,
+                       generation=pub.notes.get("generation"), stop_token_ids=pub.notes.get("stop_token_ids"))
         return cls._from_textdiff_folder(path, device, dtype, trust_remote_code, allow_pickle)
 
     @classmethod
@@ -93,7 +99,8 @@ class DiffusionLM:
         model.to(device).eval()
         process = build_process(meta["process"], vocab_size=model.config.vocab_size, mask_id=tokenizer.mask_token_id)
         sampler = resolve_section("sampler", meta.get("sampler") or "ancestral", "sampler")
-        lm = cls(model, tokenizer, process, sampler, seq_len=meta.get("seq_len"))
+        lm = cls(model, tokenizer, process, sampler, seq_len=meta.get("seq_len"), generation=meta.get("generation"),
+                 stop_token_ids=meta.get("stop_token_ids"))
         lm.source_dir = path  # its recipe and metrics.jsonl feed the model card of a re-save
         return lm
 
@@ -117,6 +124,10 @@ class DiffusionLM:
         meta = {"process": to_dict(self.process.config), "sampler": to_dict(self.sampler_config),
                 "mask_token_id": self.tokenizer.mask_token_id, "eos_token_id": self.tokenizer.eos_token_id,
                 "pad_token_id": self.tokenizer.pad_token_id, "seq_len": self.seq_len}
+        if self.generation_defaults:
+            meta["generation"] = self.generation_defaults
+        if self.stop_token_ids:
+            meta["stop_token_ids"] = self.stop_token_ids
         (tmp / PIPELINE_FILE).write_text(json.dumps(meta, indent=2))
         source = getattr(self, "source_dir", None)
         if source is not None and (Path(source) / "config.yaml").is_file():
@@ -166,12 +177,21 @@ class DiffusionLM:
         return build_sampler(resolve_section("sampler", spec, "sampler"), self.process)
 
     def encode_prompts(self, prompts: Sequence[str]) -> list[list[int]]:
-        if isinstance(prompts, str):
+        """Token ids of each prompt: a string as it is, or a chat (a list of ``{"role", "content"}``
+        messages) through the tokenizer's chat template with the assistant turn opened."""
+        if isinstance(prompts, str) or _is_chat(prompts):
             prompts = [prompts]
         if len(prompts) == 0:
             raise ConfigError("prompts is empty; pass a list of strings (use [''] for an unconditional sample)")
-        return [self.tokenizer(p, add_special_tokens=False)["input_ids"] if isinstance(p, str) else [int(i) for i in p]
-                for p in prompts]  # a prompt is a string or a list of token ids
+        return [self._chat_ids(p) if _is_chat(p) else self.tokenizer(p, add_special_tokens=False)["input_ids"]
+                if isinstance(p, str) or _is_chat(p) else [int(i) for i in p]
+                for p in prompts]  # a prompt is a string, a chat or a list of token ids
+
+    def _chat_ids(self, messages) -> list[int]:
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise ConfigError("this model's tokenizer has no chat template; pass plain strings as prompts")
+        text = self.tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def generate(
         self,
@@ -194,6 +214,11 @@ class DiffusionLM:
         """Continue each prompt with ``max_new_tokens`` sampled tokens; returns the decoded texts
         (prompt + continuation). ``return_output=True`` also returns the GenerationOutput (NFE, time).
 
+        prompts: strings, or chats (lists of ``{"role": ..., "content": ...}`` messages) which go
+        through the tokenizer's chat template, e.g. ``lm.generate([[{"role": "user", "content": "hi"}]])``;
+        a chat's text is the answer only. ``block_size`` defaults to the model's released decoding
+        (``generation_defaults``, e.g. 32 for LLaDA); answers end at EOS or a ``stop_token_ids`` token.
+
         sampler: a name (``"first_hitting"``, ``"confidence"``, ...), mapping or config; default the
         saved one. sampler_options: its other config fields, e.g. ``{"threshold": 0.8}``.
         block_size: decode in windows of this many tokens (default: the model's block size for
@@ -204,7 +229,13 @@ class DiffusionLM:
         ``callback``, ``template``, ...)."""
         from .generation import generate
 
-        prompts = arguments.prompts("prompts", prompts)
+        if _is_chat(prompts):
+            prompts = [prompts]
+        if isinstance(prompts, (list, tuple)) and any(_is_chat(p) for p in prompts):  # chats (and strings / ids)
+            prompts = [p if _is_chat(p) else arguments.prompts(f"prompts[{i}]", [p])[0] for i, p in enumerate(prompts)]
+        else:
+            prompts = arguments.prompts("prompts", prompts)  # strings or token-id lists
+        chats = [_is_chat(p) for p in prompts]
         max_new_tokens = arguments.integer("max_new_tokens", max_new_tokens, minimum=1)
         steps = arguments.integer("steps", steps, minimum=1, optional=True)
         arguments.number("temperature", temperature, lo=0.0, optional=True)
@@ -220,6 +251,10 @@ class DiffusionLM:
         if sampler is not None and not isinstance(sampler, (str, dict)) and not hasattr(sampler, "name"):
             raise ConfigError(f"sampler must be a name, a mapping or a sampler config, got {type(sampler).__name__}")
         ids = self.encode_prompts(prompts)
+        if block_size is None:
+            block_size = self.generation_defaults.get("block_size")
+            if block_size is not None and max_new_tokens <= block_size:
+                block_size = None  # one window
         s = self.make_sampler(sampler, temperature=temperature, top_k=top_k, top_p=top_p, **(sampler_options or {}))
         if guidance_weight:
             from .guidance import ClassifierFreeGuidance
@@ -258,7 +293,10 @@ class DiffusionLM:
             )
         if getattr(self.process, "logits_shift", 0):
             ids = [p[1:] for p in ids]
-        texts = [self.tokenizer.decode(p + g, skip_special_tokens=True) for p, g in zip(ids, out.generated)]
+        if self.stop_token_ids:
+            out.generated = [_cut(g, self.stop_token_ids) for g in out.generated]
+        texts = [self.tokenizer.decode(g if chat else p + g, skip_special_tokens=True)
+                 for p, g, chat in zip(ids, out.generated, chats)]
         return (texts, out) if return_output else texts
 
     # ---- likelihood ---------------------------------------------------------------------------
@@ -300,6 +338,17 @@ class DiffusionLM:
         return results
 
 
+def _is_chat(prompt) -> bool:
+    """A chat: a non-empty list of message mappings."""
+    return isinstance(prompt, (list, tuple)) and len(prompt) > 0 and all(isinstance(m, dict) for m in prompt)
+
+
+def _cut(tokens: list, stops: Sequence[int]) -> list:
+    """``tokens`` up to (without) the first stop token."""
+    hits = [i for i, tok in enumerate(tokens) if tok in stops]
+    return tokens[: hits[0]] if hits else tokens
+
+
 def _check_pipeline(meta: dict, file: Path) -> dict:
     """``textdiff.json`` (already read as a JSON object) must name a process and a sane seq_len."""
     if not isinstance(meta.get("process"), (dict, str)):
@@ -332,6 +381,7 @@ def _load_strict(auto_cls, path: Path, dtype):
 
 def _is_textdiff_config(path: Path) -> bool:
     """A folder whose config.json says it is a textdiff denoiser (its textdiff.json may be missing)."""
+    from .models import NATIVE_MODEL_TYPES
     from .models.external import folder_model_type
 
-    return folder_model_type(path) == "textdiff"
+    return folder_model_type(path) in NATIVE_MODEL_TYPES

@@ -105,38 +105,70 @@ class LoraDenoiser(nn.Module):
         return (self.outer if self.outer is not None else self.peft)(*args, **kwargs)
 
     # ---- merged weights -----------------------------------------------------------------------
+    def _peft_state(self, state: Optional[dict]) -> dict:
+        """The peft model's state dict (keys ``base_model.model.<name>``): its live one, or the part of
+        ``state`` (this module's gathered state dict under FSDP2 / ZeRO-3, keys ``peft.…``) it owns."""
+        if state is None:
+            return self.peft.state_dict()
+        prefix = "peft."
+        own = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        return own or dict(state)
+
     @torch.no_grad()
-    def merged_state_dict(self) -> dict:
-        """The base network's state dict with every adapter folded in: W + ΔW (keys as in the base)."""
+    def merged_state_dict(self, state: Optional[dict] = None) -> dict:
+        """The base network's state dict with every adapter folded in: W + ΔW (keys as in the base).
+
+        ΔW = (alpha / r) · B A for a linear layer (transposed for GPT-2 Conv1D, whose weight is
+        [in, out]) and (alpha / r) · (B A)ᵀ for an embedding, computed from the tensors of ``state``
+        (default: the live ones), so a gathered state dict of a sharded model merges the same way."""
         peft = _peft()
-        base = self.peft.get_base_model()
-        state = base.state_dict()
+        full = self._peft_state(state)
+        base_prefix = "base_model.model."
+        tensors = {k[len(base_prefix):] if k.startswith(base_prefix) else k: v for k, v in full.items()}
         out = {}
-        for key, value in state.items():
+        for key, value in tensors.items():
             if ".lora_" in key or ".original_module." in key:
                 continue
             out[key.replace(".base_layer.", ".").replace(".modules_to_save.default.", ".")] = value
-        for name, module in base.named_modules():
-            if isinstance(module, peft.tuners.lora.LoraLayer):
-                weight = module.get_base_layer().weight
-                delta = module.get_delta_weight("default").to(weight.dtype)
-                out[f"{name}.weight"] = weight + delta.reshape(weight.shape)
+        for name, module in self.peft.get_base_model().named_modules():
+            if not isinstance(module, peft.tuners.lora.LoraLayer):
+                continue
+            weight = tensors[f"{name}.base_layer.weight"]
+            scale = module.scaling["default"]
+            if f"{name}.lora_A.default.weight" in tensors:  # linear / Conv1D: A [r, in], B [out, r]
+                delta = tensors[f"{name}.lora_B.default.weight"].float() @ tensors[f"{name}.lora_A.default.weight"].float()
+                if getattr(module, "fan_in_fan_out", False):
+                    delta = delta.T
+            elif f"{name}.lora_embedding_A.default" in tensors:  # embedding: A [r, V], B [d, r]
+                delta = (tensors[f"{name}.lora_embedding_B.default"].float() @ tensors[f"{name}.lora_embedding_A.default"].float()).T
+            else:
+                raise ConfigError(f"cannot merge the {type(module).__name__} adapter of {name!r}; adapt linear or embedding layers")
+            out[f"{name}.weight"] = (weight.float() + scale * delta.reshape(weight.shape)).to(weight.dtype)
         return out
 
-    def save_pretrained(self, path, safe_serialization: bool = True, **kwargs) -> None:
-        """Merged model in the base format + ``adapter/`` (see the module docstring)."""
+    def save_pretrained(self, path, safe_serialization: bool = True, state_dict: Optional[dict] = None, **kwargs) -> None:
+        """Merged model in the base format + ``adapter/`` (see the module docstring).
+
+        ``state_dict``: this module's gathered weights when training sharded them (FSDP2, ZeRO-3);
+        the live parameters are then placeholders or shards and are not read."""
         path = Path(path)
-        merged = self.merged_state_dict()
+        merged = self.merged_state_dict(state_dict)
         base = self.peft.get_base_model()
         if self.outer is not None:
             self.outer.save_pretrained(path, safe_serialization=safe_serialization, state_dict=merged, network=base)
         else:
             base.save_pretrained(path, safe_serialization=safe_serialization, state_dict=merged)
-        self.peft.save_pretrained(path / ADAPTER_DIR, safe_serialization=True)
+        adapters = None if state_dict is None else self._peft_state(state_dict)
+        self.peft.save_pretrained(path / ADAPTER_DIR, safe_serialization=True,
+                                  **({} if adapters is None else {"state_dict": adapters}))
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """Checkpoints hold MERGED weights, which cannot be split again: resuming restores the
-        adapters with :meth:`load_adapter_checkpoint` (the frozen base comes from the run's init)."""
+        adapters with :meth:`load_adapter_checkpoint` (the frozen base comes from the run's init).
+        This module's OWN state dict (adapters and base layers by their peft names, as FSDP2 hands
+        it back when it shards a loaded model) loads as usual."""
+        if state_dict and any(".lora_" in k for k in state_dict) and set(state_dict) <= set(self.state_dict()):
+            return super().load_state_dict(state_dict, strict=strict, assign=assign)
         if strict:
             raise ConfigError("a LoRA denoiser loads adapters (load_adapter_checkpoint / load_lora), not a full state dict")
         return nn.modules.module._IncompatibleKeys([], [])

@@ -11,6 +11,13 @@ Rows (``data.seq_len`` = L tokens)::
     [ prompt | response | EOS | EOS ... EOS ]      prompt_mask: 1 on the prompt
                                                    loss_mask:   per-token weights, see below
 
+Chat rows follow the publishers' layout (LLaDA, Nie et al. 2025, §2.3 / App. B; Dream's SFT): the
+prompt is the template's rendering of the earlier turns plus the assistant header, the response is
+the template's assistant turn INCLUDING its end-of-turn token (LLaDA ``<|eot_id|>``, Dream
+``<|im_end|>``; :func:`assistant_turn`), and the padding is the tokenizer's EOS (LLaDA and Dream:
+``<|endoftext|>``). A model fine-tuned this way ends an answer with EOT and fills the rest of the
+window with EOS, which is what the publishers' decoding (and textdiff's stop tokens) expect.
+
 Objective, as in LLaDA's SFT (Nie et al. 2025, "Large Language Diffusion Models", §2.3 and
 Algorithm 2): the prompt is never corrupted (``frozen`` in :func:`textdiff.objective.nelbo_terms`),
 only response tokens are masked and scored, and each sequence's loss is divided by its response
@@ -204,13 +211,26 @@ def split_example(row: dict, tokenizer, cfg: SFTConfig) -> tuple[str, str]:
                 "(tokenizer.path, or the init_from / denoiser model's own) or write rows as {prompt, response}"
             )
         prompt = tokenizer.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
-        return prompt, str(last["content"])
+        return prompt, assistant_turn(tokenizer, messages, prompt)
     if cfg.prompt_field not in row:
         raise DataError(f"{where}: no '{cfg.prompt_field}' or '{cfg.messages_field}' field; each row needs a prompt and a response")
     response = row.get(cfg.response_field)
     if response is None or not str(response).strip():
         raise DataError(f"{where}: the row has no '{cfg.response_field}' (a response is required for SFT)")
     return str(row[cfg.prompt_field]), str(response)
+
+
+def assistant_turn(tokenizer, messages: list[dict], prompt: str) -> str:
+    """The response text of a chat row AS THE TEMPLATE WRITES IT: the assistant's content plus the
+    template's end-of-turn marker (LLaDA ``<|eot_id|>``, Dream / Qwen ``<|im_end|>\n``), i.e. what
+    follows ``prompt`` in the rendering of the whole conversation. The model thus learns to close
+    its turn with the end-of-turn token, and the EOS padding follows it (LLaDA's SFT layout). A
+    template whose full rendering does not start with the prompt's gives the bare content."""
+    content = str(messages[-1]["content"])
+    full = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
+    if full.startswith(prompt) and content in full[len(prompt):]:
+        return full[len(prompt):]
+    return content
 
 
 def row_weights(n_prompt: int, n_response: int, seq_len: int, policy: str, pad_weight: float) -> list[float]:

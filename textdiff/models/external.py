@@ -170,8 +170,10 @@ def check_textdiff_folder(path) -> None:
     """Raise a one-line error when a folder holds a model textdiff cannot load as a denoiser."""
     if is_external_folder(path):
         return
+    from . import NATIVE_MODEL_TYPES
+
     kind = folder_model_type(path)
-    if kind is not None and kind != "textdiff":
+    if kind is not None and kind not in NATIVE_MODEL_TYPES:
         raise ConfigError(
             f"model folder {str(path)!r} holds a {kind!r} model, not a textdiff denoiser; to use a Hugging Face "
             f"network, train with a 'denoiser: {{path: {path}}}' recipe section (masked LMs, LLaDA-style or causal LMs)"

@@ -37,13 +37,20 @@ values as they are; ties (equal scores, e.g. identical positions) go to the left
 row's scores are computed by the same row-wise kernel whatever the batch, so a batch gives the
 rows decoded alone.
 
+Publishers' knobs (both samplers): ``suppress_ids`` sets those tokens' logits to −∞ before the
+draw and the scores (never proposed, e.g. EOS / EOT to force full-length answers); ``deprioritize_ids`` lowers the
+score of positions whose candidate is one of those tokens by ``deprioritize_by`` (confidence and
+threshold: 1.0 puts them after every other candidate), so an early EOS / EOT is committed last.
+``commit_rounding = "floor"`` with ``time_eps`` = ε gives Dream's schedule: the grid
+t_i = 1 − i (1 − ε) / N and k = ⌊n (1 − s / t)⌋ (possibly 0) with everything at the last step.
+
 Neither sampler ever changes a committed token (``revises = False``). Block-wise (semi-AR) decoding,
 as in LLaDA, is the ``block_size`` of ``generate()``.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
@@ -76,6 +83,23 @@ class _Unmasker(Sampler):
     def finished(self, x_t):
         return self._no_noise_left(x_t)
 
+    def suppress(self, rows):
+        """Logit rows [c, V] with the config's ``suppress_ids`` at −∞ (unchanged when there are none)."""
+        ids = self.config.suppress_ids
+        if not ids:
+            return rows
+        rows = rows.clone()
+        rows[:, list(ids)] = float("-inf")
+        return rows
+
+    def deprioritize(self, score, x0_hat):
+        """``score`` [B, L] lowered by ``deprioritize_by`` where x̂0 [B, L] is a ``deprioritize_ids`` token."""
+        ids = self.config.deprioritize_ids
+        if not ids:
+            return score
+        hit = torch.isin(x0_hat, torch.as_tensor(list(ids), device=x0_hat.device))
+        return score - self.config.deprioritize_by * hit.to(score.dtype)
+
     def candidates(self, logits, x_t, noise, u):
         """(x̂0 [B, L], score [B, L] float64) at the masked positions ``noise`` [B, L].
 
@@ -91,7 +115,7 @@ class _Unmasker(Sampler):
         plain = cfg.temperature == 1.0 and not self.filters
         for sl in row_chunks(bi.shape[0], logits.shape[-1]):
             b, l = bi[sl], li[sl]
-            rows = self.process.x0_logits_rows(gather_rows(logits, b, l))  # [c, V] ([MASK] −∞)
+            rows = self.suppress(self.process.x0_logits_rows(gather_rows(logits, b, l)))  # [c, V] ([MASK] −∞)
             d, w = self._log_weights(rows)  # float64: d = l − max l, w = exp(d)
             total = w.sum(-1)  # [c] Z, p = w / Z
             if cfg.temperature == 0:
@@ -120,7 +144,16 @@ class _Unmasker(Sampler):
 
 
 @dataclass
-class ConfidenceConfig(SamplerConfig):
+class _UnmaskerKnobs:
+    #: token ids never proposed (logits at −∞), e.g. EOS / EOT for fixed-length answers
+    suppress_ids: list[int] = field(default_factory=list)
+    #: token ids whose positions are committed after the others (score lowered by ``deprioritize_by``)
+    deprioritize_ids: list[int] = field(default_factory=list)
+    deprioritize_by: float = 1.0
+
+
+@dataclass
+class ConfidenceConfig(_UnmaskerKnobs, SamplerConfig):
     name: str = "confidence"
     #: which positions are committed first: confidence (LLaDA/MaskGIT), margin / entropy (Dream), random
     ordering: Literal["confidence", "margin", "entropy", "random"] = "confidence"
@@ -128,11 +161,17 @@ class ConfidenceConfig(SamplerConfig):
     commit_schedule: Literal["linear", "cosine", "process"] = "linear"
     #: > 0: sample the order ∝ exp(score / τ) instead of taking the top scores (Dream's alg_temp)
     order_temperature: float = 0.0
+    #: k = ceil(...) and at least one per step (LLaDA), or floor(...) possibly 0 (Dream)
+    commit_rounding: Literal["ceil", "floor"] = "ceil"
+    #: the time grid ends at this ε instead of 0 (Dream's eps = 1e-3); the last step commits everything
+    time_eps: float = 0.0
 
     def validate(self) -> None:
         super().validate()
         if self.order_temperature < 0:
             raise ConfigError(f"sampler.order_temperature={self.order_temperature} must be >= 0")
+        if not 0.0 <= self.time_eps < 1.0:
+            raise ConfigError(f"sampler.time_eps={self.time_eps} must be in [0, 1)")
 
 
 @register("sampler", "confidence")
@@ -149,12 +188,20 @@ class ConfidenceSampler(_Unmasker):
             return torch.cos(0.5 * math.pi * (1.0 - t))
         return self.process.survival(t)[1]  # 1 − α(t) in float64
 
+    def set_timesteps(self, num_steps: int, device=None) -> None:
+        super().set_timesteps(num_steps, device)
+        if self.config.time_eps > 0:  # Dream: t_i = 1 - i (1 - eps) / N
+            self.timesteps = torch.linspace(1.0, self.config.time_eps, num_steps + 1, dtype=torch.float64, device=device)
+
     def commit_counts(self, n: torch.Tensor, t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         """k [B] tokens to commit this step for ``n`` [B] masked positions."""
         m_t, m_s = self.masked_fraction(t), self.masked_fraction(s)
         frac = torch.where(m_t > 0, 1.0 - m_s / m_t.clamp_min(1e-300), torch.ones_like(m_t)).clamp(0.0, 1.0)
+        last = s.double() <= self.config.time_eps + 1e-9  # the last step (s = eps, or 0) commits everything
+        if self.config.commit_rounding == "floor":  # Dream: int(n (1 - s/t)), zero allowed
+            return torch.where(last, n, torch.floor(n.double() * frac + 1e-9).long().clamp_max(n))
         k = torch.ceil(n.double() * frac - 1e-9).long()
-        k = torch.where(s.double() <= 0, n, k)  # the last step commits everything
+        k = torch.where(last, n, k)
         return torch.minimum(torch.maximum(k, (n > 0).long()), n)
 
     @property
@@ -168,6 +215,7 @@ class ConfidenceSampler(_Unmasker):
         # [B, L, 3]: candidate, random score, order noise; greedy, deterministic orders draw nothing
         u = self.step_uniforms(x_t, 3, generator) if random else torch.zeros(*x_t.shape, 3, dtype=torch.float64)
         x0_hat, score = self.candidates(logits, x_t, noise, u[..., 0])
+        score = self.deprioritize(score, x0_hat)
         if self.config.ordering == "random":
             score = u[..., 1]
         if self.config.order_temperature > 0:
@@ -180,7 +228,7 @@ class ConfidenceSampler(_Unmasker):
 
 
 @dataclass
-class ThresholdConfig(SamplerConfig):
+class ThresholdConfig(_UnmaskerKnobs, SamplerConfig):
     name: str = "threshold"
     #: commit every masked position whose confidence p(x̂0) exceeds this (Fast-dLLM's τ)
     threshold: float = 0.9
@@ -200,6 +248,7 @@ class ThresholdSampler(_Unmasker):
         greedy = self.config.temperature == 0  # argmax candidates: no noise is drawn
         u = torch.zeros(x_t.shape, dtype=torch.float64) if greedy else self.step_uniforms(x_t, 1, generator)[..., 0]
         x0_hat, conf = self.candidates(logits, x_t, noise, u)  # conf = p_θ(x̂0 | x_t) float64
+        conf = self.deprioritize(conf, x0_hat)
         commit = noise & (conf > self.config.threshold)
         best = rank_commit(conf, noise, torch.ones(x_t.shape[0], dtype=torch.long, device=x_t.device))
         commit |= best  # at least one per step while masks remain

@@ -22,8 +22,7 @@ from ..errors import ConfigError
 from ..objective import nelbo_terms
 from ..sft import with_prompt_dropout
 from .checkpoint import load_checkpoint, save_checkpoint, select_checkpoint, writer_tag
-from .distributed import (accelerator_kwargs, backward_scale, check_launch, configure_deepspeed, full_model_state,
-                          is_sharded)
+from .distributed import accelerator_kwargs, backward_scale, check_launch, configure_deepspeed, full_model_state
 from .ema import EMA
 from .optim import build_optimizer, build_scheduler
 from .checks import check_init_from
@@ -120,9 +119,7 @@ def _train(acc, recipe: Recipe, resume: bool, stop_at: int | None) -> Path:
     scheduler = build_scheduler(optimizer, cfg)
     configure_deepspeed(acc, cfg)
     prepared, optimizer = acc.prepare(model, optimizer)  # DDP / FSDP2 / DeepSpeed wrapper; `prepared` saves and loads
-    raw_model = acc.unwrap_model(prepared)
-    if is_sharded(prepared) and hasattr(raw_model, "load_adapter_checkpoint"):
-        raise ConfigError("LoRA under FSDP is not supported; adapters are small, launch with recipes/accelerate/ddp.yaml")
+    raw_model = acc.unwrap_model(prepared)  # (LoRA under FSDP2 / ZeRO-3 saves merged weights from the gathered state)
     ema = EMA(raw_model, cfg.ema) if cfg.ema > 0 else None
     model = torch.compile(prepared) if cfg.compile else prepared
     compile_start = time.perf_counter() if cfg.compile else None

@@ -185,6 +185,10 @@ def prepare_run(recipe: Recipe, resume: bool = False, is_main: bool = True) -> R
     else:
         model = TextDiffModel(denoiser_config(recipe.model, vocab, process, recipe.data.seq_len, tokenizer.mask_token_id))
     check_model_process(model, process, recipe.data.seq_len)
+    if cfg.gradient_checkpointing:
+        from ..models.checkpointing import enable_gradient_checkpointing
+
+        enable_gradient_checkpointing(model)
     if recipe.lora is not None:  # train low-rank adapters only (textdiff.lora)
         from ..lora import apply_lora
 

@@ -1,0 +1,218 @@
+"""Transformers' own Llama and Qwen2 decoders run as BIDIRECTIONAL textdiff denoisers (LLaDA, Dream).
+
+LLaDA-8B is a Llama-shaped network (RMSNorm, rotary, SwiGLU MLP, no biases, untied output) and
+Dream-7B is Qwen2-7B (q/k/v biases); both were trained with full (non-causal) attention. Instead
+of a copy of the publishers' modeling files, these classes hold transformers' maintained modules
+(``LlamaModel`` / ``Qwen2Model``: SDPA / flash / flex attention dispatch, gradient checkpointing,
+``device_map``) and run their decoder layers with
+
+* ``is_causal = False`` on every attention module (also passed per call), and an explicit
+  key-padding mask ``[B, 1, L, T + L]`` (bool for SDPA, additive elsewhere; None when nothing is
+  masked, so the fused kernels run unmasked);
+* textdiff's explicit :class:`~textdiff.models.cache.KVCache` (keys/values after rotary, absolute
+  positions, validity), read in every call and extended only with ``update_cache=True``;
+* ``logits_shift`` (Dream): the logits that predict position i come from the output at i − 1
+  (position 0 keeps its own), as Dream was adapted from a next-token model. The denoiser returns
+  ALIGNED logits (row i predicts token i), so processes, scoring and training need nothing special;
+  a window fed alone must bring the token before it (``config.lookback`` = 1, read by the caches).
+
+Call: ``model(input_ids [B, L], t=None, attention_mask=None, position_ids=None, cache=None,
+update_cache=False, logits_to_keep=None) -> TextDiffOutput(logits [B, L | kept, V])``.
+"""
+from __future__ import annotations
+
+from typing import Optional, Union
+
+import torch
+import torch.nn as nn
+from transformers import LlamaConfig, LlamaModel, LlamaPreTrainedModel, Qwen2Config, Qwen2Model, Qwen2PreTrainedModel
+
+from .cache import KVCache
+from .modeling_textdiff import TextDiffOutput
+
+
+def _denoiser_fields(config, mask_token_id, logits_shift, attention):
+    if attention != "bidirectional":
+        raise ValueError(f"attention={attention!r}: these denoisers are bidirectional (LLaDA / Dream)")
+    if logits_shift not in (0, 1):
+        raise ValueError(f"logits_shift={logits_shift} must be 0 or 1")
+    config.mask_token_id = mask_token_id
+    config.logits_shift = int(logits_shift)
+    config.attention = attention  # read by generation / contexts: the structural mask is bidirectional
+
+
+class DiffusionLlamaConfig(LlamaConfig):
+    """``LlamaConfig`` of a bidirectional masked-diffusion denoiser (LLaDA)."""
+
+    model_type = "textdiff_llama"
+
+    def __init__(self, mask_token_id: Optional[int] = None, logits_shift: int = 0, attention: str = "bidirectional", **kwargs):
+        _denoiser_fields(self, mask_token_id, logits_shift, attention)
+        super().__init__(**kwargs)
+
+    @property
+    def num_layers(self) -> int:  # the name textdiff's caches read
+        return self.num_hidden_layers
+
+    @property
+    def lookback(self) -> int:
+        return self.logits_shift
+
+
+class DiffusionQwen2Config(Qwen2Config):
+    """``Qwen2Config`` of a bidirectional masked-diffusion denoiser (Dream: ``logits_shift=1``)."""
+
+    model_type = "textdiff_qwen2"
+
+    def __init__(self, mask_token_id: Optional[int] = None, logits_shift: int = 0, attention: str = "bidirectional", **kwargs):
+        _denoiser_fields(self, mask_token_id, logits_shift, attention)
+        super().__init__(**kwargs)
+
+    @property
+    def num_layers(self) -> int:
+        return self.num_hidden_layers
+
+    @property
+    def lookback(self) -> int:
+        return self.logits_shift
+
+
+class _CacheView:
+    """The ``cache.update(k, v, layer_idx)`` interface transformers' attention modules call, over a
+    textdiff :class:`KVCache`: returns [past ; new] keys/values [B, Hkv, T + L, Dh]; appends the new
+    ones only when the call updates the cache."""
+
+    def __init__(self, cache: KVCache, update: bool):
+        self.cache = cache
+        self.update_cache = update
+
+    def update(self, key_states, value_states, layer_idx, *args, **kwargs):
+        past_k, past_v = self.cache.layer(layer_idx)
+        if self.update_cache:
+            self.cache.append_layer(layer_idx, key_states, value_states)
+        if past_k is None:
+            return key_states, value_states
+        return torch.cat([past_k, key_states], dim=2), torch.cat([past_v, value_states], dim=2)
+
+
+def default_positions(input_ids, attention_mask, cache: Optional[KVCache]) -> torch.Tensor:
+    """[B, L] absolute positions: left padding skipped, offset past a cache's last valid position."""
+    B, L = input_ids.shape
+    if attention_mask is not None and attention_mask.dim() == 2:
+        pos = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
+    else:
+        pos = torch.arange(L, device=input_ids.device).expand(B, L)
+    if cache is not None and cache.length > 0:
+        last = torch.where(cache.valid, cache.positions, torch.full_like(cache.positions, -1)).amax(-1)
+        pos = pos + (last + 1)[:, None]
+    return pos
+
+
+class _BidirectionalDenoiser:
+    """The textdiff denoiser call over ``self.model`` (a Llama / Qwen2 decoder) and ``self.lm_head``."""
+
+    _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+
+    def _setup(self, config, decoder_class):
+        self.model = decoder_class(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        for layer in self.model.layers:
+            layer.self_attn.is_causal = False  # flash / flex kernels read the module flag
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.model.embed_tokens
+
+    def set_input_embeddings(self, value):
+        self.model.embed_tokens = value
+
+    def get_output_embeddings(self):
+        return self.lm_head
+
+    def set_output_embeddings(self, value):
+        self.lm_head = value
+
+    def _key_mask(self, attention_mask, position_ids, cache, dtype):
+        """None (attend everywhere) or the key-padding mask [B, 1, L, T + L] of this call."""
+        if attention_mask is not None and attention_mask.dim() == 4:
+            mask = attention_mask.bool()
+        else:
+            B, L = position_ids.shape
+            valid = attention_mask.bool() if attention_mask is not None else None
+            keys = valid if valid is not None else torch.ones(B, L, dtype=torch.bool, device=position_ids.device)
+            if cache is not None and cache.length > 0:
+                keys = torch.cat([cache.valid, keys], dim=1)  # [B, T + L]
+            if bool(keys.all()):
+                return None
+            mask = keys[:, None, None, :].expand(B, 1, L, keys.shape[1])
+            if valid is not None:  # padded queries may look anywhere (their output is ignored)
+                mask = mask | ~valid[:, None, :, None]
+        if self.config._attn_implementation == "sdpa":
+            return mask
+        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        t: Optional[torch.Tensor] = None,
+        attention_mask: Optional[torch.Tensor] = None,
+        position_ids: Optional[torch.Tensor] = None,
+        cache: Optional[KVCache] = None,
+        update_cache: bool = False,
+        logits_to_keep: Union[int, torch.Tensor, None] = None,
+        **kwargs,
+    ) -> TextDiffOutput:
+        """
+        input_ids: [B, L]. t: ignored (these denoisers are not time-conditioned).
+        attention_mask: [B, L] (1 = real token, 0 = left padding) or a bool [B, 1, L, T + L] mask.
+        position_ids: [B, L]; default from the padding and the cache.
+        cache: a KVCache read (and, with ``update_cache``, extended) by this call.
+        logits_to_keep: N (the last N rows) or an index tensor [K] of rows: logits [B, N | K, V].
+        """
+        B, L = input_ids.shape
+        if position_ids is None:
+            position_ids = default_positions(input_ids, attention_mask, cache)
+        h = self.model.embed_tokens(input_ids)  # [B, L, d]
+        mask = self._key_mask(attention_mask, position_ids, cache, h.dtype)
+        if cache is not None and update_cache:
+            valid = attention_mask.bool() if attention_mask is not None and attention_mask.dim() == 2 else \
+                torch.ones(B, L, dtype=torch.bool, device=input_ids.device)
+            cache.append_positions(position_ids, valid)
+        view = _CacheView(cache, update_cache) if cache is not None else None
+        rope = self.model.rotary_emb(h, position_ids)  # cos, sin [B, L, Dh]
+        for layer in self.model.layers:
+            h = layer(h, attention_mask=mask, position_ids=position_ids, cache=view, position_embeddings=rope,
+                      is_causal=False)
+        h = self.model.norm(h)
+        if self.config.logits_shift:  # row i predicts token i from the output at i - 1 (Dream)
+            h = torch.cat([h[:, :1], h[:, :-1]], dim=1)
+        if logits_to_keep is not None:
+            if isinstance(logits_to_keep, torch.Tensor):
+                h = h[:, logits_to_keep.to(h.device)]
+            elif logits_to_keep:  # HF: 0 keeps every row
+                h = h[:, -int(logits_to_keep):]
+        return TextDiffOutput(logits=self.lm_head(h), cache=cache, hidden_states=h)
+
+
+class DiffusionLlamaModel(_BidirectionalDenoiser, LlamaPreTrainedModel):
+    """Bidirectional Llama denoiser (LLaDA-8B Base / Instruct / 1.5)."""
+
+    config_class = DiffusionLlamaConfig
+
+    def __init__(self, config: DiffusionLlamaConfig):
+        LlamaPreTrainedModel.__init__(self, config)
+        self._setup(config, LlamaModel)
+
+
+class DiffusionQwen2Model(_BidirectionalDenoiser, Qwen2PreTrainedModel):
+    """Bidirectional Qwen2 denoiser with shifted logits (Dream-v0 Base / Instruct 7B)."""
+
+    config_class = DiffusionQwen2Config
+
+    def __init__(self, config: DiffusionQwen2Config):
+        Qwen2PreTrainedModel.__init__(self, config)
+        self._setup(config, Qwen2Model)
+
+
+NATIVE_CLASSES = {"textdiff_llama": (DiffusionLlamaConfig, DiffusionLlamaModel),
+                  "textdiff_qwen2": (DiffusionQwen2Config, DiffusionQwen2Model)}

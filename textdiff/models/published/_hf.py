@@ -1,0 +1,93 @@
+"""Shared loading of the large published LMs (LLaDA, Dream) onto transformers' modules.
+
+Low memory: the network is built on the meta device (no allocation, no random init), then every
+tensor read from the shards (:func:`~textdiff.models.loading.iter_tensors`, one file at a time) is
+converted, cast and ASSIGNED as the parameter itself, so peak memory is one copy of the weights.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ...errors import ConfigError
+from ..loading import check_state_dict, iter_tensors, resolve_model_path
+from . import LoadOptions
+
+
+def _assign(model: torch.nn.Module, name: str, tensor: torch.Tensor) -> None:
+    module_name, _, leaf = name.rpartition(".")
+    module = model.get_submodule(module_name)
+    module._parameters[leaf] = torch.nn.Parameter(tensor, requires_grad=False)
+
+
+def load_weights(model_class, config, folder: Path, options: LoadOptions, convert: Callable, source: str):
+    """``model_class(config)`` with the folder's weights; ``convert(name, tensor)`` -> [(name, tensor)]."""
+    with torch.device("meta"):
+        model = model_class(config)
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    tied = bool(getattr(config, "tie_word_embeddings", False))
+    if tied:
+        expected.pop("lm_head.weight", None)
+    seen: dict[str, torch.Tensor] = {}
+    for name, raw in iter_tensors(folder, options.allow_pickle):
+        for new, tensor in convert(name, raw):
+            if new in expected and tuple(tensor.shape) == expected[new]:
+                dtype = options.dtype or (tensor.dtype if tensor.is_floating_point() else None)
+                _assign(model, new, tensor.to(device=options.device or "cpu", dtype=dtype))
+            seen[new] = torch.empty(tensor.shape, device="meta")
+    check_state_dict(expected, seen, f"{source} {str(folder)!r}")
+    if tied:
+        model.lm_head.weight = model.model.embed_tokens.weight
+    device = model.model.embed_tokens.weight.device
+    # non-persistent buffers (rotary inverse frequencies) were never in the files: rebuild them
+    model.model.rotary_emb = type(model.model.rotary_emb)(config=config).to(device)
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return model.eval()
+
+
+def _load(where: Path, tokenizer_class):
+    """``tokenizer_class.from_pretrained`` (data files only; AutoTokenizer would read config.json's
+    auto_map and ask to run the folder's code)."""
+    try:
+        return tokenizer_class.from_pretrained(str(where))
+    except Exception as e:  # noqa: BLE001 - missing / damaged tokenizer files
+        raise ConfigError(f"cannot load the tokenizer in {str(where)!r} ({type(e).__name__}: {str(e).splitlines()[0][:100]}); "
+                          "pass tokenizer=<folder with the released tokenizer files>") from None
+
+
+def published_tokenizer(folder: Path, options: LoadOptions, default: str, mask_token_id: int, eos_token=None,
+                        tokenizer_class=None):
+    """The caller's tokenizer, else the folder's, else ``default`` (a hub id), with its mask token
+    set to the model's ``mask_token_id`` (e.g. LLaDA's ``<|mdm_mask|>``) and a PAD token.
+    ``tokenizer_class``: the transformers class to read folders with (default: AutoTokenizer)."""
+    from ...tokenization import load_tokenizer
+
+    source = options.tokenizer
+    if source is not None and not isinstance(source, (str, Path)):
+        tokenizer = source
+    else:
+        if source is None:
+            own = any((Path(folder) / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json"))
+            source = folder if own else default
+        try:
+            where = resolve_model_path(source, what="tokenizer folder")
+        except ConfigError as e:
+            raise ConfigError(f"{e}; this checkpoint ships no tokenizer: pass tokenizer=<folder with the {default} "
+                              f"tokenizer files> (CLI: --tokenizer)") from None
+        tokenizer = _load(where, tokenizer_class) if tokenizer_class is not None else load_tokenizer(str(where))
+    mask = tokenizer.convert_ids_to_tokens(int(mask_token_id))
+    if mask is None or int(mask_token_id) >= len(tokenizer):
+        raise ConfigError(f"the tokenizer has no token with the model's mask id {mask_token_id}; "
+                          f"pass the tokenizer this model was released with ({default})")
+    if tokenizer.mask_token_id != mask_token_id:
+        tokenizer.mask_token = mask
+    if tokenizer.eos_token is None and isinstance(eos_token, int) and eos_token < len(tokenizer):
+        tokenizer.eos_token = tokenizer.convert_ids_to_tokens(eos_token)
+    if tokenizer.eos_token is None:
+        raise ConfigError("the tokenizer has no EOS token; pass the tokenizer this model was released with")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer

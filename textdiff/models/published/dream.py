@@ -1,0 +1,100 @@
+"""Dream (Ye et al. 2025): Dream-v0-Base-7B and Dream-v0-Instruct-7B, on transformers' Qwen2.
+
+Layout (``Dream-org/Dream-v0-*-7B``): ``config.json`` with ``model_type: "Dream"`` (Qwen2 keys:
+``hidden_size``, ``num_attention_heads``, ``num_key_value_heads`` (GQA), ``rope_theta`` = 1e6,
+``rms_norm_eps``, ``mask_token_id`` = 151666), sharded safetensors with an index, and Qwen2's BPE
+tokenizer files (``<|endoftext|>`` = 151643, ``<|im_end|>`` = 151645, ChatML template).
+
+The network is Qwen2-7B (q/k/v biases, no o_proj bias, SwiGLU, RMSNorm, rotary) with FULL
+attention; its tensor names are Qwen2's own (``model.layers.i.self_attn.q_proj`` ...,
+``model.norm``, ``lm_head``), so the mapping is the identity. Dream was initialised from an AR
+model and keeps its shift: the logits that predict position i are the output at i − 1 (position 0
+keeps its own); the denoiser applies that shift (``logits_shift = 1``) and returns aligned logits.
+
+Decoding (the publisher's ``diffusion_generate``): one window over the whole answer, the
+``entropy`` ordering (commit the lowest-entropy predictions first, alg_temp 0), the time grid
+1 → ε = 1e-3 with k = ⌊n (1 − s / t)⌋ per step, temperature 0.2 and top_p 0.95 (their README).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ...errors import ConfigError
+from ..modeling_bidirectional import DiffusionQwen2Config, DiffusionQwen2Model
+from . import Family, LoadOptions, Published, register
+from ._hf import load_weights, published_tokenizer
+
+DEFAULT_HUB_ID = "Dream-org/Dream-v0-Instruct-7B"
+STOP_TOKENS = ("<|im_end|>", "<|endoftext|>")
+
+
+def qwen2_config(cfg: dict) -> DiffusionQwen2Config:
+    """The DiffusionQwen2Config of a Dream config.json (one-line error for what it cannot express)."""
+    if cfg.get("use_sliding_window"):
+        raise ConfigError("this Dream config sets use_sliding_window=true; the released models attend to the full row, "
+                          "textdiff converts only that")
+    scaling = cfg.get("rope_scaling")
+    if scaling not in (None, {}) and (scaling.get("rope_type") or scaling.get("type")) != "default":
+        raise ConfigError(f"this Dream config sets rope_scaling={scaling!r}; textdiff converts only plain rotary")
+    if cfg.get("mask_token_id") is None:
+        raise ConfigError("this Dream config.json has no mask_token_id; the folder is incomplete")
+    heads = int(cfg["num_attention_heads"])
+    return DiffusionQwen2Config(
+        vocab_size=int(cfg["vocab_size"]), hidden_size=int(cfg["hidden_size"]),
+        intermediate_size=int(cfg["intermediate_size"]), num_hidden_layers=int(cfg["num_hidden_layers"]),
+        num_attention_heads=heads, num_key_value_heads=int(cfg.get("num_key_value_heads") or heads),
+        hidden_act=cfg.get("hidden_act", "silu"), max_position_embeddings=int(cfg.get("max_position_embeddings", 32768)),
+        rms_norm_eps=float(cfg.get("rms_norm_eps", 1e-6)),
+        rope_parameters={"rope_type": "default", "rope_theta": float(cfg.get("rope_theta", 10000.0))},
+        tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)), use_sliding_window=False,
+        mask_token_id=int(cfg["mask_token_id"]), logits_shift=1, pad_token_id=cfg.get("pad_token_id"),
+        bos_token_id=cfg.get("bos_token_id"), eos_token_id=cfg.get("eos_token_id"),
+    )
+
+
+def _tokenizer_class(folder: Path, options: LoadOptions):
+    """tokenizer.json -> the generic fast tokenizer; bare vocab.json + merges.txt -> Qwen2's BPE
+    (Dream's own DreamTokenizer class is remote code: never imported)."""
+    from transformers import PreTrainedTokenizerFast
+
+    where = Path(options.tokenizer) if isinstance(options.tokenizer, (str, Path)) else Path(folder)
+    if not (where / "tokenizer.json").is_file() and (where / "vocab.json").is_file():
+        from transformers import Qwen2Tokenizer
+
+        return Qwen2Tokenizer
+    return PreTrainedTokenizerFast
+
+
+def convert_tensor(name, tensor, config: DiffusionQwen2Config):
+    """Dream's names are Qwen2's; a tied checkpoint's stored lm_head (if any) is dropped."""
+    if name == "lm_head.weight" and config.tie_word_embeddings:
+        return []
+    return [(name, tensor)]
+
+
+@register("family", "dream")
+class DreamFamily(Family):
+    """Dream-org/Dream-v0-Base-7B and Dream-v0-Instruct-7B (model_type "Dream")."""
+
+    @classmethod
+    def matches(cls, config, folder):
+        return config.get("model_type") == "Dream" or "DreamModel" in (config.get("architectures") or [])
+
+    @classmethod
+    def load(cls, folder: Path, config: dict, options: LoadOptions) -> Published:
+        net_config = qwen2_config(config)
+        model = load_weights(DiffusionQwen2Model, net_config, folder, options,
+                             lambda n, t: convert_tensor(n, t, net_config), "Dream checkpoint")
+        tokenizer = published_tokenizer(folder, options, DEFAULT_HUB_ID, net_config.mask_token_id,
+                                        eos_token=config.get("eos_token_id"), tokenizer_class=_tokenizer_class(folder, options))
+        stop = [tokenizer.convert_tokens_to_ids(t) for t in STOP_TOKENS]
+        stop = [i for i in stop if isinstance(i, int) and i != tokenizer.unk_token_id]
+        return Published(
+            model=model, tokenizer=tokenizer,
+            process={"name": "masked", "schedule": {"name": "loglinear"}},
+            sampler={"name": "confidence", "ordering": "entropy", "temperature": 0.2, "top_p": 0.95,
+                     "commit_rounding": "floor", "time_eps": 1e-3},
+            seq_len=net_config.max_position_embeddings,
+            notes={"source": str(folder), "generation": {}, "stop_token_ids": stop,
+                   "protocol": "Dream diffusion_generate: alg='entropy', alg_temp=0, eps=1e-3, steps = max_new_tokens"},
+        )
