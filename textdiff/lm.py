@@ -231,8 +231,10 @@ class DiffusionLM:
 
         if _is_chat(prompts):
             prompts = [prompts]
-        if isinstance(prompts, (list, tuple)) and any(_is_chat(p) for p in prompts):  # chats (and strings)
-            prompts = [p if _is_chat(p) else arguments.texts(f"prompts[{i}]", p)[0] for i, p in enumerate(prompts)]
+        if isinstance(prompts, (list, tuple)) and prompts and not all(isinstance(p, str) for p in prompts):
+            # chats or token-id lists (the lm-eval adapter's), possibly mixed with strings
+            prompts = [p if isinstance(p, str) or _is_chat(p) else arguments.token_lists(f"prompts[{i}]", [p])[0]
+                       for i, p in enumerate(prompts)]
         else:
             prompts = arguments.texts("prompts", prompts)
         chats = [_is_chat(p) for p in prompts]
