@@ -248,6 +248,18 @@ def row_generators(seed: int, start: int, count: int) -> list[torch.Generator]:
     return [torch.Generator().manual_seed(hash((seed, start + i)) & 0x7FFF_FFFF_FFFF_FFFF) for i in range(count)]
 
 
+def _add_hub_files(run: Run, model, tmp: Path, path: Path) -> None:
+    """The network's own modeling code + ``auto_map`` (for trust_remote_code users without
+    textdiff; textdiff never runs it) and a model card with the recipe and metrics, as
+    ``DiffusionLM.save_pretrained`` writes them."""
+    from ..hub import add_remote_code, model_card
+    from ..lm import DiffusionLM
+
+    add_remote_code(tmp)
+    lm = DiffusionLM(model, run.tokenizer, run.process, run.recipe.sampler, seq_len=run.recipe.data.seq_len)
+    (tmp / "README.md").write_text(model_card(lm, tmp, source=path), encoding="utf-8")
+
+
 def save_final(run: Run, model, path: Path, state_dict: dict | None = None) -> None:
     """Write the model (``state_dict``: its gathered weights when sharded), its tokenizer, its
     process/sampler configs and the recipe, atomically."""
@@ -259,5 +271,6 @@ def save_final(run: Run, model, path: Path, state_dict: dict | None = None) -> N
                 "pad_token_id": run.tokenizer.pad_token_id, "seq_len": run.recipe.data.seq_len}
     (tmp / PIPELINE_FILE).write_text(json.dumps(pipeline, indent=2))
     save_recipe(run.recipe, tmp / "config.yaml")
+    _add_hub_files(run, model, tmp, path)
     commit_dir(tmp, path)
     shutil.rmtree(tmp, ignore_errors=True)
