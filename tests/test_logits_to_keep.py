@@ -45,9 +45,10 @@ def test_model_keeps_the_last_k_or_the_given_positions():
     ids = torch.randint(0, V, (2, 9))
     with torch.no_grad():
         full = model(ids).logits
-        assert torch.equal(model(ids, logits_to_keep=3).logits, full[:, -3:])
+        # the same rows (a matmul over fewer rows may round its last bit differently)
+        torch.testing.assert_close(model(ids, logits_to_keep=3).logits, full[:, -3:], rtol=1e-5, atol=1e-5)
         idx = torch.tensor([1, 4, 5])
-        assert torch.equal(model(ids, logits_to_keep=idx).logits, full[:, idx])
+        torch.testing.assert_close(model(ids, logits_to_keep=idx).logits, full[:, idx], rtol=1e-5, atol=1e-5)
         assert torch.equal(model(ids, logits_to_keep=0).logits, full)
         assert model(ids, logits_to_keep=3).hidden_states.shape[1] == 9
 

@@ -194,10 +194,10 @@ def _load_hf(spec: DenoiserConfig, source: str, dtype):
     try:
         config = AutoConfig.from_pretrained(source, trust_remote_code=spec.trust_remote_code)
     except Exception as e:  # noqa: BLE001 - unknown architecture, offline hub name, remote code refused
-        msg = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+        msg = str(e).splitlines()[0][:100] if str(e) else type(e).__name__
         raise ConfigError(
             f"cannot read the model config at {source!r} ({msg}); give a local Hugging Face model folder of a "
-            "supported architecture (set denoiser.trust_remote_code=true for LLaDA / Dream checkpoints)"
+            "supported architecture (LLaDA / Dream load natively with train.init_from)"
         ) from None
     auto = {"masked_lm": AutoModelForMaskedLM, "causal": AutoModelForCausalLM, "bidirectional": AutoModel}[spec.kind]
     kwargs = {"trust_remote_code": spec.trust_remote_code}
