@@ -65,3 +65,16 @@ class KVCache:
         out.positions = None if self.positions is None else self.positions[index]
         out.valid = None if self.valid is None else self.valid[index]
         return out
+
+
+def default_positions(input_ids, attention_mask, cache: Optional[KVCache]) -> torch.Tensor:
+    """[B, L] absolute positions: left padding skipped, offset past a cache's last valid position."""
+    B, L = input_ids.shape
+    if attention_mask is not None and attention_mask.dim() == 2:
+        pos = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
+    else:
+        pos = torch.arange(L, device=input_ids.device).expand(B, L)
+    if cache is not None and cache.length > 0:
+        last = torch.where(cache.valid, cache.positions, torch.full_like(cache.positions, -1)).amax(-1)
+        pos = pos + (last + 1)[:, None]
+    return pos

@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 from transformers import LlamaConfig, LlamaModel, LlamaPreTrainedModel, Qwen2Config, Qwen2Model, Qwen2PreTrainedModel
 
-from .cache import KVCache
+from .cache import KVCache, default_positions
 from .modeling_textdiff import TextDiffOutput
 
 
@@ -93,19 +93,6 @@ class _CacheView:
         if past_k is None:
             return key_states, value_states
         return torch.cat([past_k, key_states], dim=2), torch.cat([past_v, value_states], dim=2)
-
-
-def default_positions(input_ids, attention_mask, cache: Optional[KVCache]) -> torch.Tensor:
-    """[B, L] absolute positions: left padding skipped, offset past a cache's last valid position."""
-    B, L = input_ids.shape
-    if attention_mask is not None and attention_mask.dim() == 2:
-        pos = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
-    else:
-        pos = torch.arange(L, device=input_ids.device).expand(B, L)
-    if cache is not None and cache.length > 0:
-        last = torch.where(cache.valid, cache.positions, torch.full_like(cache.positions, -1)).amax(-1)
-        pos = pos + (last + 1)[:, None]
-    return pos
 
 
 class _BidirectionalDenoiser:

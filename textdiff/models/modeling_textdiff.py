@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from transformers import PreTrainedModel
 from transformers.utils import ModelOutput
 
-from .cache import KVCache
+from .cache import KVCache, default_positions
 from .configuration_textdiff import TextDiffConfig
 from .masks import is_flex_mask
 
@@ -277,16 +277,7 @@ class TextDiffModel(TextDiffPreTrainedModel):
 
     def default_positions(self, input_ids, attention_mask, cache):
         """[B, L] absolute positions: left padding is skipped, a cache offsets them."""
-        B, L = input_ids.shape
-        if attention_mask is not None and attention_mask.dim() == 2:
-            pos = attention_mask.long().cumsum(-1) - 1
-            pos = pos.clamp_min(0)
-        else:
-            pos = torch.arange(L, device=input_ids.device).expand(B, L)
-        if cache is not None and cache.length > 0:
-            last = torch.where(cache.valid, cache.positions, torch.full_like(cache.positions, -1)).amax(-1)
-            pos = pos + (last + 1)[:, None]
-        return pos
+        return default_positions(input_ids, attention_mask, cache)
 
     def forward(
         self,
