@@ -160,6 +160,10 @@ def _fork(gens):
 
 
 def _device(model):
+    if getattr(model, "hf_device_map", None):  # spread with device_map: the embedding's execution device
+        from .models.dispatch import input_device
+
+        return input_device(model)
     try:
         return next(model.parameters()).device
     except (AttributeError, StopIteration):

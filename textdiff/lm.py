@@ -45,7 +45,8 @@ class DiffusionLM:
     @classmethod
     def from_pretrained(cls, name_or_path: Union[str, Path], device: Optional[str] = None, dtype: Optional[torch.dtype] = None,
                         *, tokenizer=None, revision: Optional[str] = None, trust_remote_code: bool = False,
-                        allow_pickle: bool = False):
+                        allow_pickle: bool = False, device_map=None, max_memory: Optional[dict] = None,
+                        offload_folder: Optional[Union[str, Path]] = None):
         """Load a textdiff model folder (a run's ``final/`` or ``checkpoint-N/``, or a converted
         checkpoint) or a published checkpoint (MDLM, BD3-LM, SEDD, DUO / UDLM, LLaDA, Dream: see
         :mod:`textdiff.models.published`), from a local folder or a hub id.
@@ -55,24 +56,36 @@ class DiffusionLM:
         trust_remote_code: only for external Hugging Face denoisers whose architecture transformers
             does not know; no file in the folder can switch it on.
         allow_pickle: read ``*.bin`` weights with ``torch.load(weights_only=True)`` (refused otherwise).
+        device_map: spread a large model (LLaDA, Dream, or their converted folders) over devices as
+            Hugging Face does: ``"auto"`` / ``"balanced"`` / ``"balanced_low_0"`` / ``"sequential"`` (within
+            ``max_memory``, e.g. ``{0: "20GiB", "cpu": "60GiB"}``), ``"cpu"``, or a dict module name ->
+            device (``"cpu"``, ``"cuda:0"``, an int, ``"disk"`` = memory-mapped files in ``offload_folder``).
+            Weights go shard by shard straight to their device; exclusive with ``device``.
         """
+        from .models import dispatch
         from .models.loading import resolve_model_path
         from .models.published import LoadOptions, load_published
 
-        device = arguments.device(device) or ("cuda" if torch.cuda.is_available() else "cpu")
+        dispatch.check_arguments(device_map, max_memory, offload_folder, device)
+        if device_map is None:
+            device = arguments.device(device) or ("cuda" if torch.cuda.is_available() else "cpu")
         path = resolve_model_path(name_or_path, revision=revision, allow_pickle=allow_pickle)
         if not (path / PIPELINE_FILE).is_file() and not _is_textdiff_config(path):
             pub = load_published(path, LoadOptions(tokenizer=tokenizer, dtype=dtype, device=device,
-                                                   allow_pickle=allow_pickle, revision=revision))
+                                                   allow_pickle=allow_pickle, revision=revision, device_map=device_map,
+                                                   max_memory=max_memory, offload_folder=offload_folder))
             pub.model.eval()
             process = build_process(pub.process, vocab_size=pub.model.config.vocab_size, mask_id=pub.tokenizer.mask_token_id)
             sampler = resolve_section("sampler", pub.sampler, "sampler")
             return cls(pub.model, pub.tokenizer, process, sampler, seq_len=pub.seq_len,
                        generation=pub.notes.get("generation"), stop_token_ids=pub.notes.get("stop_token_ids"))
-        return cls._from_textdiff_folder(path, device, dtype, trust_remote_code, allow_pickle)
+        placement = None if device_map is None else {"device_map": device_map, "max_memory": max_memory,
+                                                      "offload_folder": offload_folder}
+        return cls._from_textdiff_folder(path, device, dtype, trust_remote_code, allow_pickle, placement)
 
     @classmethod
-    def _from_textdiff_folder(cls, path: Path, device: str, dtype, trust_remote_code: bool, allow_pickle: bool):
+    def _from_textdiff_folder(cls, path: Path, device: str, dtype, trust_remote_code: bool, allow_pickle: bool,
+                              placement: Optional[dict] = None):
         from transformers import AutoModel
 
         from . import models  # noqa: F401  (registers the textdiff Auto classes)
@@ -92,11 +105,15 @@ class DiffusionLM:
             raise ConfigError(f"model folder {str(path)!r} has no tokenizer (tokenizer.json / tokenizer_config.json); "
                               "copy the run's tokenizer files into it")
         tokenizer = load_tokenizer(str(tok_source))
-        if is_external_folder(path):  # a Hugging Face network trained as a denoiser (models/external.py)
+        if placement is not None:  # a converted LLaDA / Dream spread over devices (models/dispatch.py)
+            model = _load_native_dispatched(path, dtype, allow_pickle, placement)
+        elif is_external_folder(path):  # a Hugging Face network trained as a denoiser (models/external.py)
             model = load_external_denoiser(path, dtype=dtype, trust_remote_code=trust_remote_code)
         else:
             model = _load_strict(AutoModel, path, dtype)
-        model.to(device).eval()
+        if placement is None:
+            model.to(device)
+        model.eval()
         process = build_process(meta["process"], vocab_size=model.config.vocab_size, mask_id=tokenizer.mask_token_id)
         sampler = resolve_section("sampler", meta.get("sampler") or "ancestral", "sampler")
         lm = cls(model, tokenizer, process, sampler, seq_len=meta.get("seq_len"), generation=meta.get("generation"),
@@ -160,7 +177,11 @@ class DiffusionLM:
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        """Where inputs go: the parameters' device, or for a model loaded with ``device_map`` the
+        execution device of its embedding layer (Hugging Face's convention)."""
+        from .models.dispatch import input_device
+
+        return input_device(self.model)
 
     # ---- sampling -----------------------------------------------------------------------------
     def make_sampler(self, sampler=None, **overrides):
@@ -377,6 +398,33 @@ def _load_strict(auto_cls, path: Path, dtype):
         raise ConfigError(f"model folder {str(path)!r} {what} ({len(missing) + len(bad_shape)} problem(s)); "
                           "its weights or config.json are damaged")
     return model
+
+
+def _load_native_dispatched(path: Path, dtype, allow_pickle: bool, placement: dict):
+    """A saved ``textdiff_llama`` / ``textdiff_qwen2`` folder read shard by shard onto its device map
+    (the published loader with identity names); other networks refuse a device_map."""
+    from .models.external import folder_model_type
+    from .models.loading import read_json
+    from .models.modeling_bidirectional import NATIVE_CLASSES
+    from .models.published import LoadOptions
+    from .models.published._hf import load_weights
+
+    kind = folder_model_type(path)
+    if kind not in NATIVE_CLASSES:
+        raise ConfigError(f"device_map is supported for LLaDA / Dream models ({', '.join(NATIVE_CLASSES)}), not for "
+                          f"this {kind!r} folder; load it with device=... instead")
+    config_class, model_class = NATIVE_CLASSES[kind]
+    try:
+        config = config_class.from_dict(read_json(path / "config.json"))
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{str(path / 'config.json')!r} does not describe a {kind} model ({str(e).splitlines()[0][:100]})") from None
+    tied = bool(getattr(config, "tie_word_embeddings", False))
+
+    def same_names(name, tensor):
+        return [] if tied and name == "lm_head.weight" else [(name, tensor)]
+
+    options = LoadOptions(dtype=dtype, allow_pickle=allow_pickle, **placement)
+    return load_weights(model_class, config, path, options, same_names, "textdiff model folder")
 
 
 def _is_textdiff_config(path: Path) -> bool:

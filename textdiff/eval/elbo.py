@@ -243,6 +243,10 @@ def text_rows(texts, tokenizer, seq_len: int, layout: str = "wrap", max_rows: Op
 
 
 def _model_device(model) -> torch.device:
+    if getattr(model, "hf_device_map", None):  # spread with device_map: the embedding's execution device
+        from ..models.dispatch import input_device
+
+        return input_device(model)
     try:
         return next(model.parameters()).device
     except (AttributeError, StopIteration, TypeError):

@@ -50,12 +50,17 @@ class LoadOptions:
     allow_pickle: bool = False
     revision: Optional[str] = None
     low_cpu_mem_usage: bool = True
+    device_map: Any = None  # "auto" / "balanced" / "sequential" / "cpu" / {module: device} (models/dispatch.py)
+    max_memory: Optional[dict] = None  # device -> size for the automatic device maps
+    offload_folder: Any = None  # where device_map's "disk" part is written
 
 
 class Family(abc.ABC):
     """One published layout. Subclasses set ``registered_name`` via ``@register("family", name)``."""
 
     registered_name: str = "?"
+    #: loads onto a ``device_map`` (LoadOptions.device_map); families without it refuse one
+    supports_device_map: bool = False
 
     @classmethod
     @abc.abstractmethod
@@ -123,9 +128,12 @@ def load_published(folder: Path, options: Optional[LoadOptions] = None) -> Publi
             f"knows ({', '.join(available('family')) or 'none'}); for another Hugging Face network train with a "
             "'denoiser: {path: ...}' recipe section"
         )
+    if options.device_map is not None and not family.supports_device_map:
+        raise ConfigError(f"device_map is not supported for {family.registered_name} checkpoints (small models); "
+                          "load with device=... instead")
     published = family.load(Path(folder), config, options)
     published.family = family.registered_name
-    if options.device is not None or options.dtype is not None:
+    if options.device_map is None and (options.device is not None or options.dtype is not None):
         published.model.to(device=options.device, dtype=options.dtype)
     return published
 

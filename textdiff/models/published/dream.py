@@ -76,6 +76,8 @@ def convert_tensor(name, tensor, config: DiffusionQwen2Config):
 class DreamFamily(Family):
     """Dream-org/Dream-v0-Base-7B and Dream-v0-Instruct-7B (model_type "Dream")."""
 
+    supports_device_map = True
+
     @classmethod
     def matches(cls, config, folder):
         return config.get("model_type") == "Dream" or "DreamModel" in (config.get("architectures") or [])

@@ -124,6 +124,8 @@ def convert_tensor(name: str, tensor: torch.Tensor, config: DiffusionLlamaConfig
 class LLaDAFamily(Family):
     """GSAI-ML/LLaDA-8B-Base, LLaDA-8B-Instruct, LLaDA-1.5 (model_type "llada")."""
 
+    supports_device_map = True
+
     @classmethod
     def matches(cls, config, folder):
         archs = config.get("architectures") or []
