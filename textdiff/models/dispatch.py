@@ -122,6 +122,7 @@ def plan(model: torch.nn.Module, device_map: DeviceMap, max_memory: Optional[dic
                 raise ConfigError(f"device_map names {name!r}, which is no module of this model (e.g. {examples}, ...)")
             mapping[name] = _device(dev, f"device_map[{name!r}]")
         _check_whole_blocks(model, mapping, no_split)
+        mapping = _disjoint(model, mapping)
     else:
         if isinstance(device_map, str) and device_map not in ("cpu",) and ":" not in device_map and device_map not in ("cuda", "mps", "xpu"):
             raise ConfigError(f"device_map={device_map!r} is unknown; use 'auto', 'balanced', 'balanced_low_0', "
@@ -150,6 +151,29 @@ def _check_whole_blocks(model, mapping: dict, no_split: list) -> None:
             if name.startswith(block + "."):
                 raise ConfigError(f"device_map splits {block} ({type(model.get_submodule(block)).__name__}) at {name!r}; "
                                   "map whole layers (a decoder layer runs on one device)")
+
+
+def _disjoint(model, mapping: dict) -> dict:
+    """The same placement with no key inside another ({"": "cpu", "model.layers.1": "disk"} ->
+    one entry per untouched subtree), the form accelerate's hooks expect."""
+    out: dict[str, str] = {}
+
+    def walk(name: str, module, inherited):
+        here = mapping.get(name, inherited)
+        prefix = name + "." if name else ""
+        if not any(k.startswith(prefix) and k != name for k in mapping):
+            if here is not None:
+                out[name] = here
+            return
+        own = [n for n, _ in module.named_parameters(recurse=False)] + [n for n, _ in module.named_buffers(recurse=False)]
+        for leaf in own:  # tensors held by the module itself, beside its mapped children
+            if here is not None:
+                out[prefix + leaf] = here
+        for child_name, child in module.named_children():
+            walk(prefix + child_name, child, here)
+
+    walk("", model, None)
+    return out
 
 
 def target(name: str, mapping: dict) -> Optional[str]:

@@ -59,7 +59,8 @@ class Family(abc.ABC):
     """One published layout. Subclasses set ``registered_name`` via ``@register("family", name)``."""
 
     registered_name: str = "?"
-    #: loads onto a ``device_map`` (LoadOptions.device_map); families without it refuse one
+    #: the family's loader places every weight itself (``LoadOptions`` device, dtype and device_map,
+    #: float32 rotary buffers kept as Hugging Face keeps them); families without it refuse a device_map
     supports_device_map: bool = False
 
     @classmethod
@@ -133,7 +134,7 @@ def load_published(folder: Path, options: Optional[LoadOptions] = None) -> Publi
                           "load with device=... instead")
     published = family.load(Path(folder), config, options)
     published.family = family.registered_name
-    if options.device_map is None and (options.device is not None or options.dtype is not None):
+    if not family.supports_device_map and (options.device is not None or options.dtype is not None):
         published.model.to(device=options.device, dtype=options.dtype)
     return published
 

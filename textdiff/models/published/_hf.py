@@ -54,6 +54,8 @@ def load_weights(model_class, config, folder: Path, options: LoadOptions, conver
                     from accelerate.utils import offload_weight
 
                     offload_weight(tensor.to(dtype=dtype), new, str(options.offload_folder), index=offload_index)
+                    # the hooks cast what they read back to the meta parameter's dtype: give it the file's
+                    _assign(model, new, torch.empty(tensor.shape, dtype=dtype or tensor.dtype, device="meta"))
                 else:
                     _assign(model, new, tensor.to(device=where, dtype=dtype))
             seen[new] = torch.empty(tensor.shape, device="meta")
