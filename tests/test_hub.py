@@ -34,7 +34,7 @@ for folder in folders:
     logits = {}
     for auto in (AutoModel, AutoModelForMaskedLM):
         model = auto.from_pretrained(folder, trust_remote_code=True).eval()
-        t = torch.full((ids.shape[0],), 0.3) if model.config.time_conditioning else None
+        t = torch.full((ids.shape[0],), 0.3) if getattr(model.config, "time_conditioning", False) else None
         with torch.no_grad():
             logits[auto.__name__] = model(ids, t=t).logits
     result[folder] = {"logits": logits, "mask_token_id": tok.mask_token_id, "module": type(model).__module__}
@@ -121,3 +121,48 @@ def test_model_card_has_recipe_metrics_and_usage(tiny, tmp_path):
     assert f"| val_nelbo | {last_val['val_nelbo']:,.4g} | {last_val['step']} |" in card  # metrics from metrics.jsonl
     assert 'DiffusionLM.from_pretrained("me/tiny")' in card and "trust_remote_code=True" in card
     assert (tmp_path / "out" / "config.yaml").is_file()  # the recipe travels with a re-save
+
+
+FIXTURES = Path(__file__).parent / "fixtures" / "published"
+
+
+def test_converted_llada_and_dream_load_in_plain_transformers_with_identical_logits(tmp_path):
+    """``textdiff convert`` output of LLaDA (textdiff_llama) and Dream (textdiff_qwen2, shifted
+    logits) in a process without textdiff: the shipped modeling_bidirectional.py gives the
+    package model's logits bit for bit, ragged padding aside (no mask: the denoiser call alone)."""
+    lms = {tmp_path / name: DiffusionLM.from_pretrained(FIXTURES / name, device="cpu") for name in ("llada", "dream")}
+    for folder, lm in lms.items():
+        lm.save_pretrained(folder)
+        cfg = json.loads((folder / "config.json").read_text())
+        kind = cfg["model_type"]
+        assert cfg["auto_map"]["AutoModel"] == {"textdiff_llama": "modeling_bidirectional.DiffusionLlamaModel",
+                                                "textdiff_qwen2": "modeling_bidirectional.DiffusionQwen2Model"}[kind]
+        assert "trust_remote_code=True" in (folder / "README.md").read_text(encoding="utf-8")
+    ids = torch.tensor([[1, 5, 7, 30, 9, 3, 2, 4], [4, 11, 8, 1, 2, 6, 5, 3]])
+    got = _child(list(lms), ids, tmp_path)
+    for folder, lm in lms.items():
+        res = got[str(folder)]
+        with torch.no_grad():
+            want = lm.model(ids).logits
+        assert res["module"].startswith("transformers_modules") and res["mask_token_id"] == lm.tokenizer.mask_token_id
+        for logits in res["logits"].values():
+            torch.testing.assert_close(logits, want, rtol=0, atol=0)
+    with torch.no_grad():  # Dream's shift is in the shipped code: row 1 is predicted from position 0's output
+        dream = lms[tmp_path / "dream"].model
+        h = dream(ids).hidden_states
+        assert torch.equal(h[:, 1], h[:, 0])
+
+
+def test_textdiff_never_runs_a_converted_folders_code(tmp_path):
+    lm = DiffusionLM.from_pretrained(FIXTURES / "dream", device="cpu")
+    lm.save_pretrained(tmp_path / "m")
+    shipped = sorted(p.name for p in (tmp_path / "m").glob("*.py"))
+    assert shipped == ["cache.py", "configuration_textdiff.py", "masks.py", "modeling_bidirectional.py", "modeling_textdiff.py"]
+    for name in shipped:
+        (tmp_path / "m" / name).write_text("raise RuntimeError('folder code executed')\n")
+    ids = torch.tensor([[1, 5, 7, 9]])
+    for kwargs in ({"device": "cpu"}, {"device_map": "cpu"}):  # transformers' Auto classes, and textdiff's own reader
+        again = DiffusionLM.from_pretrained(tmp_path / "m", **kwargs)
+        assert type(again.model).__module__ == "textdiff.models.modeling_bidirectional"
+        with torch.no_grad():
+            assert torch.equal(again.model(ids).logits, lm.model(ids).logits)

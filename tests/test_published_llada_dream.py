@@ -95,7 +95,8 @@ def test_llada_chat_prompt_gets_the_template_and_the_released_decoding(llada):
 def test_llada_save_pretrained_reloads_natively_with_identical_logits(llada, tmp_path):
     llada.save_pretrained(tmp_path / "converted")
     config = json.loads((tmp_path / "converted" / "config.json").read_text())
-    assert config["model_type"] == "textdiff_llama" and "auto_map" not in config
+    assert config["model_type"] == "textdiff_llama"
+    assert config["auto_map"]["AutoModel"] == "modeling_bidirectional.DiffusionLlamaModel"  # for plain transformers
     again = DiffusionLM.from_pretrained(tmp_path / "converted", device="cpu")
     e = _expected("llada")
     with torch.no_grad():

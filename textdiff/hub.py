@@ -16,8 +16,14 @@ can switch ``trust_remote_code`` on: only the caller can. Plain ``AutoModel.from
 *without* ``trust_remote_code`` works only after ``import textdiff`` (transformers has no hook
 through which an installed package registers a ``model_type`` by itself).
 
-Only the textdiff transformer gets remote code; a Hugging Face network trained as a denoiser
-(:mod:`textdiff.models.external`) loads with its own transformers class already.
+LLaDA and Dream converted to ``textdiff_llama`` / ``textdiff_qwen2`` folders get the same:
+``modeling_bidirectional.py`` (transformers' Llama / Qwen2 decoders run bidirectionally, Dream's
+logits shift) with the files it imports relatively (``cache.py``, and ``modeling_textdiff.py`` for
+the output class, with its own two imports), again the package's own files unchanged, importing
+only torch and transformers; ``auto_map`` names the config and model classes in that file.
+
+A Hugging Face network trained as a denoiser (:mod:`textdiff.models.external`) loads with its own
+transformers class already and gets none.
 """
 from __future__ import annotations
 
@@ -34,19 +40,39 @@ AUTO_MAP = {
 }
 
 
+#: the bidirectional LLaDA / Dream networks (models/modeling_bidirectional.py): model_type -> class names
+BIDIRECTIONAL_CLASSES = {"textdiff_llama": ("DiffusionLlamaConfig", "DiffusionLlamaModel"),
+                         "textdiff_qwen2": ("DiffusionQwen2Config", "DiffusionQwen2Model")}
+BIDIRECTIONAL_FILES = ("modeling_bidirectional.py", *REMOTE_CODE_FILES)
+
+
+def remote_code_for(model_type) -> Optional[tuple[tuple[str, ...], dict]]:
+    """(source files, auto_map) of a model_type that ships its modeling code, else None."""
+    if model_type == "textdiff":
+        return REMOTE_CODE_FILES, dict(AUTO_MAP)
+    if model_type in BIDIRECTIONAL_CLASSES:
+        config_class, model_class = BIDIRECTIONAL_CLASSES[model_type]
+        model = f"modeling_bidirectional.{model_class}"
+        return BIDIRECTIONAL_FILES, {"AutoConfig": f"modeling_bidirectional.{config_class}", "AutoModel": model,
+                                     "AutoModelForMaskedLM": model}
+    return None
+
+
 def add_remote_code(folder) -> list[str]:
     """Copy the network's source files into ``folder`` and add ``auto_map`` to its config.json;
-    returns the files written. A folder whose model_type is not ``textdiff`` is left alone."""
+    returns the files written. A folder of another model_type (an external network) is left alone."""
     folder = Path(folder)
     cfg_path = folder / "config.json"
     cfg = json.loads(cfg_path.read_text())
-    if cfg.get("model_type") != "textdiff":
+    code = remote_code_for(cfg.get("model_type"))
+    if code is None:
         return []
-    for name in REMOTE_CODE_FILES:
+    files, auto_map = code
+    for name in files:
         (folder / name).write_text((MODELS_DIR / name).read_text(encoding="utf-8"), encoding="utf-8")
-    cfg["auto_map"] = dict(AUTO_MAP)
+    cfg["auto_map"] = auto_map
     cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
-    return list(REMOTE_CODE_FILES)
+    return list(files)
 
 
 def _metrics_summary(metrics_file: Path) -> dict:
@@ -88,7 +114,7 @@ def model_card(lm, folder: Path, repo_id: Optional[str] = None, source: Optional
     metrics = None
     if source is not None and (Path(source).parent / "metrics.jsonl").is_file():
         metrics = _metrics_summary(Path(source).parent / "metrics.jsonl")
-    remote = (folder / "modeling_textdiff.py").is_file()
+    remote = "auto_map" in json.loads((folder / "config.json").read_text())
     tags = ["textdiff", "text-diffusion", f"{proc.get('name', 'diffusion')}-process"]
     lines = ["---", "library_name: textdiff", "tags:"] + [f"- {t}" for t in tags] + ["---", "", f"# {name}", "",
              f"A discrete text diffusion language model trained with [textdiff](https://pypi.org/project/textdiff/) "
