@@ -174,6 +174,91 @@ def test_damaged_model_folders(tiny_trained, tmp_path, capsys, damage):
     assert not output.exists()
 
 
+# ---- LLaDA / Dream folders: the published layout (sharded + index) and their converted folders ----
+
+PUBLISHED = Path(__file__).parent / "fixtures" / "published"
+_INDEX = "model.safetensors.index.json"
+
+
+def _sharded(d: Path) -> None:
+    """Make a converted folder's single model.safetensors two shards with an index (the published form)."""
+    if (d / _INDEX).is_file():
+        return
+    state = load_file(str(d / "model.safetensors"))
+    (d / "model.safetensors").unlink()
+    names = sorted(state)
+    weight_map = {}
+    for i, part in enumerate((names[: len(names) // 2], names[len(names) // 2:])):
+        shard = f"model-0000{i + 1}-of-00002.safetensors"
+        save_file({k: state[k] for k in part}, str(d / shard), metadata={"format": "pt"})
+        weight_map.update({k: shard for k in part})
+    (d / _INDEX).write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+
+
+def _index_points(where):
+    def apply(d: Path):
+        _sharded(d)
+        index = json.loads((d / _INDEX).read_text())
+        name = sorted(index["weight_map"])[0]
+        target = where(d)
+        shutil.copy(d / index["weight_map"][name], d.parent / "elsewhere.safetensors")  # a real file, outside
+        index["weight_map"][name] = target
+        (d / _INDEX).write_text(json.dumps(index))
+    return apply
+
+
+def _misshapen(d: Path) -> None:
+    _sharded(d)
+    shard = sorted(d.glob("model-*.safetensors"))[0]
+    state = load_file(str(shard))
+    key = sorted(k for k in state if state[k].dim() == 2)[0]
+    state[key] = state[key][:-1]
+    save_file(state, str(shard), metadata={"format": "pt"})
+
+
+def _pickle_only(d: Path) -> None:
+    for f in list(d.glob("model*.safetensors*")):
+        f.unlink()
+    torch.save({"w": torch.zeros(1)}, d / "pytorch_model.bin")
+
+
+LARGE_FOLDER_CASES = {  # damage, what the one-line error must say
+    "missing-shard": (lambda d: (_sharded(d), sorted(d.glob("model-*.safetensors"))[-1].unlink()), "lacks 1 of 2 weight shards"),
+    "misshapen-tensor": (_misshapen, "has shape"),
+    "index-names-parent-file": (_index_points(lambda d: "../elsewhere.safetensors"), "not a file name inside the folder"),
+    "index-names-absolute-file": (_index_points(lambda d: str(d.parent / "elsewhere.safetensors")), "not a file name inside"),
+    "index-without-weight_map": (lambda d: (_sharded(d), (d / _INDEX).write_text('{"weight_map": []}')), "no weight_map"),
+    "unknown-architecture": (_edit_json("config.json", lambda c: c.update(model_type="mistral", architectures=["MistralForCausalLM"])),
+                             "'mistral' model"),
+    "pickle-only": (_pickle_only, "only pickle weights"),
+}
+
+
+@pytest.fixture(scope="module")
+def converted_large(tmp_path_factory):
+    """LLaDA and Dream converted by `textdiff convert` (textdiff_llama / textdiff_qwen2 folders)."""
+    from textdiff.lm import DiffusionLM
+
+    root = tmp_path_factory.mktemp("converted")
+    for name in ("llada", "dream"):
+        DiffusionLM.from_pretrained(PUBLISHED / name, device="cpu").save_pretrained(root / name)
+    return root
+
+
+@pytest.mark.parametrize("layout", ["llada", "dream", "llada-converted", "dream-converted"])
+@pytest.mark.parametrize("damage,says", list(LARGE_FOLDER_CASES.values()), ids=list(LARGE_FOLDER_CASES))
+def test_damaged_llada_dream_folders(converted_large, tmp_path, capsys, layout, damage, says):
+    name, _, converted = layout.partition("-")
+    folder = tmp_path / "d" / name
+    shutil.copytree(converted_large / name if converted else PUBLISHED / name, folder,
+                    ignore=shutil.ignore_patterns("expected.safetensors"))  # test data, not part of the layout
+    damage(folder)
+    output = tmp_path / "samples.txt"
+    code, out, err = run_cli(["generate", "--model", folder, "--max-new-tokens", "4", "--output", output], capsys)
+    assert_one_line_error(code, out, err)
+    assert says in err and not output.exists()
+
+
 def test_resume_with_every_checkpoint_damaged_is_one_line_and_changes_nothing(tiny_trained, tmp_path, capsys):
     run = tmp_path / "run"
     shutil.copytree(tiny_trained.run, run)

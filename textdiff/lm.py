@@ -105,14 +105,14 @@ class DiffusionLM:
             raise ConfigError(f"model folder {str(path)!r} has no tokenizer (tokenizer.json / tokenizer_config.json); "
                               "copy the run's tokenizer files into it")
         tokenizer = load_tokenizer(str(tok_source))
-        if placement is not None:  # a converted LLaDA / Dream spread over devices (models/dispatch.py)
-            model = _load_native_dispatched(path, dtype, allow_pickle, placement)
+        if placement is not None or _bidirectional(path):  # a converted LLaDA / Dream (shard by shard, maybe a device_map)
+            model = _load_bidirectional(path, device, dtype, allow_pickle, placement)
         elif is_external_folder(path):  # a Hugging Face network trained as a denoiser (models/external.py)
             model = load_external_denoiser(path, dtype=dtype, trust_remote_code=trust_remote_code)
         else:
             model = _load_strict(AutoModel, path, dtype)
         if placement is None:
-            model.to(device)
+            model.to(device)  # (already there when read shard by shard)
         model.eval()
         process = build_process(meta["process"], vocab_size=model.config.vocab_size, mask_id=tokenizer.mask_token_id)
         sampler = resolve_section("sampler", meta.get("sampler") or "ancestral", "sampler")
@@ -400,9 +400,17 @@ def _load_strict(auto_cls, path: Path, dtype):
     return model
 
 
-def _load_native_dispatched(path: Path, dtype, allow_pickle: bool, placement: dict):
-    """A saved ``textdiff_llama`` / ``textdiff_qwen2`` folder read shard by shard onto its device map
-    (the published loader with identity names); other networks refuse a device_map."""
+def _bidirectional(path: Path) -> bool:
+    from .models.external import folder_model_type
+    from .models.modeling_bidirectional import NATIVE_CLASSES
+
+    return folder_model_type(path) in NATIVE_CLASSES
+
+
+def _load_bidirectional(path: Path, device, dtype, allow_pickle: bool, placement: Optional[dict]):
+    """A saved ``textdiff_llama`` / ``textdiff_qwen2`` folder read shard by shard onto ``device`` or
+    its device map (the published loader with identity names: low memory, one-line errors naming a
+    missing or misshapen tensor); other networks refuse a device_map."""
     from .models.external import folder_model_type
     from .models.loading import read_json
     from .models.modeling_bidirectional import NATIVE_CLASSES
@@ -423,7 +431,7 @@ def _load_native_dispatched(path: Path, dtype, allow_pickle: bool, placement: di
     def same_names(name, tensor):
         return [] if tied and name == "lm_head.weight" else [(name, tensor)]
 
-    options = LoadOptions(dtype=dtype, allow_pickle=allow_pickle, **placement)
+    options = LoadOptions(dtype=dtype, allow_pickle=allow_pickle, device=None if placement else device, **(placement or {}))
     return load_weights(model_class, config, path, options, same_names, "textdiff model folder")
 
 

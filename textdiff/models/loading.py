@@ -85,9 +85,14 @@ def weight_files(folder: Union[str, Path], allow_pickle: bool = False) -> list[P
         if index.is_file():
             if kind == "pickle" and not allow_pickle:
                 break
-            shards = sorted(set(read_json(index).get("weight_map", {}).values()))
+            weight_map = read_json(index).get("weight_map")
+            shards = sorted(set(weight_map.values())) if isinstance(weight_map, dict) else []
             if not shards:
                 raise ConfigError(f"{str(index)!r} has no weight_map; the index is damaged")
+            outside = [s for s in shards if not isinstance(s, str) or not _inside(folder, s)]
+            if outside:  # "../x.safetensors", "/abs/path": an index may only name files in its own folder
+                raise ConfigError(f"{str(index)!r} names {outside[0]!r}, which is not a file name inside the folder; "
+                                  "the index is damaged or was edited, re-download it")
             missing = [s for s in shards if not (folder / s).is_file()]
             if missing:
                 raise ConfigError(f"{str(folder)!r} lacks {len(missing)} of {len(shards)} weight shards "
@@ -105,6 +110,12 @@ def weight_files(folder: Union[str, Path], allow_pickle: bool = False) -> list[P
             f"convert them once with `textdiff convert {folder} OUT --allow-pickle` (read with torch.load(weights_only=True))"
         )
     raise ConfigError(f"{str(folder)!r} holds no weights (no *.safetensors file); is the download complete?")
+
+
+def _inside(folder: Path, name: str) -> bool:
+    """True when ``name`` (from an index) stays inside ``folder`` (no absolute path, no "..")."""
+    root = folder.resolve()
+    return not Path(name).is_absolute() and (root / name).resolve().is_relative_to(root)
 
 
 def _pickle_tensors(path: Path) -> dict:
