@@ -165,3 +165,32 @@ def _bpe():
     from textdiff.tokenization import train_bpe, wrap_fast
 
     return wrap_fast(train_bpe(["a b c d e f g"] * 5, vocab_size=64))
+
+
+@pytest.mark.filterwarnings("ignore:Attempting to save a model with offloaded modules")
+def test_dispatched_model_scores_and_saves_like_the_plain_one(tmp_path):
+    ref = DiffusionLM.from_pretrained(FIXTURES / "llada", device="cpu")
+    lm = DiffusionLM.from_pretrained(FIXTURES / "llada", device_map=DISK_MAP, offload_folder=tmp_path / "off")
+    assert lm.score(["w1 w2 w3"], t_samples=4) == ref.score(["w1 w2 w3"], t_samples=4)
+    lm.save_pretrained(tmp_path / "saved")  # the disk part is read back from the offload folder
+    again = DiffusionLM.from_pretrained(tmp_path / "saved", device="cpu")
+    for (name, p), q in zip(ref.model.state_dict().items(), again.model.state_dict().values()):
+        assert torch.equal(p, q), name
+
+
+def test_cli_device_map_flags(tmp_path, capsys):
+    from textdiff.cli import main
+
+    base = ["generate", "--model", str(FIXTURES / "dream"), "--prompt", "w1 w2", "--max-new-tokens", "6", "--seed", "0"]
+    assert main(base + ["--device", "cpu"]) == 0
+    want = capsys.readouterr().out
+    disk = '{"": "cpu", "model.layers.1": "disk"}'
+    assert main(base + ["--device-map", disk, "--offload-folder", str(tmp_path / "off")]) == 0
+    assert capsys.readouterr().out == want and any((tmp_path / "off").glob("model.layers.1.*.dat"))
+    assert main(base + ["--device-map", "auto", "--max-memory", "cpu=1GiB"]) == 0
+    assert capsys.readouterr().out == want
+    for bad, says in ((["--max-memory", "lots"], "DEVICE=SIZE"), (["--device-map", "{nope"], "not a JSON object"),
+                      (["--device-map", "auto", "--device", "cpu"], "not both")):
+        assert main(base + bad) == 2
+        err = capsys.readouterr().err
+        assert says in err and len(err.strip().splitlines()) == 1, err

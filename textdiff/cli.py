@@ -89,8 +89,39 @@ def _load_lm(args):
     """The model of ``--model`` with the caller's loading flags (nothing in the folder decides them)."""
     from .lm import DiffusionLM
 
+    import torch
+
+    dtype = getattr(args, "dtype", None)
     return DiffusionLM.from_pretrained(args.model, device=args.device, tokenizer=args.tokenizer,
-                                       trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle)
+                                       trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle,
+                                       dtype=getattr(torch, dtype) if dtype else None,
+                                       device_map=_device_map_flag(args.device_map),
+                                       max_memory=_max_memory_flag(args.max_memory), offload_folder=args.offload_folder)
+
+
+def _device_map_flag(text):
+    """--device-map: a strategy / device name, or a JSON object module -> device."""
+    if text is None or not text.lstrip().startswith("{"):
+        return text
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        raise TextDiffError(f"--device-map {text!r} is not a JSON object ({e}); e.g. '{{\"\": \"cpu\", \"model.layers.1\": \"disk\"}}'") from None
+    return {k: int(v) if isinstance(v, str) and v.isdigit() else v for k, v in value.items()}
+
+
+def _max_memory_flag(text):
+    """--max-memory 0=20GiB,cpu=60GiB -> {0: "20GiB", "cpu": "60GiB"}."""
+    if text is None:
+        return None
+    out = {}
+    for part in text.split(","):
+        key, sep, size = part.partition("=")
+        if not sep or not key.strip() or not size.strip():
+            raise TextDiffError(f"--max-memory {text!r}: write DEVICE=SIZE pairs separated by commas, e.g. 0=20GiB,cpu=60GiB")
+        key = key.strip()
+        out[int(key) if key.isdigit() else key] = size.strip()
+    return out
 
 
 def _cmd_generate(args) -> None:
@@ -171,9 +202,7 @@ def _cmd_convert(args) -> None:
     """A published checkpoint (or any loadable folder) -> a native textdiff folder (safetensors)."""
     import torch
 
-    lm = _load_lm(args)
-    if args.dtype:
-        lm.model.to(getattr(torch, args.dtype))
+    lm = _load_lm(args)  # --dtype: cast as each tensor is read
     lm.save_pretrained(args.dst)
     print(f"saved {args.dst} (loads with DiffusionLM.from_pretrained, no converter needed)")
 
@@ -187,6 +216,11 @@ def _add_loading_flags(parser) -> None:
                              "textdiff or the published families)")
     parser.add_argument("--allow-pickle", action="store_true",
                         help="read *.bin weights with torch.load(weights_only=True) (refused by default)")
+    parser.add_argument("--device-map", default=None,
+                        help="spread a large model (LLaDA / Dream) over devices: auto, balanced, balanced_low_0, sequential, "
+                             "cpu, or a JSON object module -> device ('cpu', 'cuda:0', 0, 'disk'); instead of --device")
+    parser.add_argument("--max-memory", default=None, help="with --device-map auto: DEVICE=SIZE pairs, e.g. 0=20GiB,cpu=60GiB")
+    parser.add_argument("--offload-folder", default=None, help="where --device-map puts its 'disk' part")
 
 
 def _cmd_list(args) -> None:
