@@ -147,7 +147,8 @@ def test_bf16_map_keeps_bf16(tmp_path):
     (dict(max_memory={"cpu": "1GiB"}), "only applies with device_map"),
     (dict(device_map="auto", max_memory={"cpu": "lots"}), "not a size"),
     (dict(device_map="auto", max_memory={5: "1GiB"}), "does not exist"),
-    (dict(device_map={"": "cpu"}, max_memory={"cpu": "1GiB"}), "not to an explicit dict"),
+    (dict(device_map={"": "cpu"}, max_memory={"cpu": "1GiB"}), "not to {'': 'cpu'}"),
+    (dict(device_map="cpu", max_memory={"cpu": "1GiB"}), "not to 'cpu'"),
 ], ids=lambda v: v if isinstance(v, str) else None)
 def test_bad_device_maps_are_one_line_errors(kwargs, match):
     with pytest.raises(ConfigError, match=match) as err:

@@ -69,8 +69,11 @@ def _device(value, what: str) -> str:
         return f"cuda:{index}"
     if dev.type == "meta":
         raise ConfigError(f"{what}: 'meta' holds no weights; use 'cpu', a GPU or 'disk'")
-    if dev.type != "cpu" and not getattr(torch, dev.type).is_available():  # mps / xpu / ...
-        raise ConfigError(f"{what}: {value!r} is not available on this machine")
+    if dev.type != "cpu":  # mps / xpu / ...: exists when a tensor can live there
+        try:
+            torch.empty(0, device=dev)
+        except (RuntimeError, AssertionError, AttributeError):
+            raise ConfigError(f"{what}: {value!r} is not available on this machine") from None
     return str(dev)
 
 
@@ -82,7 +85,9 @@ def _memory(max_memory: Optional[dict]) -> Optional[dict]:
 
     out = {}
     for key, size in max_memory.items():
-        dev = _device(key, "max_memory") if key not in ("cpu", "disk") else key
+        if key == "disk":
+            raise ConfigError("max_memory takes GPUs and 'cpu'; the disk part has no limit (pass offload_folder)")
+        dev = _device(key, "max_memory")
         try:
             bytes_ = convert_file_size_to_int(size)
         except (ValueError, AttributeError, TypeError):
@@ -109,9 +114,9 @@ def plan(model: torch.nn.Module, device_map: DeviceMap, max_memory: Optional[dic
                                          low_zero=device_map == "balanced_low_0")
         found = infer_auto_device_map(model, max_memory=memory, no_split_module_classes=no_split, dtype=dtype)
         mapping = {name: _device(dev, "device_map") for name, dev in found.items()}
+    elif memory is not None:
+        raise ConfigError(f"max_memory applies to device_map='auto' / 'balanced' / 'sequential', not to {device_map!r}")
     elif isinstance(device_map, dict):
-        if memory is not None:
-            raise ConfigError("max_memory applies to device_map='auto' / 'balanced' / 'sequential', not to an explicit dict")
         if not device_map:
             raise ConfigError("device_map is an empty dict; map module names to devices, e.g. {'': 'cpu'}")
         modules = dict(model.named_modules())
@@ -124,7 +129,7 @@ def plan(model: torch.nn.Module, device_map: DeviceMap, max_memory: Optional[dic
         _check_whole_blocks(model, mapping, no_split)
         mapping = _disjoint(model, mapping)
     else:
-        if isinstance(device_map, str) and device_map not in ("cpu",) and ":" not in device_map and device_map not in ("cuda", "mps", "xpu"):
+        if isinstance(device_map, str) and device_map.split(":")[0] not in ("cpu", "cuda", "mps", "xpu", "disk"):
             raise ConfigError(f"device_map={device_map!r} is unknown; use 'auto', 'balanced', 'balanced_low_0', "
                               "'sequential', 'cpu', a device or a dict module name -> device")
         mapping = {"": _device(device_map, "device_map")}
