@@ -185,6 +185,7 @@ class DiffusionLlamaModel(_BidirectionalDenoiser, LlamaPreTrainedModel):
     """Bidirectional Llama denoiser (LLaDA-8B Base / Instruct / 1.5)."""
 
     config_class = DiffusionLlamaConfig
+    _no_split_modules = ["LlamaDecoderLayer"]  # device_map="auto" never splits a decoder layer
 
     def __init__(self, config: DiffusionLlamaConfig):
         LlamaPreTrainedModel.__init__(self, config)
@@ -195,6 +196,7 @@ class DiffusionQwen2Model(_BidirectionalDenoiser, Qwen2PreTrainedModel):
     """Bidirectional Qwen2 denoiser with shifted logits (Dream-v0 Base / Instruct 7B)."""
 
     config_class = DiffusionQwen2Config
+    _no_split_modules = ["Qwen2DecoderLayer"]
 
     def __init__(self, config: DiffusionQwen2Config):
         Qwen2PreTrainedModel.__init__(self, config)
