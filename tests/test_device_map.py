@@ -195,3 +195,24 @@ def test_cli_device_map_flags(tmp_path, capsys):
         assert main(base + bad) == 2
         err = capsys.readouterr().err
         assert says in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_inputs_go_to_the_embeddings_execution_device():
+    """lm.device of a dispatched model (pure map logic, so GPU names can be checked on CPU): the
+    embedding's GPU; a CPU- or disk-offloaded embedding runs on the main GPU (what dispatch passes
+    to accelerate as main_device); an all-CPU map runs on the CPU."""
+    from textdiff.models import dispatch
+    from textdiff.models.modeling_bidirectional import DiffusionLlamaConfig, DiffusionLlamaModel
+
+    with torch.device("meta"):
+        model = DiffusionLlamaModel(DiffusionLlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32,
+                                                         num_hidden_layers=2, num_attention_heads=2, mask_token_id=31))
+    rest = {"model.rotary_emb": "cuda:0", "model.layers.0": "cuda:0", "model.layers.1": "cuda:1", "model.norm": "cuda:1",
+            "lm_head": "cuda:1"}
+    for embed, want in (("cuda:1", "cuda:1"), ("cpu", "cuda:0"), ("disk", "cuda:0")):
+        model.hf_device_map = {"model.embed_tokens": embed, **rest}
+        assert dispatch.input_device(model) == torch.device(want)
+    model.hf_device_map = {"": "cpu", "model.layers.1": "disk"}
+    assert dispatch.input_device(model) == torch.device("cpu")
+    assert dispatch.target("model.layers.1.mlp.up_proj.weight", model.hf_device_map) == "disk"
+    assert dispatch.target("model.layers.10.mlp.up_proj.weight", model.hf_device_map) == "cpu"  # not a prefix match
