@@ -127,7 +127,10 @@ class LLaDAFamily(Family):
     @classmethod
     def matches(cls, config, folder):
         archs = config.get("architectures") or []
-        return config.get("model_type") in ("llada", *MOE_TYPES) or any(a.startswith("LLaDA") for a in archs)
+        from .llada_moe import is_llada_moe  # LLaDA-MoE has its own family (llada_moe.py)
+
+        return (config.get("model_type") in ("llada", *MOE_TYPES) or any(a.startswith("LLaDA") for a in archs)) \
+            and not is_llada_moe(config)
 
     @classmethod
     def load(cls, folder: Path, config: dict, options: LoadOptions) -> Published:

@@ -1,0 +1,116 @@
+"""Transformers' own Qwen3-MoE decoder run as a BIDIRECTIONAL textdiff denoiser (LLaDA-MoE).
+
+LLaDA-MoE-7B-A1B is an OLMoE-style mixture of experts whose layers are, term for term, Qwen3-MoE
+layers: RMSNorm pre-norms, per-HEAD q/k RMSNorm before rotary (OLMoE normalises the whole
+projection instead, so its module does not fit), full rotary, SwiGLU experts, a softmax router
+over all experts with top-k selection and NO renormalisation of the k weights, and dense SwiGLU
+layers where ``moe_layer_freq`` is 0 (Qwen3-MoE's ``mlp_only_layers``). Two things Qwen3-MoE does
+not have are added here, each off by default:
+
+* ``shared_expert_intermediate_size``: an always-on SwiGLU expert added, unweighted, to the routed
+  output of every sparse layer: ``y = Σ_{e ∈ topk} w_e E_e(x) + S(x)``;
+* ``router_expert_bias``: a per-expert bias b added to the softmax probabilities BEFORE the top-k
+  and kept in the weights: ``p = softmax(W_r x) + b``, ``(w, e) = topk(p, k)`` (the publisher's router).
+
+Everything else is :mod:`textdiff.models.modeling_bidirectional`'s denoiser call (``is_causal =
+False``, the explicit :class:`~textdiff.models.cache.KVCache`, ``logits_to_keep``); the attention
+kernels (SDPA / flash / flex) and the fused expert kernels come from transformers.
+
+Call: ``model(input_ids [B, L], t=None, attention_mask=None, position_ids=None, cache=None,
+update_cache=False, logits_to_keep=None) -> TextDiffOutput(logits [B, L | kept, V])``.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from transformers import Qwen3MoeConfig, Qwen3MoeModel, Qwen3MoePreTrainedModel
+from transformers.models.qwen3_moe.modeling_qwen3_moe import Qwen3MoeMLP, Qwen3MoeSparseMoeBlock, Qwen3MoeTopKRouter
+
+from .modeling_bidirectional import _BidirectionalDenoiser, _denoiser_fields
+
+
+class DiffusionQwen3MoeConfig(Qwen3MoeConfig):
+    """``Qwen3MoeConfig`` of a bidirectional masked-diffusion denoiser (LLaDA-MoE), plus the shared
+    expert's width (None: none) and the router's expert bias (False: none)."""
+
+    model_type = "textdiff_qwen3_moe"
+
+    def __init__(self, mask_token_id: Optional[int] = None, logits_shift: int = 0, attention: str = "bidirectional",
+                 shared_expert_intermediate_size: Optional[int] = None, router_expert_bias: bool = False, **kwargs):
+        _denoiser_fields(self, mask_token_id, logits_shift, attention)
+        self.shared_expert_intermediate_size = shared_expert_intermediate_size
+        self.router_expert_bias = bool(router_expert_bias)
+        super().__init__(**kwargs)
+
+    @property
+    def num_layers(self) -> int:  # the name textdiff's caches read
+        return self.num_hidden_layers
+
+    @property
+    def lookback(self) -> int:
+        return self.logits_shift
+
+
+class _BiasedTopKRouter(Qwen3MoeTopKRouter):
+    """p = softmax(W_r x) + b (float32), then the k largest p are both the choice and the weights."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.expert_bias = nn.Parameter(torch.zeros(self.num_experts))
+
+    def forward(self, hidden_states):
+        hidden_states = hidden_states.reshape(-1, self.hidden_dim)  # [N, d]
+        router_logits = F.linear(hidden_states, self.weight)  # [N, E]
+        probs = torch.softmax(router_logits, dim=-1, dtype=torch.float) + self.expert_bias.float()
+        top_value, top_index = torch.topk(probs, self.top_k, dim=-1)  # [N, k]
+        if self.norm_topk_prob:
+            top_value = top_value / top_value.sum(dim=-1, keepdim=True)
+        return router_logits, top_value.to(router_logits.dtype), top_index
+
+
+class _SparseMoeBlock(Qwen3MoeSparseMoeBlock):
+    """Qwen3-MoE's routed experts (+ the router's expert bias) (+ an always-on shared expert)."""
+
+    def __init__(self, config: DiffusionQwen3MoeConfig):
+        super().__init__(config)
+        if config.router_expert_bias:
+            self.gate = _BiasedTopKRouter(config)
+        width = config.shared_expert_intermediate_size
+        self.shared_expert = Qwen3MoeMLP(config, intermediate_size=width) if width else None
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        out = super().forward(hidden_states)  # [B, L, d]
+        if self.shared_expert is not None:
+            out = out + self.shared_expert(hidden_states)
+        return out
+
+
+class _MoeDecoder(Qwen3MoeModel):
+    """``Qwen3MoeModel`` whose sparse layers are :class:`_SparseMoeBlock` s."""
+
+    def __init__(self, config: DiffusionQwen3MoeConfig):
+        super().__init__(config)
+        for layer in self.layers:
+            if isinstance(layer.mlp, Qwen3MoeSparseMoeBlock):
+                layer.mlp = _SparseMoeBlock(config)
+
+
+class DiffusionQwen3MoeModel(_BidirectionalDenoiser, Qwen3MoePreTrainedModel):
+    """Bidirectional Qwen3-MoE denoiser (LLaDA-MoE-7B-A1B Base / Instruct)."""
+
+    config_class = DiffusionQwen3MoeConfig
+
+    def __init__(self, config: DiffusionQwen3MoeConfig):
+        Qwen3MoePreTrainedModel.__init__(self, config)
+        self._setup(config, _MoeDecoder)
+
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if isinstance(module, _BiasedTopKRouter):
+            nn.init.zeros_(module.expert_bias)
+
+
+MOE_CLASSES = {"textdiff_qwen3_moe": (DiffusionQwen3MoeConfig, DiffusionQwen3MoeModel)}
