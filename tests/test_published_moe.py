@@ -1,0 +1,193 @@
+"""LLaDA-MoE checkpoints in their published layout, on transformers' Qwen3-MoE modules.
+
+tests/fixtures/published/llada_moe/ was made ONCE by running the publisher's modeling_lladamoe.py
+and LLaDA's generate.py on tiny random weights (make_llada_moe.py): a dense first layer, 4 experts
+top-2, a shared expert, q/k norms and the router's expert bias, in the released layout (per-expert
+tensors, sharded safetensors + index, config.json with its auto_map, a tiny tokenizer), with the
+logits that code gave on fixed inputs and its greedy decoding. Nothing here runs a file from there.
+"""
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from textdiff.contexts import keep_tokens
+from textdiff.errors import ConfigError
+from textdiff.generation import generate
+from textdiff.lm import DiffusionLM
+from textdiff.models.cache import KVCache
+from textdiff.models.published import detect_family
+
+FIXTURES = Path(__file__).parent / "fixtures" / "published"
+
+
+def _load(name, **kw):
+    return DiffusionLM.from_pretrained(FIXTURES / name, device="cpu", **kw)
+
+
+def _expected(name):
+    return load_file(str(FIXTURES / name / "expected.safetensors"))
+
+
+def _relative(a, b):
+    return float((a - b).abs().max() / b.abs().max())
+
+
+def _copy(name, tmp_path):
+    dst = tmp_path / name
+    shutil.copytree(FIXTURES / name, dst)
+    (dst / "expected.safetensors").unlink()
+    return dst
+
+
+def _edit_config(folder, **changes):
+    config = json.loads((folder / "config.json").read_text())
+    config.update(changes)
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+@pytest.fixture(scope="module")
+def moe():
+    return _load("llada_moe")
+
+
+# ---- LLaDA-MoE -----------------------------------------------------------------------------------
+
+
+def test_llada_moe_logits_match_the_publishers_code(moe):
+    e = _expected("llada_moe")
+    net = moe.model
+    assert type(net).__name__ == "DiffusionQwen3MoeModel"
+    assert detect_family(FIXTURES / "llada_moe").registered_name == "llada_moe"
+    assert all(not layer.self_attn.is_causal for layer in net.model.layers)
+    dense, sparse = net.model.layers
+    assert type(dense.mlp).__name__ == "Qwen3MoeMLP"  # moe_layer_freq[0] == 0
+    assert sparse.mlp.experts.gate_up_proj.shape == (4, 32, 32) and sparse.mlp.shared_expert is not None
+    assert float(sparse.mlp.gate.expert_bias.detach().abs().sum()) > 0  # the fixture's bias is random, not zero
+    with torch.no_grad():
+        logits = net(e["input_ids"]).logits
+    assert logits.shape == e["logits"].shape
+    assert _relative(logits, e["logits"]) <= 1e-5
+
+
+def test_llada_moe_comes_up_with_its_tokens_sampler_and_blocks(moe):
+    tok = moe.tokenizer
+    assert tok.mask_token == "<|mdm_mask|>" and moe.process.mask_id == tok.mask_token_id == moe.model.config.mask_token_id
+    assert tok.eos_token == "<|endoftext|>"
+    assert moe.stop_token_ids == [tok.eos_token_id, tok.convert_tokens_to_ids("<|role_end|>")]
+    cfg = moe.sampler_config
+    assert (cfg.name, cfg.ordering, cfg.temperature) == ("confidence", "confidence", 0.0)
+    assert moe.generation_defaults["block_size"] == 32
+
+
+def test_llada_moe_decoding_matches_llada_generate_token_for_token(moe):
+    """generate.py (steps=8, gen_length=16, block_length=8, low_confidence, temperature 0) against
+    textdiff's loop with the family's default sampler."""
+    e = _expected("llada_moe")
+    out = generate(moe.model, moe.process, moe.make_sampler(), e["prompt"].tolist(), max_new_tokens=16, steps=8,
+                   block_size=8, stop_at_eos=False)
+    assert out.sequences[0].tolist() == e["greedy"].tolist()
+
+
+def test_llada_moe_chat_prompt_gets_the_template(moe):
+    msgs = [{"role": "user", "content": "w1 w2 w3"}]
+    text = moe.tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+    assert text == "<role>HUMAN</role>w1 w2 w3<|role_end|><role>ASSISTANT</role>"
+    texts, out = moe.generate([msgs], max_new_tokens=32, return_output=True)
+    ids = moe.tokenizer(text, add_special_tokens=False)["input_ids"]
+    ref = generate(moe.model, moe.process, moe.make_sampler(), [ids], max_new_tokens=32, steps=32, block_size=32,
+                   pad_token_id=moe.tokenizer.pad_token_id, eos_token_id=moe.tokenizer.eos_token_id)
+    assert out.sequences.tolist() == ref.sequences.tolist()
+    assert isinstance(texts[0], str) and "HUMAN" not in texts[0]
+
+
+def test_llada_moe_save_pretrained_reloads_natively_with_identical_logits_and_scores(moe, tmp_path):
+    moe.save_pretrained(tmp_path / "converted")
+    config = json.loads((tmp_path / "converted" / "config.json").read_text())
+    assert config["model_type"] == "textdiff_qwen3_moe" and "auto_map" not in config
+    assert config["shared_expert_intermediate_size"] == 24 and config["router_expert_bias"] is True
+    again = DiffusionLM.from_pretrained(tmp_path / "converted", device="cpu")
+    e = _expected("llada_moe")
+    with torch.no_grad():
+        assert torch.equal(again.model(e["input_ids"]).logits, moe.model(e["input_ids"]).logits)
+    assert again.stop_token_ids == moe.stop_token_ids and again.generation_defaults == moe.generation_defaults
+    texts = ["w1 w2 w3 w4", "w5 w6"]
+    nelbo = moe.score(texts, t_samples=4)
+    assert all(torch.isfinite(torch.tensor(nelbo))) and min(nelbo) > 0
+    assert again.score(texts, t_samples=4) == pytest.approx(nelbo, rel=1e-6)
+
+
+def test_llada_moe_bf16_loading_keeps_bf16_weights():
+    lm = _load("llada_moe", dtype=torch.bfloat16)
+    assert {p.dtype for p in lm.model.parameters()} == {torch.bfloat16}
+    e = _expected("llada_moe")
+    with torch.no_grad():
+        logits = lm.model(e["input_ids"]).logits.float()
+    assert torch.isfinite(logits).all()
+    assert _relative(logits, e["logits"]) < 0.1  # bf16 rounding (a near tie may route one token differently)
+
+
+def test_llada_moe_full_cache_reused_for_an_unchanged_row_is_exact(moe):
+    model = moe.model
+    ids = torch.randint(0, 50, (2, 14), generator=torch.Generator().manual_seed(0))
+    valid = torch.ones_like(ids, dtype=torch.bool)
+    valid[1, :3] = False  # left padding
+    pos = (valid.long().cumsum(1) - 1).clamp_min(0)
+    with torch.no_grad():
+        cache = KVCache.for_model(model)
+        full = model(ids, attention_mask=valid.long(), position_ids=pos, cache=cache, update_cache=True).logits
+        kept = keep_tokens(cache, torch.cat([torch.arange(0, 8), torch.arange(12, 14)]))
+        win = model(ids[:, 8:12], attention_mask=valid[:, 8:12].long(), position_ids=pos[:, 8:12], cache=kept).logits
+    assert torch.allclose(win, full[:, 8:12], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("cache", ["prefix", "dual"])
+def test_llada_moe_ragged_batches_are_batch_invariant_with_caches(moe, cache):
+    prompts = [[5, 9, 11, 3, 7, 2, 8, 1], [4, 6, 10]]
+    s = moe.make_sampler({"name": "threshold", "threshold": 0.3, "temperature": 0.0})
+    kw = dict(max_new_tokens=16, steps=8, block_size=8, use_cache=cache, stop_at_eos=False, seed=0)
+    batched = generate(moe.model, moe.process, s, prompts, **kw)
+    for b, p in enumerate(prompts):
+        assert generate(moe.model, moe.process, s, [p], **kw).generated[0] == batched.generated[b]
+
+
+def test_llada_moe_is_found_under_either_model_type(tmp_path):
+    folder = _copy("llada_moe", tmp_path)
+    _edit_config(folder, model_type="lladamoe")
+    assert detect_family(folder).registered_name == "llada_moe"
+    assert type(DiffusionLM.from_pretrained(folder, device="cpu").model).__name__ == "DiffusionQwen3MoeModel"
+
+
+def test_llada_moe_bad_folders_give_one_line_errors(tmp_path):
+    folder = _copy("llada_moe", tmp_path)
+    shard = sorted(folder.glob("model-0000*.safetensors"))[-1]
+    data = load_file(str(shard))
+    shard.unlink()
+    with pytest.raises(ConfigError, match="lacks 1 of 2 weight shards") as err:
+        DiffusionLM.from_pretrained(folder, device="cpu")
+    assert "\n" not in str(err.value)
+    for key in [k for k in data if ".experts." in k or k.endswith("q_proj.weight")]:
+        bad = dict(data)
+        bad[key] = data[key][:-1]
+        save_file(bad, str(shard))
+        with pytest.raises(ConfigError, match="shape") as err:
+            DiffusionLM.from_pretrained(folder, device="cpu")
+        assert "\n" not in str(err.value) and key.split(".")[-2] in str(err.value)
+    save_file({k: v for k, v in data.items() if ".shared_expert." not in k}, str(shard))
+    with pytest.raises(ConfigError, match="lacks .* tensor") as err:
+        DiffusionLM.from_pretrained(folder, device="cpu")
+    assert "shared_expert" in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("key,value", [("clip_qkv", 8.0), ("partial_rotary_factor", 0.5), ("qk_layernorm", False),
+                                       ("moe_layer_freq", [1]), ("moe_router_score_function", "sigmoid"),
+                                       ("rope_scaling", {"rope_type": "yarn", "factor": 2.0})])
+def test_unsupported_llada_moe_options_are_refused(tmp_path, key, value):
+    folder = _copy("llada_moe", tmp_path)
+    _edit_config(folder, **{key: value})
+    with pytest.raises(ConfigError, match=key) as err:
+        DiffusionLM.from_pretrained(folder, device="cpu")
+    assert "\n" not in str(err.value)
