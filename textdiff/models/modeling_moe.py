@@ -26,7 +26,7 @@ from typing import Optional
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from transformers import Qwen3MoeConfig, Qwen3MoeModel, Qwen3MoePreTrainedModel
+from transformers import Glm4MoeConfig, Glm4MoeModel, Glm4MoePreTrainedModel, Qwen3MoeConfig, Qwen3MoeModel, Qwen3MoePreTrainedModel
 from transformers.models.qwen3_moe.modeling_qwen3_moe import Qwen3MoeMLP, Qwen3MoeSparseMoeBlock, Qwen3MoeTopKRouter
 
 from .modeling_bidirectional import _BidirectionalDenoiser, _denoiser_fields
@@ -39,8 +39,9 @@ class DiffusionQwen3MoeConfig(Qwen3MoeConfig):
     model_type = "textdiff_qwen3_moe"
 
     def __init__(self, mask_token_id: Optional[int] = None, logits_shift: int = 0, attention: str = "bidirectional",
-                 shared_expert_intermediate_size: Optional[int] = None, router_expert_bias: bool = False, **kwargs):
-        _denoiser_fields(self, mask_token_id, logits_shift, attention)
+                 block_size: Optional[int] = None, shared_expert_intermediate_size: Optional[int] = None,
+                 router_expert_bias: bool = False, **kwargs):
+        _denoiser_fields(self, mask_token_id, logits_shift, attention, block_size)
         self.shared_expert_intermediate_size = shared_expert_intermediate_size
         self.router_expert_bias = bool(router_expert_bias)
         super().__init__(**kwargs)
@@ -113,4 +114,55 @@ class DiffusionQwen3MoeModel(_BidirectionalDenoiser, Qwen3MoePreTrainedModel):
             nn.init.zeros_(module.expert_bias)
 
 
-MOE_CLASSES = {"textdiff_qwen3_moe": (DiffusionQwen3MoeConfig, DiffusionQwen3MoeModel)}
+# ---- LLaDA 2.0 on GLM-4-MoE ---------------------------------------------------------------------
+
+
+class DiffusionGlm4MoeConfig(Glm4MoeConfig):
+    """``Glm4MoeConfig`` of a masked-diffusion denoiser (LLaDA 2.0: ``attention = "block_causal"``,
+    ``block_size = 32``), plus a bias on the attention output projection (``o_proj_bias``, off)."""
+
+    model_type = "textdiff_glm4_moe"
+
+    def __init__(self, mask_token_id: Optional[int] = None, logits_shift: int = 0, attention: str = "bidirectional",
+                 block_size: Optional[int] = None, o_proj_bias: bool = False, **kwargs):
+        _denoiser_fields(self, mask_token_id, logits_shift, attention, block_size)
+        self.o_proj_bias = bool(o_proj_bias)
+        super().__init__(**kwargs)
+
+    @property
+    def num_layers(self) -> int:
+        return self.num_hidden_layers
+
+    @property
+    def lookback(self) -> int:
+        return self.logits_shift
+
+
+class _Glm4MoeDecoder(Glm4MoeModel):
+    """``Glm4MoeModel`` with (optionally) biased o_proj, and the router's score-correction bias held as
+    a parameter (no gradient reaches it: it only ranks experts) so loading assigns it like a weight."""
+
+    def __init__(self, config: DiffusionGlm4MoeConfig):
+        super().__init__(config)
+        for layer in self.layers:
+            attn = layer.self_attn
+            if config.o_proj_bias:
+                attn.o_proj = nn.Linear(attn.o_proj.in_features, attn.o_proj.out_features, bias=True)
+            gate = getattr(layer.mlp, "gate", None)
+            if gate is not None and "e_score_correction_bias" in gate._buffers:
+                bias = gate._buffers.pop("e_score_correction_bias")
+                gate.e_score_correction_bias = nn.Parameter(torch.zeros_like(bias), requires_grad=False)
+
+
+class DiffusionGlm4MoeModel(_BidirectionalDenoiser, Glm4MoePreTrainedModel):
+    """Block-causal GLM-4-MoE denoiser (LLaDA 2.0 mini / flash)."""
+
+    config_class = DiffusionGlm4MoeConfig
+
+    def __init__(self, config: DiffusionGlm4MoeConfig):
+        Glm4MoePreTrainedModel.__init__(self, config)
+        self._setup(config, _Glm4MoeDecoder)
+
+
+MOE_CLASSES = {"textdiff_qwen3_moe": (DiffusionQwen3MoeConfig, DiffusionQwen3MoeModel),
+               "textdiff_glm4_moe": (DiffusionGlm4MoeConfig, DiffusionGlm4MoeModel)}

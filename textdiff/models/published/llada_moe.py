@@ -108,26 +108,23 @@ def qwen3_moe_config(cfg: dict, mask_token_id: int) -> DiffusionQwen3MoeConfig:
 
 
 class ExpertStacker:
-    """``convert(name, tensor)`` for :func:`~._hf.load_weights`: renames, and stacks each sparse layer's
-    per-expert projections into transformers' fused [E, 2I, d] / [E, d, I] tensors once all arrived."""
+    """Stacks each sparse layer's per-expert projections ``model.layers.i.mlp.experts.j.{gate,up,down}_proj``
+    into transformers' fused [E, 2I, d] (rows [gate; up]) / [E, d, I] tensors once all 3E arrived;
+    ``rename(name)`` maps every other tensor. A ``convert(name, tensor)`` for :func:`~._hf.load_weights`."""
 
-    def __init__(self, config: DiffusionQwen3MoeConfig):
-        self.E, self.I, self.d = config.num_experts, config.moe_intermediate_size, config.hidden_size
+    def __init__(self, experts: int, width: int, hidden: int, rename, source: str):
+        self.E, self.I, self.d = experts, width, hidden
+        self.rename, self.source = rename, source
         self.pending: dict[int, dict] = {}
 
     def __call__(self, name: str, tensor: torch.Tensor):
         m = _EXPERT.match(name)
         if m is None:
-            if _BIAS.match(name):
-                return [(name.replace(".mlp.expert_bias", ".mlp.gate.expert_bias"), tensor)]
-            s = _SHARED.match(name)
-            if s is not None:
-                return [(f"model.layers.{s.group(1)}.mlp.shared_expert.{s.group(2)}", tensor)]
-            return [(name, tensor)]  # identical names; unknown ones are reported by the shape check
+            return self.rename(name, tensor)
         layer, j, part = int(m.group(1)), int(m.group(2)), m.group(3)
         want = (self.d, self.I) if part == "down" else (self.I, self.d)
         if j >= self.E or tuple(tensor.shape) != want:
-            raise ConfigError(f"LLaDA-MoE checkpoint: tensor {name!r} has shape {list(tensor.shape)} but the config gives "
+            raise ConfigError(f"{self.source}: tensor {name!r} has shape {list(tensor.shape)} but the config gives "
                               f"{list(want)} (of {self.E} experts); config.json does not match the weights")
         got = self.pending.setdefault(layer, {})
         got[(j, part)] = tensor
@@ -140,7 +137,18 @@ class ExpertStacker:
         return [(prefix + "gate_up_proj", gate_up), (prefix + "down_proj", down)]
 
 
-def _tokenizer_object(folder: Path, options: LoadOptions):
+def rename(name: str, tensor: torch.Tensor):
+    """LLaDA-MoE's names outside the routed experts: the router bias and the shared expert move into
+    the sparse block; the rest are transformers' own (unknown ones are reported by the shape check)."""
+    if _BIAS.match(name):
+        return [(name.replace(".mlp.expert_bias", ".mlp.gate.expert_bias"), tensor)]
+    s = _SHARED.match(name)
+    if s is not None:
+        return [(f"model.layers.{s.group(1)}.mlp.shared_expert.{s.group(2)}", tensor)]
+    return [(name, tensor)]
+
+
+def tokenizer_object(folder: Path, options: LoadOptions, default: str = DEFAULT_HUB_ID):
     """The caller's tokenizer object, else the caller's / the folder's / the default tokenizer folder read."""
     from transformers import PreTrainedTokenizerFast
 
@@ -149,26 +157,26 @@ def _tokenizer_object(folder: Path, options: LoadOptions):
         return source
     if source is None:
         own = any((Path(folder) / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json"))
-        source = folder if own else DEFAULT_HUB_ID
+        source = folder if own else default
     try:
         where = resolve_model_path(source, what="tokenizer folder")
     except ConfigError as e:
-        raise ConfigError(f"{e}; this checkpoint ships no tokenizer: pass tokenizer=<folder with the {DEFAULT_HUB_ID} "
+        raise ConfigError(f"{e}; this checkpoint ships no tokenizer: pass tokenizer=<folder with the {default} "
                           "tokenizer files> (CLI: --tokenizer)") from None
     return _load(where, PreTrainedTokenizerFast)
 
 
-def mask_token_id(config: dict, tokenizer) -> int:
-    """config.json's mask_token_id, else the tokenizer's mask token, else its ``<|mdm_mask|>``."""
+def mask_token_id(config: dict, tokenizer, token: str = MASK_TOKEN, default: str = DEFAULT_HUB_ID) -> int:
+    """config.json's mask_token_id, else the tokenizer's mask token, else its ``token``."""
     if config.get("mask_token_id") is not None:
         return int(config["mask_token_id"])
     if tokenizer.mask_token_id is not None:
         return int(tokenizer.mask_token_id)
-    found = tokenizer.convert_tokens_to_ids(MASK_TOKEN)
+    found = tokenizer.convert_tokens_to_ids(token)
     if isinstance(found, int) and found != tokenizer.unk_token_id:
         return found
-    raise ConfigError(f"neither config.json nor the tokenizer names a mask token (LLaDA-MoE's is {MASK_TOKEN}); "
-                      f"pass the tokenizer this model was released with ({DEFAULT_HUB_ID})")
+    raise ConfigError(f"neither config.json nor the tokenizer names a mask token (this model's is {token}); "
+                      f"pass the tokenizer this model was released with ({default})")
 
 
 def stop_token_ids(tokenizer, config: dict) -> list[int]:
@@ -192,10 +200,11 @@ class LLaDAMoEFamily(Family):
 
     @classmethod
     def load(cls, folder: Path, config: dict, options: LoadOptions) -> Published:
-        raw_tokenizer = _tokenizer_object(folder, options)
+        raw_tokenizer = tokenizer_object(folder, options)
         net_config = qwen3_moe_config(config, mask_token_id(config, raw_tokenizer))
-        model = load_weights(DiffusionQwen3MoeModel, net_config, folder, options, ExpertStacker(net_config),
-                             "LLaDA-MoE checkpoint")
+        stacker = ExpertStacker(net_config.num_experts, net_config.moe_intermediate_size, net_config.hidden_size,
+                                rename, "LLaDA-MoE checkpoint")
+        model = load_weights(DiffusionQwen3MoeModel, net_config, folder, options, stacker, "LLaDA-MoE checkpoint")
         tokenizer = published_tokenizer(folder, replace(options, tokenizer=raw_tokenizer), DEFAULT_HUB_ID,
                                         net_config.mask_token_id, eos_token=config.get("eos_token_id"))
         return Published(
