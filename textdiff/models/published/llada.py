@@ -127,10 +127,10 @@ class LLaDAFamily(Family):
     @classmethod
     def matches(cls, config, folder):
         archs = config.get("architectures") or []
-        from .llada_moe import is_llada_moe  # LLaDA-MoE has its own family (llada_moe.py)
+        from .llada_moe import is_llada_moe  # LLaDA-MoE and LLaDA 2.0 have their own families
 
-        return (config.get("model_type") in ("llada", *MOE_TYPES) or any(a.startswith("LLaDA") for a in archs)) \
-            and not is_llada_moe(config)
+        moe = is_llada_moe(config) or config.get("model_type") == "llada2_moe" or "LLaDA2MoeModelLM" in archs
+        return (config.get("model_type") in ("llada", *MOE_TYPES) or any(a.startswith("LLaDA") for a in archs)) and not moe
 
     @classmethod
     def load(cls, folder: Path, config: dict, options: LoadOptions) -> Published:
