@@ -191,3 +191,141 @@ def test_unsupported_llada_moe_options_are_refused(tmp_path, key, value):
     with pytest.raises(ConfigError, match=key) as err:
         DiffusionLM.from_pretrained(folder, device="cpu")
     assert "\n" not in str(err.value)
+
+
+# ---- LLaDA 2.0 -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def llada2():
+    return _load("llada2")
+
+
+def test_llada2_logits_match_the_publishers_code_under_its_block_mask(llada2):
+    """The fixture's logits were taken with the 4-D block mask the publisher's generate builds
+    (blocks of 32); textdiff's denoiser builds the same mask from the positions."""
+    e = _expected("llada2")
+    net = llada2.model
+    assert type(net).__name__ == "DiffusionGlm4MoeModel"
+    assert detect_family(FIXTURES / "llada2").registered_name == "llada2"
+    assert (net.config.attention, net.config.block_size) == ("block_causal", 32)
+    dense, sparse = net.model.layers
+    assert type(dense.mlp).__name__ == "Glm4MoeMLP" and sparse.mlp.experts.gate_up_proj.shape == (4, 32, 32)
+    assert dense.self_attn.q_proj.bias is not None and dense.self_attn.o_proj.bias is not None
+    with torch.no_grad():
+        logits = net(e["input_ids"]).logits
+    assert _relative(logits, e["logits"]) <= 1e-5
+
+
+def test_llada2_attention_is_block_causal(llada2):
+    """Changing block 2 leaves block 1's logits unchanged; changing block 1 changes block 2's."""
+    ids = torch.randint(0, 58, (1, 64), generator=torch.Generator().manual_seed(3))
+    later, earlier = ids.clone(), ids.clone()
+    later[0, 40:50] = 7
+    earlier[0, 5:10] = 7
+    with torch.no_grad():
+        base, a, b = (llada2.model(x).logits for x in (ids, later, earlier))
+    assert torch.equal(a[:, :32], base[:, :32]) and not torch.allclose(a[:, 32:], base[:, 32:])
+    assert not torch.allclose(b[:, 32:], base[:, 32:])
+
+
+def test_llada2_comes_up_with_its_tokens_process_and_sampler(llada2):
+    tok = llada2.tokenizer
+    assert tok.mask_token == "<|mask|>" and llada2.process.mask_id == tok.mask_token_id == llada2.model.config.mask_token_id
+    assert llada2.stop_token_ids == [tok.eos_token_id, tok.convert_tokens_to_ids("<|role_end|>")]
+    assert (llada2.process.config.name, llada2.process.block_size) == ("block", 32)
+    cfg = llada2.sampler_config
+    assert (cfg.name, cfg.threshold, cfg.temperature) == ("threshold", 0.95, 0.0)
+    assert llada2.generation_defaults["block_size"] == 32
+
+
+@pytest.mark.parametrize("cache", ["none", "exact"])
+@pytest.mark.parametrize("mode,threshold", [("default", None), ("threshold", 0.15)])
+def test_llada2_decoding_matches_the_publishers_generate_token_for_token(llada2, mode, threshold, cache):
+    """LLaDA2MoeModelLM.generate(block_length=32, steps=32, gen_length=64, temperature 0, threshold
+    0.95 / 0.15) on a 32-token prompt, against textdiff's loop with and without the exact KV cache."""
+    e = _expected("llada2")
+    sampler = llada2.make_sampler(None, threshold=threshold)
+    out = generate(llada2.model, llada2.process, sampler, e["prompt"].tolist(), max_new_tokens=64, steps=64,
+                   block_size=32, use_cache=cache, eos_token_id=llada2.tokenizer.eos_token_id)
+    assert out.generated[0] == e[mode].tolist()
+
+
+def test_llada2_default_generate_is_the_cached_block_decoding(llada2):
+    e = _expected("llada2")
+    prompt = llada2.tokenizer.decode(e["prompt"][0].tolist())
+    texts, out = llada2.generate([prompt], max_new_tokens=64, return_output=True)
+    assert out.sequences[0, 32:].tolist() == e["default"].tolist()
+    assert isinstance(texts[0], str)
+
+
+def test_llada2_save_pretrained_reloads_natively_and_scores(llada2, tmp_path):
+    llada2.save_pretrained(tmp_path / "converted")
+    config = json.loads((tmp_path / "converted" / "config.json").read_text())
+    assert config["model_type"] == "textdiff_glm4_moe" and (config["attention"], config["block_size"]) == ("block_causal", 32)
+    again = DiffusionLM.from_pretrained(tmp_path / "converted", device="cpu")
+    e = _expected("llada2")
+    with torch.no_grad():
+        assert torch.equal(again.model(e["input_ids"]).logits, llada2.model(e["input_ids"]).logits)
+    assert again.process.config.name == "block" and again.sampler_config == llada2.sampler_config
+    texts = ["w1 w2 w3 w4", "w5 w6"]
+    nelbo = llada2.score(texts, t_samples=4)
+    assert all(torch.isfinite(torch.tensor(nelbo))) and min(nelbo) > 0
+    assert again.score(texts, t_samples=4) == pytest.approx(nelbo, rel=1e-6)
+
+
+def test_llada2_bf16_loading_keeps_bf16_weights():
+    lm = _load("llada2", dtype=torch.bfloat16)
+    assert {p.dtype for p in lm.model.parameters()} == {torch.bfloat16}
+    e = _expected("llada2")
+    with torch.no_grad():
+        logits = lm.model(e["input_ids"]).logits.float()
+    assert torch.isfinite(logits).all() and _relative(logits, e["logits"]) < 0.1
+
+
+def test_llada2_bad_folders_give_one_line_errors(tmp_path):
+    folder = _copy("llada2", tmp_path)
+    shard = sorted(folder.glob("model-0000*.safetensors"))[-1]
+    data = load_file(str(shard))
+    shard.unlink()
+    with pytest.raises(ConfigError, match="lacks 1 of 2 weight shards") as err:
+        DiffusionLM.from_pretrained(folder, device="cpu")
+    assert "\n" not in str(err.value)
+    for key in [k for k in data if k.endswith(("query_key_value.weight", "experts.1.up_proj.weight"))][:2]:
+        bad = dict(data)
+        bad[key] = data[key][:-1]
+        save_file(bad, str(shard))
+        with pytest.raises(ConfigError, match="shape") as err:
+            DiffusionLM.from_pretrained(folder, device="cpu")
+        assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("key,value", [("norm_head", True), ("use_sliding_window", True), ("n_group", 3),
+                                       ("num_shared_experts", None), ("num_key_value_heads", 0),
+                                       ("rope_scaling", {"rope_type": "yarn", "factor": 2.0})])
+def test_unsupported_llada2_options_are_refused(tmp_path, key, value):
+    folder = _copy("llada2", tmp_path)
+    _edit_config(folder, **{key: value})
+    with pytest.raises(ConfigError, match=key) as err:
+        DiffusionLM.from_pretrained(folder, device="cpu")
+    assert "\n" not in str(err.value) and "llada2_moe" in str(err.value)
+
+
+def test_block_causal_llama_denoiser_hides_later_blocks():
+    """The structural mask is the denoisers' own (shared by LLaDA adapted for BD3-LM fine-tuning)."""
+    from textdiff.models.modeling_bidirectional import DiffusionLlamaConfig, DiffusionLlamaModel
+
+    torch.manual_seed(0)
+    cfg = DiffusionLlamaConfig(vocab_size=40, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                               num_attention_heads=2, mask_token_id=39, attention="block_causal", block_size=4)
+    net = DiffusionLlamaModel(cfg).eval()
+    ids = torch.randint(0, 39, (2, 12))
+    changed = ids.clone()
+    changed[:, 8:] = 5
+    with torch.no_grad():
+        a, b = net(ids).logits, net(changed).logits
+        cache = KVCache.for_model(net)
+        net(ids[:, :8], cache=cache, update_cache=True)
+        tail = net(ids[:, 8:], position_ids=torch.arange(8, 12).expand(2, 4), cache=cache).logits
+    assert torch.equal(a[:, :8], b[:, :8]) and not torch.allclose(a[:, 8:], b[:, 8:])
+    assert torch.allclose(tail, a[:, 8:], atol=1e-5)
