@@ -236,7 +236,7 @@ def test_llada2_comes_up_with_its_tokens_process_and_sampler(llada2):
     assert (llada2.process.config.name, llada2.process.block_size) == ("block", 32)
     cfg = llada2.sampler_config
     assert (cfg.name, cfg.threshold, cfg.temperature) == ("threshold", 0.95, 0.0)
-    assert llada2.generation_defaults["block_size"] == 32
+    assert llada2.generation_defaults == {"block_size": 32, "blocks_from": "sequence_start"}
 
 
 @pytest.mark.parametrize("cache", ["none", "exact"])
@@ -257,6 +257,27 @@ def test_llada2_default_generate_is_the_cached_block_decoding(llada2):
     texts, out = llada2.generate([prompt], max_new_tokens=64, return_output=True)
     assert out.sequences[0, 32:].tolist() == e["default"].tolist()
     assert isinstance(texts[0], str)
+
+
+def _answer(tokens, stops):
+    cut = [i for i, t in enumerate(tokens) if t in stops]
+    return tokens[: cut[0]] if cut else tokens
+
+
+@pytest.mark.parametrize("cache", ["none", "exact"])
+def test_llada2_generate_counts_blocks_from_the_sequence_start(llada2, cache):
+    """A 45-token prompt: the publisher's first decoded block holds its last 13 tokens. DiffusionLM.generate
+    decodes that block with the tail frozen; batched with a 32-token prompt, each row is its own
+    publisher answer (the answers end at a stop token, as DiffusionLM.generate cuts them)."""
+    e = _expected("llada2")
+    decode = llada2.tokenizer.decode
+    prompts = [decode(e["short_prompt"][0].tolist()), decode(e["prompt"][0].tolist())]
+    _, out = llada2.generate(prompts, max_new_tokens=40, return_output=True, use_cache=cache)
+    stops = llada2.stop_token_ids
+    assert out.generated[0] == _answer(e["short_default"].tolist(), stops)
+    assert out.generated[1] == _answer(e["default"].tolist()[:40], stops)
+    _, alone = llada2.generate(prompts[:1], max_new_tokens=40, return_output=True, use_cache=cache)
+    assert alone.generated[0] == out.generated[0]
 
 
 def test_llada2_save_pretrained_reloads_natively_and_scores(llada2, tmp_path):

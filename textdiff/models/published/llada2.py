@@ -36,9 +36,12 @@ Tensor names (layer i, expert j)::
 Decoding (``LLaDA2MoeModelLM.generate``, the model card's settings): blocks of 32, 32 steps per
 block, temperature 0, threshold 0.95 (commit every masked position more confident than that, at
 least the scheduled one per step: textdiff's ``threshold`` sampler), stop after the block that
-holds EOS. textdiff aligns block boundaries at the end of the prompt (its first generated block is a
-whole block); the publisher's first block also holds the prompt's tail, so the two agree token for
-token when the prompt length is a multiple of 32.
+holds EOS. Its blocks are counted from the start of the sequence, so the first decoded block also
+holds the prompt's tail (the tokens after its last whole block); ``generation_defaults``
+``blocks_from = "sequence_start"`` makes ``DiffusionLM.generate`` decode that way (the tail is a
+frozen part of the first window), token for token with the publisher's generate and with the exact
+KV cache of the whole blocks before it. (Plain :func:`textdiff.generation.generate` starts a fresh
+block after the prompt: the same decoding when the prompt length is a multiple of 32.)
 """
 from __future__ import annotations
 
@@ -162,7 +165,7 @@ class LLaDA2Family(Family):
             # generate(): temperature 0, threshold 0.95, steps = block length (one scheduled commit per step)
             sampler={"name": "threshold", "threshold": 0.95, "temperature": 0.0},
             seq_len=net_config.max_position_embeddings,
-            notes={"source": str(folder), "generation": {"block_size": BLOCK_SIZE},
+            notes={"source": str(folder), "generation": {"block_size": BLOCK_SIZE, "blocks_from": "sequence_start"},
                    "stop_token_ids": stop_token_ids(tokenizer, config),
                    "protocol": "LLaDA2MoeModelLM.generate: block_length 32, steps 32 per block, threshold 0.95, "
                                "temperature 0, stop after the block with EOS"},
