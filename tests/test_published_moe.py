@@ -161,6 +161,21 @@ def test_llada_moe_is_found_under_either_model_type(tmp_path):
     assert type(DiffusionLM.from_pretrained(folder, device="cpu").model).__name__ == "DiffusionQwen3MoeModel"
 
 
+def test_llada_moe_mask_id_comes_from_config_then_tokenizer(tmp_path):
+    """The released config.json has no mask id: the tokenizer's mask token, else its <|mdm_mask|>;
+    a mask_token_id in config.json wins."""
+    from transformers import PreTrainedTokenizerFast
+
+    tok = PreTrainedTokenizerFast.from_pretrained(str(FIXTURES / "llada_moe"))
+    tok.mask_token = None
+    lm = DiffusionLM.from_pretrained(FIXTURES / "llada_moe", device="cpu", tokenizer=tok)
+    assert lm.process.mask_id == tok.convert_tokens_to_ids("<|mdm_mask|>") == lm.tokenizer.mask_token_id
+    folder = _copy("llada_moe", tmp_path)
+    _edit_config(folder, mask_token_id=5)
+    lm = DiffusionLM.from_pretrained(folder, device="cpu")
+    assert lm.process.mask_id == lm.model.config.mask_token_id == lm.tokenizer.mask_token_id == 5
+
+
 def test_llada_moe_bad_folders_give_one_line_errors(tmp_path):
     folder = _copy("llada_moe", tmp_path)
     shard = sorted(folder.glob("model-0000*.safetensors"))[-1]

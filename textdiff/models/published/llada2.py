@@ -153,7 +153,7 @@ class LLaDA2Family(Family):
     @classmethod
     def load(cls, folder: Path, config: dict, options: LoadOptions) -> Published:
         raw_tokenizer = tokenizer_object(folder, options, DEFAULT_HUB_ID)
-        net_config = glm4_moe_config(config, mask_token_id(config, raw_tokenizer, MASK_TOKEN, DEFAULT_HUB_ID))
+        net_config = glm4_moe_config(config, mask_token_id(config, raw_tokenizer, (MASK_TOKEN,), DEFAULT_HUB_ID))
         stacker = ExpertStacker(net_config.n_routed_experts, net_config.moe_intermediate_size, net_config.hidden_size,
                                 renamer(net_config), "LLaDA 2.0 checkpoint")
         model = load_weights(DiffusionGlm4MoeModel, net_config, folder, options, stacker, "LLaDA 2.0 checkpoint")

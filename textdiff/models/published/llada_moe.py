@@ -166,16 +166,17 @@ def tokenizer_object(folder: Path, options: LoadOptions, default: str = DEFAULT_
     return _load(where, PreTrainedTokenizerFast)
 
 
-def mask_token_id(config: dict, tokenizer, token: str = MASK_TOKEN, default: str = DEFAULT_HUB_ID) -> int:
-    """config.json's mask_token_id, else the tokenizer's mask token, else its ``token``."""
+def mask_token_id(config: dict, tokenizer, tokens=(MASK_TOKEN, "<|mask|>"), default: str = DEFAULT_HUB_ID) -> int:
+    """config.json's mask_token_id, else the tokenizer's mask token, else the first of ``tokens`` it has."""
     if config.get("mask_token_id") is not None:
         return int(config["mask_token_id"])
     if tokenizer.mask_token_id is not None:
         return int(tokenizer.mask_token_id)
-    found = tokenizer.convert_tokens_to_ids(token)
-    if isinstance(found, int) and found != tokenizer.unk_token_id:
-        return found
-    raise ConfigError(f"neither config.json nor the tokenizer names a mask token (this model's is {token}); "
+    for token in tokens:
+        found = tokenizer.convert_tokens_to_ids(token)
+        if isinstance(found, int) and found != tokenizer.unk_token_id:
+            return found
+    raise ConfigError(f"neither config.json nor the tokenizer names a mask token (this model's is {tokens[0]}); "
                       f"pass the tokenizer this model was released with ({default})")
 
 
