@@ -41,7 +41,10 @@ holds the prompt's tail (the tokens after its last whole block); ``generation_de
 ``blocks_from = "sequence_start"`` makes ``DiffusionLM.generate`` decode that way (the tail is a
 frozen part of the first window), token for token with the publisher's generate and with the exact
 KV cache of the whole blocks before it. (Plain :func:`textdiff.generation.generate` starts a fresh
-block after the prompt: the same decoding when the prompt length is a multiple of 32.)
+block after the prompt: the same decoding when the prompt length is a multiple of 32.) With fewer
+steps than the block length the publisher commits at least its even split of the block per step
+(k > 1) where textdiff's ``threshold`` sampler commits at least one: identical at the released
+steps = 32 per block only.
 """
 from __future__ import annotations
 
