@@ -156,7 +156,7 @@ def test_an_sft_model_answers_prompts_through_generate(tiny, tmp_path):
 def test_sft_recipes_load_and_validate(path):
     recipe = load_recipe(path)
     assert recipe.sft is not None and recipe.sft.eos_policy in ("first", "all", "weighted")
-    assert recipe.process.name == "masked"
+    assert recipe.process.name == ("block" if "llada2" in path.stem else "masked")  # LLaDA 2.0 is block diffusion
 
 
 def test_condition_dropout_without_sft_data_is_refused(tiny):

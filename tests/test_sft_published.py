@@ -19,7 +19,7 @@ from textdiff.lora import load_lora  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures" / "published"
-FAMILIES = [f for f in ("llada", "dream") if (FIXTURES / f / "config.json").is_file()]
+FAMILIES = [f for f in ("llada", "dream", "llada_moe", "llada2") if (FIXTURES / f / "config.json").is_file()]
 
 
 def chat_jsonl(path: Path, words: list[str], n: int = 12) -> Path:
@@ -40,9 +40,9 @@ def test_lora_sft_recipe_trains_on_the_published_fixture_and_merges(family, tmp_
     vocab = base.tokenizer.get_vocab()
     words = sorted(w for w in vocab if w.startswith("w") and w[1:].isdigit())[:20]
     data = chat_jsonl(tmp_path / "chat.jsonl", words)
-    recipe = load_recipe(ROOT / "recipes" / f"sft-{family}-lora.yaml", [
+    recipe = load_recipe(ROOT / "recipes" / f"sft-{family.replace('_', '-')}-lora.yaml", [
         f"output_dir={tmp_path / 'run'}", f"train.init_from={fixture}", f"sft.source={data}", "sft.val_fraction=0.2",
-        "data.seq_len=24", "train.max_steps=3", "train.batch_size=2", "train.grad_accum=1", "train.warmup_steps=1",
+        f"data.seq_len={64 if family == 'llada2' else 24}", "train.max_steps=3", "train.batch_size=2", "train.grad_accum=1", "train.warmup_steps=1",
         "train.lr=0.05", "train.eval_every=3", "train.eval_batches=1", "train.save_every=3", "train.log_every=1",
         "train.mixed_precision=no", "train.trackers=[]", "lora.dropout=0.0"])
     assert recipe.train.gradient_checkpointing and recipe.lora is not None and recipe.denoiser is None
@@ -52,7 +52,8 @@ def test_lora_sft_recipe_trains_on_the_published_fixture_and_merges(family, tmp_
 
     def spy(model, process, x0, frozen=None, **kw):
         def shown(input_ids, **call):
-            seen.append((input_ids.detach().clone(), x0.detach().clone(), frozen.detach().clone()))
+            noisy = input_ids[:, : x0.shape[1]]  # block diffusion (LLaDA 2.0) feeds [x_t ; x0]: the noisy half
+            seen.append((noisy.detach().clone(), x0.detach().clone(), frozen.detach().clone()))
             return model(input_ids, **call)
         return nelbo_terms(shown, process, x0, frozen=frozen, **kw)
 

@@ -288,6 +288,12 @@ class DiffusionLM:
             steps = max_new_tokens
         if block_size is None and getattr(self.model.config, "attention", None) == "block_causal":
             block_size = self.model.config.block_size  # block diffusion (BD3-LM) decodes block by block (exact KV cache)
+        tails = None
+        if self.generation_defaults.get("blocks_from") == "sequence_start" and block_size and "template" not in kwargs:
+            # blocks counted from the sequence start (LLaDA 2.0): the prompt's last partial block is decoded with the answer
+            ids_in, tails = ids, [len(p) % block_size for p in ids]
+            ids, kwargs["template"] = _sequence_start_layout(ids, tails, max_new_tokens, block_size, self.process.mask_id)
+            steps = steps or len(kwargs["template"][0])  # the released decoding: block_size steps per block
         longest = max(len(p) for p in ids)
         limit = getattr(self.model.config, "max_position_embeddings", None)
         if limit is not None and kwargs.get("max_context") is None and longest + max_new_tokens > limit:
@@ -314,6 +320,9 @@ class DiffusionLM:
             )
         if getattr(self.process, "logits_shift", 0):
             ids = [p[1:] for p in ids]
+        if tails is not None:  # the answer starts after the prompt's tail, max_new_tokens long
+            ids = ids_in
+            out.generated = [g[r: r + max_new_tokens] for g, r in zip(out.generated, tails)]
         if self.stop_token_ids:
             out.generated = [_cut(g, self.stop_token_ids) for g in out.generated]
         texts = [self.tokenizer.decode(g if chat else p + g, skip_special_tokens=True)
@@ -362,6 +371,17 @@ class DiffusionLM:
 def _is_chat(prompt) -> bool:
     """A chat: a non-empty list of message mappings."""
     return isinstance(prompt, (list, tuple)) and len(prompt) > 0 and all(isinstance(m, dict) for m in prompt)
+
+
+def _sequence_start_layout(ids: list, tails: list, max_new_tokens: int, block: int, mask_id: int):
+    """Prompts cut to whole blocks and a template [B, N'] that starts with each prompt's tail (the
+    ``tails[b]`` tokens after its last whole block, frozen) followed by [MASK]s, N' whole blocks
+    holding every row's tail + ``max_new_tokens``: the layout of a decoder whose blocks are counted
+    from position 0 of the sequence (LLaDA 2.0's generate), on textdiff's block-aligned windows."""
+    width = -(-(max(tails) + max_new_tokens) // block) * block  # N': whole blocks
+    heads = [p[: len(p) - r] for p, r in zip(ids, tails)]
+    template = [p[len(p) - r:] + [mask_id] * (width - r) for p, r in zip(ids, tails)]
+    return heads, template
 
 
 def _cut(tokens: list, stops: Sequence[int]) -> list:

@@ -8,7 +8,9 @@ of a copy of the publishers' modeling files, these classes hold transformers' ma
 
 * ``is_causal = False`` on every attention module (also passed per call), and an explicit
   key-padding mask ``[B, 1, L, T + L]`` (bool for SDPA, additive elsewhere; None when nothing is
-  masked, so the fused kernels run unmasked);
+  masked, so the fused kernels run unmasked); with ``attention = "block_causal"`` (LLaDA 2.0, or
+  BD3-LM fine-tuning) it also holds the structural mask: key block <= query block, blocks of
+  ``block_size`` absolute positions;
 * textdiff's explicit :class:`~textdiff.models.cache.KVCache` (keys/values after rotary, absolute
   positions, validity), read in every call and extended only with ``update_cache=True``;
 * ``logits_shift`` (Dream): the logits that predict position i come from the output at i − 1
@@ -28,17 +30,20 @@ import torch.nn as nn
 from transformers import LlamaConfig, LlamaModel, LlamaPreTrainedModel, Qwen2Config, Qwen2Model, Qwen2PreTrainedModel
 
 from .cache import KVCache, default_positions
-from .modeling_textdiff import TextDiffOutput
+from .modeling_textdiff import TextDiffOutput, structural_mask
 
 
-def _denoiser_fields(config, mask_token_id, logits_shift, attention):
-    if attention != "bidirectional":
-        raise ValueError(f"attention={attention!r}: these denoisers are bidirectional (LLaDA / Dream)")
+def _denoiser_fields(config, mask_token_id, logits_shift, attention, block_size=None):
+    if attention not in ("bidirectional", "block_causal"):
+        raise ValueError(f"attention={attention!r}: these denoisers are bidirectional (LLaDA / Dream) or block-causal")
+    if attention == "block_causal" and not block_size:
+        raise ValueError("attention='block_causal' needs a block_size")
     if logits_shift not in (0, 1):
         raise ValueError(f"logits_shift={logits_shift} must be 0 or 1")
     config.mask_token_id = mask_token_id
     config.logits_shift = int(logits_shift)
-    config.attention = attention  # read by generation / contexts: the structural mask is bidirectional
+    config.attention = attention  # read by generation / contexts (and by _key_mask: the structural mask)
+    config.block_size = int(block_size) if block_size else None
 
 
 class DiffusionLlamaConfig(LlamaConfig):
@@ -46,8 +51,9 @@ class DiffusionLlamaConfig(LlamaConfig):
 
     model_type = "textdiff_llama"
 
-    def __init__(self, mask_token_id: Optional[int] = None, logits_shift: int = 0, attention: str = "bidirectional", **kwargs):
-        _denoiser_fields(self, mask_token_id, logits_shift, attention)
+    def __init__(self, mask_token_id: Optional[int] = None, logits_shift: int = 0, attention: str = "bidirectional",
+                 block_size: Optional[int] = None, **kwargs):
+        _denoiser_fields(self, mask_token_id, logits_shift, attention, block_size)
         super().__init__(**kwargs)
 
     @property
@@ -64,8 +70,9 @@ class DiffusionQwen2Config(Qwen2Config):
 
     model_type = "textdiff_qwen2"
 
-    def __init__(self, mask_token_id: Optional[int] = None, logits_shift: int = 0, attention: str = "bidirectional", **kwargs):
-        _denoiser_fields(self, mask_token_id, logits_shift, attention)
+    def __init__(self, mask_token_id: Optional[int] = None, logits_shift: int = 0, attention: str = "bidirectional",
+                 block_size: Optional[int] = None, **kwargs):
+        _denoiser_fields(self, mask_token_id, logits_shift, attention, block_size)
         super().__init__(**kwargs)
 
     @property
@@ -127,11 +134,18 @@ class _BidirectionalDenoiser:
             B, L = position_ids.shape
             valid = attention_mask.bool() if attention_mask is not None else None
             keys = valid if valid is not None else torch.ones(B, L, dtype=torch.bool, device=position_ids.device)
+            k_pos = position_ids
             if cache is not None and cache.length > 0:
                 keys = torch.cat([cache.valid, keys], dim=1)  # [B, T + L]
-            if bool(keys.all()):
+                k_pos = torch.cat([cache.positions, position_ids], dim=1)
+            structural = None  # block-causal (LLaDA 2.0): key block <= query block, from absolute positions
+            if self.config.attention == "block_causal":
+                structural = structural_mask("block_causal", position_ids, k_pos, self.config.block_size)
+            if structural is None and bool(keys.all()):
                 return None
             mask = keys[:, None, None, :].expand(B, 1, L, keys.shape[1])
+            if structural is not None:
+                mask = mask & structural  # [B, 1, L, T + L]
             if valid is not None:  # padded queries may look anywhere (their output is ignored)
                 mask = mask | ~valid[:, None, :, None]
         if self.config._attn_implementation == "sdpa":

@@ -51,7 +51,7 @@ EOT_TOKEN, EOS_TOKEN = "<|eot_id|>", "<|endoftext|>"
 DEFAULT_HUB_ID = "GSAI-ML/LLaDA-8B-Instruct"
 
 
-#: LLaDA's mixture-of-experts successors: recognised, refused with what is missing
+#: LLaDA's mixture-of-experts successors (their own families: llada_moe.py, llada2.py)
 MOE_TYPES = {"lladamoe": "LLaDA-MoE", "llada2_moe": "LLaDA 2.0"}
 
 
@@ -60,8 +60,8 @@ def llama_config(cfg: dict) -> DiffusionLlamaConfig:
     kind = cfg.get("model_type")
     if kind in MOE_TYPES or "num_experts" in cfg or "d_model" not in cfg:
         name = MOE_TYPES.get(kind, "a mixture-of-experts LLaDA" if "num_experts" in cfg else "an unknown LLaDA variant")
-        raise ConfigError(f"this folder holds {name} (model_type {kind!r}); textdiff converts the dense LLaDA-8B / "
-                          "LLaDA-1.5 layout (d_model, n_layers, ...) only, not expert layers yet")
+        raise ConfigError(f"this folder holds {name} (model_type {kind!r}) whose keys match neither the dense LLaDA-8B / "
+                          "1.5 layout (d_model, n_layers, ...) nor LLaDA-MoE's (expert_intermediate_size, moe_layer_freq, ...)")
     missing = [k for k in ("n_heads", "n_layers", "vocab_size") if k not in cfg]
     if missing:
         raise ConfigError(f"this LLaDA config.json lacks {', '.join(missing)}; the file is incomplete")
@@ -129,7 +129,10 @@ class LLaDAFamily(Family):
     @classmethod
     def matches(cls, config, folder):
         archs = config.get("architectures") or []
-        return config.get("model_type") in ("llada", *MOE_TYPES) or any(a.startswith("LLaDA") for a in archs)
+        from .llada_moe import is_llada_moe  # LLaDA-MoE and LLaDA 2.0 have their own families
+
+        moe = is_llada_moe(config) or config.get("model_type") == "llada2_moe" or "LLaDA2MoeModelLM" in archs
+        return (config.get("model_type") in ("llada", *MOE_TYPES) or any(a.startswith("LLaDA") for a in archs)) and not moe
 
     @classmethod
     def load(cls, folder: Path, config: dict, options: LoadOptions) -> Published:

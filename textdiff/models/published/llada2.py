@@ -1,0 +1,175 @@
+"""LLaDA 2.0 (inclusionAI 2025): LLaDA2.0-mini-preview / -flash-preview, on transformers' GLM-4-MoE.
+
+Layout (``inclusionAI/LLaDA2.0-*``): ``config.json`` with ``model_type: "llada2_moe"``,
+``architectures: ["LLaDA2MoeModelLM"]`` and BailingMoeV2 keys (``hidden_size``, ``head_dim``,
+``num_attention_heads``, ``num_key_value_heads``, ``use_qkv_bias``, ``use_bias``, ``use_qk_norm``,
+``partial_rotary_factor``, ``num_experts``, ``num_shared_experts``, ``num_experts_per_tok``,
+``n_group``, ``topk_group``, ``routed_scaling_factor``, ``moe_intermediate_size``,
+``first_k_dense_replace``), sharded safetensors with an index and Ling's tokenizer files (its mask
+token ``<|mask|>``, EOS ``<|endoftext|>``; the config carries no mask id).
+
+The network (the publisher's ``modeling_llada2_moe.py``): fused ``query_key_value`` ([q; k; v]
+heads), per-head q/k RMSNorm, rotary on the first ``partial_rotary_factor · head_dim`` dims of each
+head, SwiGLU; layers ``>= first_k_dense_replace`` are sparse::
+
+    s = sigmoid(W_r x)  (float32);   pick = group_topk(s + b)   (top ``topk_group`` of ``n_group`` groups,
+    each scored by the sum of its two best; then the k best experts inside them)
+    w = s[pick] / Σ s[pick]  (k > 1)  · routed_scaling_factor;   y = Σ w_e E_e(x) + S(x)
+
+which is term for term transformers' ``Glm4MoeModel`` (``norm_topk_prob = k > 1``;
+``e_score_correction_bias`` = b); its ``attention`` is BLOCK-CAUSAL: blocks of 32 positions,
+bidirectional inside a block, attending to every earlier block (the mask the publisher's
+``generate`` builds), so the denoiser is ``attention = "block_causal"``, ``block_size = 32`` and
+the process is textdiff's block diffusion (BD3-LM's NELBO, exact KV cache of earlier blocks).
+The publisher's code does not read ``norm_head`` or ``use_sliding_window`` (refused when set).
+
+Tensor names (layer i, expert j)::
+
+    model.word_embeddings                      -> model.embed_tokens
+    model.layers.i.attention.query_key_value   -> model.layers.i.self_attn.{q,k,v}_proj  (rows split)
+    model.layers.i.attention.dense             -> model.layers.i.self_attn.o_proj
+    model.layers.i.attention.query_layernorm   -> model.layers.i.self_attn.q_norm   (key_layernorm -> k_norm)
+    model.layers.i.mlp.gate.expert_bias        -> model.layers.i.mlp.gate.e_score_correction_bias
+    model.layers.i.mlp.experts.j.*             -> model.layers.i.mlp.experts.{gate_up_proj, down_proj}[j]
+    (norms, dense MLPs, router weight, shared_experts, model.norm, lm_head: the same)
+
+Decoding (``LLaDA2MoeModelLM.generate``, the model card's settings): blocks of 32, 32 steps per
+block, temperature 0, threshold 0.95 (commit every masked position more confident than that, at
+least the scheduled one per step: textdiff's ``threshold`` sampler), stop after the block that
+holds EOS. Its blocks are counted from the start of the sequence, so the first decoded block also
+holds the prompt's tail (the tokens after its last whole block); ``generation_defaults``
+``blocks_from = "sequence_start"`` makes ``DiffusionLM.generate`` decode that way (the tail is a
+frozen part of the first window), token for token with the publisher's generate and with the exact
+KV cache of the whole blocks before it. (Plain :func:`textdiff.generation.generate` starts a fresh
+block after the prompt: the same decoding when the prompt length is a multiple of 32.) With fewer
+steps than the block length the publisher commits at least its even split of the block per step
+(k > 1) where textdiff's ``threshold`` sampler commits at least one: identical at the released
+steps = 32 per block only.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from ...errors import ConfigError
+from ..modeling_moe import DiffusionGlm4MoeConfig, DiffusionGlm4MoeModel
+from . import Family, LoadOptions, Published, register
+from ._hf import load_weights, published_tokenizer
+from .llada_moe import ExpertStacker, mask_token_id, stop_token_ids, tokenizer_object
+
+DEFAULT_HUB_ID = "inclusionAI/LLaDA2.0-mini-preview"
+MASK_TOKEN = "<|mask|>"
+BLOCK_SIZE = 32  # the block length LLaDA 2.0 was trained and decodes with
+_ATTN = re.compile(r"^model\.layers\.(\d+)\.attention\.(\w+)\.(weight|bias)$")
+_ATTN_RENAME = {"dense": "o_proj", "query_layernorm": "q_norm", "key_layernorm": "k_norm"}
+
+
+def _refuse(key, value, want):
+    raise ConfigError(f"this LLaDA 2.0 config (model_type 'llada2_moe') sets {key}={value!r}; textdiff converts only "
+                      f"{want} (the publisher's modeling_llada2_moe.py semantics)")
+
+
+def glm4_moe_config(cfg: dict, mask_id: int) -> DiffusionGlm4MoeConfig:
+    """The DiffusionGlm4MoeConfig of a LLaDA 2.0 config.json (one-line error for what it cannot express)."""
+    missing = [k for k in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+                           "num_experts", "num_experts_per_tok", "moe_intermediate_size") if cfg.get(k) is None]
+    if missing:
+        raise ConfigError(f"this LLaDA 2.0 config.json (model_type 'llada2_moe') lacks {', '.join(missing)}; "
+                          "the file is incomplete")
+    heads, kv, d = int(cfg["num_attention_heads"]), int(cfg["num_key_value_heads"]), int(cfg["hidden_size"])
+    E, k = int(cfg["num_experts"]), int(cfg["num_experts_per_tok"])
+    groups, top_groups = int(cfg.get("n_group", 8)), int(cfg.get("topk_group", 4))
+    if kv <= 0 or heads % kv:
+        _refuse("num_key_value_heads", kv, f"a positive divisor of num_attention_heads={heads}")
+    if groups <= 0 or E % groups or E // groups < 2 or not 0 < top_groups <= groups or k > top_groups * (E // groups):
+        _refuse("n_group / topk_group", (groups, top_groups), f"groups of >= 2 of the {E} experts holding the top-{k}")
+    if cfg.get("num_shared_experts") is None:
+        _refuse("num_shared_experts", None, "a number (0 or more) of shared experts")
+    if cfg.get("use_sliding_window"):
+        _refuse("use_sliding_window", True, "full attention inside the block mask")
+    if cfg.get("norm_head"):
+        _refuse("norm_head", True, "norm_head=false (the modeling code has no normalised head)")
+    scaling = cfg.get("rope_scaling")
+    if scaling not in (None, {}) and (scaling.get("rope_type") or scaling.get("type")) != "default":
+        _refuse("rope_scaling", scaling, "plain rotary (rope_scaling=null)")
+    first_dense = int(cfg.get("first_k_dense_replace", 0))
+    if first_dense > 0 and not cfg.get("intermediate_size"):
+        _refuse("intermediate_size", cfg.get("intermediate_size"), "a width for the first_k_dense_replace dense layers")
+    factor = float(cfg.get("partial_rotary_factor", 0.5))  # the config class's default
+    head_dim = int(cfg.get("head_dim") or d // heads)
+    if int(head_dim * factor) % 2 or int(head_dim * factor) <= 0:
+        _refuse("partial_rotary_factor", factor, f"an even, positive rotary width of head_dim={head_dim}")
+    theta = float(cfg.get("rope_theta", 10000.0))
+    return DiffusionGlm4MoeConfig(
+        vocab_size=int(cfg["vocab_size"]), hidden_size=d, num_hidden_layers=int(cfg["num_hidden_layers"]),
+        num_attention_heads=heads, num_key_value_heads=kv, head_dim=head_dim, hidden_act=cfg.get("hidden_act", "silu"),
+        intermediate_size=int(cfg.get("intermediate_size") or cfg["moe_intermediate_size"]),
+        max_position_embeddings=int(cfg.get("max_position_embeddings", 16384)),
+        rms_norm_eps=float(cfg.get("rms_norm_eps", 1e-5)),
+        rope_parameters={"rope_type": "default", "rope_theta": theta, "partial_rotary_factor": factor},
+        partial_rotary_factor=factor, attention_bias=bool(cfg.get("use_qkv_bias", False)),
+        o_proj_bias=bool(cfg.get("use_bias", True)), use_qk_norm=bool(cfg.get("use_qk_norm", True)),
+        moe_intermediate_size=int(cfg["moe_intermediate_size"]), n_routed_experts=E, num_experts_per_tok=k,
+        n_shared_experts=int(cfg["num_shared_experts"]), n_group=groups, topk_group=top_groups,
+        routed_scaling_factor=float(cfg.get("routed_scaling_factor", 2.5)), norm_topk_prob=k > 1,
+        first_k_dense_replace=first_dense, tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
+        attention="block_causal", block_size=BLOCK_SIZE, mask_token_id=int(mask_id),
+        pad_token_id=cfg.get("pad_token_id"), eos_token_id=cfg.get("eos_token_id"), bos_token_id=cfg.get("bos_token_id"),
+    )
+
+
+def renamer(config: DiffusionGlm4MoeConfig):
+    """``rename(name, tensor)`` -> [(textdiff name, tensor)] for LLaDA 2.0's tensors outside the routed experts."""
+    Dh = config.head_dim
+    sizes = [config.num_attention_heads * Dh, config.num_key_value_heads * Dh, config.num_key_value_heads * Dh]
+
+    def rename(name: str, tensor: torch.Tensor):
+        if name == "model.word_embeddings.weight":
+            return [("model.embed_tokens.weight", tensor)]
+        if name.endswith(".mlp.gate.expert_bias"):
+            return [(name.replace(".expert_bias", ".e_score_correction_bias"), tensor)]
+        m = _ATTN.match(name)
+        if m is None:
+            return [(name, tensor)]  # transformers' own names; unknown ones are reported by the shape check
+        prefix, part, kind = f"model.layers.{m.group(1)}.self_attn.", m.group(2), m.group(3)
+        if part == "query_key_value":  # rows: [q heads; k heads; v heads]
+            if tensor.shape[0] != sum(sizes):
+                return [(prefix + "q_proj." + kind, tensor)]  # reported by the shape check
+            q, k, v = tensor.split(sizes, dim=0)
+            return [(prefix + "q_proj." + kind, q), (prefix + "k_proj." + kind, k), (prefix + "v_proj." + kind, v)]
+        return [(prefix + _ATTN_RENAME.get(part, part) + "." + kind, tensor)]
+
+    return rename
+
+
+@register("family", "llada2")
+class LLaDA2Family(Family):
+    """inclusionAI/LLaDA2.0-mini-preview and -flash-preview (model_type "llada2_moe")."""
+
+    @classmethod
+    def matches(cls, config, folder):
+        return config.get("model_type") == "llada2_moe" or "LLaDA2MoeModelLM" in (config.get("architectures") or [])
+
+    @classmethod
+    def load(cls, folder: Path, config: dict, options: LoadOptions) -> Published:
+        raw_tokenizer = tokenizer_object(folder, options, DEFAULT_HUB_ID)
+        net_config = glm4_moe_config(config, mask_token_id(config, raw_tokenizer, (MASK_TOKEN,), DEFAULT_HUB_ID))
+        stacker = ExpertStacker(net_config.n_routed_experts, net_config.moe_intermediate_size, net_config.hidden_size,
+                                renamer(net_config), "LLaDA 2.0 checkpoint")
+        model = load_weights(DiffusionGlm4MoeModel, net_config, folder, options, stacker, "LLaDA 2.0 checkpoint")
+        tokenizer = published_tokenizer(folder, replace(options, tokenizer=raw_tokenizer), DEFAULT_HUB_ID,
+                                        net_config.mask_token_id, eos_token=config.get("eos_token_id"))
+        return Published(
+            model=model, tokenizer=tokenizer,
+            process={"name": "block", "block_size": BLOCK_SIZE, "schedule": {"name": "loglinear"}},
+            # generate(): temperature 0, threshold 0.95, steps = block length (one scheduled commit per step)
+            sampler={"name": "threshold", "threshold": 0.95, "temperature": 0.0},
+            seq_len=net_config.max_position_embeddings,
+            notes={"source": str(folder), "generation": {"block_size": BLOCK_SIZE, "blocks_from": "sequence_start"},
+                   "stop_token_ids": stop_token_ids(tokenizer, config),
+                   "protocol": "LLaDA2MoeModelLM.generate: block_length 32, steps 32 per block, threshold 0.95, "
+                               "temperature 0, stop after the block with EOS"},
+        )
