@@ -153,6 +153,23 @@ def test_converted_llada_and_dream_load_in_plain_transformers_with_identical_log
         assert torch.equal(h[:, 1], h[:, 0])
 
 
+def test_converted_llada_moe_and_llada2_load_in_plain_transformers_with_identical_logits(tmp_path):
+    """The MoE denoisers (Qwen3-MoE with a shared expert; GLM-4-MoE, block-causal) ship modeling_moe.py
+    next to modeling_bidirectional.py; without textdiff they give the package model's logits bit for bit."""
+    lms = {tmp_path / name: DiffusionLM.from_pretrained(FIXTURES / name, device="cpu") for name in ("llada_moe", "llada2")}
+    for folder, lm in lms.items():
+        lm.save_pretrained(folder)
+        cfg = json.loads((folder / "config.json").read_text())
+        assert cfg["auto_map"]["AutoModel"].startswith("modeling_moe.") and (folder / "modeling_moe.py").is_file()
+    ids = torch.tensor([[1, 5, 7, 30, 9, 3, 2, 4], [4, 11, 8, 1, 2, 6, 5, 3]])
+    got = _child(list(lms), ids, tmp_path)
+    for folder, lm in lms.items():
+        with torch.no_grad():
+            want = lm.model(ids).logits
+        for logits in got[str(folder)]["logits"].values():
+            torch.testing.assert_close(logits, want, rtol=0, atol=0)
+
+
 def test_textdiff_never_runs_a_converted_folders_code(tmp_path):
     lm = DiffusionLM.from_pretrained(FIXTURES / "dream", device="cpu")
     lm.save_pretrained(tmp_path / "m")

@@ -107,7 +107,7 @@ def test_llada_moe_chat_prompt_gets_the_template(moe):
 def test_llada_moe_save_pretrained_reloads_natively_with_identical_logits_and_scores(moe, tmp_path):
     moe.save_pretrained(tmp_path / "converted")
     config = json.loads((tmp_path / "converted" / "config.json").read_text())
-    assert config["model_type"] == "textdiff_qwen3_moe" and "auto_map" not in config
+    assert config["model_type"] == "textdiff_qwen3_moe" and config["auto_map"]["AutoModel"] == "modeling_moe.DiffusionQwen3MoeModel"
     assert config["shared_expert_intermediate_size"] == 24 and config["router_expert_bias"] is True
     again = DiffusionLM.from_pretrained(tmp_path / "converted", device="cpu")
     e = _expected("llada_moe")

@@ -40,9 +40,12 @@ AUTO_MAP = {
 }
 
 
-#: the bidirectional LLaDA / Dream networks (models/modeling_bidirectional.py): model_type -> class names
-BIDIRECTIONAL_CLASSES = {"textdiff_llama": ("DiffusionLlamaConfig", "DiffusionLlamaModel"),
-                         "textdiff_qwen2": ("DiffusionQwen2Config", "DiffusionQwen2Model")}
+#: the HF-module denoisers: model_type -> (module file, config class, model class). LLaDA / Dream live in
+#: models/modeling_bidirectional.py; LLaDA-MoE / LLaDA 2.0 in models/modeling_moe.py, which imports it.
+BIDIRECTIONAL_CLASSES = {"textdiff_llama": ("modeling_bidirectional", "DiffusionLlamaConfig", "DiffusionLlamaModel"),
+                         "textdiff_qwen2": ("modeling_bidirectional", "DiffusionQwen2Config", "DiffusionQwen2Model"),
+                         "textdiff_qwen3_moe": ("modeling_moe", "DiffusionQwen3MoeConfig", "DiffusionQwen3MoeModel"),
+                         "textdiff_glm4_moe": ("modeling_moe", "DiffusionGlm4MoeConfig", "DiffusionGlm4MoeModel")}
 BIDIRECTIONAL_FILES = ("modeling_bidirectional.py", *REMOTE_CODE_FILES)
 
 
@@ -51,10 +54,10 @@ def remote_code_for(model_type) -> Optional[tuple[tuple[str, ...], dict]]:
     if model_type == "textdiff":
         return REMOTE_CODE_FILES, dict(AUTO_MAP)
     if model_type in BIDIRECTIONAL_CLASSES:
-        config_class, model_class = BIDIRECTIONAL_CLASSES[model_type]
-        model = f"modeling_bidirectional.{model_class}"
-        return BIDIRECTIONAL_FILES, {"AutoConfig": f"modeling_bidirectional.{config_class}", "AutoModel": model,
-                                     "AutoModelForMaskedLM": model}
+        module, config_class, model_class = BIDIRECTIONAL_CLASSES[model_type]
+        files = BIDIRECTIONAL_FILES if module == "modeling_bidirectional" else (f"{module}.py", *BIDIRECTIONAL_FILES)
+        model = f"{module}.{model_class}"
+        return files, {"AutoConfig": f"{module}.{config_class}", "AutoModel": model, "AutoModelForMaskedLM": model}
     return None
 
 
