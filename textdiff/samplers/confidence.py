@@ -55,10 +55,11 @@ from typing import Literal
 
 import torch
 
-from ..categorical import gather_rows, inverse_cdf, row_chunks, sample_rows
+from ..categorical import gather_rows, row_chunks
 from ..errors import ConfigError
 from ..registry import register
 from .base import Sampler, SamplerConfig, StepOutput
+from .unmask_rows import RowKernel
 
 
 def rank_commit(score: torch.Tensor, eligible: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
@@ -84,12 +85,10 @@ class _Unmasker(Sampler):
         return self._no_noise_left(x_t)
 
     def suppress(self, rows):
-        """Logit rows [c, V] with the config's ``suppress_ids`` at −∞ (unchanged when there are none)."""
+        """Logit rows [c, V] (the caller's own copy) with ``suppress_ids`` set to −∞ in place."""
         ids = self.config.suppress_ids
-        if not ids:
-            return rows
-        rows = rows.clone()
-        rows[:, list(ids)] = float("-inf")
+        if ids:
+            rows[:, list(ids)] = float("-inf")
         return rows
 
     def deprioritize(self, score, x0_hat):
@@ -104,43 +103,37 @@ class _Unmasker(Sampler):
         """(x̂0 [B, L], score [B, L] float64) at the masked positions ``noise`` [B, L].
 
         x̂0 ~ p̃_θ(x0 | x_t) (filtered; argmax at temperature 0) with the uniforms ``u`` [B, L];
-        the score is computed from the UNFILTERED p = p_θ(x0 | x_t) (module docstring), exactly in
-        float64. Other positions: x̂0 = x_t, score −∞.
+        the score is computed exactly in float64 from the UNFILTERED p = p_θ(x0 | x_t) or, with
+        ``score_from = "sampling"``, from p̃ itself (module docstring). Other positions: x̂0 = x_t,
+        score −∞. One :class:`~.unmask_rows.RowKernel` pass per chunk of masked rows.
         """
         B, L = x_t.shape
         x0_hat = x_t.clone()
         score = torch.full((B, L), float("-inf"), dtype=torch.float64, device=x_t.device)
         bi, li = noise.nonzero(as_tuple=True)
         cfg, kind = self.config, self.ordering
-        plain = cfg.temperature == 1.0 and not self.filters
+        sampling = getattr(cfg, "score_from", "model") == "sampling" and self._scores_filtered
+        if cfg.temperature == 0:
+            draw = "argmax"
+        else:
+            draw = "plain" if sampling or not self.filters else "filtered"
+        kernel = RowKernel(kind, draw, self.filter_logits)
         for sl in row_chunks(bi.shape[0], logits.shape[-1]):
             b, l = bi[sl], li[sl]
-            rows = self.suppress(self.process.x0_logits_rows(gather_rows(logits, b, l)))  # [c, V] ([MASK] −∞)
-            d, w = self._log_weights(rows)  # float64: d = l − max l, w = exp(d)
-            total = w.sum(-1)  # [c] Z, p = w / Z
-            if cfg.temperature == 0:
-                tok = rows.argmax(-1)
-            elif plain:
-                tok = inverse_cdf(w, u[b, l])
-            else:
-                tok = sample_rows(rows, u[b, l], self.filter_logits)
+            rows = self.suppress(self.process.x0_logits_rows(gather_rows(logits, b, l), fresh=True))  # [c, V] ([MASK] −∞)
+            if sampling:  # score (and draw) from p̃: the filtered rows, float64
+                rows = self.filter_logits(rows, temperature=cfg.temperature or 1.0)
+            tok, sc = kernel(rows, u[b, l])
             x0_hat[b, l] = tok
-            if kind == "confidence":
-                sc = w.gather(-1, tok[:, None])[:, 0] / total
-            elif kind == "margin":
-                top2 = torch.topk(w, 2, dim=-1).values
-                sc = (top2[:, 0] - top2[:, 1]) / total
-            elif kind == "entropy":  # Σ p log p = Σ w d / Z − log Z
-                sc = torch.where(w > 0, w * d, torch.zeros_like(w)).sum(-1) / total - torch.log(total)
-            else:
-                continue
-            score[b, l] = sc
+            if sc is not None:
+                score[b, l] = sc
         return x0_hat, score
 
-    @staticmethod
-    def _log_weights(rows):
-        d = rows.to(torch.float64) - rows.amax(-1, keepdim=True).to(torch.float64)  # exact
-        return d, d.exp()
+    @property
+    def _scores_filtered(self) -> bool:
+        """Whether p̃ (Dream's scoring distribution: temperature when > 0, top-k, top-p) differs from p."""
+        cfg = self.config
+        return cfg.temperature not in (0.0, 1.0) or cfg.top_k is not None or cfg.top_p < 1.0
 
 
 @dataclass
@@ -150,6 +143,14 @@ class _UnmaskerKnobs:
     #: token ids whose positions are committed after the others (score lowered by ``deprioritize_by``)
     deprioritize_ids: list[int] = field(default_factory=list)
     deprioritize_by: float = 1.0
+    #: the distribution the ordering scores come from: "model" = p_θ(x0 | x_t) unfiltered (LLaDA),
+    #: "sampling" = the temperature / top-k / top-p filtered p̃ the candidate is drawn from (Dream)
+    score_from: Literal["model", "sampling"] = "model"
+
+    def validate(self) -> None:
+        super().validate()
+        if self.score_from not in ("model", "sampling"):
+            raise ConfigError(f"sampler.score_from={self.score_from!r} must be 'model' or 'sampling'")
 
 
 @dataclass

@@ -72,7 +72,7 @@ def _absorbing_step(sampler, logits, x_t, scale, generator):
     log_scale = torch.log(scale)  # [B] (+∞ stays +∞, 0 -> −∞)
     for sl in row_chunks(bi.shape[0], logits.shape[-1]):
         b, l = bi[sl], li[sl]
-        rows = proc.x0_logits_rows(gather_rows(logits, b, l))  # [c, V]
+        rows = proc.x0_logits_rows(gather_rows(logits, b, l), fresh=True)  # [c, V]
         m, total = normaliser(rows)  # Σ exp(l) = e^m · total (summed in float64)
         log_exit = log_scale[b] + m + torch.log(total)  # log(scale · Σ exp(l))
         leave = u[b, l, 0] < torch.exp(log_exit).clamp_max(1.0)
