@@ -6,8 +6,12 @@ One step, at every [MASK] position of x_t [B, L]:
 
 1. draw a candidate x̂0 ~ p̃_θ(x0 | x_t), the filtered prediction (temperature / top-k / top-p;
    temperature 0 = argmax);
-2. score every masked position (higher = commit first), from the UNFILTERED p = p_θ(x0 | x_t) so
-   that greedy decoding still has a meaningful order (LLaDA scores with the plain softmax too):
+2. score every masked position (higher = commit first), by default (``score_from = "model"``) from
+   the UNFILTERED p = p_θ(x0 | x_t), so that greedy decoding still has a meaningful order (LLaDA
+   scores with the plain softmax too); with ``score_from = "sampling"`` from the filtered p̃ itself
+   (Dream's ``sample_tokens``: softmax of the logits divided by the temperature when it is > 0,
+   after top-k and top-p; textdiff applies top-k before top-p, Dream top-p first: the same when only
+   one is set):
 
    * ``confidence``: p(x̂0) — LLaDA "low_confidence" remasking, MaskGIT, Dream "maskgit_plus";
    * ``margin``: p(top-1) − p(top-2) — Dream "topk_margin";
