@@ -5,7 +5,8 @@ on the same inputs with the exact branch on (today) and off (float32 softmax and
 
 Model: the one of ``benchmarks/sampling.py`` (random init, V = 50,257, hidden 512, 3 layers, 8 heads),
 batch ``--batch`` (4), L in ``--lengths`` (256 1024). ``attention_s`` times the attention core alone
-(scores, softmax, P V) on the same shapes, so the share of a forward it takes is visible. Exact and
+(scores, softmax, P V) on the same shapes, so the share of a forward it takes is visible, also for
+the exact branch as it was before (float64 softmax and P V over the whole [B, H, L, T]). Exact and
 float32 runs are interleaved, ``--repeats`` times, best of each (the machine may be shared).
 Results: ``benchmarks/results/attention_precision.{md,json}``.
 """
@@ -38,6 +39,12 @@ class float32_attention:
         modeling.eager_attention = self.saved
 
 
+def exact_before(q, k, v, mask, is_causal):
+    """The exact branch as it was before (main 9fd8cd0): softmax and P V over [B, H, L, T] in float64."""
+    scores = (q @ k.transpose(-1, -2)) * (q.shape[-1] ** -0.5)
+    return (torch.softmax(scores.double(), dim=-1) @ v.double()).to(v.dtype)
+
+
 def best(fn, repeats):
     out = []
     for _ in range(repeats):
@@ -58,7 +65,7 @@ def measure(args):
         x = torch.randint(0, args.vocab, (args.batch, L), generator=torch.Generator().manual_seed(L))
         H, Dh = args.heads, args.hidden // args.heads
         q, k, v = (torch.randn(args.batch, H, L, Dh) for _ in range(3))
-        te, tf, ae, af = [], [], [], []
+        te, tf, ae, af, ab = [], [], [], [], []
         model(x)  # warm-up
         for _ in range(args.repeats):
             te.append(best(lambda: model(x), 1))
@@ -66,10 +73,13 @@ def measure(args):
                 tf.append(best(lambda: model(x), 1))
             ae.append(best(lambda: modeling.eager_attention(q, k, v, None, False), 1))
             af.append(best(lambda: base.eager_attention(q, k, v, None, False), 1))
+            ab.append(best(lambda: exact_before(q, k, v, None, False), 1))
         row = {"L": L, "batch": args.batch, "forward_exact_s": round(min(te), 3), "forward_float32_s": round(min(tf), 3),
                "ratio_exact_over_float32": round(min(te) / min(tf), 3),
                "attention_exact_s": round(min(ae), 4), "attention_float32_s": round(min(af), 4),
-               "attention_extra_share_of_forward": round(args.layers * (min(ae) - min(af)) / min(tf), 3)}
+               "attention_exact_before_s": round(min(ab), 4),
+               "attention_extra_share_of_forward": round(args.layers * (min(ae) - min(af)) / min(tf), 3),
+               "before_extra_share_of_forward": round(args.layers * (min(ab) - min(af)) / min(tf), 3)}
         rows.append(row)
         print(row, flush=True)
     return rows
