@@ -1,7 +1,7 @@
 """Sampling cost at a real vocabulary: each sampler's own work per step as a fraction of one denoiser
 forward, and end-to-end ancestral tokens/s, against the samplers of 6e76ef1 (issue 16) in the same run.
 
-    OMP_NUM_THREADS=1 python benchmarks/sampling.py --repeats 2 --e2e-batch 1 --e2e-length 64 --steps 64  # ~10 min
+    OMP_NUM_THREADS=1 python benchmarks/sampling.py --repeats 2 --e2e-batch 1 --e2e-length 64 --e2e-steps 64  # ~10 min
     OMP_NUM_THREADS=1 python benchmarks/sampling.py --skip steps window   # the issue's e2e size (long: the baseline)
 
 Model: a random-init textdiff denoiser with the GPT-2 vocabulary size (V = 50,257), ``--hidden``
@@ -14,11 +14,11 @@ in real models (at hidden 256 a forward is half as long and every ``frac`` about
    ``frac`` = step time / forward time (the forward of the same model and state). At L = 1024 the
    baseline runs only for ``--baseline-1024`` pairs (each of its steps costs seconds).
 2. End-to-end ancestral (masked): whole ``generate()`` runs of ``--e2e-batch`` (4) rows of
-   ``--e2e-length`` (256) new tokens in ``--steps`` (256) steps, cached NFE on, timed from the call to
+   ``--e2e-length`` (256) new tokens in ``--e2e-steps`` (256) steps, cached NFE on, timed from the call to
    the finished sample, baseline (with 6e76ef1's float32 attention) and new alternated
    ``--e2e-repeats`` times, best of each; tokens/s = B L / seconds. At the issue's size the baseline
    run alone takes tens of minutes (each of its steps costs several forwards); ``--e2e-batch 1
-   --e2e-length 64 --steps 64`` keeps one token per step on average at a fraction of the time.
+   --e2e-length 64 --e2e-steps 64`` keeps one token per step on average at a fraction of the time.
 3. Windowed decoding (semi-AR, block ``--block``): forward time and output-layer rows with
    ``logits_to_keep`` (the window) against the full context (a model that ignores it).
 
@@ -136,13 +136,13 @@ def section_steps(args, model, rows):
 
 def e2e_run(model, proc, sampler, args, baseline):
     """(seconds, model calls) of one whole ``generate()`` run: --e2e-batch rows of --e2e-length new
-    tokens in --steps steps (cached NFE on: a step that changed nothing reuses the logits)."""
+    tokens in --e2e-steps steps (cached NFE on: a step that changed nothing reuses the logits)."""
     calls = []
     hook = model.register_forward_hook(lambda *a: calls.append(1))
     with old_attention() if baseline else _Null():
         t0 = time.perf_counter()
         out = generate(model, proc, sampler, None, batch_size=args.e2e_batch, max_new_tokens=args.e2e_length,
-                       steps=args.steps, seed=0, stop_at_eos=False)
+                       steps=args.e2e_steps, seed=0, stop_at_eos=False)
         took = time.perf_counter() - t0
     hook.remove()
     assert not bool((out.sequences == proc.mask_id).any())  # a finished sample: no [MASK] left
@@ -168,7 +168,7 @@ def section_e2e(args, model, rows):
         tn.append(e2e_run(model, proc, new, args, False))
     tokens = args.e2e_batch * args.e2e_length
     (per_new, nfe_new), (per_old, nfe_old) = min(tn), min(tb)
-    row = {"section": 2, "pair": f"ancestral/masked B={args.e2e_batch} L={args.e2e_length} steps={args.steps}",
+    row = {"section": 2, "pair": f"ancestral/masked B={args.e2e_batch} L={args.e2e_length} steps={args.e2e_steps}",
            "new_s": round(per_new, 2), "baseline_s": round(per_old, 2), "new_tokens_per_s": round(tokens / per_new, 2),
            "baseline_tokens_per_s": round(tokens / per_old, 3), "speedup": round(per_old / per_new, 2),
            "new_model_calls": nfe_new, "baseline_model_calls": nfe_old, "runs": len(tn)}
@@ -237,6 +237,7 @@ def main():
     ap.add_argument("--baseline-repeats", type=int, default=1)
     ap.add_argument("--baseline-1024", default="ancestral/masked,confidence/masked", help="pairs (or 'all') whose baseline runs at L > min")
     ap.add_argument("--e2e-batch", type=int, default=4)
+    ap.add_argument("--e2e-steps", type=int, default=256)
     ap.add_argument("--e2e-length", type=int, default=256)
     ap.add_argument("--e2e-repeats", type=int, default=1)
     ap.add_argument("--block", type=int, default=32)
