@@ -81,3 +81,53 @@ def test_wide_row_argmax_and_inverse_cdf_match_their_one_level_definitions():
         assert torch.equal(inverse_cdf(w, u), _search(c, u[:, None] * c[:, -1:]))
         got = inverse_cdf(w, u)
         assert bool((w.gather(1, got[:, None])[:, 0][torch.arange(64) != 3] > 0).all())  # never a zero weight
+
+
+def near_tied_logits(B, L, V, seed):
+    """Logits [B, L, V]: two confident rows (4, 5, equal), then rows 0-3 that tie exactly (copies) or
+    nearly (one logit moved by one ulp, or all by ~1e-7), so that the top k splits them."""
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(B, L, V, generator=g)
+    logits[:, 0, 0] = 6.0
+    logits[:, 1] = logits[:, 0]  # exact ties: the leftmost goes first
+    logits[:, 2] = logits[:, 0]
+    logits[:, 2, 5] = torch.nextafter(logits[:, 2, 5], torch.tensor(float("inf")))  # confidence moves ~1e-9
+    logits[:, 3] = logits[:, 0] + 1e-7 * torch.randn(B, V, generator=g)
+    logits[:, 4, 0] = 12.0
+    logits[:, 5] = logits[:, 4]
+    return logits
+
+
+@pytest.mark.parametrize("V", [40, 3001])
+@pytest.mark.parametrize("name,knobs", [("confidence", {}), ("threshold", {}), ("confidence", {"deprioritize_ids": [0]})])
+def test_greedy_float32_bounds_commit_exactly_what_the_float64_scores_commit(V, name, knobs, monkeypatch):
+    """Greedy confidence ranks from a float32 pass with rigorous bounds and float64 only where the
+    top k (or the threshold) is in doubt: the commits equal those of the exact float64 path (float64
+    logits) every time, and the doubtful rows were indeed decided by their float64 scores."""
+    import textdiff.samplers.unmask_rows as rows_mod
+
+    mask = V - 1
+    proc = textdiff.build_process("masked", vocab_size=V, mask_id=mask)
+    logits = near_tied_logits(3, 12, V, V)
+    x_t = torch.full((3, 12), mask)
+    x_t[1, 7:] = 4  # some clean positions
+    if name == "threshold":  # τ = the exact confidence of row 2: inside its float32 bounds
+        knobs = {"threshold": float(torch.softmax(logits[0, 2, :mask].double(), -1).max())}
+    smp = textdiff.build_sampler({"name": name, "temperature": 0.0, **knobs}, proc)
+    asked = []
+    real = rows_mod.ExactScores.__call__
+    monkeypatch.setattr(rows_mod.ExactScores, "__call__", lambda self, w: asked.append(int(w.sum())) or real(self, w))
+    for t, s in [(1.0, 0.9), (1.0, 0.75), (1.0, 0.7), (0.6, 0.5), (0.5, 0.0)]:
+        tt, ss = torch.full((3,), t, dtype=torch.float64), torch.full((3,), s, dtype=torch.float64)
+        assert smp.bounded(logits) and not smp.bounded(logits.double())
+        fast = smp.step(logits, tt, ss, x_t).x_s
+        exact = smp.step(logits.double(), tt, ss, x_t).x_s
+        assert torch.equal(fast, exact), (t, s)
+    assert asked and max(asked) < 3 * 12  # some rows needed float64, never all of them
+    noise = x_t == mask
+    x0, lo, hi, _ = smp.candidate_bounds(logits, x_t, noise)
+    x0e, score = smp.candidates(logits, x_t, noise, torch.zeros(3, 12, dtype=torch.float64))
+    score = smp.deprioritize(score, x0e)
+    assert torch.equal(x0, x0e)
+    assert bool((lo[noise] <= score[noise]).all() and (score[noise] <= hi[noise]).all())
+    assert bool(((hi - lo)[noise] <= 3e-5).all())

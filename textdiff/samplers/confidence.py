@@ -63,19 +63,7 @@ from ..categorical import gather_rows, row_chunks
 from ..errors import ConfigError
 from ..registry import register
 from .base import Sampler, SamplerConfig, StepOutput
-from .unmask_rows import RowKernel
-
-
-def rank_commit(score: torch.Tensor, eligible: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """[B, L] bool: the ``k`` [B] highest-``score`` [B, L] positions among ``eligible`` [B, L].
-
-    Ranked by the float64 scores as they are; only exactly equal scores tie, and ties go to the
-    leftmost position (stable sort).
-    """
-    score = torch.where(eligible, score.double(), torch.full_like(score, float("-inf"), dtype=torch.float64))
-    order = torch.sort(score, dim=1, descending=True, stable=True).indices  # [B, L]
-    ranks = torch.empty_like(order).scatter_(1, order, torch.arange(score.shape[1], device=score.device).expand_as(order))
-    return eligible & (ranks < k[:, None])
+from .unmask_rows import ExactScores, RowKernel, greedy_confidence_bounds, rank_commit, rank_commit_bounded
 
 
 class _Unmasker(Sampler):
@@ -132,6 +120,31 @@ class _Unmasker(Sampler):
             if sc is not None:
                 score[b, l] = sc
         return x0_hat, score
+
+    def bounded(self, logits) -> bool:
+        """Whether the greedy confidence path applies: argmax candidates ranked by p(x̂0) of float32
+        logits (an order that is not sampled); then only the rows whose rank is in doubt go to float64."""
+        cfg = self.config
+        sampling = getattr(cfg, "score_from", "model") == "sampling" and self._scores_filtered
+        return (cfg.temperature == 0 and self.ordering == "confidence" and logits.dtype == torch.float32
+                and getattr(cfg, "order_temperature", 0.0) == 0 and not sampling)
+
+    def candidate_bounds(self, logits, x_t, noise):
+        """(x̂0 [B, L], lo [B, L], hi [B, L]): greedy candidates and bounds lo ≤ score ≤ hi on the
+        exact float64 confidence (−∞ off ``noise``), from one float32 pass per row
+        (:func:`~.unmask_rows.greedy_confidence_bounds`); exact scores come from :meth:`candidates`."""
+        B, L = x_t.shape
+        x0_hat = x_t.clone()
+        lo = torch.full((B, L), float("-inf"), dtype=torch.float64, device=x_t.device)
+        hi = lo.clone()
+        bi, li = noise.nonzero(as_tuple=True)
+        for sl in row_chunks(bi.shape[0], logits.shape[-1]):
+            b, l = bi[sl], li[sl]
+            rows = self.suppress(self.process.x0_logits_rows(gather_rows(logits, b, l), fresh=True))
+            x0_hat[b, l], lo[b, l], hi[b, l] = greedy_confidence_bounds(rows)
+        exact = ExactScores(lambda where: self.deprioritize(
+            self.candidates(logits, x_t, where, torch.zeros(B, L, dtype=torch.float64))[1], x0_hat), lo)
+        return x0_hat, self.deprioritize(lo, x0_hat), self.deprioritize(hi, x0_hat), exact
 
     @property
     def _scores_filtered(self) -> bool:
@@ -216,6 +229,11 @@ class ConfidenceSampler(_Unmasker):
     def step(self, logits, t, s, x_t, generator=None):
         noise = self.process.is_noise(x_t)  # [B, L]
         cfg = self.config
+        k = self.commit_counts(noise.sum(1), self.rows(t, x_t), self.rows(s, x_t))
+        if self.bounded(logits):  # greedy confidence: float64 only where the top-k is in doubt
+            x0_hat, lo, hi, exact = self.candidate_bounds(logits, x_t, noise)
+            commit = rank_commit_bounded(lo, hi, noise, k, exact)
+            return StepOutput(x_s=torch.where(commit, x0_hat, x_t), x0_pred=x0_hat)
         random = cfg.temperature > 0 or cfg.ordering == "random" or cfg.order_temperature > 0
         # [B, L, 3]: candidate, random score, order noise; greedy, deterministic orders draw nothing
         u = self.step_uniforms(x_t, 3, generator) if random else torch.zeros(*x_t.shape, 3, dtype=torch.float64)
@@ -227,7 +245,6 @@ class ConfidenceSampler(_Unmasker):
             tiny = torch.finfo(torch.float64).tiny
             g = -torch.log(-torch.log(u[..., 2].clamp_min(tiny)).clamp_min(tiny))  # Gumbel(0, 1)
             score = score / self.config.order_temperature + g
-        k = self.commit_counts(noise.sum(1), self.rows(t, x_t), self.rows(s, x_t))
         commit = rank_commit(score, noise, k)
         return StepOutput(x_s=torch.where(commit, x0_hat, x_t), x0_pred=x0_hat)
 
@@ -250,6 +267,17 @@ class ThresholdSampler(_Unmasker):
 
     def step(self, logits, t, s, x_t, generator=None):
         noise = self.process.is_noise(x_t)  # [B, L]
+        one = torch.ones(x_t.shape[0], dtype=torch.long, device=x_t.device)
+        last = noise & (self.rows(s, x_t) <= 0)[:, None]  # the last step commits everything
+        tau = self.config.threshold
+        if self.bounded(logits):  # greedy: float64 only where the threshold or the best is in doubt
+            x0_hat, lo, hi, exact = self.candidate_bounds(logits, x_t, noise)
+            unsure = noise & (lo <= tau) & (hi > tau)
+            commit = noise & (lo > tau)
+            if bool(unsure.any()):
+                commit |= unsure & (exact(unsure) > tau)
+            commit |= rank_commit_bounded(lo, hi, noise, one, exact) | last
+            return StepOutput(x_s=torch.where(commit, x0_hat, x_t), x0_pred=x0_hat)
         greedy = self.config.temperature == 0  # argmax candidates: no noise is drawn
         u = torch.zeros(x_t.shape, dtype=torch.float64) if greedy else self.step_uniforms(x_t, 1, generator)[..., 0]
         x0_hat, conf = self.candidates(logits, x_t, noise, u)  # conf = p_θ(x̂0 | x_t) float64

@@ -92,3 +92,76 @@ class RowKernel:
             wd = torch.bmm(w[:, None, :], d[:, :, None])[:, 0, 0]  # [c] Σ w d
             return tok, wd / total - torch.log(total)
         return tok, None
+
+
+# ---- greedy confidence: one float32 pass, float64 only where the ranking needs it ------------------
+
+#: relative bound on the error of the float32 normaliser Z' below: the difference l − m rounded to
+#: float32 moves exp(l − m) by at most |l − m| 2^-24 ≤ 104 · 2^-24 ≈ 6.2e-6 relative where it does not
+#: underflow (e^-104 · V is far below one float64 ulp of Z ≥ 1), the float32 exponential is within a
+#: few ulps (2^-23 each; Sleef's is within 1) and the sum runs in float64; 1e-5 covers this with room.
+GREEDY_BOUND = 1e-5
+
+
+def greedy_confidence_bounds(rows: torch.Tensor):
+    """(x̂0 [c], lo [c], hi [c]) for float32 logit rows [c, V] at temperature 0: x̂0 the first argmax
+    and lo ≤ p(x̂0) = 1 / Σ exp(l − m) ≤ hi (the exact float64 confidence), from Z' = Σ exp(l − m)
+    with float32 exponentials summed in float64 (:data:`GREEDY_BOUND`)."""
+    small = rows.shape[1] < 4 * CDF_BLOCK
+    heads = None if small else block_max(rows)
+    m = rows.amax(-1) if small else heads.amax(-1)
+    tok = rows.argmax(-1) if small else first_argmax(rows, heads, m)
+    z = torch.exp(rows - m[:, None]).sum(-1, dtype=torch.float64)  # [c] Z'
+    return tok, (1.0 - GREEDY_BOUND) / z, (1.0 + GREEDY_BOUND) / z
+
+
+class ExactScores:
+    """Exact float64 scores on demand: ``fn(where [B, L] bool) -> [B, L]`` computed once per position."""
+
+    def __init__(self, fn, like: torch.Tensor):
+        self.fn = fn
+        self.have = torch.zeros_like(like, dtype=torch.bool)
+        self.score = torch.full_like(like, float("-inf"), dtype=torch.float64)
+
+    def __call__(self, where: torch.Tensor) -> torch.Tensor:
+        need = where & ~self.have
+        if bool(need.any()):
+            self.score = torch.where(need, self.fn(need), self.score)
+            self.have |= need
+        return torch.where(where, self.score, torch.full_like(self.score, float("-inf")))
+
+
+def rank_commit(score: torch.Tensor, eligible: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """[B, L] bool: the ``k`` [B] highest-``score`` [B, L] positions among ``eligible`` [B, L].
+
+    Ranked by the float64 scores as they are; only exactly equal scores tie, and ties go to the
+    leftmost position (stable sort).
+    """
+    score = torch.where(eligible, score.double(), torch.full_like(score, float("-inf"), dtype=torch.float64))
+    order = torch.sort(score, dim=1, descending=True, stable=True).indices  # [B, L]
+    ranks = torch.empty_like(order).scatter_(1, order, torch.arange(score.shape[1], device=score.device).expand_as(order))
+    return eligible & (ranks < k[:, None])
+
+
+def rank_commit_bounded(lo, hi, eligible, k, exact) -> torch.Tensor:
+    """:func:`rank_commit` of the exact scores s, knowing only lo ≤ s ≤ hi [B, L] and ``exact(where)``.
+
+    With λ the k-th largest lo and μ the (k+1)-th largest hi of a row, a position with lo > μ is in
+    the top k (at most k positions can reach above μ) and one with hi < λ is not (k positions are
+    strictly above it); the others are ranked by their exact scores for the remaining places, so the
+    result is exactly :func:`rank_commit` on the exact scores (same ties), with float64 only there.
+    """
+    B, L = lo.shape
+    ninf = torch.full_like(lo, float("-inf"))
+    slo = torch.where(eligible, lo, ninf).sort(1, descending=True).values  # [B, L]
+    shi = torch.where(eligible, hi, ninf).sort(1, descending=True).values
+    n = eligible.sum(1)
+    kk = k.clamp(0, L)
+    inf = torch.full_like(lo[:, 0], float("inf"))
+    lam = torch.where(kk > 0, slo.gather(1, (kk - 1).clamp_min(0)[:, None])[:, 0], inf)
+    mu = torch.where(kk < n, shi.gather(1, kk.clamp_max(L - 1)[:, None])[:, 0], -inf)
+    surely_in = eligible & (lo > mu[:, None])
+    unsure = eligible & ~surely_in & ~(hi < lam[:, None])
+    if not bool(unsure.any()):
+        return surely_in
+    return surely_in | rank_commit(exact(unsure), unsure, kk - surely_in.sum(1))
