@@ -73,7 +73,7 @@ def staggered_score(proc, logits, x_t, t, s):
         sc = proc.score(logits, x_t, t)
         return sc / tau + (1 - 1 / tau) * sc.sum(-1, keepdim=True) / proc.vocab_size
     a_t, a_s = _a(proc, t, x_t), _a(proc, s, x_t)
-    e = proc._shifted(logits).double().exp()
+    e = proc._shifted(logits, proc.per_token(t, x_t).double()).double().exp()  # (today's signature: the rows' times)
     stag = e * a_s / (1 - a_t).clamp_min(1e-300)
     stag[..., proc.mask_id] = (1 - (a_s - a_t) / (1 - a_t).clamp_min(1e-300) * e.sum(-1, keepdim=True))[..., 0]
     clean = x_t != proc.mask_id

@@ -205,8 +205,8 @@ def test_dream_comes_up_with_its_tokens_and_sampler(dream):
     assert tok.eos_token == "<|endoftext|>"
     assert dream.stop_token_ids == [tok.convert_tokens_to_ids("<|im_end|>"), tok.eos_token_id]
     cfg = dream.sampler_config
-    assert (cfg.name, cfg.ordering, cfg.temperature, cfg.top_p, cfg.commit_rounding, cfg.time_eps) == \
-        ("confidence", "entropy", 0.2, 0.95, "floor", 1e-3)
+    assert (cfg.name, cfg.ordering, cfg.temperature, cfg.top_p, cfg.commit_rounding, cfg.time_eps, cfg.score_from) == \
+        ("confidence", "entropy", 0.2, 0.95, "floor", 1e-3, "sampling")  # scores from the filtered p̃, as sample_tokens
     assert dream.generation_defaults.get("block_size") is None  # one window, as diffusion_generate
 
 

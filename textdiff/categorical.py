@@ -109,18 +109,46 @@ def normaliser(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return m[:, 0].to(torch.float64), torch.exp(rows - m).sum(-1).to(torch.float64)  # cascade sum
 
 
+#: block width of the two-level inverse CDF (rows wider than 4 blocks use it)
+CDF_BLOCK = 512
+
+
+def _search(c: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Indices [c]: the i with C_{i-1} <= target < C_i for running sums C = ``c`` [c, n] and ``target``
+    [c, 1], or the first index reaching C_{n-1} when the target is not below it (a positive entry)."""
+    idx = torch.searchsorted(c, target, right=True)
+    last = torch.searchsorted(c, c[:, -1:].contiguous(), right=False)
+    return torch.minimum(idx, last).squeeze(-1)
+
+
 def inverse_cdf(weights: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     """Indices [c] drawn from the float64 weights [c, V] (>= 0, unnormalised) with uniforms u [c].
 
     Index i is chosen iff C_{i-1} <= u · Z < C_i (C the running sum, Z = C_{V-1}), so zero-weight
     entries are never chosen; a u · Z rounded up to Z falls back to the last positive entry.
+
+    Wide rows (V > 4 · :data:`CDF_BLOCK`) are searched in two levels, the same rule in exact arithmetic:
+    the block sums S_j (one reduction pass) pick the block j with S_0 + … + S_{j-1} <= u · Z < … + S_j,
+    then the running sum of that block alone picks the entry; only [c, V / CDF_BLOCK + CDF_BLOCK]
+    running sums are formed instead of [c, V] (the full-row cumsum is the slowest pass of a draw).
     """
-    c = weights.cumsum(-1)  # [c, V]
-    total = c[:, -1:]
-    target = u.to(torch.float64).reshape(-1, 1) * total
-    idx = torch.searchsorted(c, target, right=True)
-    last = torch.searchsorted(c, total.contiguous(), right=False)  # the first index reaching Z: a positive entry
-    return torch.minimum(idx, last).squeeze(-1)
+    n, V = weights.shape
+    u = u.to(torch.float64).reshape(-1, 1)
+    if V <= 4 * CDF_BLOCK:
+        c = weights.cumsum(-1)  # [c, V]
+        return _search(c, u * c[:, -1:])
+    nb, bw = V // CDF_BLOCK, CDF_BLOCK
+    w = weights.contiguous()
+    sums = torch.cat([w[:, : nb * bw].view(n, nb, bw).sum(-1), w[:, nb * bw:].sum(-1, keepdim=True)], 1)  # [c, nb + 1]
+    run = sums.cumsum(-1)  # [c, nb + 1]
+    target = u * run[:, -1:]
+    blk = _search(run, target)  # [c] a block with positive mass
+    before = torch.where(blk > 0, run.gather(1, (blk - 1).clamp_min(0)[:, None])[:, 0], torch.zeros_like(target[:, 0]))
+    cols = blk[:, None] * bw + torch.arange(bw, device=w.device)  # [c, bw]
+    inside = cols < V
+    part = torch.where(inside, w.gather(1, cols.clamp_max(V - 1)), torch.zeros((), dtype=w.dtype, device=w.device))
+    rest = (target[:, 0] - before).clamp_min(0)[:, None]  # [c, 1] >= 0 by the block rule
+    return blk * bw + _search(part.cumsum(-1), rest)
 
 
 def sample_rows(logits: torch.Tensor, u: torch.Tensor, transform=None) -> torch.Tensor:

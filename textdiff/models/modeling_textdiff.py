@@ -119,24 +119,54 @@ def flex_attend(q, k, v, block_mask):
 def eager_attention(q, k, v, mask, is_causal: bool, dropout: float = 0.0):
     """softmax(Q Kᵀ / √Dh) V with the softmax in float32; q [B, H, L, Dh], k and v [B, H, T, Dh].
 
-    Without gradients (sampling, evaluation) the softmax and the weighted sum over keys run in float64 and
-    are rounded once: the result no longer depends on how many masked (padding) keys a row carries
-    (a row decoded in a padded batch gives the logits it gives alone), and keys with equal values
-    give exactly equal outputs (the exact ties the confidence samplers rank by position).
+    Without gradients (sampling, evaluation) the sums over keys run in float64 and are rounded once
+    (:func:`exact_attention`): the result no longer depends on how many masked (padding) keys a row
+    carries (a row decoded in a padded batch gives the logits it gives alone), and keys with equal
+    values give exactly equal outputs (the exact ties the confidence samplers rank by position).
     """
     exact = not torch.is_grad_enabled() and dropout == 0.0 and q.dtype in (torch.float32, torch.float64)
-    scores = (q @ k.transpose(-1, -2)) * (q.shape[-1] ** -0.5)  # [B, H, L, T]
     if is_causal:
-        L, T = scores.shape[-2:]
+        L, T = q.shape[-2], k.shape[-2]
         mask = torch.ones(L, T, dtype=torch.bool, device=q.device).tril(T - L)
+    if exact:
+        return exact_attention(q, k, v, mask)
+    scores = (q @ k.transpose(-1, -2)) * (q.shape[-1] ** -0.5)  # [B, H, L, T]
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
-    if exact:  # the reductions over keys in float64, rounded once
-        return (torch.softmax(scores.double(), dim=-1) @ v.double()).to(v.dtype)  # [B, H, L, Dh]
     probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)
     if dropout > 0:
         probs = F.dropout(probs, p=dropout)
     return probs @ v  # [B, H, L, Dh]
+
+
+#: entries of a query chunk's score block in :func:`exact_attention` (cache-resident temporaries)
+EXACT_CHUNK = 1 << 20
+
+
+def exact_attention(q, k, v, mask):
+    """Batch-invariant attention for inference: per query, e_j = exp(s_j − max s) elementwise in the
+    inputs' precision (a masked key gives exactly 0), then Z = Σ_j e_j and Σ_j e_j v_j in float64 and
+    out = (Σ_j e_j v_j) / Z rounded once. Every output is a function of its own (query, key) values
+    alone, up to float64 rounding (about 1e-16) far below the final float32 rounding, so padding keys,
+    the batch and the layout do not change it. Query rows go in chunks of about :data:`EXACT_CHUNK`
+    score entries, so the float64 temporaries stay in cache. q [B, H, L, Dh], k, v [B, H, T, Dh]."""
+    B, H, L, Dh = q.shape
+    T = k.shape[-2]
+    qq = q.reshape(B * H, L, Dh)
+    kt = k.reshape(B * H, T, Dh).transpose(1, 2)  # [BH, Dh, T]
+    vv = v.reshape(B * H, T, Dh).to(torch.float64)  # [BH, T, Dh]
+    m4 = None if mask is None else mask.expand(B, H, L, T)  # bool, True = attend
+    out = torch.empty(B * H, L, Dh, dtype=v.dtype, device=v.device)
+    rows = max(1, EXACT_CHUNK // max(1, B * H * T))
+    scale = Dh ** -0.5
+    for i in range(0, L, rows):
+        sc = torch.bmm(qq[:, i:i + rows], kt).mul_(scale)  # [BH, r, T]
+        if m4 is not None:
+            sc.masked_fill_(~m4[:, :, i:i + rows].reshape(B * H, -1, T), float("-inf"))
+        e = sc.sub_(sc.amax(-1, keepdim=True)).exp_()  # [BH, r, T], 0 at masked keys
+        z = e.sum(-1, keepdim=True, dtype=torch.float64)  # [BH, r, 1]
+        out[:, i:i + rows] = torch.bmm(e.to(torch.float64), vv).div_(z)
+    return out.view(B, H, L, Dh)
 
 
 class Attention(nn.Module):

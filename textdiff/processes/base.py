@@ -181,9 +181,10 @@ class ForwardProcess(ABC):
         """Log-probabilities of the clean token at every position, [B, L, V]."""
         return torch.log_softmax(upcast(logits), dim=-1)
 
-    def x0_logits_rows(self, rows: torch.Tensor) -> torch.Tensor:
+    def x0_logits_rows(self, rows: torch.Tensor, fresh: bool = False) -> torch.Tensor:
         """Unnormalised log p_θ(x0 | x_t) [n, V] from the logits rows [n, V] of positions that are
-        still noise (the row-wise samplers use it on the rows they draw; softmax normalises)."""
+        still noise (the row-wise samplers use it on the rows they draw; softmax normalises).
+        ``fresh``: ``rows`` is the caller's own copy (e.g. gathered), which may be changed in place."""
         return upcast(rows)
 
     def x0_probs(self, logits: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

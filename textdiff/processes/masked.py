@@ -103,9 +103,9 @@ class MaskedProcess(ForwardProcess):
         p = (m_t - m_s) / m_t.clamp_min(1e-300)
         return torch.where(m_t > 0, p, torch.ones_like(p)).clamp(0.0, 1.0)
 
-    def x0_logits_rows(self, rows):
-        """SUBS at masked positions: the [MASK] logit is −∞ (rows [n, V])."""
-        out = upcast(rows).clone()
+    def x0_logits_rows(self, rows, fresh=False):
+        """SUBS at masked positions: the [MASK] logit is −∞ (rows [n, V]; in place when ``fresh``)."""
+        out = upcast(rows) if fresh and rows.dtype in (torch.float32, torch.float64) else upcast(rows).clone()
         out[:, self.mask_id] = float("-inf")
         return out
 

@@ -20,7 +20,8 @@ the step first decides, with one uniform per position, which positions unmask, t
 tokens from p̃_θ(x0 | x_t): only those rows of the logits are read (in float64), and a step in which
 nothing unmasks costs O(B L). A reused (cached) step recomputes nothing. Other processes (uniform,
 ar) draw every position from the process's own ``reverse_probs``, evaluated row by row in float64
-chunks (:meth:`Sampler.draw_transition`), never as a [B, L, V] float64 tensor.
+chunks (:meth:`Sampler.draw_transition`), never as a [B, L, V] float64 tensor; the uniform process
+(with or without temperature / top-k / top-p) by the row kernel of :mod:`.uniform_rows`.
 """
 from __future__ import annotations
 
@@ -60,8 +61,10 @@ class AncestralSampler(Sampler):
             x_s = x_t.clone()
             x_s[leave] = self.draw_clean_at(logits, leave, u[..., 1])
             return StepOutput(x_s=x_s)
-        if isinstance(self.process, UniformProcess) and not self.filters:  # one float64 pass per row
-            return StepOutput(x_s=udlm_posterior_step(self.process, logits, x_t, t, s, self.step_uniforms(x_t, 3, generator)))
+        if isinstance(self.process, UniformProcess):  # one float64 pass per row; filters act on p0 first
+            x0_filter = self.filter_logits if self.filters else None
+            u3 = self.step_uniforms(x_t, 3, generator)
+            return StepOutput(x_s=udlm_posterior_step(self.process, logits, x_t, t, s, u3, x0_filter=x0_filter))
         u = self.step_uniforms(x_t, 1, generator)[..., 0]
         return StepOutput(x_s=self.draw_transition(self._posterior, logits, x_t, t, s, u, filtered=False))
 

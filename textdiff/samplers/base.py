@@ -133,15 +133,19 @@ class Sampler(ABC):
         t = torch.as_tensor(t, dtype=torch.float64, device=x_t.device)
         return t.expand(x_t.shape[0]) if t.dim() == 0 else t.reshape(x_t.shape[0])
 
-    def filter_logits(self, logits: torch.Tensor) -> torch.Tensor:
-        """Temperature, top-k and nucleus filtering of [..., V] logits (float32 -> float64 result)."""
+    def filter_logits(self, logits: torch.Tensor, temperature: Optional[float] = None) -> torch.Tensor:
+        """Temperature, top-k and nucleus filtering of [..., V] logits (float32 -> float64 result).
+
+        ``temperature`` overrides the config's (the confidence samplers' scores use 1 at temperature 0).
+        """
         lg = logits.double()
         cfg = self.config
-        if cfg.temperature == 0:
+        temp = cfg.temperature if temperature is None else temperature
+        if temp == 0:
             best = lg.argmax(-1, keepdim=True)
             return torch.full_like(lg, float("-inf")).scatter_(-1, best, 0.0)
-        if cfg.temperature != 1.0:
-            lg = lg / cfg.temperature
+        if temp != 1.0:
+            lg = lg / temp
         if cfg.top_k is not None and cfg.top_k < lg.shape[-1]:
             kth = torch.topk(lg, cfg.top_k, dim=-1).values[..., -1:]
             lg = lg.masked_fill(lg < kth, float("-inf"))
@@ -203,7 +207,7 @@ class Sampler(ABC):
         bi, li = where.nonzero(as_tuple=True)
         out = torch.empty(bi.shape[0], dtype=torch.long, device=logits.device)
         for sl in row_chunks(bi.shape[0], logits.shape[-1]):
-            rows = self.process.x0_logits_rows(gather_rows(logits, bi[sl], li[sl]))  # [c, V]
+            rows = self.process.x0_logits_rows(gather_rows(logits, bi[sl], li[sl]), fresh=True)  # [c, V]
             out[sl] = self.draw_rows(rows, u[bi[sl], li[sl]])
         return out
 

@@ -6,8 +6,12 @@ One step, at every [MASK] position of x_t [B, L]:
 
 1. draw a candidate x̂0 ~ p̃_θ(x0 | x_t), the filtered prediction (temperature / top-k / top-p;
    temperature 0 = argmax);
-2. score every masked position (higher = commit first), from the UNFILTERED p = p_θ(x0 | x_t) so
-   that greedy decoding still has a meaningful order (LLaDA scores with the plain softmax too):
+2. score every masked position (higher = commit first), by default (``score_from = "model"``) from
+   the UNFILTERED p = p_θ(x0 | x_t), so that greedy decoding still has a meaningful order (LLaDA
+   scores with the plain softmax too); with ``score_from = "sampling"`` from the filtered p̃ itself
+   (Dream's ``sample_tokens``: softmax of the logits divided by the temperature when it is > 0,
+   after top-k and top-p; textdiff applies top-k before top-p, Dream top-p first: the same when only
+   one is set):
 
    * ``confidence``: p(x̂0) — LLaDA "low_confidence" remasking, MaskGIT, Dream "maskgit_plus";
    * ``margin``: p(top-1) − p(top-2) — Dream "topk_margin";
@@ -55,22 +59,11 @@ from typing import Literal
 
 import torch
 
-from ..categorical import gather_rows, inverse_cdf, row_chunks, sample_rows
+from ..categorical import gather_rows, row_chunks
 from ..errors import ConfigError
 from ..registry import register
 from .base import Sampler, SamplerConfig, StepOutput
-
-
-def rank_commit(score: torch.Tensor, eligible: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """[B, L] bool: the ``k`` [B] highest-``score`` [B, L] positions among ``eligible`` [B, L].
-
-    Ranked by the float64 scores as they are; only exactly equal scores tie, and ties go to the
-    leftmost position (stable sort).
-    """
-    score = torch.where(eligible, score.double(), torch.full_like(score, float("-inf"), dtype=torch.float64))
-    order = torch.sort(score, dim=1, descending=True, stable=True).indices  # [B, L]
-    ranks = torch.empty_like(order).scatter_(1, order, torch.arange(score.shape[1], device=score.device).expand_as(order))
-    return eligible & (ranks < k[:, None])
+from .unmask_rows import ExactScores, RowKernel, greedy_confidence_bounds, rank_commit, rank_commit_bounded
 
 
 class _Unmasker(Sampler):
@@ -84,12 +77,10 @@ class _Unmasker(Sampler):
         return self._no_noise_left(x_t)
 
     def suppress(self, rows):
-        """Logit rows [c, V] with the config's ``suppress_ids`` at −∞ (unchanged when there are none)."""
+        """Logit rows [c, V] (the caller's own copy) with ``suppress_ids`` set to −∞ in place."""
         ids = self.config.suppress_ids
-        if not ids:
-            return rows
-        rows = rows.clone()
-        rows[:, list(ids)] = float("-inf")
+        if ids:
+            rows[:, list(ids)] = float("-inf")
         return rows
 
     def deprioritize(self, score, x0_hat):
@@ -104,43 +95,62 @@ class _Unmasker(Sampler):
         """(x̂0 [B, L], score [B, L] float64) at the masked positions ``noise`` [B, L].
 
         x̂0 ~ p̃_θ(x0 | x_t) (filtered; argmax at temperature 0) with the uniforms ``u`` [B, L];
-        the score is computed from the UNFILTERED p = p_θ(x0 | x_t) (module docstring), exactly in
-        float64. Other positions: x̂0 = x_t, score −∞.
+        the score is computed exactly in float64 from the UNFILTERED p = p_θ(x0 | x_t) or, with
+        ``score_from = "sampling"``, from p̃ itself (module docstring). Other positions: x̂0 = x_t,
+        score −∞. One :class:`~.unmask_rows.RowKernel` pass per chunk of masked rows.
         """
         B, L = x_t.shape
         x0_hat = x_t.clone()
         score = torch.full((B, L), float("-inf"), dtype=torch.float64, device=x_t.device)
         bi, li = noise.nonzero(as_tuple=True)
         cfg, kind = self.config, self.ordering
-        plain = cfg.temperature == 1.0 and not self.filters
+        sampling = getattr(cfg, "score_from", "model") == "sampling" and self._scores_filtered
+        if cfg.temperature == 0:
+            draw = "argmax"
+        else:
+            draw = "plain" if sampling or not self.filters else "filtered"
+        kernel = RowKernel(kind, draw, self.filter_logits)
         for sl in row_chunks(bi.shape[0], logits.shape[-1]):
             b, l = bi[sl], li[sl]
-            rows = self.suppress(self.process.x0_logits_rows(gather_rows(logits, b, l)))  # [c, V] ([MASK] −∞)
-            d, w = self._log_weights(rows)  # float64: d = l − max l, w = exp(d)
-            total = w.sum(-1)  # [c] Z, p = w / Z
-            if cfg.temperature == 0:
-                tok = rows.argmax(-1)
-            elif plain:
-                tok = inverse_cdf(w, u[b, l])
-            else:
-                tok = sample_rows(rows, u[b, l], self.filter_logits)
+            rows = self.suppress(self.process.x0_logits_rows(gather_rows(logits, b, l), fresh=True))  # [c, V] ([MASK] −∞)
+            if sampling:  # score (and draw) from p̃: the filtered rows, float64
+                rows = self.filter_logits(rows, temperature=cfg.temperature or 1.0)
+            tok, sc = kernel(rows, u[b, l])
             x0_hat[b, l] = tok
-            if kind == "confidence":
-                sc = w.gather(-1, tok[:, None])[:, 0] / total
-            elif kind == "margin":
-                top2 = torch.topk(w, 2, dim=-1).values
-                sc = (top2[:, 0] - top2[:, 1]) / total
-            elif kind == "entropy":  # Σ p log p = Σ w d / Z − log Z
-                sc = torch.where(w > 0, w * d, torch.zeros_like(w)).sum(-1) / total - torch.log(total)
-            else:
-                continue
-            score[b, l] = sc
+            if sc is not None:
+                score[b, l] = sc
         return x0_hat, score
 
-    @staticmethod
-    def _log_weights(rows):
-        d = rows.to(torch.float64) - rows.amax(-1, keepdim=True).to(torch.float64)  # exact
-        return d, d.exp()
+    def bounded(self, logits) -> bool:
+        """Whether the greedy confidence path applies: argmax candidates ranked by p(x̂0) of float32
+        logits (an order that is not sampled); then only the rows whose rank is in doubt go to float64."""
+        cfg = self.config
+        sampling = getattr(cfg, "score_from", "model") == "sampling" and self._scores_filtered
+        return (cfg.temperature == 0 and self.ordering == "confidence" and logits.dtype == torch.float32
+                and getattr(cfg, "order_temperature", 0.0) == 0 and not sampling)
+
+    def candidate_bounds(self, logits, x_t, noise):
+        """(x̂0 [B, L], lo [B, L], hi [B, L]): greedy candidates and bounds lo ≤ score ≤ hi on the
+        exact float64 confidence (−∞ off ``noise``), from one float32 pass per row
+        (:func:`~.unmask_rows.greedy_confidence_bounds`); exact scores come from :meth:`candidates`."""
+        B, L = x_t.shape
+        x0_hat = x_t.clone()
+        lo = torch.full((B, L), float("-inf"), dtype=torch.float64, device=x_t.device)
+        hi = lo.clone()
+        bi, li = noise.nonzero(as_tuple=True)
+        for sl in row_chunks(bi.shape[0], logits.shape[-1]):
+            b, l = bi[sl], li[sl]
+            rows = self.suppress(self.process.x0_logits_rows(gather_rows(logits, b, l), fresh=True))
+            x0_hat[b, l], lo[b, l], hi[b, l] = greedy_confidence_bounds(rows)
+        exact = ExactScores(lambda where: self.deprioritize(
+            self.candidates(logits, x_t, where, torch.zeros(B, L, dtype=torch.float64))[1], x0_hat), lo)
+        return x0_hat, self.deprioritize(lo, x0_hat), self.deprioritize(hi, x0_hat), exact
+
+    @property
+    def _scores_filtered(self) -> bool:
+        """Whether p̃ (Dream's scoring distribution: temperature when > 0, top-k, top-p) differs from p."""
+        cfg = self.config
+        return cfg.temperature not in (0.0, 1.0) or cfg.top_k is not None or cfg.top_p < 1.0
 
 
 @dataclass
@@ -150,6 +160,14 @@ class _UnmaskerKnobs:
     #: token ids whose positions are committed after the others (score lowered by ``deprioritize_by``)
     deprioritize_ids: list[int] = field(default_factory=list)
     deprioritize_by: float = 1.0
+    #: the distribution the ordering scores come from: "model" = p_θ(x0 | x_t) unfiltered (LLaDA),
+    #: "sampling" = the temperature / top-k / top-p filtered p̃ the candidate is drawn from (Dream)
+    score_from: Literal["model", "sampling"] = "model"
+
+    def validate(self) -> None:
+        super().validate()
+        if self.score_from not in ("model", "sampling"):
+            raise ConfigError(f"sampler.score_from={self.score_from!r} must be 'model' or 'sampling'")
 
 
 @dataclass
@@ -211,6 +229,11 @@ class ConfidenceSampler(_Unmasker):
     def step(self, logits, t, s, x_t, generator=None):
         noise = self.process.is_noise(x_t)  # [B, L]
         cfg = self.config
+        k = self.commit_counts(noise.sum(1), self.rows(t, x_t), self.rows(s, x_t))
+        if self.bounded(logits):  # greedy confidence: float64 only where the top-k is in doubt
+            x0_hat, lo, hi, exact = self.candidate_bounds(logits, x_t, noise)
+            commit = rank_commit_bounded(lo, hi, noise, k, exact)
+            return StepOutput(x_s=torch.where(commit, x0_hat, x_t), x0_pred=x0_hat)
         random = cfg.temperature > 0 or cfg.ordering == "random" or cfg.order_temperature > 0
         # [B, L, 3]: candidate, random score, order noise; greedy, deterministic orders draw nothing
         u = self.step_uniforms(x_t, 3, generator) if random else torch.zeros(*x_t.shape, 3, dtype=torch.float64)
@@ -222,7 +245,6 @@ class ConfidenceSampler(_Unmasker):
             tiny = torch.finfo(torch.float64).tiny
             g = -torch.log(-torch.log(u[..., 2].clamp_min(tiny)).clamp_min(tiny))  # Gumbel(0, 1)
             score = score / self.config.order_temperature + g
-        k = self.commit_counts(noise.sum(1), self.rows(t, x_t), self.rows(s, x_t))
         commit = rank_commit(score, noise, k)
         return StepOutput(x_s=torch.where(commit, x0_hat, x_t), x0_pred=x0_hat)
 
@@ -245,6 +267,17 @@ class ThresholdSampler(_Unmasker):
 
     def step(self, logits, t, s, x_t, generator=None):
         noise = self.process.is_noise(x_t)  # [B, L]
+        one = torch.ones(x_t.shape[0], dtype=torch.long, device=x_t.device)
+        last = noise & (self.rows(s, x_t) <= 0)[:, None]  # the last step commits everything
+        tau = self.config.threshold
+        if self.bounded(logits):  # greedy: float64 only where the threshold or the best is in doubt
+            x0_hat, lo, hi, exact = self.candidate_bounds(logits, x_t, noise)
+            unsure = noise & (lo <= tau) & (hi > tau)
+            commit = noise & (lo > tau)
+            if bool(unsure.any()):
+                commit |= unsure & (exact(unsure) > tau)
+            commit |= rank_commit_bounded(lo, hi, noise, one, exact) | last
+            return StepOutput(x_s=torch.where(commit, x0_hat, x_t), x0_pred=x0_hat)
         greedy = self.config.temperature == 0  # argmax candidates: no noise is drawn
         u = torch.zeros(x_t.shape, dtype=torch.float64) if greedy else self.step_uniforms(x_t, 1, generator)[..., 0]
         x0_hat, conf = self.candidates(logits, x_t, noise, u)  # conf = p_θ(x̂0 | x_t) float64

@@ -23,8 +23,8 @@ exact per token and differs from the true reverse process only by drawing tokens
 Cost per step: on ``sedd_absorb`` a [MASK] leaves with probability min(1, c Σ_y exp(logit_y))
 (``mask_exit_scale``) to y ∝ exp(logit_y): one float64 pass over the masked rows, and the draw
 only where a token leaves; clean rows are never read. On the uniform graphs every position may
-move: the process's [B, L, V] transition is evaluated row by row in float64 chunks
-(:meth:`Sampler.draw_transition`) with one inverse-CDF draw per position.
+move: :mod:`.uniform_rows` reads each row once per step (float64 chunks) and draws over V only
+where a token jumps, with or without the filters.
 
 Temperature / top-k / top-p act on each position's jump targets (these samplers never form
 p_θ(x0 | x_t)): the probability of leaving x_t is kept and the choice among the other states is
@@ -72,7 +72,7 @@ def _absorbing_step(sampler, logits, x_t, scale, generator):
     log_scale = torch.log(scale)  # [B] (+∞ stays +∞, 0 -> −∞)
     for sl in row_chunks(bi.shape[0], logits.shape[-1]):
         b, l = bi[sl], li[sl]
-        rows = proc.x0_logits_rows(gather_rows(logits, b, l))  # [c, V]
+        rows = proc.x0_logits_rows(gather_rows(logits, b, l), fresh=True)  # [c, V]
         m, total = normaliser(rows)  # Σ exp(l) = e^m · total (summed in float64)
         log_exit = log_scale[b] + m + torch.log(total)  # log(scale · Σ exp(l))
         leave = u[b, l, 0] < torch.exp(log_exit).clamp_max(1.0)
@@ -105,13 +105,16 @@ class EulerSampler(Sampler):
         if _absorbing(self.process):  # the exact last step and the tau-leap both leave no [MASK] at s = 0
             scale = self.process.mask_exit_scale(t, s, tau_leap=not final)
             return StepOutput(x_s=_absorbing_step(self, logits, x_t, scale, generator))
-        if not self.filters:  # one float64 pass per row, a draw over V only where a token jumps
+        # one float64 pass per row, a draw over V only where a token jumps (filtered targets: jump_filter)
+        jf = self.filter_logits if self.filters else None
+        if isinstance(self.process, UniformProcess):
+            kernel = udlm_posterior_step if final else udlm_tau_leap_step
             u3 = self.step_uniforms(x_t, 3, generator)
-            if isinstance(self.process, UniformProcess):
-                kernel = udlm_posterior_step if final else udlm_tau_leap_step
-                return StepOutput(x_s=kernel(self.process, logits, x_t, t, s, u3))
-            if isinstance(self.process, SEDDUniform) and not final:
-                return StepOutput(x_s=sedd_uniform_tau_leap_step(self.process, logits, x_t, t, s, u3))
+            return StepOutput(x_s=kernel(self.process, logits, x_t, t, s, u3, jump_filter=jf))
+        if isinstance(self.process, SEDDUniform):  # the last step is the Tweedie step (analytic_probs)
+            kernel = sedd_uniform_analytic_step if final else sedd_uniform_tau_leap_step
+            u3 = self.step_uniforms(x_t, 3, generator)
+            return StepOutput(x_s=kernel(self.process, logits, x_t, t, s, u3, jump_filter=jf))
         u = self.step_uniforms(x_t, 1, generator)[..., 0]
         fn = self._exact if final else self._tau_leap
         return StepOutput(x_s=self.draw_transition(fn, logits, x_t, t, s, u))
@@ -141,8 +144,9 @@ class AnalyticSampler(Sampler):
         if _absorbing(self.process):
             scale = self.process.mask_exit_scale(t, s, tau_leap=False)
             return StepOutput(x_s=_absorbing_step(self, logits, x_t, scale, generator))
-        if isinstance(self.process, SEDDUniform) and not self.filters:
+        if isinstance(self.process, SEDDUniform):
             u3 = self.step_uniforms(x_t, 3, generator)
-            return StepOutput(x_s=sedd_uniform_analytic_step(self.process, logits, x_t, t, s, u3))
+            jf = self.filter_logits if self.filters else None
+            return StepOutput(x_s=sedd_uniform_analytic_step(self.process, logits, x_t, t, s, u3, jump_filter=jf))
         u = self.step_uniforms(x_t, 1, generator)[..., 0]
         return StepOutput(x_s=self.draw_transition(self.process.analytic_probs, logits, x_t, t, s, u))

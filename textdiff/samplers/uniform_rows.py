@@ -15,8 +15,10 @@ jump pay for a draw over V. With p0 = softmax(l) (e = exp(l − max l), Z = Σ e
 
 All schedule values are float64 (``survival``); the one number per position that decides whether it
 moves uses the float64 sum of the row's exponentials (:func:`~textdiff.categorical.normaliser`), and
-the draws over V use float64 weights; with temperature / top-k / top-p the samplers use the
-generic row-wise path instead (the filters need the whole row anyway).
+the draws over V use float64 weights. Temperature / top-k / top-p: ancestral filters p0 first
+(``x0_filter``); Euler and analytic keep the probability of leaving x and draw the target y ≠ x from
+the filtered target weights (``jump_filter``, the law of ``Sampler.filter_transition``): only the rows
+that jump pay for the filter.
 """
 from __future__ import annotations
 
@@ -35,14 +37,35 @@ def _flat(logits):
     return logits.reshape(-1, logits.shape[-1])  # [B L, V], a view when contiguous
 
 
+def _p0(rows):
+    """softmax(rows) [n, V] in float64."""
+    w = shifted_weights(rows)[0]
+    return w / w.sum(-1, keepdim=True)
+
+
+def _filtered_jumps(y, rows, x, leave, u, log_target, jump_filter):
+    """``y`` [c] with the ``leave`` [c] positions moved to y' ≠ x drawn from
+    softmax(jump_filter(log_target(rows[leave], leave))) ([n, V] float64 log target weights)."""
+    if not bool(leave.any()):
+        return y
+    lt = log_target(rows[leave], leave).scatter(-1, x[leave][:, None], float("-inf"))  # y ≠ x
+    y = y.clone()
+    y[leave] = inverse_cdf(shifted_weights(jump_filter(lt))[0], u[leave])
+    return y
+
+
 def _uniform_other(u, x, V):
     """A uniform state other than x [n], from u [n]."""
     j = (u * (V - 1)).floor().long().clamp_max(V - 2)
     return j + (j >= x).long()
 
 
-def udlm_posterior_step(process, logits, x_t, t, s, u):
-    """x_s [B, L] ~ UDLM's p_θ(x_s | x_t) (module docstring); t, s [B]; u [B, L, 3] uniforms."""
+def udlm_posterior_step(process, logits, x_t, t, s, u, x0_filter=None, jump_filter=None):
+    """x_s [B, L] ~ UDLM's p_θ(x_s | x_t) (module docstring); t, s [B]; u [B, L, 3] uniforms.
+
+    ``x0_filter`` (ancestral's filters) replaces p0 by softmax(x0_filter(l)); ``jump_filter`` (Euler's
+    last step) keeps P(y ≠ x) = c (1 − q(x)) / (α_{t|s} q(x) + c) and draws y ≠ x from
+    softmax(jump_filter(log q(y))), the law of :meth:`Sampler.filter_transition`."""
     V = process.vocab_size
     a_t, m_t = process.survival(t)
     a_s, m_s = process.survival(s)
@@ -55,10 +78,17 @@ def udlm_posterior_step(process, logits, x_t, t, s, u):
     for sl in row_chunks(bi.shape[0], V):
         b, x, uu = bi[sl], flat_x[sl], flat_u[sl]
         rows = process.x0_logits_rows(flat_l[sl])  # [c, V]
+        if x0_filter is not None:
+            rows = x0_filter(rows)  # float64, −∞ outside the kept set
         mx, total = normaliser(rows)
         p0_x = torch.exp(rows.gather(-1, x[:, None])[:, 0].to(torch.float64) - mx) / total
         q_x = a_s[b] * p0_x + m_s[b] / V
         stay_w = a_ts[b] * q_x
+        if jump_filter is not None:
+            leave = uu[:, 0] * (stay_w + c[b]) < c[b] * (1 - q_x)  # P(y ≠ x)
+            q = lambda r, i: torch.log(a_s[b][i][:, None] * _p0(r) + (m_s[b][i] / V)[:, None])  # noqa: E731
+            out[sl] = _filtered_jumps(out[sl], rows, x, leave, uu[:, 2], q, jump_filter)
+            continue
         move = uu[:, 0] * (stay_w + c[b]) >= stay_w  # leave the stay component
         from_p0 = move & (uu[:, 1] < a_s[b])
         y = out[sl].clone()
@@ -70,8 +100,9 @@ def udlm_posterior_step(process, logits, x_t, t, s, u):
     return out.view_as(x_t)
 
 
-def udlm_tau_leap_step(process, logits, x_t, t, s, u):
-    """x_s [B, L] by one tau-leap on UDLM's reverse rates (module docstring)."""
+def udlm_tau_leap_step(process, logits, x_t, t, s, u, jump_filter=None):
+    """x_s [B, L] by one tau-leap on UDLM's reverse rates (module docstring); with ``jump_filter``
+    the targets y ≠ x are drawn from softmax(jump_filter(log x̄_y)) (:meth:`Sampler.filter_transition`)."""
     V = process.vocab_size
     a, m = process.survival(t)
     rate = process.schedule.dsigma(t.to(torch.float64)).to(torch.float64) / V * (t - s)  # dt σ'/V [B]
@@ -86,6 +117,10 @@ def udlm_tau_leap_step(process, logits, x_t, t, s, u):
         p0_x = torch.exp(rows.gather(-1, x[:, None])[:, 0].to(torch.float64) - mx) / total
         xb_x = V * a[b] * p0_x + m[b]
         leave = uu[:, 0] < (rate[b] * (V - xb_x) / xb_x).clamp_max(1.0)
+        if jump_filter is not None:
+            xbar = lambda r, i: torch.log(V * a[b][i][:, None] * _p0(r) + m[b][i][:, None])  # noqa: E731
+            out[sl] = _filtered_jumps(out[sl], rows, x, leave, uu[:, 2], xbar, jump_filter)
+            continue
         mass_p0 = V * a[b] * (1 - p0_x)
         from_p0 = leave & (uu[:, 1] * (mass_p0 + m[b] * (V - 1)) < mass_p0)
         y = out[sl].clone()
@@ -98,8 +133,9 @@ def udlm_tau_leap_step(process, logits, x_t, t, s, u):
     return out.view_as(x_t)
 
 
-def sedd_uniform_tau_leap_step(process, logits, x_t, t, s, u):
-    """x_s [B, L] by one tau-leap on SEDD-uniform's rates (σ'/V) e^{l_y} (module docstring)."""
+def sedd_uniform_tau_leap_step(process, logits, x_t, t, s, u, jump_filter=None):
+    """x_s [B, L] by one tau-leap on SEDD-uniform's rates (σ'/V) e^{l_y} (module docstring); with
+    ``jump_filter`` the targets y ≠ x come from softmax(jump_filter(l_y))."""
     V = process.vocab_size
     rate = process.schedule.dsigma(t.to(torch.float64)).to(torch.float64) / V * (t - s)  # [B]
     bi, li = _rows(x_t)
@@ -113,6 +149,9 @@ def sedd_uniform_tau_leap_step(process, logits, x_t, t, s, u):
         here = torch.exp(rows.gather(-1, x[:, None])[:, 0].to(torch.float64) - mx)
         log_j = torch.log(rate[b]) + mx + torch.log((total - here).clamp_min(0.0))  # Σ_{y≠x} e^{l_y}
         leave = uu[:, 0] < torch.exp(log_j).clamp_max(1.0)
+        if jump_filter is not None:
+            out[sl] = _filtered_jumps(out[sl], rows, x, leave, uu[:, 2], lambda r, i: r.double(), jump_filter)
+            continue
         if bool(leave.any()):
             y = out[sl].clone()
             w = shifted_weights(rows[leave])[0].scatter(-1, x[leave][:, None], 0.0)  # y ≠ x
@@ -121,8 +160,9 @@ def sedd_uniform_tau_leap_step(process, logits, x_t, t, s, u):
     return out.view_as(x_t)
 
 
-def sedd_uniform_analytic_step(process, logits, x_t, t, s, u):
-    """x_s [B, L] by SEDD-uniform's Tweedie step (``analytic_probs``), row by row.
+def sedd_uniform_analytic_step(process, logits, x_t, t, s, u, jump_filter=None):
+    """x_s [B, L] by SEDD-uniform's Tweedie step (``analytic_probs``), row by row; with
+    ``jump_filter`` the targets y ≠ x come from softmax(jump_filter(log max(0, s_y − k))).
 
     With τ = α_t/α_s, s_y = e^{l_y} (y ≠ x), s_x = 1, S = Σ_z s_z and k = (1 − τ) S / V, the step is
     p(y) ∝ max(0, s_y − k) (1 − τ)/V for y ≠ x and max(0, 1 − k) (τ + (1 − τ)/V) at y = x.
@@ -151,6 +191,10 @@ def sedd_uniform_analytic_step(process, logits, x_t, t, s, u):
         stay = (1 - k).clamp_min(0.0) * (tau[b] + (1 - tau[b]) / V)
         leave = uu[:, 0] * (stay + jump) >= stay
         leave &= jump > 0
+        if jump_filter is not None:
+            over_k = lambda r, i: torch.log((shifted_weights(r)[0] - (k / big)[i][:, None]).clamp_min_(0.0))  # noqa: E731
+            out[sl] = _filtered_jumps(out[sl], rows, x, leave, uu[:, 2], over_k, jump_filter)
+            continue
         if bool(leave.any()):
             w = (shifted_weights(rows[leave])[0] - (k / big)[leave][:, None]).clamp_min_(0.0)
             w = w.scatter_(-1, x[leave][:, None], 0.0)

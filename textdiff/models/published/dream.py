@@ -13,7 +13,9 @@ keeps its own); the denoiser applies that shift (``logits_shift = 1``) and retur
 
 Decoding (the publisher's ``diffusion_generate``): one window over the whole answer, the
 ``entropy`` ordering (commit the lowest-entropy predictions first, alg_temp 0), the time grid
-1 → ε = 1e-3 with k = ⌊n (1 − s / t)⌋ per step, temperature 0.2 and top_p 0.95 (their README).
+1 → ε = 1e-3 with k = ⌊n (1 − s / t)⌋ per step, temperature 0.2 and top_p 0.95 (their README); the
+scores come from the temperature-scaled, filtered probabilities, as in Dream's ``sample_tokens``
+(``score_from = "sampling"``).
 """
 from __future__ import annotations
 
@@ -95,7 +97,7 @@ class DreamFamily(Family):
             model=model, tokenizer=tokenizer,
             process={"name": "masked", "schedule": {"name": "loglinear"}},
             sampler={"name": "confidence", "ordering": "entropy", "temperature": 0.2, "top_p": 0.95,
-                     "commit_rounding": "floor", "time_eps": 1e-3},
+                     "commit_rounding": "floor", "time_eps": 1e-3, "score_from": "sampling"},
             seq_len=net_config.max_position_embeddings,
             notes={"source": str(folder), "generation": {}, "stop_token_ids": stop,
                    "protocol": "Dream diffusion_generate: alg='entropy', alg_temp=0, eps=1e-3, steps = max_new_tokens"},
