@@ -131,3 +131,23 @@ def test_greedy_float32_bounds_commit_exactly_what_the_float64_scores_commit(V, 
     assert torch.equal(x0, x0e)
     assert bool((lo[noise] <= score[noise]).all() and (score[noise] <= hi[noise]).all())
     assert bool(((hi - lo)[noise] <= 3e-5).all())
+
+
+def _nucleus_by_full_sort(lg, top_p):
+    p, order = torch.sort(torch.softmax(lg, -1), dim=-1, descending=True)
+    drop = torch.zeros_like(p, dtype=torch.bool).scatter(-1, order, (p.cumsum(-1) - p) >= top_p)
+    return lg.masked_fill(drop, float("-inf"))
+
+
+@pytest.mark.parametrize("scale", [0.5, 4.0, 40.0])  # flat rows (full-sort fallback) to peaked rows (top-k path)
+@pytest.mark.parametrize("V", [50, 3000])
+def test_nucleus_keeps_the_full_sorts_set(scale, V):
+    """(Exactly tied tokens at the boundary are kept in arbitrary order by a sort and by top-k alike.)"""
+    from textdiff.samplers.base import nucleus
+
+    g = torch.Generator().manual_seed(V)
+    lg = (torch.randn(3, 7, V, generator=g) * scale).double()
+    for top_p in (0.3, 0.9, 0.999):
+        want = _nucleus_by_full_sort(lg, top_p)
+        got = nucleus(lg, top_p, first_k=16)
+        assert torch.equal(torch.isinf(got), torch.isinf(want)) and torch.equal(got[~torch.isinf(got)], want[~torch.isinf(want)])

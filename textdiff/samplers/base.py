@@ -39,6 +39,35 @@ from ..categorical import Generator, gather_rows, inverse_cdf, row_chunks, sampl
 from ..errors import ConfigError, IncompatibleError
 
 
+def nucleus(lg: torch.Tensor, top_p: float, first_k: int = 128) -> torch.Tensor:
+    """Nucleus (top-p) filtering of float64 logits [..., V]: a token is kept iff the probability mass of
+    the tokens ranked above it is < ``top_p`` (the top token is always kept); others get −∞.
+
+    Rows whose ``first_k`` most probable tokens already hold mass ≥ top_p (every peaked row) are
+    decided from a top-k selection, O(V); only the other rows are fully sorted, O(V log V). Both
+    read the same ranked prefix, so the kept set is the full sort's (exact ties at the boundary are
+    broken arbitrarily, as by a sort).
+    """
+    shape, V = lg.shape, lg.shape[-1]
+    flat = lg.reshape(-1, V)  # [n, V]
+    probs = torch.softmax(flat, dim=-1)
+    k = min(first_k, V)
+    top, idx = probs.topk(k, dim=-1)  # [n, k], descending
+    mass = top.cumsum(-1)
+    done = (mass[:, -1] >= top_p) | (k == V)  # [n]: every token past the k-th is dropped
+    out = torch.full_like(flat, float("-inf"))
+    if done.any():
+        keep = (mass - top)[done] < top_p  # [d, k] mass strictly before each ranked token
+        vals = flat[done].gather(-1, idx[done]).masked_fill(~keep, float("-inf"))
+        out[done] = out[done].scatter(-1, idx[done], vals)
+    rest = (~done).nonzero(as_tuple=True)[0]
+    if rest.numel():
+        p, order = torch.sort(probs[rest], dim=-1, descending=True)
+        drop = torch.zeros_like(p, dtype=torch.bool).scatter(-1, order, (p.cumsum(-1) - p) >= top_p)
+        out[rest] = flat[rest].masked_fill(drop, float("-inf"))
+    return out.reshape(shape)
+
+
 @dataclass
 class SamplerConfig:
     name: str = "ancestral"
@@ -147,15 +176,12 @@ class Sampler(ABC):
         if temp != 1.0:
             lg = lg / temp
         if cfg.top_k is not None and cfg.top_k < lg.shape[-1]:
-            kth = torch.topk(lg, cfg.top_k, dim=-1).values[..., -1:]
-            lg = lg.masked_fill(lg < kth, float("-inf"))
+            # the k-th value found in the logits' own dtype: l -> l / T in float64 is strictly increasing
+            # on distinct float32 / bf16 values, so the kept set is the one of the float64 comparison
+            kth = torch.topk(logits, cfg.top_k, dim=-1).values[..., -1:]
+            lg = lg.masked_fill(logits < kth, float("-inf"))
         if cfg.top_p < 1.0:
-            sorted_lg, order = torch.sort(lg, dim=-1, descending=True)
-            probs = torch.softmax(sorted_lg, dim=-1)
-            before = probs.cumsum(-1) - probs  # mass strictly before each token
-            drop_sorted = before >= cfg.top_p  # the top token is always kept
-            drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
-            lg = lg.masked_fill(drop, float("-inf"))
+            lg = nucleus(lg, cfg.top_p)
         return lg
 
     @property
