@@ -167,9 +167,11 @@ def build_checkpoint(modeling, shapes: dict, layers: int, folder: Path, seed: in
 # ---------------------------------------------------------------------------------------------
 
 
-def head_share(d: int, mlp: int, layers: int, vocab: int) -> float:
-    """Fraction of a forward's weight FLOPs per token in the output layer (attention scores left out)."""
-    trunk = layers * (4 * d * d + 3 * d * mlp)
+def head_share(d: int, mlp: int, layers: int, vocab: int, kv: int = None) -> float:
+    """Fraction of a forward's weight FLOPs per token in the output layer (attention scores left out);
+    ``kv``: width of the key / value projections (grouped-query attention), default d."""
+    kv = d if kv is None else kv
+    trunk = layers * (2 * d * d + 2 * d * kv + 3 * d * mlp)
     return vocab * d / (trunk + vocab * d)
 
 
@@ -360,7 +362,7 @@ def main():
 
 
 def markdown(rows, meta, family: str, notes=()) -> str:
-    keys = ["mode", "publisher_s", "textdiff_s", "speedup", "speedup_median", "publisher_nfe", "textdiff_nfe", "tokens_agree",
+    keys = ["mode", "rule", "publisher_s", "textdiff_s", "speedup", "speedup_median", "publisher_nfe", "textdiff_nfe", "tokens_agree",
             "publisher_vs_nocache", "textdiff_vs_nocache"]
     keys = [k for k in keys if any(k in r for r in rows)]
     lines = [f"# textdiff vs the publishers' {family} decoding ({meta['model']})", "",
