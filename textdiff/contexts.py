@@ -25,8 +25,9 @@ real vocabularies) runs on the window, not on the context. A denoise callable th
 
 Rows read: ``logits(..., rows=)`` [B, hi − lo] marks the window positions whose logits the sampler
 reads (the noise positions, for a process whose clean positions carry over); only the positions
-marked in some row of the batch go through the output layer, the others come back as zeros. Every
-step still costs one forward of the trunk.
+marked in some row of the batch go through the output layer; the other rows of the returned
+[B, hi − lo, V] hold zeros or logits of an earlier step (finite, never read: the output lives in
+one buffer per context, so a step writes only its rows). Every step still costs one forward of the trunk.
 
 ``shift`` = 1 serves next-token (AR) models: the logits that predict position i come from position
 i − 1, so the context feeds positions [lo − 1, hi − 1).
@@ -102,15 +103,6 @@ def read_columns(rows: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
     return None if cols.numel() in (0, rows.shape[1]) else cols
 
 
-def scatter_columns(part: torch.Tensor, cols: Optional[torch.Tensor], width: int) -> torch.Tensor:
-    """Logits [B, n, V] of the window offsets ``cols`` placed in zeros [B, width, V]."""
-    if cols is None:
-        return part
-    out = part.new_zeros(part.shape[0], width, part.shape[2])
-    out[:, cols] = part
-    return out
-
-
 class Context(ABC):
     """Strategy for the model call: given the full rows and a window, return the window's logits."""
 
@@ -123,6 +115,18 @@ class Context(ABC):
         self.positions = positions  # [B, T] absolute positions
         self.shift = shift  # 1 for next-token models: logits for position i live at i - 1
         self._accepts = takes_logits_to_keep(denoise)  # looked up once, not every step (inspect is slow)
+
+    def _place(self, part: torch.Tensor, cols: Optional[torch.Tensor], width: int) -> torch.Tensor:
+        """Logits [B, n, V] of the window offsets ``cols`` written into this context's buffer
+        [B, width, V] (zeros when made; its other rows are not read, module docstring)."""
+        if cols is None:
+            return part
+        shape = (part.shape[0], width, part.shape[2])
+        buf = getattr(self, "_buffer", None)
+        if buf is None or buf.shape != shape or buf.dtype != part.dtype or buf.device != part.device:
+            buf = self._buffer = part.new_zeros(shape)
+        buf[:, cols] = part
+        return buf
 
     def _call(self, args, keep):
         """The denoiser on ``args`` (input_ids first) cut to the rows ``keep`` selects."""
@@ -160,7 +164,7 @@ class FullContext(Context):
             t = t[:, None].expand(x.shape[0], end).clone()  # [B, end]
             t[:, :lo] = 0.0
         args = (x[:, :end], t, self.valid[:, :end].long(), self.positions[:, :end], None, False)
-        return scatter_columns(self._call(args, keep_spec(lo, hi, end, cols)), cols, hi - lo)  # [B, hi - lo, V]
+        return self._place(self._call(args, keep_spec(lo, hi, end, cols)), cols, hi - lo)  # [B, hi - lo, V]
 
 
 class BlockCache(Context):
@@ -197,7 +201,7 @@ class BlockCache(Context):
         if final:  # next-token model with one-token windows: cache the fed token in the same call
             return self._feed(x, lo, hi, torch.zeros_like(t), True)
         cols = read_columns(rows)
-        return scatter_columns(self._feed(x, lo, hi, t, False, keep=keep_spec(0, hi - lo, hi - lo, cols)), cols, hi - lo)
+        return self._place(self._feed(x, lo, hi, t, False, keep=keep_spec(0, hi - lo, hi - lo, cols)), cols, hi - lo)
 
     def commit(self, x, lo, hi):
         """Nothing yet: the committed block's keys are computed at t = 0 when the next window asks
@@ -245,12 +249,12 @@ class _RefreshedCache(Context):
             back = min(self.lookback, lo)
             self.cache = keep_tokens(full, self.kept(lo - back, hi, T).to(x.device))
             self.window = (lo, hi)
-            return scatter_columns(out, cols, hi - lo)  # [B, hi - lo, V]
+            return self._place(out, cols, hi - lo)  # [B, hi - lo, V]
         back = min(self.lookback, lo)
         end = self.fed_end(lo, hi, T)
         sl = slice(lo - back, end)
         args = (x[:, sl], t, self.valid[:, sl].long(), self.positions[:, sl], self.cache, False)
-        return scatter_columns(self._call(args, keep_spec(back, back + hi - lo, end - lo + back, cols)), cols, hi - lo)
+        return self._place(self._call(args, keep_spec(back, back + hi - lo, end - lo + back, cols)), cols, hi - lo)
 
     def commit(self, x, lo, hi):
         self.window, self.cache = None, None  # the next window refreshes
