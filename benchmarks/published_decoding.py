@@ -232,7 +232,8 @@ def parse_args(argv=None):
     ap.add_argument("--threshold", type=float, default=0.9)
     ap.add_argument("--modes", default=",".join(MODES), help=f"comma list out of {','.join(MODES)}")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--std", type=float, default=0.25, help="init std of the random weights (peaked predictions)")
+    ap.add_argument("--std", type=float, default=None, help="init std of the random weights (default: 0.5 small, 0.25 otherwise; "
+                    "0.5 makes predictions peaked enough for the threshold to commit several tokens in some steps)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--dtype", default=None, choices=["float32", "bfloat16"], help="default: bf16 on GPU, fp32 on CPU")
     ap.add_argument("--threads", type=int, default=1)
@@ -243,6 +244,7 @@ def parse_args(argv=None):
         args.shape = "8b"
     prompt, gen, block = DECODING[args.shape]
     args.prompt_length = args.prompt_length or prompt
+    args.std = args.std if args.std is not None else {"small": 0.5, "tiny": 0.25, "8b": 0.25}[args.shape]
     args.gen_length = args.gen_length or gen
     args.block = args.block or block
     args.steps = args.steps or args.gen_length
