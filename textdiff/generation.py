@@ -18,7 +18,10 @@ INNER loop runs any sampler on the current window::
         context.commit(x, window)                   # exact cache: append the clean block's keys/values
 
 How the model sees the context is a :class:`~textdiff.contexts.Context` strategy chosen by
-``make_context`` (the single hook for caches). Samplers never see blocks or caches.
+``make_context`` (the single hook for caches). Samplers never see blocks or caches. For a process
+whose clean positions carry over (``clean_logits_unused``: masked / block diffusion, SUBS) the loop
+passes the window's [MASK] positions as ``rows=``, so the output layer runs on those rows only (no
+sampler reads the logits of a clean position there; ``tests/test_noise_rows.py``).
 
 Counting: ``nfe`` counts the denoiser evaluations of sampling steps (one per step that was not
 skipped by the cached-NFE rule or an early exit); ``model_calls`` counts every network forward,
