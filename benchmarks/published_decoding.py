@@ -1,7 +1,8 @@
 """textdiff's decoding of a LLaDA checkpoint against the publishers' own generate scripts, as ratios
 measured in one process on the same weights.
 
-    python benchmarks/published_decoding.py --publisher-code /tmp/pub              # tiny model, CPU
+    python benchmarks/published_decoding.py --publisher-code /tmp/pub              # small LLaDA, real vocabulary, CPU
+    python benchmarks/published_decoding.py --publisher-code /tmp/pub --shape tiny # the 0.1M-parameter model (vocab 256)
     python benchmarks/published_decoding.py --publisher-code /tmp/pub --gpu-shapes # LLaDA-8B shapes, random weights
 
 ``--publisher-code ROOT`` is a folder holding the two publishers' repositories as released (NEVER
@@ -14,8 +15,20 @@ copied into this repository)::
 The model: a random-weight LLaDA in the publisher's own class (``LLaDAModelLM``), saved in the
 published layout (``config.json`` model_type "llada" + safetensors) with a word-level tokenizer
 whose special ids are LLaDA's, then loaded by BOTH sides: by the publisher's class, and natively by
-``DiffusionLM.from_pretrained`` (no remote code). Tiny shapes by default; ``--gpu-shapes`` takes
-LLaDA-8B's (d_model 4096, 32 heads, MLP 12288, vocab 126464), ``--layers`` keeps a few layers.
+``DiffusionLM.from_pretrained`` (no remote code). Shapes (``--shape``):
+
+* ``small`` (default): LLaDA's real vocabulary (126,464; mask 126336, EOS 126081, EOT 126348) on a
+  small trunk (d_model 128, 2 layers, MLP 384), so the output layer and the [B, L, V] work that the
+  publishers' scripts do on every row (no cache / prefix cache: logits and a softmax over all fed rows;
+  dual cache: over the block) cost what they cost at the real vocabulary, and so does textdiff's
+  windowed output layer (only the window's [MASK] rows). With so small a trunk the output layer is
+  most of a forward (``head_share`` in the results: ~97% here against ~7% for LLaDA-8B), which
+  favours whoever computes fewer rows far more than an 8B model would; ``--gpu-shapes`` is the
+  check at the real proportions.
+* ``tiny``: the 0.1M-parameter model of the first version (d_model 64, vocab 256, prompt 32, gen 64,
+  block 16): per-call Python overhead dominates both sides there.
+* ``8b`` (= ``--gpu-shapes``): LLaDA-8B's (d_model 4096, 32 heads, MLP 12288, vocab 126464);
+  ``--layers`` keeps a few layers, ``--vocab`` may shrink the vocabulary for a CPU smoke run.
 
 Modes (batch 1, as the publishers' scripts; same prompt, gen length, steps and block length on
 both sides; greedy, low-confidence remasking):
@@ -33,8 +46,13 @@ threshold + dual cache   Fast-dLLM ``generate_with_dual_cache(τ)``   threshold 
 Threshold decoding ignores ``steps`` in Fast-dLLM (a block ends when it has no [MASK] left); textdiff
 runs it with steps = gen length, so its last-step "commit everything" rule never acts earlier than
 Fast-dLLM's. Outputs are compared token for token (the semantics are the same in every mode; rare
-differences come from near-ties in confidence: textdiff rounds scores to 4 decimals and breaks ties
-by position, and its [MASK] logit is −∞ while the publisher's softmax includes it).
+differences can only come from near-ties in confidence: textdiff ranks by the exact float64 scores,
+ties only on exact equality, going to the leftmost position, and its [MASK] logit is −∞ while the
+publisher's softmax includes it; the random checkpoint's [MASK] output row is zeroed, as in the
+test fixture, so [MASK] is never anyone's argmax).
+
+Timing: each mode runs both sides ALTERNATELY ``--repeats`` times after a one-block warm-up call
+each; the table gives the best run (least disturbed by other processes) and the median.
 
 Shims needed for the publisher code under transformers 5 (applied here, their files untouched):
 ``LLaDAConfig`` loses ``use_cache`` in ``PretrainedConfig.__init__`` (set back after init), and
@@ -46,6 +64,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import platform
 import statistics
 import sys
@@ -62,6 +81,11 @@ LLADA_8B = {"d_model": 4096, "n_heads": 32, "n_kv_heads": 32, "n_layers": 32, "m
             "vocab_size": 126464, "embedding_size": 126464, "max_sequence_length": 4096, "rope_theta": 500000.0}
 TINY = {"d_model": 64, "n_heads": 4, "n_kv_heads": 4, "n_layers": 2, "mlp_hidden_size": 128, "mlp_ratio": 2,
         "vocab_size": 256, "embedding_size": 256, "max_sequence_length": 512, "rope_theta": 500000.0}
+SMALL = {"d_model": 128, "n_heads": 4, "n_kv_heads": 4, "n_layers": 2, "mlp_hidden_size": 384, "mlp_ratio": 3,
+         "vocab_size": 126464, "embedding_size": 126464, "max_sequence_length": 1024, "rope_theta": 500000.0}
+SHAPES = {"small": SMALL, "tiny": TINY, "8b": LLADA_8B}
+# per shape: (prompt, gen_length, block) defaults; steps default to gen_length (one token per step)
+DECODING = {"small": (64, 128, 32), "tiny": (32, 64, 16), "8b": (64, 128, 32)}
 COMMON = {"block_type": "llama", "activation_type": "silu", "layer_norm_type": "rms", "rms_norm_eps": 1e-5,
           "include_bias": False, "include_qkv_bias": False, "weight_tying": False, "alibi": False, "rope": True,
           "attention_layer_norm": False, "flash_attention": False, "init_device": "cpu", "init_fn": "normal",
@@ -127,6 +151,8 @@ def build_checkpoint(modeling, shapes: dict, layers: int, folder: Path, seed: in
     config = modeling.LLaDAConfig(**cfg_kwargs)
     torch.manual_seed(seed)
     model = modeling.LLaDAModelLM(config, init_params=True).eval()
+    with torch.no_grad():  # the [MASK] output row at zero: [MASK] is never the argmax (as the fixture's)
+        model.model.transformer.ff_out.weight[ids["mask"]] = 0.0
     model.save_pretrained(folder, safe_serialization=True)
     names = {ids["mask"]: "<|mdm_mask|>", ids["eos"]: "<|endoftext|>", ids["eot"]: "<|eot_id|>"}
     words = {names.get(i, f"w{i}"): i for i in range(vocab)}
@@ -141,11 +167,20 @@ def build_checkpoint(modeling, shapes: dict, layers: int, folder: Path, seed: in
 # ---------------------------------------------------------------------------------------------
 
 
-def timed_pair(first, second, repeats: int, sync):
+def head_share(d: int, mlp: int, layers: int, vocab: int, kv: int = None) -> float:
+    """Fraction of a forward's weight FLOPs per token in the output layer (attention scores left out);
+    ``kv``: width of the key / value projections (grouped-query attention), default d."""
+    kv = d if kv is None else kv
+    trunk = layers * (2 * d * d + 2 * d * kv + 3 * d * mlp)
+    return vocab * d / (trunk + vocab * d)
+
+
+def timed_pair(first, second, repeats: int, sync, warm=None):
     """((best, median) seconds, last result) of each of two calls, run ALTERNATELY ``repeats`` times
-    after one warm-up each, so load from other processes hits both alike; the best is the figure
-    least disturbed by it."""
-    first(), second()
+    after one warm-up each (``warm``: cheaper warm-up calls), so load from other processes hits both
+    alike; the best is the figure least disturbed by it."""
+    for fn in warm or (first, second):
+        fn()
     times, outs = ([], []), [None, None]
     for _ in range(repeats):
         for k, fn in enumerate((first, second)):
@@ -157,47 +192,104 @@ def timed_pair(first, second, repeats: int, sync):
     return [((min(t), statistics.median(t)), o) for t, o in zip(times, outs)]
 
 
+MODES = ("none", "prefix", "dual", "threshold", "threshold_dual")
+
+
 def modes(llada, fast, args, mask_id):
-    """[(name, publisher call, textdiff sampler spec, textdiff cache mode, textdiff steps)]."""
-    common = {"steps": args.steps, "gen_length": args.gen_length, "block_length": args.block, "temperature": 0.0,
-              "remasking": "low_confidence", "mask_id": mask_id}
+    """[(key, name, publisher call (model, prompt, gen, steps), textdiff sampler spec, cache mode, threshold?)]."""
+    def common(gen, steps):
+        return {"steps": steps, "gen_length": gen, "block_length": args.block, "temperature": 0.0,
+                "remasking": "low_confidence", "mask_id": mask_id}
+
     conf = {"name": "confidence", "ordering": "confidence", "commit_schedule": "linear", "temperature": 0.0}
     thr = {"name": "threshold", "threshold": args.threshold, "temperature": 0.0}
+    τ = args.threshold
     return [
-        ("no cache", lambda m, p: (llada.generate(m, p, **common), args.steps), conf, "none", args.steps),
-        ("prefix cache", lambda m, p: fast.generate_with_prefix_cache(m, p, **common), conf, "prefix", args.steps),
-        ("dual cache", lambda m, p: fast.generate_with_dual_cache(m, p, **common), conf, "dual", args.steps),
-        ("threshold", lambda m, p: fast.generate(m, p, **common, threshold=args.threshold), thr, "none", args.gen_length),
-        ("threshold + dual cache", lambda m, p: fast.generate_with_dual_cache(m, p, **common, threshold=args.threshold),
-         thr, "dual", args.gen_length),
+        ("none", "no cache", lambda m, p, g, n: (llada.generate(m, p, **common(g, n)), n), conf, "none", False),
+        ("prefix", "prefix cache", lambda m, p, g, n: fast.generate_with_prefix_cache(m, p, **common(g, n)), conf, "prefix", False),
+        ("dual", "dual cache", lambda m, p, g, n: fast.generate_with_dual_cache(m, p, **common(g, n)), conf, "dual", False),
+        ("threshold", "threshold", lambda m, p, g, n: fast.generate(m, p, **common(g, n), threshold=τ), thr, "none", True),
+        ("threshold_dual", "threshold + dual cache",
+         lambda m, p, g, n: fast.generate_with_dual_cache(m, p, **common(g, n), threshold=τ), thr, "dual", True),
     ]
 
 
-def main():
+def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--publisher-code", required=True, type=Path, help="folder with LLaDA/ and Fast-dLLM/ (see above)")
-    ap.add_argument("--gpu-shapes", action="store_true", help="LLaDA-8B's shapes (random weights) instead of tiny ones")
-    ap.add_argument("--layers", type=int, default=None, help="transformer layers (default: 2 tiny / 32 with --gpu-shapes)")
-    ap.add_argument("--vocab", type=int, default=None, help="vocabulary size (default: 256 tiny / 126464 with --gpu-shapes); "
-                    "a small one checks the 8B layer shapes on a CPU without the 1B embedding parameters")
-    ap.add_argument("--prompt-length", type=int, default=32)
-    ap.add_argument("--gen-length", type=int, default=64)
-    ap.add_argument("--steps", type=int, default=64)
-    ap.add_argument("--block", type=int, default=16)
+    ap.add_argument("--shape", choices=sorted(SHAPES), default="small", help="model shape preset (module docstring)")
+    ap.add_argument("--gpu-shapes", action="store_true", help="= --shape 8b: LLaDA-8B's shapes (random weights)")
+    ap.add_argument("--layers", type=int, default=None, help="transformer layers (default: the shape's; 32 for 8b)")
+    ap.add_argument("--d-model", type=int, default=None, help="hidden size (default: the shape's)")
+    ap.add_argument("--heads", type=int, default=None, help="attention heads (default: the shape's)")
+    ap.add_argument("--mlp", type=int, default=None, help="MLP hidden size")
+    ap.add_argument("--vocab", type=int, default=None, help="vocabulary size (default: the shape's); under 126464 the "
+                    "special ids move to the top of the vocabulary (a small one checks the 8B layer shapes on a CPU)")
+    ap.add_argument("--prompt-length", type=int, default=None)
+    ap.add_argument("--gen-length", type=int, default=None)
+    ap.add_argument("--steps", type=int, default=None, help="default: gen length (one token per step, LLaDA's default)")
+    ap.add_argument("--block", type=int, default=None)
     ap.add_argument("--threshold", type=float, default=0.9)
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--std", type=float, default=0.25, help="init std of the random weights (peaked predictions)")
+    ap.add_argument("--modes", default=",".join(MODES), help=f"comma list out of {','.join(MODES)}")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--std", type=float, default=None, help="init std of the random weights (default: 0.5 small, 0.25 otherwise; "
+                    "0.5 makes predictions peaked enough for the threshold to commit several tokens in some steps)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--dtype", default=None, choices=["float32", "bfloat16"], help="default: bf16 on GPU, fp32 on CPU")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--name", default="published_decoding")
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    dtype = getattr(torch, args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32"))
-    shapes = dict(LLADA_8B if args.gpu_shapes else TINY)
+    ap.add_argument("--name", default=None, help="results file stem (default: published_decoding[_SHAPE])")
+    ap.add_argument("--no-write", action="store_true", help="print only; write no results file")
+    args = ap.parse_args(argv)
+    if args.gpu_shapes:
+        args.shape = "8b"
+    prompt, gen, block = DECODING[args.shape]
+    args.prompt_length = args.prompt_length or prompt
+    args.std = args.std if args.std is not None else {"small": 0.5, "tiny": 0.25, "8b": 0.25}[args.shape]
+    args.gen_length = args.gen_length or gen
+    args.block = args.block or block
+    args.steps = args.steps or args.gen_length
+    args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    bad = [m for m in args.modes if m not in MODES]
+    if bad:
+        ap.error(f"--modes: unknown {bad}; choose from {','.join(MODES)}")
+    if args.gen_length % args.block or args.steps % (args.gen_length // args.block):
+        ap.error("--gen-length must be a multiple of --block, and --steps a multiple of the number of blocks")
+    return args
+
+
+def shapes_of(args) -> dict:
+    shapes = dict(SHAPES[args.shape])
     if args.vocab:
         shapes["vocab_size"] = shapes["embedding_size"] = args.vocab
-    layers = args.layers or shapes["n_layers"]
+    if args.d_model:
+        shapes["d_model"] = args.d_model
+    if args.heads:
+        shapes["n_heads"] = shapes["n_kv_heads"] = args.heads
+    if args.mlp:
+        shapes["mlp_hidden_size"] = args.mlp
+    shapes["n_layers"] = args.layers or shapes["n_layers"]
+    return shapes
+
+
+def machine(device: str) -> str:
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name()
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return name
+
+
+def main():
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    dtype = getattr(torch, args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32"))
+    shapes = shapes_of(args)
+    layers = shapes["n_layers"]
     llada, fast, modeling = publisher_code(args.publisher_code.expanduser().resolve())
 
     from textdiff.generation import generate
@@ -215,19 +307,26 @@ def main():
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
     g = torch.Generator().manual_seed(1)
     prompt = torch.randint(0, min(ids.values()) - 1, (1, args.prompt_length), generator=g)  # no special tokens
-    P = prompt.shape[1]
+    P, G, blocks = prompt.shape[1], args.gen_length, args.gen_length // args.block
 
     rows = []
-    for name, call, spec, cache, td_steps in modes(llada, fast, args, ids["mask"]):
+    for key, name, call, spec, cache, thresholded in modes(llada, fast, args, ids["mask"]):
+        if key not in args.modes:
+            continue
         sampler = build_sampler(spec, lm.process)
 
-        def run_ours():
+        def run_ours(gen=G, steps=args.steps):
+            steps = gen if thresholded else steps  # threshold: at most one step per token (see above)
             with torch.no_grad():
-                return generate(ours, lm.process, sampler, [prompt[0].tolist()], max_new_tokens=args.gen_length,
-                                steps=td_steps, block_size=args.block, use_cache=cache, stop_at_eos=False, seed=0)
+                return generate(ours, lm.process, sampler, [prompt[0].tolist()], max_new_tokens=gen, steps=steps,
+                                block_size=args.block, use_cache=cache, stop_at_eos=False, seed=0)
 
-        ((t_pub, med_pub), (x_pub, nfe_pub)), ((t_td, med_td), out) = timed_pair(
-            lambda: call(theirs, prompt.to(args.device)), run_ours, args.repeats, sync)
+        def run_theirs(gen=G, steps=args.steps):
+            return call(theirs, prompt.to(args.device), gen, steps)
+
+        one = args.steps // blocks  # the warm-up: one block on each side
+        warm = (lambda: run_theirs(args.block, one), lambda: run_ours(args.block, one))
+        ((t_pub, med_pub), (x_pub, nfe_pub)), ((t_td, med_td), out) = timed_pair(run_theirs, run_ours, args.repeats, sync, warm)
         a, b = x_pub[0, P:].cpu().tolist(), out.sequences[0, P:].cpu().tolist()
         same = sum(x == y for x, y in zip(a, b))
         rows.append({"mode": name, "publisher_s": round(t_pub, 4), "textdiff_s": round(t_td, 4),
@@ -235,39 +334,46 @@ def main():
                      "publisher_nfe": int(nfe_pub), "textdiff_nfe": out.nfe,
                      "tokens_agree": f"{same}/{len(a)}", "identical": same == len(a)})
         print(json.dumps(rows[-1]), flush=True)
-    base = {r["mode"]: r for r in rows}["no cache"]
+    base = {r["mode"]: r for r in rows}.get("no cache")
     for r in rows:  # each implementation against the publisher's uncached script
-        r["publisher_vs_nocache"] = round(base["publisher_s"] / r["publisher_s"], 2)
-        r["textdiff_vs_nocache"] = round(base["publisher_s"] / r["textdiff_s"], 2)
+        r["publisher_vs_nocache"] = round(base["publisher_s"] / r["publisher_s"], 2) if base else "-"
+        r["textdiff_vs_nocache"] = round(base["publisher_s"] / r["textdiff_s"], 2) if base else "-"
 
-    shape = "LLaDA-8B shapes" if args.gpu_shapes else "tiny LLaDA"
-    meta = {"model": f"{shape}, {layers} layers, d_model {shapes['d_model']}, vocab {shapes['embedding_size']}, "
-                     f"{n_params / 1e6:.1f}M parameters, random weights (std {args.std}), {str(dtype).split('.')[-1]}",
-            "decoding": f"prompt {P}, gen_length {args.gen_length}, steps {args.steps}, block_length {args.block}, "
-                        f"threshold {args.threshold}, batch 1, greedy; best of {args.repeats} alternating runs after a warm-up",
-            "command": "python " + " ".join(sys.argv), "device": args.device,
-            "machine": (torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or platform.machine()),
+    d, V = shapes["d_model"], shapes["embedding_size"]
+    share = head_share(d, shapes["mlp_hidden_size"], layers, V)
+    real = head_share(4096, 12288, 32, 126464)
+    meta = {"model": f"LLaDA, shape {args.shape!r}: {layers} layers, d_model {d}, MLP {shapes['mlp_hidden_size']}, "
+                     f"{shapes['n_heads']} heads, vocab {V}, {n_params / 1e6:.1f}M parameters, random weights "
+                     f"(std {args.std}), {str(dtype).split('.')[-1]}",
+            "head_share": f"{share:.0%} of a forward's weight FLOPs per token here, {real:.0%} for LLaDA-8B",
+            "decoding": f"prompt {P}, gen_length {G}, steps {args.steps} (threshold modes: up to gen_length), block_length "
+                        f"{args.block}, threshold {args.threshold}, batch 1, greedy; best and median of {args.repeats} "
+                        "alternating runs after a one-block warm-up",
+            "command": "python " + " ".join(sys.argv), "device": args.device, "machine": machine(args.device),
             "threads": args.threads, "torch": torch.__version__,
-            "load_average": [round(x, 1) for x in __import__("os").getloadavg()], "total_seconds": round(time.perf_counter() - started, 1),
+            "load_average": [round(x, 1) for x in os.getloadavg()], "total_seconds": round(time.perf_counter() - started, 1),
             "publisher_code": "ML-GSAI/LLaDA generate.py, NVlabs/Fast-dLLM llada/generate.py + model/modeling_llada.py "
                               "(shims: LLaDAConfig.use_cache restored after init; the in-memory model instead of its from_pretrained)"}
-    RESULTS.mkdir(exist_ok=True)
-    name = args.name + ("_gpu_shapes" if args.gpu_shapes and args.name == "published_decoding" else "")
-    (RESULTS / f"{name}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
-    text = markdown(rows, meta)
-    (RESULTS / f"{name}.md").write_text(text + "\n")
+    text = markdown(rows, meta, "LLaDA")
     print(text)
+    if not args.no_write:
+        RESULTS.mkdir(exist_ok=True)
+        stem = args.name or "published_decoding" + ("" if args.shape == "small" else f"_{args.shape}")
+        (RESULTS / f"{stem}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
+        (RESULTS / f"{stem}.md").write_text(text + "\n")
 
 
-def markdown(rows, meta) -> str:
-    keys = ["mode", "publisher_s", "textdiff_s", "speedup", "speedup_median", "publisher_nfe", "textdiff_nfe", "tokens_agree",
+def markdown(rows, meta, family: str, notes=()) -> str:
+    keys = ["mode", "rule", "publisher_s", "textdiff_s", "speedup", "speedup_median", "publisher_nfe", "textdiff_nfe", "tokens_agree",
             "publisher_vs_nocache", "textdiff_vs_nocache"]
-    lines = [f"# textdiff vs the publishers' LLaDA decoding ({meta['model']})", "",
+    keys = [k for k in keys if any(k in r for r in rows)]
+    lines = [f"# textdiff vs the publishers' {family} decoding ({meta['model']})", "",
              f"Command: `{meta['command']}`  ", f"Machine: {meta['machine']} ({meta['device']}, {meta['threads']} thread(s)), "
              f"torch {meta['torch']}, load average at the end {meta['load_average']} "
-             "(other processes share this machine: compare ratios, not seconds).  ", f"Decoding: {meta['decoding']}.  ", f"Publisher code: {meta['publisher_code']}.", "",
+             "(other processes share this machine: compare ratios, not seconds).  ", f"Decoding: {meta['decoding']}.  ",
+             f"Output layer: {meta['head_share']}.  ", f"Publisher code: {meta['publisher_code']}.", "",
              "speedup = publisher seconds / textdiff seconds (same mode, best runs; speedup_median: of the medians); *_vs_nocache = the publisher's uncached "
-             "LLaDA generate() seconds / this run's seconds.", "",
+             "script's seconds / this run's seconds.", *notes, "",
              "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     lines += ["| " + " | ".join(str(r[k]) for k in keys) + " |" for r in rows]
     return "\n".join(lines)

@@ -61,8 +61,11 @@ def test_semi_ar_decoding_feeds_only_the_window_to_the_output_layer(use_cache):
     rows = count_head_rows(model)
     out = generate(model, process, "ancestral", [[1, 2], [3]], **kw)
     ref = generate(FullRows(model), process, "ancestral", [[1, 2], [3]], **kw)
-    assert torch.equal(out.sequences, ref.sequences)  # same logits, same samples
-    assert len(rows) == 2 * ref.model_calls and all(r == 2 * 4 for r in rows[: out.model_calls])  # B x window
+    assert torch.equal(out.sequences, ref.sequences)  # same logits at every row the sampler reads, same samples
+    ours, full = rows[: out.model_calls], rows[out.model_calls:]
+    assert len(full) == ref.model_calls and min(full) >= 2 * 4  # FullRows: every fed row, cut afterwards
+    # textdiff's calls: B x (window positions still [MASK] in some row), never more than the window
+    assert all(r % 2 == 0 and 2 <= r <= 2 * 4 for r in ours) and min(ours) < 2 * 4
 
 
 def test_block_cache_prefill_and_windows_are_window_sized():

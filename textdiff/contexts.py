@@ -23,6 +23,12 @@ tensor = those positions of the fed sequence), so the output layer ([d, V], most
 real vocabularies) runs on the window, not on the context. A denoise callable that does not take
 ``logits_to_keep`` gets the full call and its output is cut afterwards (:func:`call_keeping`).
 
+Rows read: ``logits(..., rows=)`` [B, hi − lo] marks the window positions whose logits the sampler
+reads (the noise positions, for a process whose clean positions carry over); only the positions
+marked in some row of the batch go through the output layer; the other rows of the returned
+[B, hi − lo, V] hold zeros or logits of an earlier step (finite, never read: the output lives in
+one buffer per context, so a step writes only its rows). Every step still costs one forward of the trunk.
+
 ``shift`` = 1 serves next-token (AR) models: the logits that predict position i come from position
 i − 1, so the context feeds positions [lo − 1, hi − 1).
 
@@ -44,9 +50,12 @@ from .models.cache import KVCache
 CACHE_MODES = ("auto", "none", "exact", "prefix", "dual")
 
 
-def keep_spec(lo: int, hi: int, fed: int):
+def keep_spec(lo: int, hi: int, fed: int, cols: Optional[torch.Tensor] = None):
     """``logits_to_keep`` for rows [lo, hi) of a call fed ``fed`` positions: 0 (all), an int k (the
-    last k) or a 1-D tensor of positions (HF semantics)."""
+    last k) or a 1-D tensor of positions (HF semantics). ``cols`` [n]: only the window offsets
+    ``lo + cols`` (a 1-D tensor)."""
+    if cols is not None:
+        return lo + cols
     if lo == 0 and hi == fed:
         return 0
     if hi == fed:
@@ -86,6 +95,14 @@ def call_keeping(fn, args, keep, accepts: Optional[bool] = None):
     return out
 
 
+def read_columns(rows: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """Window offsets [n] read in some row of ``rows`` [B, W] (bool); None when all (or none) are."""
+    if rows is None:
+        return None
+    cols = rows.any(0).nonzero()[:, 0]  # [n]
+    return None if cols.numel() in (0, rows.shape[1]) else cols
+
+
 class Context(ABC):
     """Strategy for the model call: given the full rows and a window, return the window's logits."""
 
@@ -97,10 +114,28 @@ class Context(ABC):
         self.valid = valid  # [B, T] False on left padding
         self.positions = positions  # [B, T] absolute positions
         self.shift = shift  # 1 for next-token models: logits for position i live at i - 1
+        self._accepts = takes_logits_to_keep(denoise)  # looked up once, not every step (inspect is slow)
+
+    def _place(self, part: torch.Tensor, cols: Optional[torch.Tensor], width: int) -> torch.Tensor:
+        """Logits [B, n, V] of the window offsets ``cols`` written into this context's buffer
+        [B, width, V] (zeros when made; its other rows are not read, module docstring)."""
+        if cols is None:
+            return part
+        shape = (part.shape[0], width, part.shape[2])
+        buf = getattr(self, "_buffer", None)
+        if buf is None or buf.shape != shape or buf.dtype != part.dtype or buf.device != part.device:
+            buf = self._buffer = part.new_zeros(shape)
+        buf[:, cols] = part
+        return buf
+
+    def _call(self, args, keep):
+        """The denoiser on ``args`` (input_ids first) cut to the rows ``keep`` selects."""
+        return call_keeping(self.denoise, args, keep, self._accepts)
 
     @abstractmethod
-    def logits(self, x: torch.Tensor, lo: int, hi: int, t: torch.Tensor) -> torch.Tensor:
-        """Logits [B, hi - lo, V] of the window [lo, hi) of rows ``x`` [B, T] at time ``t`` [B]."""
+    def logits(self, x: torch.Tensor, lo: int, hi: int, t: torch.Tensor, rows: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Logits [B, hi - lo, V] of the window [lo, hi) of rows ``x`` [B, T] at time ``t`` [B];
+        with ``rows`` [B, hi - lo] (bool) only the marked positions are computed (module docstring)."""
 
     def commit(self, x: torch.Tensor, lo: int, hi: int) -> None:
         """Called once the window [lo, hi) is final."""
@@ -121,14 +156,15 @@ class FullContext(Context):
         self.clean_time = clean_time
         self.upto_window = upto_window
 
-    def logits(self, x, lo, hi, t):
+    def logits(self, x, lo, hi, t, rows=None):
+        cols = read_columns(rows)
         lo, hi = lo - self.shift, hi - self.shift
         end = hi if self.upto_window else x.shape[1]
         if self.clean_time:
             t = t[:, None].expand(x.shape[0], end).clone()  # [B, end]
             t[:, :lo] = 0.0
         args = (x[:, :end], t, self.valid[:, :end].long(), self.positions[:, :end], None, False)
-        return call_keeping(self.denoise, args, keep_spec(lo, hi, end))  # [B, hi - lo, V]
+        return self._place(self._call(args, keep_spec(lo, hi, end, cols)), cols, hi - lo)  # [B, hi - lo, V]
 
 
 class BlockCache(Context):
@@ -150,21 +186,22 @@ class BlockCache(Context):
     def _feed(self, x, lo, hi, t, update: bool, keep=0):
         """Run rows [lo, hi) against the cache; with ``update`` append their keys (and slide)."""
         sl = slice(lo, hi)
-        out = call_keeping(self.denoise, (x[:, sl], t, self.valid[:, sl].long(), self.positions[:, sl], self.cache, update), keep)
+        out = self._call((x[:, sl], t, self.valid[:, sl].long(), self.positions[:, sl], self.cache, update), keep)
         if update:
             self.filled = hi
             if self.max_cache is not None:
                 self.cache.crop(self.max_cache)
         return out
 
-    def logits(self, x, lo, hi, t):
+    def logits(self, x, lo, hi, t, rows=None):
         final = hi - self.shift <= lo  # everything before the window is final: so is every fed token
         lo, hi = lo - self.shift, hi - self.shift
         if lo > self.filled:  # prompt prefill, or the blocks committed since the last call, at t = 0
             self._feed(x, self.filled, lo, torch.zeros_like(t), True, keep=1)  # only keys are wanted
         if final:  # next-token model with one-token windows: cache the fed token in the same call
             return self._feed(x, lo, hi, torch.zeros_like(t), True)
-        return self._feed(x, lo, hi, t, False)
+        cols = read_columns(rows)
+        return self._place(self._feed(x, lo, hi, t, False, keep=keep_spec(0, hi - lo, hi - lo, cols)), cols, hi - lo)
 
     def commit(self, x, lo, hi):
         """Nothing yet: the committed block's keys are computed at t = 0 when the next window asks
@@ -203,20 +240,21 @@ class _RefreshedCache(Context):
     def fed_end(self, lo, hi, T) -> int:
         """Non-refresh calls feed [lo, fed_end)."""
 
-    def logits(self, x, lo, hi, t):
+    def logits(self, x, lo, hi, t, rows=None):
         T = x.shape[1]
+        cols = read_columns(rows)
         if self.window != (lo, hi):  # refresh: one exact forward over the whole row
             full = KVCache(self.num_layers)
-            out = call_keeping(self.denoise, (x, t, self.valid.long(), self.positions, full, True), keep_spec(lo, hi, T))
+            out = self._call((x, t, self.valid.long(), self.positions, full, True), keep_spec(lo, hi, T, cols))
             back = min(self.lookback, lo)
             self.cache = keep_tokens(full, self.kept(lo - back, hi, T).to(x.device))
             self.window = (lo, hi)
-            return out  # [B, hi - lo, V]
+            return self._place(out, cols, hi - lo)  # [B, hi - lo, V]
         back = min(self.lookback, lo)
         end = self.fed_end(lo, hi, T)
         sl = slice(lo - back, end)
         args = (x[:, sl], t, self.valid[:, sl].long(), self.positions[:, sl], self.cache, False)
-        return call_keeping(self.denoise, args, keep_spec(back, back + hi - lo, end - lo + back))
+        return self._place(self._call(args, keep_spec(back, back + hi - lo, end - lo + back, cols)), cols, hi - lo)
 
     def commit(self, x, lo, hi):
         self.window, self.cache = None, None  # the next window refreshes

@@ -18,7 +18,10 @@ INNER loop runs any sampler on the current window::
         context.commit(x, window)                   # exact cache: append the clean block's keys/values
 
 How the model sees the context is a :class:`~textdiff.contexts.Context` strategy chosen by
-``make_context`` (the single hook for caches). Samplers never see blocks or caches.
+``make_context`` (the single hook for caches). Samplers never see blocks or caches. For a process
+whose clean positions carry over (``clean_logits_unused``: masked / block diffusion, SUBS) the loop
+passes the window's [MASK] positions as ``rows=``, so the output layer runs on those rows only (no
+sampler reads the logits of a clean position there; ``tests/test_noise_rows.py``).
 
 Counting: ``nfe`` counts the denoiser evaluations of sampling steps (one per step that was not
 skipped by the cached-NFE rule or an early exit); ``model_calls`` counts every network forward,
@@ -266,16 +269,22 @@ def _run(
     ctx = make_context(model, process, counted, valid, positions, block_size=block_size,
                        cache=use_cache, max_context=max_context)
     windows = [(P + lo, P + min(lo + (block_size or N), N)) for lo in range(0, N, block_size or N)]
+    # a process whose clean positions carry over (SUBS) reads no logits there: compute the noise rows only
+    read = process.is_noise if getattr(process, "clean_logits_unused", False) else None
     return _loop(sampler, ctx, counted, x, frozen, windows, max(1, steps // len(windows)), gens, P, lengths,
-                 eos_token_id if stop_at_eos else None, block_size)
+                 eos_token_id if stop_at_eos else None, block_size, read)
 
 
 @torch.no_grad()
-def _loop(sampler, ctx, counted, x, frozen, windows, steps_per, gens, P, lengths, eos_token_id, block_size):
-    """The sampling loop: yields :class:`StepInfo` after every step, returns :class:`GenerationOutput`."""
+def _loop(sampler, ctx, counted, x, frozen, windows, steps_per, gens, P, lengths, eos_token_id, block_size, read=None):
+    """The sampling loop: yields :class:`StepInfo` after every step, returns :class:`GenerationOutput`.
+
+    ``read(x_win) -> [B, W]`` bool: the positions whose logits the sampler can read (None: all);
+    the context computes only those rows (the others are zeros)."""
     B, device = x.shape[0], x.device
     nfe, taken, started = 0, 0, time.perf_counter()
     row_gens = gens
+    skips = getattr(sampler, "skips_unchanged", False)
     for lo, hi in windows:
         gens = _fork(row_gens)  # a row's noise in later windows must not depend on other rows' step counts
         sampler.set_timesteps(steps_per, device=device)
@@ -286,15 +295,16 @@ def _loop(sampler, ctx, counted, x, frozen, windows, steps_per, gens, P, lengths
             if sampler.finished(x_win):
                 break
             t64, s64 = _as_time(t_f, B, device, torch.float64), _as_time(s_f, B, device, torch.float64)
-            reuse = getattr(sampler, "skips_unchanged", False) and last_x is not None and torch.equal(x_win, last_x)
+            reuse = skips and last_x is not None and torch.equal(x_win, last_x)
             if reuse:
                 logits = cached_logits
             else:
-                logits = ctx.logits(x, lo, hi, t64.float())  # [B, hi - lo, V]
+                logits = ctx.logits(x, lo, hi, t64.float(), rows=None if read is None else read(x_win))  # [B, hi - lo, V]
                 nfe += 1
             out = sampler.step(logits, t64, s64, x_win, generator=gens)
             x_new = torch.where(frozen[:, lo:hi], x_win, out.x_s)
-            cached_logits, last_x = logits, x_win.clone()
+            if skips:
+                cached_logits, last_x = logits, x_win.clone()
             x[:, lo:hi] = x_new
             taken += 1
             yield StepInfo(x=x.clone(), window=(lo, hi), t=t_f, s=s_f, nfe=nfe, x0_pred=out.x0_pred)

@@ -177,6 +177,10 @@ class ForwardProcess(ABC):
         return torch.zeros_like(x0, dtype=torch.float32)
 
     # ---- reading the denoiser for sampling ----------------------------------------------------
+    #: True when p_θ(x0 | x_t) at a clean (non-noise) position does not depend on the network (SUBS
+    #: carry-over): generation then computes the logits of the noise positions only
+    clean_logits_unused: bool = False
+
     def x0_logits(self, logits: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Log-probabilities of the clean token at every position, [B, L, V]."""
         return torch.log_softmax(upcast(logits), dim=-1)

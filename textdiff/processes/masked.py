@@ -46,6 +46,7 @@ class MaskedConfig(ProcessConfig):
 class MaskedProcess(ForwardProcess):
     config_class = MaskedConfig
     needs_mask_token = True
+    clean_logits_unused = True  # SUBS: an unmasked token carries over, whatever its logits
 
     def corrupt(self, x0, t, frozen=None, generator: Generator = None):
         move = 1.0 - self.alpha(self.per_token(t, x0))  # [B, L] probability of masking
