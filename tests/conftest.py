@@ -5,6 +5,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+if os.environ.get("PYTEST_XDIST_WORKER"):  # one thread per xdist worker (and its children): no oversubscription
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -12,7 +14,7 @@ import torch  # noqa: E402
 import datasets  # noqa: E402
 
 datasets.disable_progress_bars()
-torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else max(1, min(2, torch.get_num_threads())))
 
 
 def tiny_recipe(tmp_path, **sections) -> dict:

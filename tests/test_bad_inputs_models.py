@@ -259,6 +259,15 @@ def test_damaged_llada_dream_folders(converted_large, tmp_path, capsys, layout, 
     assert says in err and not output.exists()
 
 
+def test_a_dream_mask_id_outside_the_vocabulary_is_one_line(tmp_path, capsys):
+    folder = tmp_path / "dream"
+    shutil.copytree(PUBLISHED / "dream", folder, ignore=shutil.ignore_patterns("expected.safetensors"))
+    _edit_json("config.json", lambda c: c.update(mask_token_id=10**12))(folder)
+    code, out, err = run_cli(["generate", "--model", folder, "--max-new-tokens", "4"], capsys)
+    assert_one_line_error(code, out, err)
+    assert "mask id 1000000000000" in err
+
+
 def test_resume_with_every_checkpoint_damaged_is_one_line_and_changes_nothing(tiny_trained, tmp_path, capsys):
     run = tmp_path / "run"
     shutil.copytree(tiny_trained.run, run)

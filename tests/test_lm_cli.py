@@ -78,10 +78,16 @@ def test_cli_errors_are_one_line_with_status_2(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command", [[], ["train"], ["generate"], ["score"], ["eval"], ["list"]])
-def test_cli_help(command):
-    proc = subprocess.run([sys.executable, "-m", "textdiff.cli", *command, "--help"], capture_output=True, text=True)
+def test_cli_help_as_a_module():
+    proc = subprocess.run([sys.executable, "-m", "textdiff.cli", "--help"], capture_output=True, text=True)
     assert proc.returncode == 0 and "usage: textdiff" in proc.stdout
+
+
+@pytest.mark.parametrize("command", [["train"], ["generate"], ["score"], ["eval"], ["list"], ["convert"]])
+def test_cli_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([*command, "--help"])
+    assert exit_.value.code == 0 and "usage: textdiff" in capsys.readouterr().out
 
 
 def test_ar_baseline_generates_through_the_same_api(tmp_path):

@@ -131,8 +131,9 @@ def published_tokenizer(folder: Path, options: LoadOptions, default: str, mask_t
             raise ConfigError(f"{e}; this checkpoint ships no tokenizer: pass tokenizer=<folder with the {default} "
                               f"tokenizer files> (CLI: --tokenizer)") from None
         tokenizer = _load(where, tokenizer_class) if tokenizer_class is not None else load_tokenizer(str(where))
-    mask = tokenizer.convert_ids_to_tokens(int(mask_token_id))
-    if mask is None or int(mask_token_id) >= len(tokenizer):
+    in_range = 0 <= int(mask_token_id) < len(tokenizer)
+    mask = tokenizer.convert_ids_to_tokens(int(mask_token_id)) if in_range else None
+    if mask is None or not in_range:
         raise ConfigError(f"the tokenizer has no token with the model's mask id {mask_token_id}; "
                           f"pass the tokenizer this model was released with ({default})")
     if tokenizer.mask_token_id != mask_token_id:
