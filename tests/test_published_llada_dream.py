@@ -342,3 +342,18 @@ def test_unsupported_llada_options_are_refused(tmp_path):
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(ConfigError, match="attention_layer_norm"):
         DiffusionLM.from_pretrained(folder, device="cpu")
+
+
+def test_block_diffusion_flex_mask_reads_as_its_dense_mask_in_the_hf_denoisers():
+    """On CUDA the block process hands FlexAttention BlockMasks ([x_t ; x0] training); the HF-module
+    denoisers (LLaDA fine-tuned as BD3-LM, LLaDA 2.0) read them as the dense mask they stand for."""
+    from textdiff.models.masks import block_diffusion_flex_mask, block_diffusion_mask
+
+    lm = DiffusionLM.from_pretrained(FIXTURES / "llada", device="cpu")
+    L, Lb = 16, 4
+    ids = torch.randint(0, lm.model.config.vocab_size, (2, 2 * L), generator=torch.Generator().manual_seed(0))
+    pos = torch.arange(L).repeat(2)[None].expand(2, 2 * L)
+    with torch.no_grad():
+        dense = lm.model(ids, attention_mask=block_diffusion_mask(L, Lb, "cpu"), position_ids=pos).logits
+        flex = lm.model(ids, attention_mask=block_diffusion_flex_mask(L, Lb, "cpu", 128), position_ids=pos).logits
+    assert torch.equal(dense, flex)

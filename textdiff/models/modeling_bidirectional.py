@@ -84,6 +84,15 @@ class DiffusionQwen2Config(Qwen2Config):
         return self.logits_shift
 
 
+def _dense_mask(block_mask) -> torch.Tensor:
+    """A FlexAttention ``BlockMask`` as the bool [1, 1, Q, KV] mask it stands for (its ``mask_mod``
+    evaluated at every query / key pair), for the decoder layers' SDPA / eager attention."""
+    from torch.nn.attention.flex_attention import create_mask
+
+    q_len, kv_len = block_mask.seq_lengths
+    return create_mask(block_mask.mask_mod, 1, 1, q_len, kv_len, device=block_mask.kv_num_blocks.device)
+
+
 class _CacheView:
     """The ``cache.update(k, v, layer_idx)`` interface transformers' attention modules call, over a
     textdiff :class:`KVCache`: returns [past ; new] keys/values [B, Hkv, T + L, Dh]; appends the new
@@ -171,6 +180,8 @@ class _BidirectionalDenoiser:
         logits_to_keep: N (the last N rows) or an index tensor [K] of rows: logits [B, N | K, V].
         """
         B, L = input_ids.shape
+        if type(attention_mask).__name__ == "BlockMask":  # block diffusion's FlexAttention mask (CUDA "auto")
+            attention_mask = _dense_mask(attention_mask)
         if position_ids is None:
             position_ids = default_positions(input_ids, attention_mask, cache)
         h = self.model.embed_tokens(input_ids)  # [B, L, d]
