@@ -24,6 +24,7 @@ from .config import resolve_section, to_dict
 from .errors import ConfigError
 from .registry import build_process, build_sampler
 from .tokenization import count_unknown
+from .models.folders import check_pipeline, is_bidirectional_folder, is_textdiff_config, load_bidirectional, load_strict
 from .training.setup import PIPELINE_FILE
 
 
@@ -70,7 +71,7 @@ class DiffusionLM:
         if device_map is None:
             device = arguments.device(device) or ("cuda" if torch.cuda.is_available() else "cpu")
         path = resolve_model_path(name_or_path, revision=revision, allow_pickle=allow_pickle)
-        if not (path / PIPELINE_FILE).is_file() and not _is_textdiff_config(path):
+        if not (path / PIPELINE_FILE).is_file() and not is_textdiff_config(path):
             pub = load_published(path, LoadOptions(tokenizer=tokenizer, dtype=dtype, device=device,
                                                    allow_pickle=allow_pickle, revision=revision, device_map=device_map,
                                                    max_memory=max_memory, offload_folder=offload_folder))
@@ -98,19 +99,19 @@ class DiffusionLM:
         if missing:
             raise ConfigError(f"model folder {str(path)!r} is missing {', '.join(missing)}; is it a textdiff model folder?")
         weight_files(path, allow_pickle)  # one-line errors for missing shards / pickle-only folders
-        meta = _check_pipeline(read_json(path / PIPELINE_FILE), path / PIPELINE_FILE)
+        meta = check_pipeline(read_json(path / PIPELINE_FILE), path / PIPELINE_FILE)
         read_json(path / "config.json")  # a damaged config.json: one line, before the tokenizer reads it
         tok_source = path if (path / "tokenizer_config.json").is_file() else path.parent / "tokenizer"
         if not (tok_source / "tokenizer_config.json").is_file() and not (tok_source / "tokenizer.json").is_file():
             raise ConfigError(f"model folder {str(path)!r} has no tokenizer (tokenizer.json / tokenizer_config.json); "
                               "copy the run's tokenizer files into it")
         tokenizer = load_tokenizer(str(tok_source))
-        if placement is not None or _bidirectional(path):  # a converted LLaDA / Dream (shard by shard, maybe a device_map)
-            model = _load_bidirectional(path, device, dtype, allow_pickle, placement)
+        if placement is not None or is_bidirectional_folder(path):  # a converted LLaDA / Dream (shard by shard, maybe a device_map)
+            model = load_bidirectional(path, device, dtype, allow_pickle, placement)
         elif is_external_folder(path):  # a Hugging Face network trained as a denoiser (models/external.py)
             model = load_external_denoiser(path, dtype=dtype, trust_remote_code=trust_remote_code)
         else:
-            model = _load_strict(AutoModel, path, dtype)
+            model = load_strict(AutoModel, path, dtype)
         if placement is None:
             model.to(device)  # (already there when read shard by shard)
         model.eval()
@@ -388,76 +389,3 @@ def _cut(tokens: list, stops: Sequence[int]) -> list:
     """``tokens`` up to (without) the first stop token."""
     hits = [i for i, tok in enumerate(tokens) if tok in stops]
     return tokens[: hits[0]] if hits else tokens
-
-
-def _check_pipeline(meta: dict, file: Path) -> dict:
-    """``textdiff.json`` (already read as a JSON object) must name a process and a sane seq_len."""
-    if not isinstance(meta.get("process"), (dict, str)):
-        raise ConfigError(f"{file} has no 'process' section; is it a textdiff model folder?")
-    seq_len = meta.get("seq_len")
-    if seq_len is not None and (isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 1):
-        raise ConfigError(f"{file}: seq_len={seq_len!r} must be a positive integer")
-    return meta
-
-
-def _load_strict(auto_cls, path: Path, dtype):
-    """A Hugging Face model folder loaded with every weight present and of its configured shape
-    (transformers would silently initialise missing or mismatched tensors at random)."""
-    # trust_remote_code=False: the installed package's classes, never the folder's own .py files
-    kwargs = {"trust_remote_code": False, **({} if dtype is None else {"dtype": dtype})}
-    try:
-        model, info = auto_cls.from_pretrained(str(path), output_loading_info=True, **kwargs)
-    except Exception as e:  # noqa: BLE001 - transformers / safetensors raise many types for damaged files
-        first = (str(e).strip().splitlines() or [""])[0][:160]
-        raise ConfigError(f"model folder {str(path)!r} cannot be loaded ({type(e).__name__}: {first}); "
-                          "its config.json or weights are damaged") from None
-    missing = list(info.get("missing_keys") or [])
-    bad_shape = list(info.get("mismatched_keys") or [])
-    if missing or bad_shape:
-        what = f"lacks tensor {sorted(missing)[0]!r}" if missing else f"has tensor {bad_shape[0][0]!r} of another shape than config.json says"
-        raise ConfigError(f"model folder {str(path)!r} {what} ({len(missing) + len(bad_shape)} problem(s)); "
-                          "its weights or config.json are damaged")
-    return model
-
-
-def _bidirectional(path: Path) -> bool:
-    from .models.external import folder_model_type
-    from .models.modeling_bidirectional import NATIVE_CLASSES
-
-    return folder_model_type(path) in NATIVE_CLASSES
-
-
-def _load_bidirectional(path: Path, device, dtype, allow_pickle: bool, placement: Optional[dict]):
-    """A saved ``textdiff_llama`` / ``textdiff_qwen2`` folder read shard by shard onto ``device`` or
-    its device map (the published loader with identity names: low memory, one-line errors naming a
-    missing or misshapen tensor); other networks refuse a device_map."""
-    from .models.external import folder_model_type
-    from .models.loading import read_json
-    from .models.modeling_bidirectional import NATIVE_CLASSES
-    from .models.published import LoadOptions
-    from .models.published._hf import load_weights
-
-    kind = folder_model_type(path)
-    if kind not in NATIVE_CLASSES:
-        raise ConfigError(f"device_map is supported for LLaDA / Dream models ({', '.join(NATIVE_CLASSES)}), not for "
-                          f"this {kind!r} folder; load it with device=... instead")
-    config_class, model_class = NATIVE_CLASSES[kind]
-    try:
-        config = config_class.from_dict(read_json(path / "config.json"))
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"{str(path / 'config.json')!r} does not describe a {kind} model ({str(e).splitlines()[0][:100]})") from None
-    tied = bool(getattr(config, "tie_word_embeddings", False))
-
-    def same_names(name, tensor):
-        return [] if tied and name == "lm_head.weight" else [(name, tensor)]
-
-    options = LoadOptions(dtype=dtype, allow_pickle=allow_pickle, device=None if placement else device, **(placement or {}))
-    return load_weights(model_class, config, path, options, same_names, "textdiff model folder")
-
-
-def _is_textdiff_config(path: Path) -> bool:
-    """A folder whose config.json says it is a textdiff denoiser (its textdiff.json may be missing)."""
-    from .models import NATIVE_MODEL_TYPES
-    from .models.external import folder_model_type
-
-    return folder_model_type(path) in NATIVE_MODEL_TYPES
