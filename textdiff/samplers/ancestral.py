@@ -62,9 +62,11 @@ class AncestralSampler(Sampler):
             x_s[leave] = self.draw_clean_at(logits, leave, u[..., 1])
             return StepOutput(x_s=x_s)
         if isinstance(self.process, UniformProcess):  # one float64 pass per row; filters act on p0 first
+            cfg = self.config
             x0_filter = self.filter_logits if self.filters else None
+            top_k = (cfg.top_k, cfg.temperature) if cfg.top_k is not None and cfg.top_p >= 1.0 and cfg.temperature > 0 else None
             u3 = self.step_uniforms(x_t, 3, generator)
-            return StepOutput(x_s=udlm_posterior_step(self.process, logits, x_t, t, s, u3, x0_filter=x0_filter))
+            return StepOutput(x_s=udlm_posterior_step(self.process, logits, x_t, t, s, u3, x0_filter=x0_filter, x0_top_k=top_k))
         u = self.step_uniforms(x_t, 1, generator)[..., 0]
         return StepOutput(x_s=self.draw_transition(self._posterior, logits, x_t, t, s, u, filtered=False))
 

@@ -60,12 +60,15 @@ def _uniform_other(u, x, V):
     return j + (j >= x).long()
 
 
-def udlm_posterior_step(process, logits, x_t, t, s, u, x0_filter=None, jump_filter=None):
+def udlm_posterior_step(process, logits, x_t, t, s, u, x0_filter=None, jump_filter=None, x0_top_k=None):
     """x_s [B, L] ~ UDLM's p_θ(x_s | x_t) (module docstring); t, s [B]; u [B, L, 3] uniforms.
 
     ``x0_filter`` (ancestral's filters) replaces p0 by softmax(x0_filter(l)); ``jump_filter`` (Euler's
     last step) keeps P(y ≠ x) = c (1 − q(x)) / (α_{t|s} q(x) + c) and draws y ≠ x from
-    softmax(jump_filter(log q(y))), the law of :meth:`Sampler.filter_transition`."""
+    softmax(jump_filter(log q(y))), the law of :meth:`Sampler.filter_transition`.
+    ``x0_top_k`` = (k, T) is the top-k / temperature filter read sparsely: p0 lives on the k largest
+    logits (found in their own dtype), so the row pays a selection, not a float64 pass over V
+    (a chunk with a tie at the k-th logit, where the filter keeps more than k, takes ``x0_filter``)."""
     V = process.vocab_size
     a_t, m_t = process.survival(t)
     a_s, m_s = process.survival(s)
@@ -78,6 +81,11 @@ def udlm_posterior_step(process, logits, x_t, t, s, u, x0_filter=None, jump_filt
     for sl in row_chunks(bi.shape[0], V):
         b, x, uu = bi[sl], flat_x[sl], flat_u[sl]
         rows = process.x0_logits_rows(flat_l[sl])  # [c, V]
+        if x0_top_k is not None and x0_top_k[0] < V:
+            done = _sparse_top_k_posterior(rows, x, uu, x0_top_k, a_s[b], m_s[b], a_ts[b], c[b], V)
+            if done is not None:
+                out[sl] = done
+                continue
         if x0_filter is not None:
             rows = x0_filter(rows)  # float64, −∞ outside the kept set
         mx, total = normaliser(rows)
@@ -98,6 +106,32 @@ def udlm_posterior_step(process, logits, x_t, t, s, u, x0_filter=None, jump_filt
         y[flat] = (uu[flat, 2] * V).floor().long().clamp_max(V - 1)
         out[sl] = y
     return out.view_as(x_t)
+
+
+def _sparse_top_k_posterior(rows, x, uu, top_k, a_s, m_s, a_ts, c, V):
+    """``udlm_posterior_step``'s draw [c] with p0 = softmax(top-k(rows) / T), or None on a tie at the
+    k-th logit. rows [c, V]; x [c]; uu [c, 3]; a_s, m_s, a_ts, c: [c] float64."""
+    k, temperature = top_k
+    vals, idx = torch.topk(rows, k + 1, dim=-1)  # [c, k + 1], descending
+    if bool((vals[:, k] == vals[:, k - 1]).any()):
+        return None
+    lg = vals[:, :k].to(torch.float64) / temperature  # [c, k] the kept logits
+    e = torch.exp(lg - lg[:, :1])  # the first is the largest
+    idx, order = idx[:, :k].sort(-1)  # vocabulary order: the dense kernel's inverse CDF, entry for entry
+    e = e.gather(-1, order)
+    total = e.sum(-1)
+    p0_x = (e * (idx == x[:, None])).sum(-1) / total
+    q_x = a_s * p0_x + m_s / V
+    stay_w = a_ts * q_x
+    move = uu[:, 0] * (stay_w + c) >= stay_w  # leave the stay component
+    from_p0 = move & (uu[:, 1] < a_s)
+    y = x.clone()
+    if bool(from_p0.any()):
+        j = inverse_cdf(e[from_p0], uu[from_p0, 2])  # [n] rank within the kept set
+        y[from_p0] = idx[from_p0].gather(-1, j[:, None])[:, 0]
+    flat = move & ~from_p0
+    y[flat] = (uu[flat, 2] * V).floor().long().clamp_max(V - 1)
+    return y
 
 
 def udlm_tau_leap_step(process, logits, x_t, t, s, u, jump_filter=None):
