@@ -106,7 +106,7 @@ def normaliser(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """
     m = rows.amax(-1, keepdim=True)
     m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
-    return m[:, 0].to(torch.float64), torch.exp(rows - m).sum(-1).to(torch.float64)  # cascade sum
+    return m[:, 0].to(torch.float64), (rows - m).exp_().sum(-1).to(torch.float64)  # cascade sum (one temporary)
 
 
 #: block width of the two-level inverse CDF (rows wider than 4 blocks use it)
