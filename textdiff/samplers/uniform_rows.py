@@ -81,15 +81,15 @@ def udlm_posterior_step(process, logits, x_t, t, s, u, x0_filter=None, jump_filt
     for sl in row_chunks(bi.shape[0], V):
         b, x, uu = bi[sl], flat_x[sl], flat_u[sl]
         rows = process.x0_logits_rows(flat_l[sl])  # [c, V]
-        if x0_top_k is not None and x0_top_k[0] < V:
-            done = _sparse_top_k_posterior(rows, x, uu, x0_top_k, a_s[b], m_s[b], a_ts[b], c[b], V)
-            if done is not None:
-                out[sl] = done
-                continue
-        if x0_filter is not None:
-            rows = x0_filter(rows)  # float64, −∞ outside the kept set
-        mx, total = normaliser(rows)
-        p0_x = torch.exp(rows.gather(-1, x[:, None])[:, 0].to(torch.float64) - mx) / total
+        sparse = _top_k_p0(rows, x, x0_top_k) if x0_top_k is not None and x0_top_k[0] < V else None
+        if sparse is not None:
+            p0_x, draw_p0 = sparse
+        else:
+            if x0_filter is not None:
+                rows = x0_filter(rows)  # float64, −∞ outside the kept set
+            mx, total = normaliser(rows)
+            p0_x = torch.exp(rows.gather(-1, x[:, None])[:, 0].to(torch.float64) - mx) / total
+            draw_p0 = lambda i, u_: inverse_cdf(shifted_weights(rows[i])[0], u_)  # noqa: E731
         q_x = a_s[b] * p0_x + m_s[b] / V
         stay_w = a_ts[b] * q_x
         if jump_filter is not None:
@@ -101,16 +101,16 @@ def udlm_posterior_step(process, logits, x_t, t, s, u, x0_filter=None, jump_filt
         from_p0 = move & (uu[:, 1] < a_s[b])
         y = out[sl].clone()
         if bool(from_p0.any()):
-            y[from_p0] = inverse_cdf(shifted_weights(rows[from_p0])[0], uu[from_p0, 2])
+            y[from_p0] = draw_p0(from_p0, uu[from_p0, 2])
         flat = move & ~from_p0
         y[flat] = (uu[flat, 2] * V).floor().long().clamp_max(V - 1)
         out[sl] = y
     return out.view_as(x_t)
 
 
-def _sparse_top_k_posterior(rows, x, uu, top_k, a_s, m_s, a_ts, c, V):
-    """``udlm_posterior_step``'s draw [c] with p0 = softmax(top-k(rows) / T), or None on a tie at the
-    k-th logit. rows [c, V]; x [c]; uu [c, 3]; a_s, m_s, a_ts, c: [c] float64."""
+def _top_k_p0(rows, x, top_k):
+    """(p0(x) [c] float64, draw(i, u) -> tokens) for p0 = softmax(top-k(rows) / T), read from the k
+    kept logits alone; None on a tie at the k-th logit (the dense filter then keeps more than k)."""
     k, temperature = top_k
     vals, idx = torch.topk(rows, k + 1, dim=-1)  # [c, k + 1], descending
     if bool((vals[:, k] == vals[:, k - 1]).any()):
@@ -119,19 +119,12 @@ def _sparse_top_k_posterior(rows, x, uu, top_k, a_s, m_s, a_ts, c, V):
     e = torch.exp(lg - lg[:, :1])  # the first is the largest
     idx, order = idx[:, :k].sort(-1)  # vocabulary order: the dense kernel's inverse CDF, entry for entry
     e = e.gather(-1, order)
-    total = e.sum(-1)
-    p0_x = (e * (idx == x[:, None])).sum(-1) / total
-    q_x = a_s * p0_x + m_s / V
-    stay_w = a_ts * q_x
-    move = uu[:, 0] * (stay_w + c) >= stay_w  # leave the stay component
-    from_p0 = move & (uu[:, 1] < a_s)
-    y = x.clone()
-    if bool(from_p0.any()):
-        j = inverse_cdf(e[from_p0], uu[from_p0, 2])  # [n] rank within the kept set
-        y[from_p0] = idx[from_p0].gather(-1, j[:, None])[:, 0]
-    flat = move & ~from_p0
-    y[flat] = (uu[flat, 2] * V).floor().long().clamp_max(V - 1)
-    return y
+    p0_x = (e * (idx == x[:, None])).sum(-1) / e.sum(-1)
+
+    def draw(i, u):
+        return idx[i].gather(-1, inverse_cdf(e[i], u)[:, None])[:, 0]
+
+    return p0_x, draw
 
 
 def udlm_tau_leap_step(process, logits, x_t, t, s, u, jump_filter=None):
