@@ -46,7 +46,19 @@ def _denoiser_fields(config, mask_token_id, logits_shift, attention, block_size=
     config.block_size = int(block_size) if block_size else None
 
 
-class DiffusionLlamaConfig(LlamaConfig):
+class DenoiserConfigMixin:
+    """The names textdiff's caches and contexts read from an HF decoder config."""
+
+    @property
+    def num_layers(self) -> int:
+        return self.num_hidden_layers
+
+    @property
+    def lookback(self) -> int:  # Dream's shift: a window fed alone brings the token before it
+        return self.logits_shift
+
+
+class DiffusionLlamaConfig(DenoiserConfigMixin, LlamaConfig):
     """``LlamaConfig`` of a bidirectional masked-diffusion denoiser (LLaDA)."""
 
     model_type = "textdiff_llama"
@@ -56,16 +68,8 @@ class DiffusionLlamaConfig(LlamaConfig):
         _denoiser_fields(self, mask_token_id, logits_shift, attention, block_size)
         super().__init__(**kwargs)
 
-    @property
-    def num_layers(self) -> int:  # the name textdiff's caches read
-        return self.num_hidden_layers
 
-    @property
-    def lookback(self) -> int:
-        return self.logits_shift
-
-
-class DiffusionQwen2Config(Qwen2Config):
+class DiffusionQwen2Config(DenoiserConfigMixin, Qwen2Config):
     """``Qwen2Config`` of a bidirectional masked-diffusion denoiser (Dream: ``logits_shift=1``)."""
 
     model_type = "textdiff_qwen2"
@@ -74,14 +78,6 @@ class DiffusionQwen2Config(Qwen2Config):
                  block_size: Optional[int] = None, **kwargs):
         _denoiser_fields(self, mask_token_id, logits_shift, attention, block_size)
         super().__init__(**kwargs)
-
-    @property
-    def num_layers(self) -> int:
-        return self.num_hidden_layers
-
-    @property
-    def lookback(self) -> int:
-        return self.logits_shift
 
 
 def _dense_mask(block_mask) -> torch.Tensor:

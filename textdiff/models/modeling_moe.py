@@ -29,10 +29,10 @@ import torch.nn.functional as F
 from transformers import Glm4MoeConfig, Glm4MoeModel, Glm4MoePreTrainedModel, Qwen3MoeConfig, Qwen3MoeModel, Qwen3MoePreTrainedModel
 from transformers.models.qwen3_moe.modeling_qwen3_moe import Qwen3MoeMLP, Qwen3MoeSparseMoeBlock, Qwen3MoeTopKRouter
 
-from .modeling_bidirectional import _BidirectionalDenoiser, _denoiser_fields
+from .modeling_bidirectional import DenoiserConfigMixin, _BidirectionalDenoiser, _denoiser_fields
 
 
-class DiffusionQwen3MoeConfig(Qwen3MoeConfig):
+class DiffusionQwen3MoeConfig(DenoiserConfigMixin, Qwen3MoeConfig):
     """``Qwen3MoeConfig`` of a bidirectional masked-diffusion denoiser (LLaDA-MoE), plus the shared
     expert's width (None: none) and the router's expert bias (False: none)."""
 
@@ -45,14 +45,6 @@ class DiffusionQwen3MoeConfig(Qwen3MoeConfig):
         self.shared_expert_intermediate_size = shared_expert_intermediate_size
         self.router_expert_bias = bool(router_expert_bias)
         super().__init__(**kwargs)
-
-    @property
-    def num_layers(self) -> int:  # the name textdiff's caches read
-        return self.num_hidden_layers
-
-    @property
-    def lookback(self) -> int:
-        return self.logits_shift
 
 
 class _BiasedTopKRouter(Qwen3MoeTopKRouter):
@@ -117,7 +109,7 @@ class DiffusionQwen3MoeModel(_BidirectionalDenoiser, Qwen3MoePreTrainedModel):
 # ---- LLaDA 2.0 on GLM-4-MoE ---------------------------------------------------------------------
 
 
-class DiffusionGlm4MoeConfig(Glm4MoeConfig):
+class DiffusionGlm4MoeConfig(DenoiserConfigMixin, Glm4MoeConfig):
     """``Glm4MoeConfig`` of a masked-diffusion denoiser (LLaDA 2.0: ``attention = "block_causal"``,
     ``block_size = 32``), plus a bias on the attention output projection (``o_proj_bias``, off)."""
 
@@ -128,14 +120,6 @@ class DiffusionGlm4MoeConfig(Glm4MoeConfig):
         _denoiser_fields(self, mask_token_id, logits_shift, attention, block_size)
         self.o_proj_bias = bool(o_proj_bias)
         super().__init__(**kwargs)
-
-    @property
-    def num_layers(self) -> int:
-        return self.num_hidden_layers
-
-    @property
-    def lookback(self) -> int:
-        return self.logits_shift
 
 
 class _Glm4MoeDecoder(Glm4MoeModel):
