@@ -24,11 +24,6 @@ def _cmd_train(args) -> None:
 
     if PartialState().is_main_process:  # under DDP every process returns here; one line
         print(f"saved {final}")
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():  # the process exits next: close the group first, so no
-        dist.barrier()  # communication thread is torn down mid-flight (an abort at exit under DeepSpeed)
-        dist.destroy_process_group()
 
 
 def _read_prompts(args) -> list[str]:

@@ -6,6 +6,7 @@ the same corruption, and N processes with batch b see exactly what one process w
 """
 from __future__ import annotations
 
+import gc
 import json
 import math
 import os
@@ -93,6 +94,11 @@ def train(recipe: Recipe, resume: bool = False, stop_at: int | None = None) -> P
     finally:
         if lock is not None:
             lock.release()
+        # The prepared (sharded) model sits in reference cycles (its hooks) and in the Accelerator; free it,
+        # its device mesh and communication handles (and DeepSpeed's engine) now, while the interpreter is
+        # whole: left to interpreter shutdown, gloo's threads can abort a process whose run succeeded.
+        acc.free_memory()
+        gc.collect()
 
 
 def _discard_setup(out: Path, lock: RunLock, had_tokenizer: bool) -> None:
@@ -237,6 +243,7 @@ def _train(acc, recipe: Recipe, resume: bool, stop_at: int | None) -> Path:
         plot = plot_curves(out / "metrics.jsonl", out / "training_curves.png")
         if plot is not None:
             print(f"training curves: {plot}")
+    acc.wait_for_everyone()  # every process is done communicating before any closes the group
     acc.end_training()
     return final
 
