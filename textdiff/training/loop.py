@@ -66,6 +66,16 @@ def train(recipe: Recipe, resume: bool = False, stop_at: int | None = None) -> P
     ``stop_at``: end abruptly after this step, as a killed run would (no final save): used to test
     that ``resume=True`` continues exactly.
     """
+    try:
+        return _setup_and_train(recipe, resume, stop_at)
+    finally:
+        # The prepared (sharded) model sits in reference cycles (its hooks); free it, its device mesh and
+        # communication handles now, while the interpreter is whole: left to interpreter shutdown, gloo's
+        # threads can abort a process whose run succeeded.
+        gc.collect()
+
+
+def _setup_and_train(recipe: Recipe, resume: bool, stop_at: int | None) -> Path:
     from accelerate import Accelerator
 
     cfg = recipe.train
@@ -94,11 +104,6 @@ def train(recipe: Recipe, resume: bool = False, stop_at: int | None = None) -> P
     finally:
         if lock is not None:
             lock.release()
-        # The prepared (sharded) model sits in reference cycles (its hooks) and in the Accelerator; free it,
-        # its device mesh and communication handles (and DeepSpeed's engine) now, while the interpreter is
-        # whole: left to interpreter shutdown, gloo's threads can abort a process whose run succeeded.
-        acc.free_memory()
-        gc.collect()
 
 
 def _discard_setup(out: Path, lock: RunLock, had_tokenizer: bool) -> None:
@@ -244,6 +249,7 @@ def _train(acc, recipe: Recipe, resume: bool, stop_at: int | None) -> Path:
         if plot is not None:
             print(f"training curves: {plot}")
     acc.wait_for_everyone()  # every process is done communicating before any closes the group
+    acc.free_memory()  # the Accelerator lets go of the prepared objects (DeepSpeed's engine is destroyed)
     acc.end_training()
     return final
 
