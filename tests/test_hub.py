@@ -27,6 +27,7 @@ sys.meta_path.insert(0, NoTextdiff())
 import torch
 from transformers import AutoModel, AutoModelForMaskedLM, AutoTokenizer
 folders, ids_json, out = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
+torch.set_num_threads(int(sys.argv[4]))  # the parent's: bit-identical sums need the same reduction order
 ids = torch.tensor(json.loads(ids_json))
 result = {}
 for folder in folders:
@@ -61,7 +62,8 @@ def _child(folders: list[Path], ids: torch.Tensor, tmp_path: Path) -> dict:
     out = tmp_path / "child.pt"
     env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "hf_modules"), "HF_HUB_OFFLINE": "1",
            "PYTHONPATH": ""}  # no checkout on the path; the import hook blocks the installed package too
-    res = subprocess.run([sys.executable, "-c", CHILD, json.dumps([str(f) for f in folders]), json.dumps(ids.tolist()), str(out)],
+    res = subprocess.run([sys.executable, "-c", CHILD, json.dumps([str(f) for f in folders]), json.dumps(ids.tolist()), str(out),
+                          str(torch.get_num_threads())],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     return torch.load(out, weights_only=True)

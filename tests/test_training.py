@@ -85,11 +85,15 @@ def test_a_finished_run_leaves_no_model_alive(tiny):
 
     from textdiff.models.modeling_textdiff import TextDiffModel
 
+    def models() -> dict:
+        return {id(o): o for o in gc.get_objects() if isinstance(o, TextDiffModel)}
+
     gc.collect()
+    before = models()  # other tests' models (session fixtures) stay alive
     gc.disable()  # only what train() itself frees counts
     try:
         train(load_recipe(raw=tiny(train={"max_steps": 2, "eval_every": 2, "save_every": 2})))
-        alive = [o for o in gc.get_objects() if isinstance(o, TextDiffModel)]
+        left = [m for key, m in models().items() if key not in before]
     finally:
         gc.enable()
-    assert alive == []
+    assert left == []
