@@ -250,7 +250,7 @@ def test_llada2_comes_up_with_its_tokens_process_and_sampler(llada2):
     assert llada2.stop_token_ids == [tok.eos_token_id, tok.convert_tokens_to_ids("<|role_end|>")]
     assert (llada2.process.config.name, llada2.process.block_size) == ("block", 32)
     cfg = llada2.sampler_config
-    assert (cfg.name, cfg.threshold, cfg.temperature) == ("threshold", 0.95, 0.0)
+    assert (cfg.name, cfg.threshold, cfg.temperature, cfg.min_commit) == ("threshold", 0.95, 0.0, "even_split")
     assert llada2.generation_defaults == {"block_size": 32, "blocks_from": "sequence_start"}
 
 
@@ -264,6 +264,20 @@ def test_llada2_decoding_matches_the_publishers_generate_token_for_token(llada2,
     out = generate(llada2.model, llada2.process, sampler, e["prompt"].tolist(), max_new_tokens=64, steps=64,
                    block_size=32, use_cache=cache, eos_token_id=llada2.tokenizer.eos_token_id)
     assert out.generated[0] == e[mode].tolist()
+
+
+@pytest.mark.parametrize("cache", ["none", "exact"])
+@pytest.mark.parametrize("mode,threshold", [("steps8_default", None), ("steps8_threshold", 0.15)])
+def test_llada2_with_fewer_steps_than_the_block_matches_the_publisher(llada2, mode, threshold, cache):
+    """steps=8 per block of 32: the publisher commits at least 4 per step (its even split), and so does
+    the default sampler's ``min_commit = "even_split"``; Fast-dLLM's floor of one departs from it."""
+    e = _expected("llada2")
+    kw = dict(max_new_tokens=64, steps=16, block_size=32, use_cache=cache, eos_token_id=llada2.tokenizer.eos_token_id)
+    out = generate(llada2.model, llada2.process, llada2.make_sampler(None, threshold=threshold), e["prompt"].tolist(), **kw)
+    assert out.generated[0] == e[mode].tolist()
+    if mode == "steps8_default":
+        one = llada2.make_sampler(None, min_commit="one")
+        assert generate(llada2.model, llada2.process, one, e["prompt"].tolist(), **kw).generated[0] != e[mode].tolist()
 
 
 def test_llada2_default_generate_is_the_cached_block_decoding(llada2):
@@ -293,6 +307,9 @@ def test_llada2_generate_counts_blocks_from_the_sequence_start(llada2, cache):
     assert out.generated[1] == _answer(e["default"].tolist()[:40], stops)
     _, alone = llada2.generate(prompts[:1], max_new_tokens=40, return_output=True, use_cache=cache)
     assert alone.generated[0] == out.generated[0]
+    _, eight = llada2.generate(prompts, max_new_tokens=40, steps=16, return_output=True, use_cache=cache)  # 8 per block
+    assert eight.generated[0] == _answer(e["short_steps8"].tolist(), stops)
+    assert eight.generated[1] == _answer(e["steps8_default"].tolist()[:40], stops)
 
 
 def test_llada2_save_pretrained_reloads_natively_and_scores(llada2, tmp_path):

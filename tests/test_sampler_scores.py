@@ -99,7 +99,8 @@ def near_tied_logits(B, L, V, seed):
 
 
 @pytest.mark.parametrize("V", [40, 3001])
-@pytest.mark.parametrize("name,knobs", [("confidence", {}), ("threshold", {}), ("confidence", {"deprioritize_ids": [0]})])
+@pytest.mark.parametrize("name,knobs", [("confidence", {}), ("threshold", {}), ("threshold", {"min_commit": "even_split"}),
+                                        ("confidence", {"deprioritize_ids": [0]})])
 def test_greedy_float32_bounds_commit_exactly_what_the_float64_scores_commit(V, name, knobs, monkeypatch):
     """Greedy confidence ranks from a float32 pass with rigorous bounds and float64 only where the
     top k (or the threshold) is in doubt: the commits equal those of the exact float64 path (float64
@@ -112,8 +113,9 @@ def test_greedy_float32_bounds_commit_exactly_what_the_float64_scores_commit(V, 
     x_t = torch.full((3, 12), mask)
     x_t[1, 7:] = 4  # some clean positions
     if name == "threshold":  # τ = the exact confidence of row 2: inside its float32 bounds
-        knobs = {"threshold": float(torch.softmax(logits[0, 2, :mask].double(), -1).max())}
+        knobs = {**knobs, "threshold": float(torch.softmax(logits[0, 2, :mask].double(), -1).max())}
     smp = textdiff.build_sampler({"name": name, "temperature": 0.0, **knobs}, proc)
+    smp.set_timesteps(10)  # the grid even_split reads (t = 1, 0.6, 0.5: steps 0, 4, 5 of 10)
     asked = []
     real = rows_mod.ExactScores.__call__
     monkeypatch.setattr(rows_mod.ExactScores, "__call__", lambda self, w: asked.append(int(w.sum())) or real(self, w))
@@ -151,3 +153,31 @@ def test_nucleus_keeps_the_full_sorts_set(scale, V):
         want = _nucleus_by_full_sort(lg, top_p)
         got = nucleus(lg, top_p, first_k=16)
         assert torch.equal(torch.isinf(got), torch.isinf(want)) and torch.equal(got[~torch.isinf(got)], want[~torch.isinf(want)])
+
+
+@pytest.mark.parametrize("W,N", [(32, 8), (10, 4), (4, 8), (32, 32)])
+def test_threshold_even_split_floor_is_the_publishers_schedule(W, N):
+    """min_commit = "even_split": step i of N commits at least ⌊W / N⌋ (+1 for the first W mod N steps),
+    LLaDA 2.0's schedule; the floors add up to the window, so N steps leave no [MASK]; with τ = 1 (no
+    position clears it) each greedy step commits exactly its floor, the most confident first."""
+    V = 50
+    proc = textdiff.build_process("masked", vocab_size=V, mask_id=V - 1)
+    smp = textdiff.build_sampler({"name": "threshold", "threshold": 1.0, "temperature": 0.0, "min_commit": "even_split"}, proc)
+    smp.set_timesteps(N)
+    base, extra = divmod(W, N)
+    want = [base + (i < extra) for i in range(N)]
+    logits = torch.randn(1, W, V, generator=torch.Generator().manual_seed(0))
+    x = torch.full((1, W), V - 1)
+    made = []
+    for i, (t, s) in enumerate(smp.pairs()):
+        assert int(smp.min_commits(t, x)) == want[i]
+        before = int((x == V - 1).sum())
+        new = smp.step(logits, t, s, x).x_s
+        committed = (x == V - 1) & (new != V - 1)
+        made.append(int(committed.sum()))
+        conf = torch.softmax(logits[0, :, : V - 1].double(), -1).max(-1).values  # [MASK] is never proposed
+        if 0 < made[-1] < before:  # the committed ones are the most confident of those still masked
+            still = (x == V - 1)[0]
+            assert conf[committed[0]].min() >= conf[still & ~committed[0]].max()
+        x = new
+    assert made == want and not bool((x == V - 1).any())

@@ -32,7 +32,9 @@ rate; equal to ``linear`` for the log-linear schedule).
 
 :class:`ThresholdSampler` (``threshold``, Fast-dLLM): commit every masked position whose confidence
 p(x̂0) exceeds τ, and at least the most confident one per step (all of them at s = 0), so fewer steps
-than the grid are often used (the loop stops once no [MASK] is left).
+than the grid are often used (the loop stops once no [MASK] is left). With ``min_commit =
+"even_split"`` the floor is the step's share of the window split evenly over the N steps, ⌊W / N⌋
+plus one for the first W mod N steps (LLaDA 2.0's ``generate``; 1 when N = W).
 
 Cost and precision: only the masked rows of the logits are read, once, in float64 chunks: the
 weights w = exp(l − max l) give the draw (inverse CDF; at temperature 0 the argmax, no noise) and
@@ -254,36 +256,54 @@ class ThresholdConfig(_UnmaskerKnobs, SamplerConfig):
     name: str = "threshold"
     #: commit every masked position whose confidence p(x̂0) exceeds this (Fast-dLLM's τ)
     threshold: float = 0.9
+    #: the fewest commits per step: "one" = the most confident one (Fast-dLLM), "even_split" = the step's
+    #: share of the window split evenly over the steps, remainder first (LLaDA 2.0's generate)
+    min_commit: Literal["one", "even_split"] = "one"
 
     def validate(self) -> None:
         super().validate()
         if not 0.0 <= self.threshold <= 1.0:
             raise ConfigError(f"sampler.threshold={self.threshold} must be in [0, 1]")
+        if self.min_commit not in ("one", "even_split"):
+            raise ConfigError(f"sampler.min_commit={self.min_commit!r} must be 'one' or 'even_split'")
 
 
 @register("sampler", "threshold")
 class ThresholdSampler(_Unmasker):
     config_class = ThresholdConfig
 
+    def min_commits(self, t, x_t) -> torch.Tensor:
+        """k [B]: the fewest commits this step (the most confident k go even below τ).
+
+        ``one``: 1. ``even_split``: step i of N (t = 1 − i / N) over a window of W positions commits
+        at least ⌊W / N⌋, plus one for the first W mod N steps (so N steps cover the window).
+        """
+        B = x_t.shape[0]
+        if self.config.min_commit == "one":
+            return torch.ones(B, dtype=torch.long, device=x_t.device)
+        n_steps = self.timesteps.shape[-1] - 1
+        i = torch.round((1.0 - self.rows(t, x_t)) * n_steps).long()  # [B] this step's index
+        base, extra = divmod(x_t.shape[1], n_steps)
+        return base + (i < extra).long()
+
     def step(self, logits, t, s, x_t, generator=None):
         noise = self.process.is_noise(x_t)  # [B, L]
-        one = torch.ones(x_t.shape[0], dtype=torch.long, device=x_t.device)
+        k = self.min_commits(t, x_t)  # [B]
         last = noise & (self.rows(s, x_t) <= 0)[:, None]  # the last step commits everything
         tau = self.config.threshold
-        if self.bounded(logits):  # greedy: float64 only where the threshold or the best is in doubt
+        if self.bounded(logits):  # greedy: float64 only where the threshold or the best k are in doubt
             x0_hat, lo, hi, exact = self.candidate_bounds(logits, x_t, noise)
             unsure = noise & (lo <= tau) & (hi > tau)
             commit = noise & (lo > tau)
             if bool(unsure.any()):
                 commit |= unsure & (exact(unsure) > tau)
-            commit |= rank_commit_bounded(lo, hi, noise, one, exact) | last
+            commit |= rank_commit_bounded(lo, hi, noise, k, exact) | last
             return StepOutput(x_s=torch.where(commit, x0_hat, x_t), x0_pred=x0_hat)
         greedy = self.config.temperature == 0  # argmax candidates: no noise is drawn
         u = torch.zeros(x_t.shape, dtype=torch.float64) if greedy else self.step_uniforms(x_t, 1, generator)[..., 0]
         x0_hat, conf = self.candidates(logits, x_t, noise, u)  # conf = p_θ(x̂0 | x_t) float64
         conf = self.deprioritize(conf, x0_hat)
-        commit = noise & (conf > self.config.threshold)
-        best = rank_commit(conf, noise, torch.ones(x_t.shape[0], dtype=torch.long, device=x_t.device))
-        commit |= best  # at least one per step while masks remain
-        commit |= noise & (self.rows(s, x_t) <= 0)[:, None]  # the last step commits everything
+        commit = noise & (conf > tau)
+        commit |= rank_commit(conf, noise, k)  # at least the k most confident while masks remain
+        commit |= last
         return StepOutput(x_s=torch.where(commit, x0_hat, x_t), x0_pred=x0_hat)

@@ -42,9 +42,8 @@ holds the prompt's tail (the tokens after its last whole block); ``generation_de
 frozen part of the first window), token for token with the publisher's generate and with the exact
 KV cache of the whole blocks before it. (Plain :func:`textdiff.generation.generate` starts a fresh
 block after the prompt: the same decoding when the prompt length is a multiple of 32.) With fewer
-steps than the block length the publisher commits at least its even split of the block per step
-(k > 1) where textdiff's ``threshold`` sampler commits at least one: identical at the released
-steps = 32 per block only.
+steps than the block length the publisher commits at least its even split of the block per step;
+the sampler's ``min_commit = "even_split"`` does the same (one per step at the released 32).
 """
 from __future__ import annotations
 
@@ -166,7 +165,7 @@ class LLaDA2Family(Family):
             model=model, tokenizer=tokenizer,
             process={"name": "block", "block_size": BLOCK_SIZE, "schedule": {"name": "loglinear"}},
             # generate(): temperature 0, threshold 0.95, steps = block length (one scheduled commit per step)
-            sampler={"name": "threshold", "threshold": 0.95, "temperature": 0.0},
+            sampler={"name": "threshold", "threshold": 0.95, "temperature": 0.0, "min_commit": "even_split"},
             seq_len=net_config.max_position_embeddings,
             notes={"source": str(folder), "generation": {"block_size": BLOCK_SIZE, "blocks_from": "sequence_start"},
                    "stop_token_ids": stop_token_ids(tokenizer, config),
