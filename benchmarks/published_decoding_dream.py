@@ -25,23 +25,23 @@ mode                           publisher                                       t
 =============================  ==============================================  ============================================
 no cache, entropy              ``diffusion_generate(alg="entropy")``           confidence sampler, ordering entropy
 no cache, maskgit_plus         ``diffusion_generate(alg="maskgit_plus")``      confidence sampler, ordering confidence
+prefix / dual cache            ``generation_utils_block`` (entropy inside      the same, ``first_commit="leftmost"``,
+                               blocks whatever ``alg``)                        ``use_cache="prefix"/"dual"``, ``lookback=0``
+threshold + prefix / dual      the same, ``alg="confidence_threshold"``        threshold sampler, the same three
 =============================  ==============================================  ============================================
 
 (textdiff side: ``commit_rounding="floor"``, ``time_eps=1e-3``: Dream's k = ⌊n (1 − s/t)⌋ on
-t_i = 1 − i (1 − ε)/N, temperature 0, top_p 1.)
+t_i = 1 − i (1 − ε)/N, temperature 0, top_p 1. Fast-dLLM's block code fixes each block's FIRST
+position by its argmax at the forward that refreshes the cache, and its cached forwards leave the
+token before the block in the stale cache: ``first_commit="leftmost"`` and ``lookback=0``.)
 
-NEAREST COUNTERPART (Fast-dLLM's Dream variants follow rules textdiff does not have, so the tokens
-are not expected to agree; seconds and NFE are still comparable):
+NEAREST COUNTERPART (a Fast-dLLM rule textdiff does not have, so the tokens are not expected to
+agree; seconds and NFE are still comparable):
 
 * ``threshold`` (``alg="confidence_threshold"``, no cache): each step commits at most the step's
   quota (gen/steps, plus what earlier steps rejected), the best one always, the rest only above τ;
   with steps = gen the quota is 1, so it is one token per step whatever τ. textdiff: threshold
   sampler (every position above τ, at least one), no cache, in one window.
-* ``prefix cache`` / ``dual cache`` (``generation_utils_block``, ``dual_cache=False/True``): at each
-  block's refresh forward the block's FIRST position takes its argmax (no ranking); the other steps rank by
-  entropy whatever ``alg``. textdiff: entropy ordering, block_size, ``use_cache="prefix"/"dual"``.
-* ``threshold + prefix / dual cache``: the same, with ``alg="confidence_threshold"`` inside blocks.
-  textdiff: threshold sampler with the cache.
 
 The publisher's model gets [MASK] at −∞ through a forward hook on its ``lm_head`` (what
 ``make_dream.py`` does with ``generation_logits_hook_func``, which the block code has no slot for):
@@ -174,17 +174,18 @@ def publisher_call(model, gen_mods, ids, key: str, threshold: float, block: int)
 
 
 def textdiff_spec(key: str, threshold: float):
+    first = {"first_commit": "leftmost"} if key.endswith(("prefix", "dual")) else {}  # Fast-dLLM's block code
     if "threshold" in key:
-        return {"name": "threshold", "threshold": threshold, "temperature": 0.0, "top_p": 1.0}
+        return {"name": "threshold", "threshold": threshold, "temperature": 0.0, "top_p": 1.0, **first}
     ordering = "confidence" if key == "maskgit_plus" else "entropy"
     return {"name": "confidence", "ordering": ordering, "temperature": 0.0, "top_p": 1.0, "commit_rounding": "floor",
-            "time_eps": 1e-3}
+            "time_eps": 1e-3, **first}
 
 
 NAMES = {"entropy": "no cache, entropy", "maskgit_plus": "no cache, maskgit_plus", "threshold": "threshold (no cache)",
          "prefix": "prefix cache", "dual": "dual cache", "threshold_prefix": "threshold + prefix cache",
          "threshold_dual": "threshold + dual cache"}
-SAME_RULE = ("entropy", "maskgit_plus")
+SAME_RULE = ("entropy", "maskgit_plus", "prefix", "dual", "threshold_prefix", "threshold_dual")
 
 
 def parse_args(argv=None):
@@ -275,7 +276,8 @@ def main():
         def run_ours(gen=G, steps=args.steps):
             with torch.no_grad():
                 return generate(ours, lm.process, sampler, [prompt[0].tolist()], max_new_tokens=gen, steps=steps,
-                                block_size=block, use_cache=cache, stop_at_eos=False, seed=0)
+                                block_size=block, use_cache=cache, stop_at_eos=False, seed=0,
+                                lookback=None if cache == "none" else 0)
 
         def run_theirs(gen=G, steps=args.steps):
             calls.clear()
@@ -315,8 +317,9 @@ def main():
             "publisher_code": "NVlabs/Fast-dLLM dream/model: modeling_dream.py, generation_utils.py (Dream's diffusion_generate "
                               "+ confidence_threshold), generation_utils_block.py (prefix / dual cache), bound as its eval.py does; "
                               "shims: make_dream.py's rotary init and GenerationConfig.validate; [MASK] at -inf by an lm_head hook"}
-    notes = ["rule: \"same\" = the publisher's decoding rule exactly (tokens must agree); \"nearest\" = Fast-dLLM's Dream "
-             "variant against textdiff's nearest mode, a different rule (see the script's docstring), so tokens need not agree."]
+    notes = ["rule: \"same\" = the publisher's decoding rule exactly (tokens must agree); \"nearest\" = Fast-dLLM's "
+             "no-cache threshold variant against textdiff's threshold sampler, a different rule (see the script's docstring), "
+             "so tokens need not agree."]
     text = markdown(rows, meta, "Dream", notes=notes)
     print(text)
     if not args.no_write:

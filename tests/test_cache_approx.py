@@ -53,6 +53,17 @@ def test_exact_cache_on_a_bidirectional_model_raises_one_line():
     assert torch.equal(a.sequences, b.sequences)
 
 
+@pytest.mark.parametrize("kwargs,match", [({"use_cache": "none", "lookback": 0}, "needs use_cache='prefix' or 'dual'"),
+                                          ({"use_cache": "prefix", "lookback": -1}, "lookback")])
+def test_lookback_outside_the_approximate_caches_raises_one_line(kwargs, match):
+    from textdiff.errors import ConfigError
+
+    model, proc = bidirectional_model(), masked()
+    with pytest.raises(ConfigError, match=match) as e:
+        generate(model, proc, "ancestral", PROMPTS, max_new_tokens=8, steps=8, block_size=4, **kwargs)
+    assert "\n" not in str(e.value)
+
+
 @pytest.mark.parametrize("mode", ["prefix", "dual"])
 def test_one_step_per_block_is_exact(mode):
     """Each block's first call refreshes the cache with a full forward, so with one step per block

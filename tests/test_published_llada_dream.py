@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from textdiff.contexts import keep_tokens
+from textdiff.dataclass_io import to_dict
 from textdiff.errors import ConfigError
 from textdiff.generation import generate
 from textdiff.lm import DiffusionLM
@@ -217,6 +218,27 @@ def test_dream_decoding_matches_diffusion_generate_token_for_token(dream, alg, o
     s = dream.make_sampler(None, temperature=0.0, top_p=1.0, ordering=ordering)
     out = generate(dream.model, dream.process, s, e["prompt"].tolist(), max_new_tokens=16, steps=16, stop_at_eos=False)
     assert out.sequences.tolist() == e[alg].tolist()
+
+
+@pytest.mark.parametrize("cache", ["prefix", "dual"])
+@pytest.mark.parametrize("alg", ["entropy", "threshold"])
+def test_dream_block_decoding_matches_fast_dllm_token_for_token(dream, cache, alg):
+    """Fast-dLLM's generation_utils_block (block 8, 16 steps, greedy; entropy, or confidence_threshold
+    τ = 0.3) with its prefix / dual cache. It keeps the token before the block in the stale cache
+    (``lookback=0``) and so fixes the block's first token at the refresh forward, then ranks the rest
+    (``first_commit = "leftmost"``). Each of the two is needed for the publisher's tokens."""
+    e = _expected("dream")
+    knobs = {"temperature": 0.0, "top_p": 1.0, "first_commit": "leftmost"}
+    spec = ({"name": "threshold", "threshold": 0.3, **knobs} if alg == "threshold" else
+            {**to_dict(dream.sampler_config), "ordering": "entropy", **knobs})
+    kw = dict(max_new_tokens=16, steps=16 if alg == "entropy" else 64, block_size=8, use_cache=cache, stop_at_eos=False)
+    want = e[f"fast_dllm_{cache}_{alg}"].tolist()
+    out = generate(dream.model, dream.process, dream.make_sampler(spec), e["prompt"].tolist(), lookback=0, **kw)
+    assert out.sequences.tolist() == want
+    ranked = dream.make_sampler({**spec, "first_commit": "ranked"})
+    assert generate(dream.model, dream.process, ranked, e["prompt"].tolist(), lookback=0, **kw).sequences.tolist() != want
+    fresh = generate(dream.model, dream.process, dream.make_sampler(spec), e["prompt"].tolist(), **kw)  # lookback 1
+    assert fresh.sequences.tolist() != want
 
 
 def test_dream_save_pretrained_reloads_natively_with_identical_logits(dream, tmp_path):

@@ -141,12 +141,13 @@ def device(value: Any) -> Optional[str]:
 
 
 def generation(*, max_new_tokens, steps, block_size, max_context, pad_token_id, eos_token_id, infill_id, stop_at_eos,
-               use_cache, denoise) -> None:
+               use_cache, denoise, lookback=None) -> None:
     """The scalar arguments of :func:`textdiff.generation.generate` (``max_new_tokens=None``: from a template)."""
     integer("max_new_tokens", max_new_tokens, minimum=1, optional=True)
     integer("steps", steps, minimum=1)
     integer("block_size", block_size, minimum=1, optional=True)
     integer("max_context", max_context, minimum=1, optional=True)
+    integer("lookback", lookback, minimum=0, optional=True)
     integer("pad_token_id", pad_token_id, minimum=0)
     integer("eos_token_id", eos_token_id, minimum=0, optional=True)
     integer("infill_id", infill_id, minimum=0, optional=True)

@@ -35,7 +35,8 @@ i − 1, so the context feeds positions [lo − 1, hi − 1).
 ``lookback`` (the model config's, e.g. 1 for Dream, whose denoiser reads position i's logits from
 its output at i − 1 and returns them aligned): the approximate caches feed a window together with
 the ``lookback`` tokens before it (recomputed, not cached), so the window's first logits are the
-model's own, not a stale copy.
+model's own, not a stale copy. ``generate(lookback=0)`` keeps those tokens in the stale cache instead
+(Fast-dLLM's Dream block decoding, which then fixes the window's first token at the refresh step).
 """
 from __future__ import annotations
 
@@ -290,12 +291,14 @@ class DualCache(_RefreshedCache):
         return hi
 
 
-def make_context(model, process, denoise, valid, positions, block_size=None, cache="auto", max_context=None) -> Context:
+def make_context(model, process, denoise, valid, positions, block_size=None, cache="auto", max_context=None,
+                 lookback=None) -> Context:
     """Pick the context strategy for one ``generate()`` call (see the module docstring for modes).
 
     cache: one of ``CACHE_MODES`` (``True`` / ``False`` mean ``"auto"`` / ``"none"``).
     max_context: slide an exact cache to at most this many tokens (needs ``"exact"`` or ``"auto"``
     resolving to it); window + cache must fit in the model's ``max_position_embeddings``.
+    lookback: tokens before the window the approximate caches feed again (None: ``config.lookback``).
     """
     cache = {True: "auto", False: "none", None: "auto"}.get(cache, cache)
     if cache not in CACHE_MODES:
@@ -325,6 +328,8 @@ def make_context(model, process, denoise, valid, positions, block_size=None, cac
             raise ConfigError(f"cache={cache!r} needs block-wise (semi-autoregressive) decoding: pass block_size")
         if shift:
             raise IncompatibleError(f"cache={cache!r} serves diffusion models, not next-token processes")
+    if lookback is not None and cache not in ("prefix", "dual"):
+        raise ConfigError(f"lookback={lookback} sets what the approximate caches feed again; it needs use_cache='prefix' or 'dual', got {cache!r}")
     use_exact = cache == "exact" or (cache == "auto" and causal and whole)
     if max_context is not None:
         if not use_exact:
@@ -335,7 +340,8 @@ def make_context(model, process, denoise, valid, positions, block_size=None, cac
             raise ConfigError(f"max_context={max_context} + block_size={block_size} exceeds the model's context ({limit}); lower max_context")
     if use_exact:
         return BlockCache(denoise, valid, positions, KVCache.for_model(model), max_context, shift=shift)
-    lookback = int(getattr(config, "lookback", 0) or 0)
+    if lookback is None:
+        lookback = int(getattr(config, "lookback", 0) or 0)
     if cache == "prefix":
         return PrefixCache(denoise, valid, positions, config.num_layers, lookback)
     if cache == "dual":

@@ -186,7 +186,7 @@ def _as_time(t, B: int, device, dtype) -> torch.Tensor:
 
 def _run(
     model, process, sampler, prompts=None, *, max_new_tokens=128, steps=128, batch_size=None,
-    block_size=None, use_cache=True, max_context=None, seed=None, generator=None, pad_token_id=0,
+    block_size=None, use_cache=True, max_context=None, lookback=None, seed=None, generator=None, pad_token_id=0,
     eos_token_id=None, stop_at_eos=True, template=None, infill_id=None, denoise=None,
 ):
     """Validate and set up eagerly (errors raise here); return the loop as a generator that yields
@@ -209,7 +209,7 @@ def _run(
     arguments.generation(max_new_tokens=None if template is not None else max_new_tokens, steps=steps,
                          block_size=block_size, max_context=max_context, pad_token_id=pad_token_id,
                          eos_token_id=eos_token_id, infill_id=infill_id, stop_at_eos=stop_at_eos,
-                         use_cache=use_cache, denoise=denoise)
+                         use_cache=use_cache, denoise=denoise, lookback=lookback)
     if generator is None:
         seed = arguments.seeds("seed", seed, count=B)
     if template is not None:
@@ -267,7 +267,7 @@ def _run(
                           process=process, model=model))
     counted = _Counted(call)
     ctx = make_context(model, process, counted, valid, positions, block_size=block_size,
-                       cache=use_cache, max_context=max_context)
+                       cache=use_cache, max_context=max_context, lookback=lookback)
     windows = [(P + lo, P + min(lo + (block_size or N), N)) for lo in range(0, N, block_size or N)]
     # a process whose clean positions carry over (SUBS) reads no logits there: compute the noise rows only
     read = process.is_noise if getattr(process, "clean_logits_unused", False) else None
@@ -336,6 +336,7 @@ def generate(
     block_size: Optional[int] = None,
     use_cache: Union[bool, str] = True,
     max_context: Optional[int] = None,
+    lookback: Optional[int] = None,
     seed: Union[int, Sequence[int], None] = None,
     generator=None,
     pad_token_id: int = 0,
@@ -361,6 +362,9 @@ def generate(
         False (= "none"), or a mode of :func:`textdiff.contexts.make_context`: "exact", or the
         APPROXIMATE "prefix" / "dual" caches for bidirectional models decoded in blocks.
     max_context: slide the cache window to at most this many tokens (beyond the training context).
+    lookback: with the "prefix" / "dual" caches, the tokens before a window fed again with it at every
+        step (default: the model's ``config.lookback``, 1 for Dream, whose logits at i come from i − 1);
+        0 leaves the token before the block in the stale cache, as Fast-dLLM's Dream decoding does.
     seed: an int (row b uses seed + b) or one seed per row; gives batch-invariant results.
     generator: a torch.Generator (repeatable, not batch-invariant) or one per row.
     eos_token_id, stop_at_eos: cut each row before its first EOS; with blocks, stop once every row
@@ -375,7 +379,7 @@ def generate(
         raise ConfigError(f"callback must be callable (it receives a StepInfo), got {type(callback).__name__}")
     run = _run(model, process, sampler, prompts, max_new_tokens=max_new_tokens, steps=steps,
                batch_size=batch_size, block_size=block_size, use_cache=use_cache, max_context=max_context,
-               seed=seed, generator=generator, pad_token_id=pad_token_id, eos_token_id=eos_token_id,
+               lookback=lookback, seed=seed, generator=generator, pad_token_id=pad_token_id, eos_token_id=eos_token_id,
                stop_at_eos=stop_at_eos, template=template, infill_id=infill_id, denoise=denoise)
     stream_ = GenerationStream(run)
     for info in stream_:

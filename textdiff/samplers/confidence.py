@@ -49,6 +49,9 @@ score of positions whose candidate is one of those tokens by ``deprioritize_by``
 threshold: 1.0 puts them after every other candidate), so an early EOS / EOT is committed last.
 ``commit_rounding = "floor"`` with ``time_eps`` = ε gives Dream's schedule: the grid
 t_i = 1 − i (1 − ε) / N and k = ⌊n (1 − s / t)⌋ (possibly 0) with everything at the last step.
+``first_commit = "leftmost"`` makes the first step of every window commit only its leftmost [MASK]
+(Fast-dLLM's block-wise Dream decoding fixes the block's first token at the forward that refreshes
+its cache; the other steps follow the rule, on the rest of the grid).
 
 Neither sampler ever changes a committed token (``revises = False``). Block-wise (semi-AR) decoding,
 as in LLaDA, is the ``block_size`` of ``generate()``.
@@ -123,6 +126,18 @@ class _Unmasker(Sampler):
                 score[b, l] = sc
         return x0_hat, score
 
+    def leftmost_first(self, logits, t, x_t, noise, generator=None):
+        """With ``first_commit = "leftmost"``, on the first step of a window (t = 1): the StepOutput that
+        commits the candidate x̂0 at each row's leftmost [MASK] only (one logit row read per row);
+        otherwise None."""
+        if self.config.first_commit != "leftmost" or not bool((self.rows(t, x_t) >= 1.0).all()):
+            return None
+        pick = noise & (noise.cumsum(1) == 1)  # [B, L] the leftmost masked position of each row
+        greedy = self.config.temperature == 0
+        u = torch.zeros(x_t.shape, dtype=torch.float64) if greedy else self.step_uniforms(x_t, 1, generator)[..., 0]
+        x0_hat, _ = self.candidates(logits, x_t, pick, u)
+        return StepOutput(x_s=torch.where(pick, x0_hat, x_t), x0_pred=x0_hat)
+
     def bounded(self, logits) -> bool:
         """Whether the greedy confidence path applies: argmax candidates ranked by p(x̂0) of float32
         logits (an order that is not sampled); then only the rows whose rank is in doubt go to float64."""
@@ -165,11 +180,16 @@ class _UnmaskerKnobs:
     #: the distribution the ordering scores come from: "model" = p_θ(x0 | x_t) unfiltered (LLaDA),
     #: "sampling" = the temperature / top-k / top-p filtered p̃ the candidate is drawn from (Dream)
     score_from: Literal["model", "sampling"] = "model"
+    #: the first step of each window: "ranked" = the sampler's own rule, "leftmost" = commit only the
+    #: window's leftmost [MASK] (Fast-dLLM's block-wise Dream decoding, at its cache-refresh forward)
+    first_commit: Literal["ranked", "leftmost"] = "ranked"
 
     def validate(self) -> None:
         super().validate()
         if self.score_from not in ("model", "sampling"):
             raise ConfigError(f"sampler.score_from={self.score_from!r} must be 'model' or 'sampling'")
+        if self.first_commit not in ("ranked", "leftmost"):
+            raise ConfigError(f"sampler.first_commit={self.first_commit!r} must be 'ranked' or 'leftmost'")
 
 
 @dataclass
@@ -230,6 +250,9 @@ class ConfidenceSampler(_Unmasker):
 
     def step(self, logits, t, s, x_t, generator=None):
         noise = self.process.is_noise(x_t)  # [B, L]
+        first = self.leftmost_first(logits, t, x_t, noise, generator)
+        if first is not None:
+            return first
         cfg = self.config
         k = self.commit_counts(noise.sum(1), self.rows(t, x_t), self.rows(s, x_t))
         if self.bounded(logits):  # greedy confidence: float64 only where the top-k is in doubt
@@ -288,6 +311,9 @@ class ThresholdSampler(_Unmasker):
 
     def step(self, logits, t, s, x_t, generator=None):
         noise = self.process.is_noise(x_t)  # [B, L]
+        first = self.leftmost_first(logits, t, x_t, noise, generator)
+        if first is not None:
+            return first
         k = self.min_commits(t, x_t)  # [B]
         last = noise & (self.rows(s, x_t) <= 0)[:, None]  # the last step commits everything
         tau = self.config.threshold
