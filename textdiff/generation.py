@@ -38,102 +38,19 @@ which yields the :class:`StepInfo` objects and keeps the final :class:`Generatio
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 
 from .categorical import make_generators
 from . import arguments
-from .contexts import apply_keep, call_keeping, make_context, takes_logits_to_keep
+from .contexts import make_context
 from .errors import ConfigError, IncompatibleError
+from .generation_io import GenerationOutput, Layout, StepInfo, _Counted, _model_call, left_pad  # noqa: F401 (importable here)
 
 # ---------------------------------------------------------------------------------------------
-# Inputs and outputs
+# Generators and times
 # ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class GenerationOutput:
-    sequences: torch.Tensor  # [B, P + N] final rows (left-padded prompts + new tokens)
-    generated: list[list[int]]  # per row: the new tokens (cut before EOS when stop_at_eos)
-    nfe: int  # denoiser evaluations of sampling steps
-    seconds: float  # wall-clock time of the sampling loop
-    lengths: list[int] = field(default_factory=list)  # len(generated[b])
-    prompt_lengths: list[int] = field(default_factory=list)
-    model_calls: int = 0  # every network forward (cache prefill / commit and guidance branches included)
-    steps: int = 0  # sampler steps taken (including those whose model call was skipped)
-
-
-@dataclass
-class StepInfo:
-    """What a streaming consumer receives after every sampler step."""
-
-    x: torch.Tensor  # [B, P + N] a snapshot of the current rows
-    window: tuple[int, int]  # [lo, hi) of the window in row coordinates
-    t: Union[float, torch.Tensor]  # the step's time (float, or [B] for per-row grids)
-    s: Union[float, torch.Tensor]
-    nfe: int
-    x0_pred: Optional[torch.Tensor] = None  # [B, hi - lo] the sampler's guess, when it gives one
-
-
-@dataclass
-class Layout:
-    """What a ``denoise`` wrapper with a ``setup(layout)`` method learns about one call (guidance)."""
-
-    valid: torch.Tensor  # [B, T] False on left padding
-    positions: torch.Tensor  # [B, T] absolute positions
-    prompt: torch.Tensor  # [B, T] True on prompt tokens
-    first_new_position: int  # positions >= this are generated (or template) tokens
-    process: Any = None
-    model: Any = None
-
-
-def left_pad(prompts: Sequence[Sequence[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Prompts -> ids [B, P] left-padded with ``pad_id`` and a validity mask [B, P]."""
-    P = max((len(p) for p in prompts), default=0)
-    ids = torch.full((len(prompts), P), pad_id, dtype=torch.long, device=device)
-    valid = torch.zeros((len(prompts), P), dtype=torch.bool, device=device)
-    for b, p in enumerate(prompts):
-        if len(p):
-            ids[b, P - len(p):] = torch.as_tensor(list(p), dtype=torch.long, device=device)
-            valid[b, P - len(p):] = True
-    return ids, valid
-
-
-def _model_call(model, process):
-    """Wrap the model as (ids, t, mask, pos, cache, update, logits_to_keep=0) -> logits; t only if
-    the process needs it. ``logits_to_keep`` (HF semantics, see :mod:`textdiff.contexts`) reaches
-    a model whose forward names it; other models compute every row and are cut afterwards."""
-    accepts = takes_logits_to_keep(model)
-
-    def denoise(ids, t, attention_mask, position_ids, cache, update_cache, logits_to_keep=0):
-        kwargs = {}
-        if process.time_conditioning:
-            kwargs["t"] = process.network_time(t)
-        if accepts and not (isinstance(logits_to_keep, int) and logits_to_keep == 0):
-            kwargs["logits_to_keep"] = logits_to_keep
-        out = model(ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache,
-                    update_cache=update_cache, **kwargs)
-        logits = out.logits if hasattr(out, "logits") else out
-        if logits.shape[1] == ids.shape[1] and not (isinstance(logits_to_keep, int) and logits_to_keep == 0):
-            logits = apply_keep(logits, logits_to_keep)
-        return logits
-
-    return denoise
-
-
-class _Counted:
-    """Counts network forwards of a denoise callable (``forwards_per_call`` of wrappers, else 1)."""
-
-    def __init__(self, denoise):
-        self.denoise = denoise
-        self.calls = 0
-        self.accepts = takes_logits_to_keep(denoise)
-
-    def __call__(self, *args, logits_to_keep=0):
-        self.calls += int(getattr(self.denoise, "forwards_per_call", 1))
-        return call_keeping(self.denoise, args, logits_to_keep, self.accepts)
 
 
 def _generators(seed, generator, batch_size, device):
