@@ -46,11 +46,15 @@ from textdiff.generation import _model_call, generate  # noqa: E402
 from textdiff.models import TextDiffConfig, TextDiffModel  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
+# Dream's default decoding (textdiff/models/published/dream.py): entropy order scored from the filtered p̃
+DREAM_DEFAULT = {"ordering": "entropy", "temperature": 0.2, "top_p": 0.95, "score_from": "sampling",
+                 "commit_rounding": "floor", "time_eps": 1e-3}
 PAIRS = [("ancestral", "masked", {}), ("ancestral", "uniform", {}), ("ancestral", "uniform", {"top_k": 50}),
          ("first_hitting", "masked", {}), ("confidence", "masked", {}), ("confidence", "masked", {"temperature": 0.0}),
          ("threshold", "masked", {"temperature": 0.0}), ("remdm", "masked", {}), ("euler", "uniform", {}),
          ("euler", "uniform", {"top_k": 50}), ("euler", "sedd_absorb", {}), ("euler", "sedd_uniform", {}),
-         ("analytic", "sedd_absorb", {}), ("analytic", "sedd_uniform", {})]
+         ("analytic", "sedd_absorb", {}), ("analytic", "sedd_uniform", {}),
+         ("confidence", "masked", DREAM_DEFAULT)]
 
 
 class FullRows(torch.nn.Module):
@@ -109,11 +113,13 @@ def section_steps(args, model, rows):
         t = torch.full((B,), 0.5, dtype=torch.float64)
         s = t - 1.0 / args.steps
         for sampler, pname, knobs in PAIRS:
+            if args.pairs and label(sampler, pname, knobs) not in args.pairs:
+                continue
             proc = textdiff.build_process(pname, vocab_size=V, mask_id=V - 1)
             kind = "absorbing" if pname in ("masked", "sedd_absorb") else "uniform"
             x, lg = (masked, logits[kind]) if kind == "absorbing" else (tokens, logits[kind])
             new = textdiff.build_sampler({"name": sampler, **knobs}, proc)
-            old = base.BASELINES[sampler](new.config, proc)
+            old = base.BASELINES[sampler](new.config, proc) if args.baseline_repeats else None
             run_base = L == min(args.lengths) or args.baseline_1024 == "all" or label(sampler, pname, knobs) in args.baseline_1024.split(",")
             tn, tb = [], []
             for r in range(args.repeats):
@@ -243,6 +249,7 @@ def main():
     ap.add_argument("--block", type=int, default=32)
     ap.add_argument("--window-context", type=int, default=256)
     ap.add_argument("--skip", nargs="*", default=[], choices=["steps", "e2e", "window"])
+    ap.add_argument("--pairs", nargs="*", default=[], help="time only these pairs (labels as printed), e.g. 'ancestral/masked'")
     ap.add_argument("--name", default="sampling")
     args = ap.parse_args()
     torch.set_num_threads(1)

@@ -39,33 +39,37 @@ from ..categorical import Generator, gather_rows, inverse_cdf, row_chunks, sampl
 from ..errors import ConfigError, IncompatibleError
 
 
-def nucleus(lg: torch.Tensor, top_p: float, first_k: int = 128) -> torch.Tensor:
+def nucleus(lg: torch.Tensor, top_p: float, first_k: int = 128, growth: int = 8, inplace: bool = False) -> torch.Tensor:
     """Nucleus (top-p) filtering of float64 logits [..., V]: a token is kept iff the probability mass of
-    the tokens ranked above it is < ``top_p`` (the top token is always kept); others get −∞.
+    the tokens ranked above it is < ``top_p`` (the top token is always kept), and so is every token
+    whose logit equals the last kept one (ties are kept whole: no order among equal logits is
+    assumed); others get −∞ (written into ``lg`` itself with ``inplace``).
 
-    Rows whose ``first_k`` most probable tokens already hold mass ≥ top_p (every peaked row) are
-    decided from a top-k selection, O(V); only the other rows are fully sorted, O(V log V). Both
-    read the same ranked prefix, so the kept set is the full sort's (exact ties at the boundary are
-    broken arbitrarily, as by a sort).
+    The row's cut, the logit of its last kept token, is read from a top-k selection of the logits
+    when those k tokens already hold mass ≥ top_p (probabilities exp(l − logsumexp), never the
+    whole softmax), O(V): k = ``first_k`` (every peaked row), then ``growth`` times larger for the
+    rows left (flat rows, e.g. at a low temperature over a large vocabulary); only rows that no
+    selection covers are fully sorted, O(V log V). One masked pass then writes the result.
     """
     shape, V = lg.shape, lg.shape[-1]
     flat = lg.reshape(-1, V)  # [n, V]
-    probs = torch.softmax(flat, dim=-1)
+    lse = torch.logsumexp(flat, dim=-1)  # [n]
+    cut = torch.empty(flat.shape[0], dtype=flat.dtype, device=flat.device)  # [n] logit of the last kept token
+    rest = None  # rows whose cut is not known yet (None: all of them)
     k = min(first_k, V)
-    top, idx = probs.topk(k, dim=-1)  # [n, k], descending
-    mass = top.cumsum(-1)
-    done = (mass[:, -1] >= top_p) | (k == V)  # [n]: every token past the k-th is dropped
-    out = torch.full_like(flat, float("-inf"))
-    if done.any():
-        keep = (mass - top)[done] < top_p  # [d, k] mass strictly before each ranked token
-        vals = flat[done].gather(-1, idx[done]).masked_fill(~keep, float("-inf"))
-        out[done] = out[done].scatter(-1, idx[done], vals)
-    rest = (~done).nonzero(as_tuple=True)[0]
-    if rest.numel():
-        p, order = torch.sort(probs[rest], dim=-1, descending=True)
-        drop = torch.zeros_like(p, dtype=torch.bool).scatter(-1, order, (p.cumsum(-1) - p) >= top_p)
-        out[rest] = flat[rest].masked_fill(drop, float("-inf"))
-    return out.reshape(shape)
+    while rest is None or rest.numel():
+        rows = flat if rest is None else flat[rest]  # [r, V]
+        top = rows.topk(k, dim=-1).values if k < V else torch.sort(rows, dim=-1, descending=True).values  # [r, k]
+        p = torch.exp(top - (lse if rest is None else lse[rest])[:, None])
+        mass = p.cumsum(-1)
+        done = (mass[:, -1] >= top_p) | (k >= V)  # [r]: the last kept token is among these k
+        kept = ((mass - p)[done] < top_p).sum(-1).clamp_min(1)  # [d]: how many ranked tokens are kept
+        index = done.nonzero(as_tuple=True)[0] if rest is None else rest[done]
+        cut[index] = top[done].gather(-1, (kept - 1)[:, None]).squeeze(-1)
+        rest = (~done).nonzero(as_tuple=True)[0] if rest is None else rest[~done]
+        k *= growth
+    drop = flat < cut[:, None]
+    return (flat.masked_fill_(drop, float("-inf")) if inplace else flat.masked_fill(drop, float("-inf"))).reshape(shape)
 
 
 @dataclass
@@ -181,7 +185,7 @@ class Sampler(ABC):
             kth = torch.topk(logits, cfg.top_k, dim=-1).values[..., -1:]
             lg = lg.masked_fill(logits < kth, float("-inf"))
         if cfg.top_p < 1.0:
-            lg = nucleus(lg, cfg.top_p)
+            lg = nucleus(lg, cfg.top_p, inplace=lg is not logits)  # a copy of ours: filtered in place
         return lg
 
     @property
