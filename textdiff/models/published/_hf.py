@@ -111,26 +111,30 @@ def _load(where: Path, tokenizer_class):
                           "pass tokenizer=<folder with the released tokenizer files>") from None
 
 
-def published_tokenizer(folder: Path, options: LoadOptions, default: str, mask_token_id: int, eos_token=None,
-                        tokenizer_class=None):
-    """The caller's tokenizer, else the folder's, else ``default`` (a hub id), with its mask token
-    set to the model's ``mask_token_id`` (e.g. LLaDA's ``<|mdm_mask|>``) and a PAD token.
-    ``tokenizer_class``: the transformers class to read folders with (default: AutoTokenizer)."""
+def read_tokenizer(folder: Path, options: LoadOptions, default: str, tokenizer_class=None):
+    """The caller's tokenizer object as is, else the caller's / the folder's / ``default``'s (a hub id)
+    tokenizer folder read with ``tokenizer_class`` (default: AutoTokenizer)."""
     from ...tokenization import load_tokenizer
 
     source = options.tokenizer
     if source is not None and not isinstance(source, (str, Path)):
-        tokenizer = source
-    else:
-        if source is None:
-            own = any((Path(folder) / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json"))
-            source = folder if own else default
-        try:
-            where = resolve_model_path(source, what="tokenizer folder")
-        except ConfigError as e:
-            raise ConfigError(f"{e}; this checkpoint ships no tokenizer: pass tokenizer=<folder with the {default} "
-                              f"tokenizer files> (CLI: --tokenizer)") from None
-        tokenizer = _load(where, tokenizer_class) if tokenizer_class is not None else load_tokenizer(str(where))
+        return source
+    if source is None:
+        own = any((Path(folder) / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json"))
+        source = folder if own else default
+    try:
+        where = resolve_model_path(source, what="tokenizer folder")
+    except ConfigError as e:
+        raise ConfigError(f"{e}; this checkpoint ships no tokenizer: pass tokenizer=<folder with the {default} "
+                          f"tokenizer files> (CLI: --tokenizer)") from None
+    return _load(where, tokenizer_class) if tokenizer_class is not None else load_tokenizer(str(where))
+
+
+def published_tokenizer(folder: Path, options: LoadOptions, default: str, mask_token_id: int, eos_token=None,
+                        tokenizer_class=None):
+    """:func:`read_tokenizer`'s tokenizer with its mask token set to the model's ``mask_token_id``
+    (e.g. LLaDA's ``<|mdm_mask|>``) and a PAD token."""
+    tokenizer = read_tokenizer(folder, options, default, tokenizer_class)
     in_range = 0 <= int(mask_token_id) < len(tokenizer)
     mask = tokenizer.convert_ids_to_tokens(int(mask_token_id)) if in_range else None
     if mask is None or not in_range:

@@ -38,10 +38,9 @@ from pathlib import Path
 import torch
 
 from ...errors import ConfigError
-from ..loading import resolve_model_path
 from ..modeling_moe import DiffusionQwen3MoeConfig, DiffusionQwen3MoeModel
 from . import Family, LoadOptions, Published, register
-from ._hf import _load, load_weights, published_tokenizer
+from ._hf import load_weights, published_tokenizer, read_tokenizer
 
 DEFAULT_HUB_ID = "inclusionAI/LLaDA-MoE-7B-A1B-Instruct"
 MASK_TOKEN, EOT_TOKEN = "<|mdm_mask|>", "<|role_end|>"
@@ -152,18 +151,7 @@ def tokenizer_object(folder: Path, options: LoadOptions, default: str = DEFAULT_
     """The caller's tokenizer object, else the caller's / the folder's / the default tokenizer folder read."""
     from transformers import PreTrainedTokenizerFast
 
-    source = options.tokenizer
-    if source is not None and not isinstance(source, (str, Path)):
-        return source
-    if source is None:
-        own = any((Path(folder) / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json"))
-        source = folder if own else default
-    try:
-        where = resolve_model_path(source, what="tokenizer folder")
-    except ConfigError as e:
-        raise ConfigError(f"{e}; this checkpoint ships no tokenizer: pass tokenizer=<folder with the {default} "
-                          "tokenizer files> (CLI: --tokenizer)") from None
-    return _load(where, PreTrainedTokenizerFast)
+    return read_tokenizer(folder, options, default, PreTrainedTokenizerFast)
 
 
 def mask_token_id(config: dict, tokenizer, tokens=(MASK_TOKEN, "<|mask|>"), default: str = DEFAULT_HUB_ID) -> int:
