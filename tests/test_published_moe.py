@@ -35,6 +35,19 @@ def _expected(name):
 def _relative(a, b):
     return float((a - b).abs().max() / b.abs().max())
 
+def _reload_scores_alike(lm, folder, fixture):
+    """The converted ``folder`` reloads natively with bit-equal logits and scores as ``lm`` does."""
+    again = DiffusionLM.from_pretrained(folder, device="cpu")
+    e = _expected(fixture)
+    with torch.no_grad():
+        assert torch.equal(again.model(e["input_ids"]).logits, lm.model(e["input_ids"]).logits)
+    texts = ["w1 w2 w3 w4", "w5 w6"]
+    nelbo = lm.score(texts, t_samples=4)
+    assert all(torch.isfinite(torch.tensor(nelbo))) and min(nelbo) > 0
+    assert again.score(texts, t_samples=4) == pytest.approx(nelbo, rel=1e-6)
+    return again
+
+
 
 def _copy(name, tmp_path):
     dst = tmp_path / name
@@ -109,21 +122,15 @@ def test_llada_moe_save_pretrained_reloads_natively_with_identical_logits_and_sc
     config = json.loads((tmp_path / "converted" / "config.json").read_text())
     assert config["model_type"] == "textdiff_qwen3_moe" and config["auto_map"]["AutoModel"] == "modeling_moe.DiffusionQwen3MoeModel"
     assert config["shared_expert_intermediate_size"] == 24 and config["router_expert_bias"] is True
-    again = DiffusionLM.from_pretrained(tmp_path / "converted", device="cpu")
-    e = _expected("llada_moe")
-    with torch.no_grad():
-        assert torch.equal(again.model(e["input_ids"]).logits, moe.model(e["input_ids"]).logits)
+    again = _reload_scores_alike(moe, tmp_path / "converted", "llada_moe")
     assert again.stop_token_ids == moe.stop_token_ids and again.generation_defaults == moe.generation_defaults
-    texts = ["w1 w2 w3 w4", "w5 w6"]
-    nelbo = moe.score(texts, t_samples=4)
-    assert all(torch.isfinite(torch.tensor(nelbo))) and min(nelbo) > 0
-    assert again.score(texts, t_samples=4) == pytest.approx(nelbo, rel=1e-6)
 
 
-def test_llada_moe_bf16_loading_keeps_bf16_weights():
-    lm = _load("llada_moe", dtype=torch.bfloat16)
+@pytest.mark.parametrize("name", ["llada_moe", "llada2"])
+def test_bf16_loading_keeps_bf16_weights(name):
+    lm = _load(name, dtype=torch.bfloat16)
     assert {p.dtype for p in lm.model.parameters()} == {torch.bfloat16}
-    e = _expected("llada_moe")
+    e = _expected(name)
     with torch.no_grad():
         logits = lm.model(e["input_ids"]).logits.float()
     assert torch.isfinite(logits).all()
@@ -316,24 +323,10 @@ def test_llada2_save_pretrained_reloads_natively_and_scores(llada2, tmp_path):
     llada2.save_pretrained(tmp_path / "converted")
     config = json.loads((tmp_path / "converted" / "config.json").read_text())
     assert config["model_type"] == "textdiff_glm4_moe" and (config["attention"], config["block_size"]) == ("block_causal", 32)
-    again = DiffusionLM.from_pretrained(tmp_path / "converted", device="cpu")
-    e = _expected("llada2")
-    with torch.no_grad():
-        assert torch.equal(again.model(e["input_ids"]).logits, llada2.model(e["input_ids"]).logits)
+    again = _reload_scores_alike(llada2, tmp_path / "converted", "llada2")
     assert again.process.config.name == "block" and again.sampler_config == llada2.sampler_config
-    texts = ["w1 w2 w3 w4", "w5 w6"]
-    nelbo = llada2.score(texts, t_samples=4)
-    assert all(torch.isfinite(torch.tensor(nelbo))) and min(nelbo) > 0
-    assert again.score(texts, t_samples=4) == pytest.approx(nelbo, rel=1e-6)
 
 
-def test_llada2_bf16_loading_keeps_bf16_weights():
-    lm = _load("llada2", dtype=torch.bfloat16)
-    assert {p.dtype for p in lm.model.parameters()} == {torch.bfloat16}
-    e = _expected("llada2")
-    with torch.no_grad():
-        logits = lm.model(e["input_ids"]).logits.float()
-    assert torch.isfinite(logits).all() and _relative(logits, e["logits"]) < 0.1
 
 
 def test_llada2_bad_folders_give_one_line_errors(tmp_path):
