@@ -8,7 +8,6 @@ greedy decodings. Nothing here runs a file from those folders.
 """
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
@@ -21,19 +20,7 @@ from textdiff.generation import generate
 from textdiff.lm import DiffusionLM
 from textdiff.models.cache import KVCache
 
-FIXTURES = Path(__file__).parent / "fixtures" / "published"
-
-
-def _load(name, **kw):
-    return DiffusionLM.from_pretrained(FIXTURES / name, device="cpu", **kw)
-
-
-def _expected(name):
-    return load_file(str(FIXTURES / name / "expected.safetensors"))
-
-
-def _relative(a, b):
-    return float((a - b).abs().max() / b.abs().max())
+from published_llm_helpers import FIXTURES, fixture_expected as _expected, load_fixture as _load, relative as _relative
 
 
 @pytest.fixture(scope="module")

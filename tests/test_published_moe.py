@@ -8,7 +8,6 @@ logits that code gave on fixed inputs and its greedy decoding. Nothing here runs
 """
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
@@ -21,19 +20,8 @@ from textdiff.lm import DiffusionLM
 from textdiff.models.cache import KVCache
 from textdiff.models.published import detect_family
 
-FIXTURES = Path(__file__).parent / "fixtures" / "published"
+from published_llm_helpers import FIXTURES, fixture_expected as _expected, load_fixture as _load, relative as _relative
 
-
-def _load(name, **kw):
-    return DiffusionLM.from_pretrained(FIXTURES / name, device="cpu", **kw)
-
-
-def _expected(name):
-    return load_file(str(FIXTURES / name / "expected.safetensors"))
-
-
-def _relative(a, b):
-    return float((a - b).abs().max() / b.abs().max())
 
 def _reload_scores_alike(lm, folder, fixture):
     """The converted ``folder`` reloads natively with bit-equal logits and scores as ``lm`` does."""
