@@ -82,26 +82,37 @@ def folder_config(folder: Path) -> dict:
     return read_json(cfg)
 
 
-def family_tokenizer(folder: Path, options: LoadOptions, default: str):
-    """The tokenizer of a published model: the caller's (object, folder or hub id), else the folder's
-    own files, else the family's ``default`` hub id (e.g. ``gpt2``; needs a network the first time).
-    Leaves with mask / EOS / PAD tokens (GPT-2 gains [MASK] as id 50257, as the OWT models use)."""
-    from ...tokenization import ensure_special_tokens, load_tokenizer
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "vocab.txt")
+
+
+def read_tokenizer(folder: Path, options: LoadOptions, default: str, read=None, files=TOKENIZER_FILES):
+    """The caller's tokenizer object as is; else the caller's folder / hub id, the model folder when it
+    holds one of ``files``, or ``default`` (a hub id), read with ``read(where)`` (default: textdiff's
+    ``load_tokenizer``)."""
+    from ...tokenization import load_tokenizer
     from ..loading import resolve_model_path
 
     source = options.tokenizer
     if source is not None and not isinstance(source, (str, Path)):
-        tokenizer = source
-    else:
-        if source is None:
-            has_own = any((Path(folder) / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "vocab.json", "vocab.txt"))
-            source = folder if has_own else default
-        try:
-            where = resolve_model_path(source, what="tokenizer folder")
-        except ConfigError as e:
-            raise ConfigError(f"{e}; this checkpoint ships no tokenizer: pass tokenizer=<folder with the {default} "
-                              f"tokenizer files> (CLI: --tokenizer)") from None
-        tokenizer = load_tokenizer(str(where))
+        return source
+    if source is None:
+        own = any((Path(folder) / f).is_file() for f in files)
+        source = folder if own else default
+    try:
+        where = resolve_model_path(source, what="tokenizer folder")
+    except ConfigError as e:
+        raise ConfigError(f"{e}; this checkpoint ships no tokenizer: pass tokenizer=<folder with the {default} "
+                          f"tokenizer files> (CLI: --tokenizer)") from None
+    return read(where) if read is not None else load_tokenizer(str(where))
+
+
+def family_tokenizer(folder: Path, options: LoadOptions, default: str):
+    """The tokenizer of a published model: the caller's (object, folder or hub id), else the folder's
+    own files, else the family's ``default`` hub id (e.g. ``gpt2``; needs a network the first time).
+    Leaves with mask / EOS / PAD tokens (GPT-2 gains [MASK] as id 50257, as the OWT models use)."""
+    from ...tokenization import ensure_special_tokens
+
+    tokenizer = read_tokenizer(folder, options, default)
     ensure_special_tokens(tokenizer)
     return tokenizer
 

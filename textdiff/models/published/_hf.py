@@ -17,8 +17,9 @@ from typing import Callable
 import torch
 
 from ...errors import ConfigError
-from ..loading import check_state_dict, iter_tensors, resolve_model_path
+from ..loading import check_state_dict, iter_tensors
 from . import LoadOptions
+from . import read_tokenizer as read_family_tokenizer
 
 
 def _assign(model: torch.nn.Module, name: str, tensor: torch.Tensor) -> None:
@@ -112,22 +113,10 @@ def _load(where: Path, tokenizer_class):
 
 
 def read_tokenizer(folder: Path, options: LoadOptions, default: str, tokenizer_class=None):
-    """The caller's tokenizer object as is, else the caller's / the folder's / ``default``'s (a hub id)
-    tokenizer folder read with ``tokenizer_class`` (default: AutoTokenizer)."""
-    from ...tokenization import load_tokenizer
-
-    source = options.tokenizer
-    if source is not None and not isinstance(source, (str, Path)):
-        return source
-    if source is None:
-        own = any((Path(folder) / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json"))
-        source = folder if own else default
-    try:
-        where = resolve_model_path(source, what="tokenizer folder")
-    except ConfigError as e:
-        raise ConfigError(f"{e}; this checkpoint ships no tokenizer: pass tokenizer=<folder with the {default} "
-                          f"tokenizer files> (CLI: --tokenizer)") from None
-    return _load(where, tokenizer_class) if tokenizer_class is not None else load_tokenizer(str(where))
+    """:func:`~textdiff.models.published.read_tokenizer` for the large families: the folder counts as a
+    tokenizer folder with tokenizer.json / tokenizer_config.json, read with ``tokenizer_class``."""
+    read = (lambda where: _load(where, tokenizer_class)) if tokenizer_class is not None else None
+    return read_family_tokenizer(folder, options, default, read, files=("tokenizer.json", "tokenizer_config.json"))
 
 
 def published_tokenizer(folder: Path, options: LoadOptions, default: str, mask_token_id: int, eos_token=None,
