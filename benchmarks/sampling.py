@@ -11,7 +11,9 @@ in real models (at hidden 256 a forward is half as long and every ``frac`` about
 1. Per step (``--lengths`` 256 and 1024): the logits of a mid-run state (half the positions [MASK]
    for absorbing processes, t = 0.5, s = t − 1/steps) are computed once; then the sampler's ``step``
    alone is timed, today's (new) and 6e76ef1's (baseline) interleaved, ``--repeats`` times, best of each.
-   ``frac`` = step time / forward time (the forward of the same model and state). At L = 1024 the
+   ``frac`` = step time / forward time (the forward of the same model and state; with
+   ``--interleave-forward``, a forward timed before each repeat of each pair, best of those: the
+   machine's speed drifts by up to 2x over minutes when shared). At L = 1024 the
    baseline runs only for ``--baseline-1024`` pairs (each of its steps costs seconds).
 2. End-to-end ancestral (masked): whole ``generate()`` runs of ``--e2e-batch`` (4) rows of
    ``--e2e-length`` (256) new tokens in ``--e2e-steps`` (256) steps, cached NFE on, timed from the call to
@@ -54,7 +56,8 @@ PAIRS = [("ancestral", "masked", {}), ("ancestral", "uniform", {}), ("ancestral"
          ("threshold", "masked", {"temperature": 0.0}), ("remdm", "masked", {}), ("euler", "uniform", {}),
          ("euler", "uniform", {"top_k": 50}), ("euler", "sedd_absorb", {}), ("euler", "sedd_uniform", {}),
          ("analytic", "sedd_absorb", {}), ("analytic", "sedd_uniform", {}),
-         ("confidence", "masked", DREAM_DEFAULT)]
+         ("confidence", "masked", DREAM_DEFAULT), ("ancestral", "masked", {"top_p": 0.9}),
+         ("ancestral", "uniform", {"top_p": 0.9}), ("euler", "sedd_uniform", {"top_p": 0.9})]
 
 
 class FullRows(torch.nn.Module):
@@ -121,16 +124,18 @@ def section_steps(args, model, rows):
             new = textdiff.build_sampler({"name": sampler, **knobs}, proc)
             old = base.BASELINES[sampler](new.config, proc) if args.baseline_repeats else None
             run_base = L == min(args.lengths) or args.baseline_1024 == "all" or label(sampler, pname, knobs) in args.baseline_1024.split(",")
-            tn, tb = [], []
+            tn, tb, tf = [], [], []
             for r in range(args.repeats):
+                if args.interleave_forward:  # the forward timed beside the steps: the machine's speed drifts
+                    tf.append(timed(lambda: model(x)))
                 gen = [torch.Generator().manual_seed(b + r) for b in range(B)]
                 tn.append(timed(lambda: new.step(lg, t, s, x, gen)))
                 if run_base and r < args.baseline_repeats:
                     gen = [torch.Generator().manual_seed(b + r) for b in range(B)]
                     tb.append(timed(lambda: old.step(lg, t, s, x, gen)))
-            new_s = min(tn)
-            row = {"section": 1, "L": L, "pair": label(sampler, pname, knobs), "forward_s": round(fwd[kind], 3),
-                   "new_step_s": round(new_s, 4), "new_frac": round(new_s / fwd[kind], 3)}
+            new_s, fwd_s = min(tn), min(tf) if tf else fwd[kind]
+            row = {"section": 1, "L": L, "pair": label(sampler, pname, knobs), "forward_s": round(fwd_s, 3),
+                   "new_step_s": round(new_s, 4), "new_frac": round(new_s / fwd_s, 3)}
             if tb:
                 row.update(baseline_step_s=round(min(tb), 3), baseline_frac=round(min(tb) / fwd_old, 2),
                            speedup=round(min(tb) / new_s, 1))
@@ -250,6 +255,7 @@ def main():
     ap.add_argument("--window-context", type=int, default=256)
     ap.add_argument("--skip", nargs="*", default=[], choices=["steps", "e2e", "window"])
     ap.add_argument("--pairs", nargs="*", default=[], help="time only these pairs (labels as printed), e.g. 'ancestral/masked'")
+    ap.add_argument("--interleave-forward", action="store_true", help="time a forward beside each pair's steps")
     ap.add_argument("--name", default="sampling")
     args = ap.parse_args()
     torch.set_num_threads(1)

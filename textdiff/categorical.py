@@ -89,24 +89,27 @@ def shifted_weights(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return (logits.to(torch.float64) - m).exp_(), m
 
 
-def gather_rows(logits: torch.Tensor, b: torch.Tensor, l: torch.Tensor) -> torch.Tensor:
+def gather_rows(logits: torch.Tensor, b: torch.Tensor, l: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Rows ``logits[b, l]`` [n, V] of logits [B, L, V] (``index_select``, far cheaper than
-    advanced indexing on CPU)."""
+    advanced indexing on CPU), written into ``out`` [n, V] when given (a reused buffer)."""
     B, L, V = logits.shape
     flat = logits.reshape(B * L, V)  # a view when contiguous
-    return flat.index_select(0, b * L + l)
+    return flat.index_select(0, b * L + l) if out is None else torch.index_select(flat, 0, b * L + l, out=out)
 
 
-def normaliser(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def normaliser(rows: torch.Tensor, out: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(m, Z) [n] float64 with m = max of each row and Z = Σ exp(row − m), for rows [n, V].
 
     The exponentials and their (cascade) sum are taken in the rows' own precision (float32 logits:
     relative error of Z about 1e-6 at V = 50k, the order of the logits' own rounding); the samplers use
     it for the one number per position that decides whether it moves; their draws over V are float64.
+    ``out`` [n, V] (the rows' dtype): a reused buffer for the exponentials (a fresh [n, V] temporary
+    costs page faults on every chunk).
     """
     m = rows.amax(-1, keepdim=True)
     m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
-    return m[:, 0].to(torch.float64), (rows - m).exp_().sum(-1).to(torch.float64)  # cascade sum (one temporary)
+    e = rows - m if out is None else torch.sub(rows, m, out=out)
+    return m[:, 0].to(torch.float64), e.exp_().sum(-1).to(torch.float64)  # cascade sum
 
 
 #: block width of the two-level inverse CDF (rows wider than 4 blocks use it)

@@ -21,7 +21,8 @@ float64. Exactness with an exact denoiser is checked in ``tests/test_sampler_ora
 A step costs what can change in it (issue 16, ``benchmarks/sampling.py``): absorbing processes decide
 first, without the network, which positions leave [MASK] and read only those rows of the logits;
 the confidence samplers read each masked row once; uniform-graph samplers read each row once and
-draw over V only where a token jumps (:mod:`.uniform_rows`). The last step (s = 0) goes to the data
+draw over V only where a token jumps (:mod:`.uniform_rows`). Top-p takes its cut from a histogram of
+the weights' bit patterns, never a sort (:mod:`.nucleus`). The last step (s = 0) goes to the data
 (α_s = 1) for every schedule, so no [MASK] is left.
 """
 from .ancestral import AncestralConfig, AncestralSampler

@@ -65,8 +65,10 @@ class AncestralSampler(Sampler):
             cfg = self.config
             x0_filter = self.filter_logits if self.filters else None
             top_k = (cfg.top_k, cfg.temperature) if cfg.top_k is not None and cfg.top_p >= 1.0 and cfg.temperature > 0 else None
+            top_p = (cfg.temperature, cfg.top_p) if cfg.top_k is None and cfg.top_p < 1.0 and cfg.temperature > 0 else None
             u3 = self.step_uniforms(x_t, 3, generator)
-            return StepOutput(x_s=udlm_posterior_step(self.process, logits, x_t, t, s, u3, x0_filter=x0_filter, x0_top_k=top_k))
+            return StepOutput(x_s=udlm_posterior_step(self.process, logits, x_t, t, s, u3, x0_filter=x0_filter,
+                                                      x0_top_k=top_k, x0_nucleus=top_p))
         u = self.step_uniforms(x_t, 1, generator)[..., 0]
         return StepOutput(x_s=self.draw_transition(self._posterior, logits, x_t, t, s, u, filtered=False))
 

@@ -37,42 +37,7 @@ import torch
 
 from ..categorical import Generator, gather_rows, inverse_cdf, row_chunks, sample_rows, uniform
 from ..errors import ConfigError, IncompatibleError
-
-
-def nucleus(lg: torch.Tensor, top_p: float, first_k: int = 128, growth: int = 8, inplace: bool = False) -> torch.Tensor:
-    """Nucleus (top-p) filtering of float64 logits [..., V]: a token is kept iff the probability mass of
-    the tokens ranked above it is < ``top_p`` (the top token is always kept), and so is every token
-    whose logit equals the last kept one (ties are kept whole: no order among equal logits is
-    assumed); others get −∞ (written into ``lg`` itself with ``inplace``).
-
-    The row's cut, the logit of its last kept token, is read from a top-k selection of the logits
-    when those k tokens already hold mass ≥ top_p (probabilities exp(l − logsumexp), never the
-    whole softmax), O(V): k = ``first_k`` (every peaked row), then ``growth`` times larger for the
-    rows left. A row whose k tokens hold mass m needs at least k · top_p / m of them (the ranked
-    probabilities decrease); rows that need more than V / ``growth`` (flat rows, e.g. a random model
-    at a low temperature) and rows no selection covers are fully sorted, O(V log V). One masked pass
-    then writes the result.
-    """
-    shape, V = lg.shape, lg.shape[-1]
-    flat = lg.reshape(-1, V)  # [n, V]
-    lse = torch.logsumexp(flat, dim=-1)  # [n]
-    cut = torch.empty(flat.shape[0], dtype=flat.dtype, device=flat.device)  # [n] logit of the last kept token
-    rest = torch.arange(flat.shape[0], device=flat.device)  # rows whose cut is not known yet
-    k = min(first_k, V)
-    while rest.numel():
-        rows = flat if rest.numel() == flat.shape[0] else flat[rest]  # [r, V]
-        top = rows.topk(k, dim=-1).values if k < V else torch.sort(rows, dim=-1, descending=True).values  # [r, k]
-        p = torch.exp(top - lse[rest][:, None])
-        mass = p.cumsum(-1)
-        done = (mass[:, -1] >= top_p) | (k >= V)  # [r]: the last kept token is among these k
-        kept = ((mass - p)[done] < top_p).sum(-1).clamp_min(1)  # [d]: how many ranked tokens are kept
-        cut[rest[done]] = top[done].gather(-1, (kept - 1)[:, None]).squeeze(-1)
-        need = k * top_p / mass[~done, -1].clamp_min(1e-300)  # [r - d] a lower bound on the tokens needed
-        rest, k = rest[~done], k * growth
-        if rest.numel() and (k >= V or bool((need > V / growth).any())):
-            k = V  # flat rows: one sort of what is left
-    drop = flat < cut[:, None]
-    return (flat.masked_fill_(drop, float("-inf")) if inplace else flat.masked_fill(drop, float("-inf"))).reshape(shape)
+from .nucleus import nucleus
 
 
 @dataclass

@@ -37,11 +37,14 @@ than the grid are often used (the loop stops once no [MASK] is left). With ``min
 plus one for the first W mod N steps (LLaDA 2.0's ``generate``; 1 when N = W).
 
 Cost and precision: only the masked rows of the logits are read, once, in float64 chunks: the
-weights w = exp(l − max l) give the draw (inverse CDF; at temperature 0 the argmax, no noise) and
-the EXACT float64 scores (confidence w(x̂0) / Σ w, margin, entropy). Positions are ranked by these
-values as they are; ties (equal scores, e.g. identical positions) go to the leftmost position. Each
-row's scores are computed by the same row-wise kernel whatever the batch, so a batch gives the
-rows decoded alone.
+weights w = 2^((l − max l) log2 e) give the draw (inverse CDF; at temperature 0 the argmax, no noise)
+and the EXACT float64 scores (confidence w(x̂0) / Σ w, margin, entropy). With ``score_from =
+"sampling"`` (and no top-k) the weights of p̃ come straight from the rows, temperature and the
+nucleus cut included, without a sort (:func:`~.nucleus.filtered_weights`). Positions are ranked by
+these values as they are; ties (equal scores, e.g. identical positions) go to the leftmost position.
+Each row's scores are computed by the same row-wise kernel whatever the batch, so a batch gives the
+rows decoded alone. Margin, entropy and random scores do not depend on x̂0, so those orderings draw
+x̂0 only at the positions they commit (the same uniforms: the same x_s; ``x0_pred`` is then x_s).
 
 Publishers' knobs (both samplers): ``suppress_ids`` sets those tokens' logits to −∞ before the
 draw and the scores (never proposed, e.g. EOS / EOT to force full-length answers); ``deprioritize_ids`` lowers the
@@ -68,7 +71,9 @@ from ..categorical import gather_rows, row_chunks
 from ..errors import ConfigError
 from ..registry import register
 from .base import Sampler, SamplerConfig, StepOutput
-from .unmask_rows import ExactScores, RowKernel, greedy_confidence_bounds, rank_commit, rank_commit_bounded
+from .nucleus import Buffers, filtered_weights
+from .unmask_rows import (ExactScores, RowKernel, argmax_rows, greedy_confidence_bounds, rank_commit,
+                          rank_commit_bounded)
 
 
 class _Unmasker(Sampler):
@@ -77,9 +82,19 @@ class _Unmasker(Sampler):
     compatible = ("masked", "sedd_absorb")
     #: which score the ranking uses (ConfidenceSampler reads its config)
     ordering = "confidence"
+    #: scores from p̃ without top-k read its float64 weights straight from the logit rows, nucleus cut
+    #: included (:func:`~.nucleus.filtered_weights`); False: filter the rows (``filter_logits``), then score
+    fused_filter = True
 
     def finished(self, x_t):
         return self._no_noise_left(x_t)
+
+    @property
+    def _buffers(self) -> Buffers:
+        """The row kernels' scratch tensors, kept from step to step (no fresh pages every step)."""
+        if getattr(self, "_scratch", None) is None:
+            self._scratch = Buffers()
+        return self._scratch
 
     def suppress(self, rows):
         """Logit rows [c, V] (the caller's own copy) with ``suppress_ids`` set to −∞ in place."""
@@ -96,32 +111,46 @@ class _Unmasker(Sampler):
         hit = torch.isin(x0_hat, torch.as_tensor(list(ids), device=x0_hat.device))
         return score - self.config.deprioritize_by * hit.to(score.dtype)
 
-    def candidates(self, logits, x_t, noise, u):
+    def candidates(self, logits, x_t, noise, u, draw_x0: bool = True):
         """(x̂0 [B, L], score [B, L] float64) at the masked positions ``noise`` [B, L].
 
         x̂0 ~ p̃_θ(x0 | x_t) (filtered; argmax at temperature 0) with the uniforms ``u`` [B, L];
         the score is computed exactly in float64 from the UNFILTERED p = p_θ(x0 | x_t) or, with
         ``score_from = "sampling"``, from p̃ itself (module docstring). Other positions: x̂0 = x_t,
-        score −∞. One :class:`~.unmask_rows.RowKernel` pass per chunk of masked rows.
+        score −∞. One :class:`~.unmask_rows.RowKernel` pass per chunk of masked rows. Without
+        ``draw_x0`` only the scores are computed (x̂0 = x_t): for orderings whose score does not
+        depend on x̂0, whose draws are then made at the committed positions alone.
         """
         B, L = x_t.shape
         x0_hat = x_t.clone()
         score = torch.full((B, L), float("-inf"), dtype=torch.float64, device=x_t.device)
-        bi, li = noise.nonzero(as_tuple=True)
         cfg, kind = self.config, self.ordering
+        if not draw_x0 and kind == "random":
+            return x0_hat, score  # the random order's scores are uniforms: nothing to read
+        bi, li = noise.nonzero(as_tuple=True)
         sampling = getattr(cfg, "score_from", "model") == "sampling" and self._scores_filtered
-        if cfg.temperature == 0:
+        if not draw_x0:
+            draw = "none"
+        elif cfg.temperature == 0:
             draw = "argmax"
         else:
             draw = "plain" if sampling or not self.filters else "filtered"
-        kernel = RowKernel(kind, draw, self.filter_logits)
+        kernel = RowKernel(kind, draw, self.filter_logits, self._buffers)
+        fused = sampling and cfg.top_k is None and self.fused_filter  # p̃'s weights straight from the rows
         for sl in row_chunks(bi.shape[0], logits.shape[-1]):
             b, l = bi[sl], li[sl]
-            rows = self.suppress(self.process.x0_logits_rows(gather_rows(logits, b, l), fresh=True))  # [c, V] ([MASK] −∞)
-            if sampling:  # score (and draw) from p̃: the filtered rows, float64
-                rows = self.filter_logits(rows, temperature=cfg.temperature or 1.0)
-            tok, sc = kernel(rows, u[b, l])
-            x0_hat[b, l] = tok
+            mine = kernel.bufs.get("rows", (b.numel(), logits.shape[-1]), logits.dtype, logits.device)
+            rows = self.suppress(self.process.x0_logits_rows(gather_rows(logits, b, l, out=mine), fresh=True))  # [c, V]
+            if fused:  # score (and draw) from p̃ = softmax(l / T) after top-p, as float64 weights
+                top = argmax_rows(rows) if draw == "argmax" or kind == "margin" else None
+                d, w = filtered_weights(rows, cfg.temperature or 1.0, cfg.top_p, kernel.bufs)
+                tok, sc = kernel.weighted(d, w, u[b, l], top)
+            else:
+                if sampling:  # top-k too: the filtered rows, float64
+                    rows = self.filter_logits(rows, temperature=cfg.temperature or 1.0)
+                tok, sc = kernel(rows, u[b, l])
+            if tok is not None:
+                x0_hat[b, l] = tok
             if sc is not None:
                 score[b, l] = sc
         return x0_hat, score
@@ -157,8 +186,9 @@ class _Unmasker(Sampler):
         bi, li = noise.nonzero(as_tuple=True)
         for sl in row_chunks(bi.shape[0], logits.shape[-1]):
             b, l = bi[sl], li[sl]
-            rows = self.suppress(self.process.x0_logits_rows(gather_rows(logits, b, l), fresh=True))
-            x0_hat[b, l], lo[b, l], hi[b, l] = greedy_confidence_bounds(rows)
+            mine = self._buffers.get("rows", (b.numel(), logits.shape[-1]), logits.dtype, logits.device)
+            rows = self.suppress(self.process.x0_logits_rows(gather_rows(logits, b, l, out=mine), fresh=True))
+            x0_hat[b, l], lo[b, l], hi[b, l] = greedy_confidence_bounds(rows)  # (rows overwritten)
         exact = ExactScores(lambda where: self.deprioritize(
             self.candidates(logits, x_t, where, torch.zeros(B, L, dtype=torch.float64))[1], x0_hat), lo)
         return x0_hat, self.deprioritize(lo, x0_hat), self.deprioritize(hi, x0_hat), exact
@@ -262,7 +292,9 @@ class ConfidenceSampler(_Unmasker):
         random = cfg.temperature > 0 or cfg.ordering == "random" or cfg.order_temperature > 0
         # [B, L, 3]: candidate, random score, order noise; greedy, deterministic orders draw nothing
         u = self.step_uniforms(x_t, 3, generator) if random else torch.zeros(*x_t.shape, 3, dtype=torch.float64)
-        x0_hat, score = self.candidates(logits, x_t, noise, u[..., 0])
+        # margin / entropy / random scores do not depend on x̂0: draw it at the committed positions only
+        later = cfg.ordering in ("margin", "entropy", "random") and not cfg.deprioritize_ids
+        x0_hat, score = self.candidates(logits, x_t, noise, u[..., 0], draw_x0=not later)
         score = self.deprioritize(score, x0_hat)
         if self.config.ordering == "random":
             score = u[..., 1]
@@ -271,6 +303,8 @@ class ConfidenceSampler(_Unmasker):
             g = -torch.log(-torch.log(u[..., 2].clamp_min(tiny)).clamp_min(tiny))  # Gumbel(0, 1)
             score = score / self.config.order_temperature + g
         commit = rank_commit(score, noise, k)
+        if later:  # the same uniforms u[..., 0] as a draw at every position: the same x_s
+            x0_hat = self.candidates(logits, x_t, commit, u[..., 0])[0]
         return StepOutput(x_s=torch.where(commit, x0_hat, x_t), x0_pred=x0_hat)
 
 

@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from ..categorical import gather_rows, inverse_cdf, normaliser, row_chunks, shifted_weights
+from .nucleus import Buffers
 from ..registry import register
 from ..processes.score_entropy import SEDDUniform
 from ..processes.uniform import UniformProcess
@@ -70,10 +71,11 @@ def _absorbing_step(sampler, logits, x_t, scale, generator):
     x_s = x_t.clone()
     plain = sampler.config.temperature != 0 and not sampler.filters
     log_scale = torch.log(scale)  # [B] (+∞ stays +∞, 0 -> −∞)
+    bufs = Buffers()
     for sl in row_chunks(bi.shape[0], logits.shape[-1]):
         b, l = bi[sl], li[sl]
         rows = proc.x0_logits_rows(gather_rows(logits, b, l), fresh=True)  # [c, V]
-        m, total = normaliser(rows)  # Σ exp(l) = e^m · total (summed in float64)
+        m, total = normaliser(rows, out=bufs.get("e", rows.shape, rows.dtype, rows.device))  # Σ exp(l) = e^m · total
         log_exit = log_scale[b] + m + torch.log(total)  # log(scale · Σ exp(l))
         leave = u[b, l, 0] < torch.exp(log_exit).clamp_max(1.0)
         if not bool(leave.any()):

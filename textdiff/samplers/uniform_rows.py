@@ -25,6 +25,7 @@ from __future__ import annotations
 import torch
 
 from ..categorical import inverse_cdf, normaliser, row_chunks, shifted_weights
+from .nucleus import Buffers, filtered_weights
 
 
 def _rows(x_t):
@@ -60,7 +61,8 @@ def _uniform_other(u, x, V):
     return j + (j >= x).long()
 
 
-def udlm_posterior_step(process, logits, x_t, t, s, u, x0_filter=None, jump_filter=None, x0_top_k=None):
+def udlm_posterior_step(process, logits, x_t, t, s, u, x0_filter=None, jump_filter=None, x0_top_k=None,
+                        x0_nucleus=None):
     """x_s [B, L] ~ UDLM's p_θ(x_s | x_t) (module docstring); t, s [B]; u [B, L, 3] uniforms.
 
     ``x0_filter`` (ancestral's filters) replaces p0 by softmax(x0_filter(l)); ``jump_filter`` (Euler's
@@ -68,7 +70,9 @@ def udlm_posterior_step(process, logits, x_t, t, s, u, x0_filter=None, jump_filt
     softmax(jump_filter(log q(y))), the law of :meth:`Sampler.filter_transition`.
     ``x0_top_k`` = (k, T) is the top-k / temperature filter read sparsely: p0 lives on the k largest
     logits (found in their own dtype), so the row pays a selection, not a float64 pass over V
-    (a chunk with a tie at the k-th logit, where the filter keeps more than k, takes ``x0_filter``)."""
+    (a chunk with a tie at the k-th logit, where the filter keeps more than k, takes ``x0_filter``).
+    ``x0_nucleus`` = (T, top_p) is the temperature / top-p filter as float64 weights read straight
+    from the rows (:func:`~.nucleus.filtered_weights`: the nucleus cut without a sort)."""
     V = process.vocab_size
     a_t, m_t = process.survival(t)
     a_s, m_s = process.survival(s)
@@ -78,16 +82,21 @@ def udlm_posterior_step(process, logits, x_t, t, s, u, x0_filter=None, jump_filt
     flat_x, flat_u = x_t.reshape(-1), u.reshape(-1, 3)
     out = flat_x.clone()
     flat_l = _flat(logits)
+    bufs = Buffers()
     for sl in row_chunks(bi.shape[0], V):
         b, x, uu = bi[sl], flat_x[sl], flat_u[sl]
         rows = process.x0_logits_rows(flat_l[sl])  # [c, V]
         sparse = _top_k_p0(rows, x, x0_top_k) if x0_top_k is not None and x0_top_k[0] < V else None
         if sparse is not None:
             p0_x, draw_p0 = sparse
+        elif x0_nucleus is not None:
+            w = filtered_weights(rows, *x0_nucleus, bufs)[1]  # [c, V] p̃0 ∝ w (0 outside the nucleus)
+            p0_x = w.gather(-1, x[:, None])[:, 0] / w.sum(-1)
+            draw_p0 = lambda i, u_: inverse_cdf(w[i], u_)  # noqa: E731
         else:
             if x0_filter is not None:
                 rows = x0_filter(rows)  # float64, −∞ outside the kept set
-            mx, total = normaliser(rows)
+            mx, total = normaliser(rows, out=bufs.get("e", rows.shape, rows.dtype, rows.device))
             p0_x = torch.exp(rows.gather(-1, x[:, None])[:, 0].to(torch.float64) - mx) / total
             draw_p0 = lambda i, u_: inverse_cdf(shifted_weights(rows[i])[0], u_)  # noqa: E731
         q_x = a_s[b] * p0_x + m_s[b] / V
@@ -137,10 +146,11 @@ def udlm_tau_leap_step(process, logits, x_t, t, s, u, jump_filter=None):
     flat_x, flat_u = x_t.reshape(-1), u.reshape(-1, 3)
     out = flat_x.clone()
     flat_l = _flat(logits)
+    bufs = Buffers()
     for sl in row_chunks(bi.shape[0], V):
         b, x, uu = bi[sl], flat_x[sl], flat_u[sl]
         rows = process.x0_logits_rows(flat_l[sl])  # [c, V]
-        mx, total = normaliser(rows)
+        mx, total = normaliser(rows, out=bufs.get("e", rows.shape, rows.dtype, rows.device))
         p0_x = torch.exp(rows.gather(-1, x[:, None])[:, 0].to(torch.float64) - mx) / total
         xb_x = V * a[b] * p0_x + m[b]
         leave = uu[:, 0] < (rate[b] * (V - xb_x) / xb_x).clamp_max(1.0)
@@ -169,10 +179,11 @@ def sedd_uniform_tau_leap_step(process, logits, x_t, t, s, u, jump_filter=None):
     flat_x, flat_u = x_t.reshape(-1), u.reshape(-1, 3)
     out = flat_x.clone()
     flat_l = _flat(logits)
+    bufs = Buffers()
     for sl in row_chunks(bi.shape[0], V):
         b, x, uu = bi[sl], flat_x[sl], flat_u[sl]
         rows = flat_l[sl]
-        mx, total = normaliser(rows)
+        mx, total = normaliser(rows, out=bufs.get("e", rows.shape, rows.dtype, rows.device))
         here = torch.exp(rows.gather(-1, x[:, None])[:, 0].to(torch.float64) - mx)
         log_j = torch.log(rate[b]) + mx + torch.log((total - here).clamp_min(0.0))  # Σ_{y≠x} e^{l_y}
         leave = uu[:, 0] < torch.exp(log_j).clamp_max(1.0)
@@ -202,18 +213,19 @@ def sedd_uniform_analytic_step(process, logits, x_t, t, s, u, jump_filter=None):
     flat_x, flat_u = x_t.reshape(-1), u.reshape(-1, 3)
     out = flat_x.clone()
     flat_l = _flat(logits)
+    bufs = Buffers()
     for sl in row_chunks(bi.shape[0], V):
         b, x, uu = bi[sl], flat_x[sl], flat_u[sl]
         rows = flat_l[sl]  # [c, V]
         m = rows.amax(-1, keepdim=True)
-        e = torch.exp(rows - m)  # [c, V] e^{l − m}
+        e = torch.sub(rows, m, out=bufs.get("e", rows.shape, rows.dtype, rows.device)).exp_()  # [c, V] e^{l − m}
         m64 = m[:, 0].to(torch.float64)
         here = torch.exp(rows.gather(-1, x[:, None])[:, 0].to(torch.float64) - m64)
         big = torch.exp(m64)
         S = big * (e.sum(-1).to(torch.float64) - here) + 1.0
         k = (1 - tau[b]) * S / V  # [c]
         kk = (k / big).to(e.dtype)[:, None]
-        over = (e - kk).clamp_min_(0.0).scatter_(-1, x[:, None], 0.0).sum(-1).to(torch.float64) * big
+        over = torch.sub(e, kk, out=e).clamp_min_(0.0).scatter_(-1, x[:, None], 0.0).sum(-1).to(torch.float64) * big
         jump = (1 - tau[b]) / V * over
         stay = (1 - k).clamp_min(0.0) * (tau[b] + (1 - tau[b]) / V)
         leave = uu[:, 0] * (stay + jump) >= stay

@@ -1,24 +1,33 @@
 """Row kernel of the confidence samplers: one candidate x̂0 and its exact float64 score per masked row.
 
 For logit rows l [c, V] (the [MASK] and suppressed ids already at −∞) and the scoring distribution
-p = softmax(l), with m = max l, d = l − m (float64, exact for float32 logits), w = exp(d), Z = Σ w:
+p = softmax(l), with m = max l, base-2 log-weights d = (l − m) · log2 e (float64: l − m is exact for
+float32 logits, one rounding follows), w = 2^d (exp2 is twice as fast as exp in float64 and as
+accurate), Z = Σ w:
 
-* ``confidence``: p(x̂0) = w(x̂0) / Z (at the argmax w = exp(0) = 1 exactly);
+* ``confidence``: p(x̂0) = w(x̂0) / Z (at the argmax w = 2^0 = 1 exactly);
 * ``margin``: p(top-1) − p(top-2) = (1 − w₂) / Z, w₂ the largest weight once the first maximum is
   removed (equal maxima give 0);
-* ``entropy``: Σ_v p(v) log p(v) = Σ w d / Z − log Z (entries with w = 0 contribute 0).
+* ``entropy``: Σ_v p(v) ln p(v) = ln 2 · (Σ w d / Z − log2 Z) (entries with w = 0 contribute 0).
 
-Each row is read a fixed number of times: one float32 pass of block maxima (which give the row
-maximum and the first argmax, :func:`block_max` / :func:`first_argmax`), one float64 conversion into
-a reused buffer, done in place (subtract, exponentiate), one float64 sum, and for a draw the
+Each row is read a fixed number of times: one float32 pass of block maxima where the argmax is
+needed (:func:`block_max` / :func:`first_argmax`), one float64 conversion into a reused buffer, done
+in place (subtract, scale), one exp2 into a second reused buffer, one float64 sum, and for a draw the
 two-level inverse CDF (:func:`~textdiff.categorical.inverse_cdf`); no slow indexed reduction or
-running sum over V, no [B, L, V] tensor. Every value depends on its own row only (batch invariance).
+running sum over V, no [B, L, V] tensor. Dream's scores from the filtered p̃ (``score_from =
+"sampling"``) come from the same weights after the nucleus cut (:mod:`.nucleus`, no sort), through
+:meth:`RowKernel.weighted`. Every value depends on its own row only (batch invariance).
 """
 from __future__ import annotations
+
+import math
 
 import torch
 
 from ..categorical import CDF_BLOCK, inverse_cdf, shifted_weights
+from .nucleus import Buffers, log2_weights
+
+LN2 = math.log(2.0)
 
 
 def block_max(rows: torch.Tensor) -> torch.Tensor:
@@ -43,55 +52,65 @@ def first_argmax(rows: torch.Tensor, heads: torch.Tensor, m: torch.Tensor) -> to
 
 
 class RowKernel:
-    """Candidates and scores for chunks of rows; keeps one float64 buffer for all chunks of a step."""
+    """Candidates and scores for chunks of rows; keeps its float64 buffers for all chunks of a step."""
 
-    def __init__(self, ordering: str, draw: str, filt=None):
+    def __init__(self, ordering: str, draw: str, filt=None, bufs: Buffers | None = None):
         self.ordering, self.draw, self.filt = ordering, draw, filt
-        self.buf = None
-
-    def _f64(self, rows):
-        n = rows.numel()
-        if self.buf is None or self.buf.numel() < n:
-            self.buf = torch.empty(n, dtype=torch.float64, device=rows.device)
-        return self.buf[:n].view(rows.shape).copy_(rows)
+        self.bufs = bufs if bufs is not None else Buffers()
 
     def __call__(self, rows: torch.Tensor, u: torch.Tensor):
         """(x̂0 [c], score [c] float64 or None for ``random``) for logit rows ``rows`` [c, V].
 
         ``draw`` (constructor): ``"argmax"`` (no noise), ``"plain"`` (x̂0 ~ p with the uniforms ``u``
-        [c]) or ``"filtered"`` (x̂0 ~ softmax(``filt``(rows)), temperature / top-k / top-p). The score
-        is that of p = softmax(rows) (module docstring); ``rows`` is not modified.
+        [c]), ``"filtered"`` (x̂0 ~ softmax(``filt``(rows)), temperature / top-k / top-p) or
+        ``"none"`` (scores only, x̂0 = None). The score is that of p = softmax(rows) (module
+        docstring); ``rows`` is not modified.
         """
         kind, draw = self.ordering, self.draw
-        small = rows.shape[1] < 4 * CDF_BLOCK
-        heads = None if small else block_max(rows)
-        m = rows.amax(-1) if small else heads.amax(-1)  # [c] exact
         top = None
         if draw == "argmax" or kind == "margin":
-            top = rows.argmax(-1) if small else first_argmax(rows, heads, m)
+            top = argmax_rows(rows)
+        if kind == "random" and draw == "none":
+            return None, None
         if kind == "random" and draw != "plain":
             return (top if draw == "argmax" else inverse_cdf(shifted_weights(self.filt(rows))[0], u)), None
-        m64 = torch.where(torch.isfinite(m), m, torch.zeros_like(m)).to(torch.float64)
-        d = self._f64(rows).sub_(m64[:, None])  # [c, V] float64, exact: d = l − m
-        w = torch.exp(d) if kind == "entropy" else d.exp_()  # [c, V]
+        d, _ = log2_weights(rows, 1.0, self.bufs)  # [c, V] float64: d = (l − m) log2 e, exact l − m
+        w = torch.exp2(d, out=self.bufs.get("w", rows.shape, torch.float64, rows.device))  # [c, V]
+        if kind == "entropy":
+            d.clamp_min_(torch.finfo(torch.float64).min)  # −∞ (w = 0) -> finite: w d = 0 there
+        return self.weighted(d, w, u, top, rows)
+
+    def weighted(self, d: torch.Tensor, w: torch.Tensor, u: torch.Tensor, top=None, rows=None):
+        """(x̂0 [c], score [c]) from base-2 log-weights ``d`` [c, V] (finite where the entropy needs them)
+        and weights ``w`` = 2^d [c, V] (float64, the maximum 1 at ``top`` [c], the first argmax; 0 on
+        filtered-out tokens): the score of p = w / Σ w, and x̂0 drawn from it (``"plain"``), the argmax
+        or, ``"filtered"``, from softmax(``filt``(``rows``))."""
+        kind, draw = self.ordering, self.draw
         total = w.sum(-1)  # [c] Z
-        if draw == "argmax":
-            tok = top
+        if draw in ("argmax", "none"):
+            tok = top if draw == "argmax" else None
         elif draw == "plain":
             tok = inverse_cdf(w, u)
         else:
             tok = inverse_cdf(shifted_weights(self.filt(rows))[0], u)
-        if kind == "confidence":
+        if kind == "confidence":  # (a "none" draw has no x̂0 to score: the caller draws for confidence)
             return tok, w.gather(-1, tok[:, None])[:, 0] / total
         if kind == "margin":
             top1 = w.gather(-1, top[:, None])[:, 0]  # 1, or 0 for an all −∞ row
             w.scatter_(-1, top[:, None], 0.0)
             return tok, (top1 - w.amax(-1)) / total
-        if kind == "entropy":
-            d.clamp_min_(torch.finfo(torch.float64).min)  # −∞ (w = 0) -> finite: w d = 0 there
-            wd = torch.bmm(w[:, None, :], d[:, :, None])[:, 0, 0]  # [c] Σ w d
-            return tok, wd / total - torch.log(total)
+        if kind == "entropy":  # Σ p ln p = ln 2 · (Σ w d / Z − log2 Z)
+            wd = torch.stack([torch.dot(w[i], d[i]) for i in range(w.shape[0])]) if w.shape[0] else total
+            return tok, (wd / total - torch.log2(total)) * LN2
         return tok, None
+
+
+def argmax_rows(rows: torch.Tensor) -> torch.Tensor:
+    """[c] the first argmax of each row of ``rows`` [c, V] (block maxima for wide rows)."""
+    if rows.shape[1] < 4 * CDF_BLOCK:
+        return rows.argmax(-1)
+    heads = block_max(rows)
+    return first_argmax(rows, heads, heads.amax(-1))
 
 
 # ---- greedy confidence: one float32 pass, float64 only where the ranking needs it ------------------
@@ -106,12 +125,13 @@ GREEDY_BOUND = 1e-5
 def greedy_confidence_bounds(rows: torch.Tensor):
     """(x̂0 [c], lo [c], hi [c]) for float32 logit rows [c, V] at temperature 0: x̂0 the first argmax
     and lo ≤ p(x̂0) = 1 / Σ exp(l − m) ≤ hi (the exact float64 confidence), from Z' = Σ exp(l − m)
-    with float32 exponentials summed in float64 (:data:`GREEDY_BOUND`)."""
+    with float32 exponentials summed in float64 (:data:`GREEDY_BOUND`). ``rows`` (the caller's own
+    copy) is overwritten by the exponentials."""
     small = rows.shape[1] < 4 * CDF_BLOCK
     heads = None if small else block_max(rows)
     m = rows.amax(-1) if small else heads.amax(-1)
     tok = rows.argmax(-1) if small else first_argmax(rows, heads, m)
-    z = torch.exp(rows - m[:, None]).sum(-1, dtype=torch.float64)  # [c] Z'
+    z = rows.sub_(m[:, None]).exp_().sum(-1, dtype=torch.float64)  # [c] Z', in place: no temporaries
     return tok, (1.0 - GREEDY_BOUND) / z, (1.0 + GREEDY_BOUND) / z
 
 

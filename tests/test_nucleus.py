@@ -1,0 +1,166 @@
+"""Nucleus filtering without a sort (textdiff/samplers/nucleus.py) against its definition by a full
+sort, and the fused path that scores Dream's filtered p̃ (``score_from = "sampling"``) from it."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import textdiff
+from textdiff.samplers.nucleus import Buffers, filtered_weights, nucleus, nucleus_cut
+
+
+def kept_by_sort(lg: torch.Tensor, top_p: float) -> torch.Tensor:
+    """[..., V] bool, from the definition: sort the probabilities; a token is kept iff the mass
+    STRICTLY above it (tokens of larger probability) is below top_p, so equal logits share a fate."""
+    p = torch.softmax(lg.double(), -1)
+    srt, order = torch.sort(p, dim=-1, descending=True)
+    before = srt.cumsum(-1) - srt  # mass ranked above, ties counted in some order
+    first = torch.ones_like(srt, dtype=torch.bool)
+    first[..., 1:] = srt[..., 1:] != srt[..., :-1]  # the first of each group of equal probabilities
+    # the mass strictly above a tied group is the "before" of its first member: carry it along the group
+    idx = torch.where(first, torch.arange(srt.shape[-1]).expand_as(srt), torch.zeros_like(order))
+    group_start = torch.cummax(idx, dim=-1).values
+    strictly_above = before.gather(-1, group_start)
+    return torch.zeros_like(srt, dtype=torch.bool).scatter(-1, order, strictly_above < top_p)
+
+
+@pytest.mark.parametrize("V", [5, 50, 3000, 50257])
+@pytest.mark.parametrize("scale", [0.01, 0.5, 4.0, 40.0])  # near uniform (a random model at T = 1) to peaked
+def test_nucleus_keeps_the_full_sorts_set(V, scale):
+    g = torch.Generator().manual_seed(V)
+    lg = (torch.randn(3, 7 if V < 50257 else 2, V, generator=g) * scale).double()
+    for top_p in (0.01, 0.3, 0.9, 0.999, 1 - 1e-9):
+        got = nucleus(lg, top_p)
+        want = kept_by_sort(lg, top_p)
+        assert torch.equal(torch.isfinite(got), want), (V, scale, top_p)
+        assert torch.equal(got[want], lg[want])  # kept logits unchanged
+
+
+def test_nucleus_keeps_tied_logits_whole_and_in_place_gives_the_same():
+    """p = (0.69, 0.09, 0.09, 0.09, 0.03), top_p = 0.8: a sort keeps two of the three tied tokens in some
+    order; the cut keeps all three (bf16 logits tie often), and never the one below them."""
+    lg = torch.tensor([[1.0, 3.0, 1.0, 0.0, 1.0]], dtype=torch.float64)
+    got = nucleus(lg, 0.8)
+    assert torch.isinf(got).tolist() == [[False, False, False, True, False]]
+    mine = lg.clone()
+    assert nucleus(mine, 0.8, inplace=True) is not None and torch.equal(mine, got)
+
+
+def test_nucleus_on_bf16_logits_with_many_ties_and_minus_infinity():
+    """bf16 logits (few distinct values, so large tied groups straddle the cut), [MASK]-style −∞ entries
+    and a row with one finite logit."""
+    g = torch.Generator().manual_seed(0)
+    lg = (torch.randn(6, 4000, generator=g) * 2).to(torch.bfloat16).double()
+    lg[:, ::97] = float("-inf")
+    lg[5] = float("-inf")
+    lg[5, 123] = 0.5
+    for top_p in (0.2, 0.5, 0.95):
+        got = nucleus(lg, top_p)
+        assert torch.equal(torch.isfinite(got), kept_by_sort(lg, top_p) & torch.isfinite(lg))
+    assert torch.isfinite(nucleus(lg, 0.5)[5]).nonzero().flatten().tolist() == [123]
+
+
+def test_nucleus_rows_are_independent_of_the_batch():
+    """Each row's cut depends on that row alone (the bin masses are summed row by row): the same row
+    alone or among others gives bit-identical kept sets and weights."""
+    g = torch.Generator().manual_seed(1)
+    rows = torch.randn(9, 50257, generator=g) * 0.45
+    rows[:, -1] = float("-inf")
+    together = filtered_weights(rows.clone(), 0.2, 0.95, Buffers())[1].clone()
+    for r in (0, 4, 8):
+        alone = filtered_weights(rows[r:r + 1].clone(), 0.2, 0.95, Buffers())[1]
+        assert torch.equal(alone[0], together[r])
+
+
+@pytest.mark.parametrize("temperature,top_p", [(0.2, 0.95), (1.0, 0.9), (0.7, 0.3)])
+def test_filtered_weights_are_dreams_filtered_distribution(temperature, top_p):
+    """w / Σ w is softmax(l / T) restricted to the nucleus of the sort's definition, renormalised."""
+    g = torch.Generator().manual_seed(2)
+    rows = torch.randn(5, 3001, generator=g) * 0.5
+    rows[:, 7] = float("-inf")
+    lg = rows.double() / temperature
+    keep = kept_by_sort(lg, top_p)
+    want = torch.softmax(lg.masked_fill(~keep, float("-inf")), -1)
+    d, w = filtered_weights(rows.clone(), temperature, top_p, Buffers())
+    assert torch.equal(w > 0, keep)
+    assert torch.allclose(w / w.sum(-1, keepdim=True), want, rtol=1e-12, atol=0)
+    assert bool(torch.isfinite(d).all())  # −∞ logits are read as far negative: 0 · d = 0 in Σ w d
+    assert torch.allclose(d[keep], ((rows.double() - rows.amax(-1, keepdim=True)) / temperature / math.log(2))[keep],
+                          rtol=1e-14, atol=1e-14)
+
+
+def test_a_cut_needs_a_top_p_below_one():
+    with pytest.raises(ValueError, match="top_p"):
+        nucleus_cut(torch.ones(1, 4, dtype=torch.float64), 1.0)
+
+
+@pytest.mark.parametrize("ordering", ["entropy", "margin"])
+def test_orderings_that_ignore_the_candidate_draw_it_at_committed_positions_only(ordering):
+    """Entropy / margin scores do not depend on x̂0, so the sampler draws x̂0 only where it commits;
+    with the same uniforms this is the step that draws at every masked position."""
+    V, B, L = 3001, 3, 40
+    proc = textdiff.build_process("masked", vocab_size=V, mask_id=V - 1)
+    smp = textdiff.build_sampler({"name": "confidence", "ordering": ordering, "temperature": 0.2, "top_p": 0.95,
+                                  "score_from": "sampling"}, proc)
+    smp.set_timesteps(8)
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(B, L, V, generator=g)
+    x_t = torch.where(torch.rand(B, L, generator=g) < 0.6, V - 1, torch.randint(0, V - 1, (B, L), generator=g))
+    t, s = torch.full((B,), 0.5, dtype=torch.float64), torch.full((B,), 0.375, dtype=torch.float64)
+    out = smp.step(logits, t, s, x_t, [torch.Generator().manual_seed(b) for b in range(B)])
+    # the reference: every masked position drawn, the same uniforms, the same ranking
+    noise = x_t == V - 1
+    u = smp.step_uniforms(x_t, 3, [torch.Generator().manual_seed(b) for b in range(B)])
+    x0_all, score = smp.candidates(logits, x_t, noise, u[..., 0])
+    k = smp.commit_counts(noise.sum(1), t, s)
+    from textdiff.samplers.unmask_rows import rank_commit
+
+    commit = rank_commit(score, noise, k)
+    assert bool(commit.any())
+    assert torch.equal(out.x_s, torch.where(commit, x0_all, x_t))
+    assert torch.equal(out.x0_pred, out.x_s)  # the guesses it made: the committed draws
+
+
+@pytest.mark.parametrize("ordering", ["confidence", "margin", "entropy"])
+@pytest.mark.parametrize("temperature", [0.0, 0.2, 1.0])
+def test_fused_scores_equal_the_filter_then_score_path(ordering, temperature):
+    """The fused path (weights straight from the rows) and the generic one (filter_logits, then the row
+    kernel on the filtered rows) give the same candidates and scores, with and without top-p."""
+    V = 5003
+    proc = textdiff.build_process("masked", vocab_size=V, mask_id=V - 1)
+    g = torch.Generator().manual_seed(4)
+    logits = torch.randn(2, 30, V, generator=g) * 0.7
+    x_t = torch.full((2, 30), V - 1)
+    u = torch.rand(2, 30, generator=g, dtype=torch.float64)
+    for top_p in (1.0, 0.9):
+        knobs = {"name": "confidence", "ordering": ordering, "temperature": temperature, "top_p": top_p,
+                 "score_from": "sampling"}
+        fused = textdiff.build_sampler(knobs, proc)
+        plain = textdiff.build_sampler(knobs, proc)
+        plain.fused_filter = False
+        x0_f, s_f = fused.candidates(logits, x_t, x_t == V - 1, u)
+        x0_p, s_p = plain.candidates(logits, x_t, x_t == V - 1, u)
+        assert torch.equal(x0_f, x0_p)
+        assert torch.allclose(s_f, s_p, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.5])
+def test_uniform_ancestral_reads_the_nucleus_weights_as_the_filtered_logits(temperature):
+    """UDLM's posterior step with p̃0 from the fused weights (``x0_nucleus``) makes the draws of the
+    generic filter (``x0_filter`` = filter_logits) with the same uniforms."""
+    from textdiff.samplers.uniform_rows import udlm_posterior_step
+
+    V, B, L = 4001, 3, 50
+    proc = textdiff.build_process("uniform", vocab_size=V)
+    smp = textdiff.build_sampler({"name": "ancestral", "temperature": temperature, "top_p": 0.8}, proc)
+    g = torch.Generator().manual_seed(5)
+    logits = torch.randn(B, L, V, generator=g) * 1.5
+    x_t = torch.randint(0, V, (B, L), generator=g)
+    u = torch.rand(B, L, 3, generator=g, dtype=torch.float64)
+    t, s = torch.full((B,), 0.6, dtype=torch.float64), torch.full((B,), 0.5, dtype=torch.float64)
+    fused = udlm_posterior_step(proc, logits, x_t, t, s, u, x0_filter=smp.filter_logits, x0_nucleus=(temperature, 0.8))
+    generic = udlm_posterior_step(proc, logits, x_t, t, s, u, x0_filter=smp.filter_logits)
+    assert bool((fused != x_t).any())
+    assert torch.equal(fused, generic)
