@@ -15,17 +15,18 @@ hold their maximum at exactly w = 1 (w = 2^d with d = (l − max l) / T · log2 
 
 1. **bins by bit pattern.** For w ∈ [0, 1], the top bits of the IEEE-754 pattern of w (exponent and
    the first :data:`BIN_BITS` mantissa bits) are a monotone key: bins of relative width 2^-BIN_BITS,
-   2^BIN_BITS per octave; one shift of the int64 view, no logarithm. Only E octaves below 1 are kept, with
-   V · 2^-E ≤ (1 − top_p) / 2: every weight below 2^-E is dropped by the rule above (its S is at least
-   Z − V · 2^-E ≥ top_p · Z, as Z ≥ 1), so all of them share the lowest bin;
-2. **bin masses** (one scatter-add of w over every key, row by row in input order, so each row's sums depend on that
-   row alone: batch invariance), then A_j = the mass of the bins above bin j. Every token of a bin
-   above the crossing bin j* (the lowest with A_j < top_p · Z) is kept, every token below it dropped;
-3. **the crossing bin exactly**: its few tokens (those whose key equals j*'s) are extracted, sorted,
-   and kept while A_j* + (the mass of the bin's tokens above them) < top_p · Z.
+   2^BIN_BITS per octave; one shift of the int64 view, no logarithm;
+2. **bin masses**: one scatter-add of w over the keys, row by row in input order (each row's sums
+   depend on that row alone: batch invariance), then A_j = the mass of the bins above bin j. Every
+   token of a bin above the crossing bin j* (the lowest with A_j < top_p · Z) is kept, every token
+   below it dropped. Only the E octaves below 1 with V · 2^-E ≤ (1 − top_p) / 2 are searched: a
+   weight below 2^-E is always dropped (its S is at least Z − V · 2^-E ≥ top_p · Z, as Z ≥ 1);
+3. **the crossing bin exactly**: its few tokens (those whose key is j*'s) are extracted, sorted, and
+   kept while A_j* + (the mass of the bin's tokens above them) < top_p · Z.
 
-The result is the sort's kept set (tested against a full sort, ties and flat rows included), at about
-the cost of three elementwise passes over the row.
+The result is the sort's kept set (``tests/test_nucleus.py``: against a full sort, ties and flat rows
+included) for the cost of a few elementwise passes over the row (shift, scatter-add, compare): 8–11x
+faster than a sort at V = 50,257 (``benchmarks/nucleus.py``).
 """
 from __future__ import annotations
 
@@ -68,14 +69,15 @@ def nucleus_cut(w: torch.Tensor, top_p: float, bufs: Buffers | None = None) -> t
     keys = bufs.get("nucleus_keys", (n, Vp), torch.int64, w.device)
     if Vp > V:
         keys[:, V:] = -1
-    key = torch.bitwise_right_shift(w.view(torch.int64), 52 - BIN_BITS, out=keys[:, :V])
-    hist = bufs.get("nucleus_hist", (n, _ONE_KEY + 1), torch.float64, w.device).zero_()
-    hist.scatter_add_(1, key, w)  # [n, keys] the mass of each key, row by row in input order
-    down = hist[:, low:].flip(-1)  # [n, nb] bin masses, largest weights first (the last: 2^-E)
+    nb = _ONE_KEY - low + 1  # bins per row: bin 0 holds every weight below 2^-E (1 + 2^-BIN_BITS)
+    key = torch.bitwise_right_shift(w.view(torch.int64), 52 - BIN_BITS, out=keys[:, :V]).sub_(low).clamp_(min=0)
+    hist = bufs.get("nucleus_hist", (n, nb), torch.float64, w.device).zero_()  # small: stays in cache
+    hist.scatter_add_(1, key, w)  # [n, nb] the mass of each bin, row by row in input order
+    down = hist.flip(-1)  # [n, nb] bin masses, largest weights first
     above = down.cumsum(-1) - down  # [n, nb] A: the mass of the bins above each bin
-    goal = top_p * (down.sum(-1) + hist[:, :low].sum(-1))  # [n] top_p · Z
+    goal = top_p * down.sum(-1)  # [n] top_p · Z
     crossing = (above < goal[:, None]).sum(-1) - 1  # [n] j*, counted from the top (-1: a row of zeros)
-    rows, cols = _find(keys, (_ONE_KEY - crossing)[:, None], bufs)  # the crossing bin's tokens, row-major
+    rows, cols = _find(keys, (nb - 1 - crossing)[:, None], bufs)  # the crossing bin's tokens, row-major
     counts = torch.bincount(rows, minlength=n)  # [n]
     slot = torch.arange(rows.numel(), device=w.device) - (counts.cumsum(0) - counts)[rows]
     vals = torch.full((n, max(1, int(counts.max()) if n else 1)), -1.0, dtype=torch.float64, device=w.device)
