@@ -24,20 +24,19 @@ Results: ``benchmarks/results/nucleus.{md,json}``; compare only ratios within on
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import sys
 import time
 from pathlib import Path
 
 import torch
 
-import textdiff
-import textdiff.samplers.base as sampler_base
-from textdiff.models import TextDiffConfig, TextDiffModel
-from textdiff.samplers.nucleus import nucleus
+sys.path.insert(0, str(Path(__file__).parent))
+import report  # noqa: E402
 
-RESULTS = Path(__file__).parent / "results"
+import textdiff  # noqa: E402
+import textdiff.samplers.base as sampler_base  # noqa: E402
+from textdiff.models import TextDiffConfig, TextDiffModel  # noqa: E402
+from textdiff.samplers.nucleus import nucleus  # noqa: E402
 DREAM = {"name": "confidence", "ordering": "entropy", "temperature": 0.2, "top_p": 0.95, "score_from": "sampling",
          "commit_rounding": "floor", "time_eps": 1e-3}
 
@@ -163,16 +162,9 @@ def main():
     rows = []
     section_nucleus(args, rows)
     section_dream(args, rows)
-    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")),
-               platform.machine()) if Path("/proc/cpuinfo").exists() else platform.processor()
-    meta = {"command": "OMP_NUM_THREADS=1 python " + " ".join(sys.argv), "machine": f"{cpu} ({platform.machine()})",
+    meta = {"command": "OMP_NUM_THREADS=1 python " + " ".join(sys.argv), "machine": report.machine(),
             "torch": torch.__version__, "total_seconds": round(time.perf_counter() - started, 1)}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{args.name}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    text = markdown(rows, meta)
-    (RESULTS / f"{args.name}.md").write_text(text + "\n")
-    print(text)
-
+    report.save(args.name, rows, meta, markdown(rows, meta))
 
 if __name__ == "__main__":
     main()

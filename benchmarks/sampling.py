@@ -30,8 +30,6 @@ within one run (the machine may be shared).
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -39,6 +37,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+import report  # noqa: E402
 import sampling_baseline as base  # noqa: E402
 
 import textdiff  # noqa: E402
@@ -47,7 +46,6 @@ from textdiff.contexts import make_context  # noqa: E402
 from textdiff.generation import _model_call, generate  # noqa: E402
 from textdiff.models import TextDiffConfig, TextDiffModel  # noqa: E402
 
-RESULTS = Path(__file__).parent / "results"
 # Dream's default decoding (textdiff/models/published/dream.py): entropy order scored from the filtered p̃
 DREAM_DEFAULT = {"ordering": "entropy", "temperature": 0.2, "top_p": 0.95, "score_from": "sampling",
                  "commit_rounding": "floor", "time_eps": 1e-3}
@@ -268,19 +266,12 @@ def main():
         section_e2e(args, model, rows)
     if "window" not in args.skip:
         section_window(args, model, rows)
-    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), platform.machine()) \
-        if Path("/proc/cpuinfo").exists() else platform.processor()
     n = sum(p.numel() for p in model.parameters()) / 1e6
-    meta = {"command": "OMP_NUM_THREADS=1 python " + " ".join(sys.argv), "machine": f"{cpu} ({platform.machine()})",
+    meta = {"command": "OMP_NUM_THREADS=1 python " + " ".join(sys.argv), "machine": report.machine(),
             "torch": torch.__version__, "threads": torch.get_num_threads(),
             "model": f"random init, V={args.vocab}, hidden {args.hidden}, {args.layers} layers, {args.heads} heads, "
                      f"batch {args.batch}, {n:.1f}M parameters", "total_seconds": round(time.perf_counter() - started, 1)}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{args.name}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    text = markdown(rows, meta)
-    (RESULTS / f"{args.name}.md").write_text(text + "\n")
-    print(text)
-
+    report.save(args.name, rows, meta, markdown(rows, meta))
 
 if __name__ == "__main__":
     main()
