@@ -190,3 +190,11 @@ def test_filtered_generation_is_batch_invariant(knobs, process_name):
     for b, p in enumerate(prompts):
         alone = generate(model, proc, smp, [p], max_new_tokens=12, steps=12, seed=[seeds[b]])
         assert alone.sequences[0, len(p):].tolist() == out.sequences[b, 3:].tolist(), f"row {b}"
+
+
+def test_nucleus_at_top_p_one_keeps_everything_and_nan_rows_do_not_crash():
+    lg = torch.randn(2, 3000, dtype=torch.float64)
+    assert torch.equal(nucleus(lg, 1.0), lg)
+    lg[1, 5] = float("nan")
+    out = nucleus(lg, 0.9)  # garbage in, but no index error from the bit-pattern bins
+    assert torch.equal(torch.isfinite(out[0]), kept_by_sort(lg[:1], 0.9)[0])

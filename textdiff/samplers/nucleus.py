@@ -71,7 +71,8 @@ def nucleus_cut(w: torch.Tensor, top_p: float, bufs: Buffers | None = None) -> t
     if Vp > V:
         keys[:, V:] = -1
     nb = _ONE_KEY - low + 1  # bins per row: bin 0 holds every weight below 2^-E (1 + 2^-BIN_BITS)
-    key = torch.bitwise_right_shift(w.view(torch.int64), 52 - BIN_BITS, out=keys[:, :V]).sub_(low).clamp_(min=0)
+    # (the top bin also takes what no weight in [0, 1] has, a NaN's pattern: no index out of range)
+    key = torch.bitwise_right_shift(w.view(torch.int64), 52 - BIN_BITS, out=keys[:, :V]).sub_(low).clamp_(0, nb - 1)
     hist = bufs.get("nucleus_hist", (n, nb), torch.float64, w.device).zero_()  # small: stays in cache
     hist.scatter_add_(1, key, w)  # [n, nb] the mass of each bin, row by row in input order
     down = hist.flip(-1)  # [n, nb] bin masses, largest weights first
@@ -131,6 +132,8 @@ def filtered_weights(rows: torch.Tensor, temperature: float, top_p: float, bufs:
 def nucleus(lg: torch.Tensor, top_p: float, inplace: bool = False) -> torch.Tensor:
     """Nucleus filtering of float64 logits ``lg`` [..., V]: tokens outside the nucleus (module
     docstring; ties at the cut kept whole) get −∞, written into ``lg`` itself with ``inplace``."""
+    if top_p >= 1.0:
+        return lg
     shape, V = lg.shape, lg.shape[-1]
     flat = lg.reshape(-1, V)  # [n, V]
     bufs = Buffers()
