@@ -142,12 +142,7 @@ def markdown(rows, meta):
            f"Machine: {meta['machine']}, torch {meta['torch']}, 1 thread; total {meta['total_seconds']} s.", ""]
     titles = {1: "nucleus alone (float64 logits, V = 50,257)",
               2: "Dream's default step (random-init model, batch 4, L = 256, half [MASK])"}
-    for sec in (1, 2):
-        part = [r for r in rows if r["section"] == sec]
-        keys = [k for k in part[0] if k != "section"]
-        out += [f"## {titles[sec]}", "", "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-        out += ["| " + " | ".join(str(r[k]) for k in keys) + " |" for r in part] + [""]
-    return "\n".join(out)
+    return "\n".join(out + report.sections(rows, titles))
 
 
 def main():

@@ -22,3 +22,19 @@ def save(name: str, rows: list, meta: dict, text: str) -> None:
     (RESULTS / f"{name}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     (RESULTS / f"{name}.md").write_text(text + "\n")
     print(text)
+
+
+def sections(rows: list, titles: dict) -> list:
+    """Markdown lines: one table per ``section`` of ``rows`` (dicts; columns in order of appearance,
+    blank where a row has no value), under ``## titles[section]``; sections without rows are left out."""
+    out = []
+    for sec, title in titles.items():
+        part = [r for r in rows if r["section"] == sec]
+        if not part:
+            continue
+        keys = []
+        for r in part:
+            keys += [k for k in r if k != "section" and k not in keys]
+        out += [f"## {title}", "", "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+        out += ["| " + " | ".join(str(r.get(k, "")) for k in keys) + " |" for r in part] + [""]
+    return out

@@ -220,17 +220,7 @@ def markdown(rows, meta):
            f"total {meta['total_seconds']} s.", ""]
     titles = {1: "Sampler work per step (frac = step / one forward; baseline = 6e76ef1)",
               2: "End-to-end ancestral: whole generate() runs, timed", 3: "Windowed decoding: output layer on the window"}
-    for sec in (1, 2, 3):
-        part = [r for r in rows if r["section"] == sec]
-        if not part:
-            continue
-        keys = []
-        for r in part:
-            keys += [k for k in r if k != "section" and k not in keys]
-        out += [f"## {titles[sec]}", "", "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-        out += ["| " + " | ".join(str(r.get(k, "")) for k in keys) + " |" for r in part]
-        out.append("")
-    return "\n".join(out)
+    return "\n".join(out + report.sections(rows, titles))
 
 
 def main():
