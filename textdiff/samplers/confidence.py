@@ -142,8 +142,8 @@ class _Unmasker(Sampler):
             mine = kernel.bufs.get("rows", (b.numel(), logits.shape[-1]), logits.dtype, logits.device)
             rows = self.suppress(self.process.x0_logits_rows(gather_rows(logits, b, l, out=mine), fresh=True))  # [c, V]
             if fused:  # score (and draw) from p̃ = softmax(l / T) after top-p, as float64 weights
-                top = argmax_rows(rows) if draw == "argmax" or kind == "margin" else None
-                d, w = filtered_weights(rows, cfg.temperature or 1.0, cfg.top_p, kernel.bufs)
+                top, m = argmax_rows(rows) if draw == "argmax" or kind == "margin" else (None, None)
+                d, w = filtered_weights(rows, cfg.temperature or 1.0, cfg.top_p, kernel.bufs, m)
                 tok, sc = kernel.weighted(d, w, u[b, l], top)
             else:
                 if sampling:  # top-k too: the filtered rows, float64

@@ -102,23 +102,25 @@ def _find(keys: torch.Tensor, target: torch.Tensor, bufs: Buffers) -> tuple[torc
     return r[sub[0]], at[sub] - r[sub[0]] * Vp
 
 
-def log2_weights(rows: torch.Tensor, temperature: float, bufs: Buffers, name: str = "d") -> tuple[torch.Tensor, torch.Tensor]:
+def log2_weights(rows: torch.Tensor, temperature: float, bufs: Buffers, m=None) -> tuple[torch.Tensor, torch.Tensor]:
     """(d [c, V], m [c]): base-2 log-weights d = (l − m) / T · log2 e of logit rows ``rows`` [c, V] in
-    a float64 buffer, m the row maximum (float64). l − m is exact for float32 / bf16 logits; one
-    rounding follows; d = 0 at the maximum, −∞ where l = −∞ (w = 2^d = 0 there)."""
-    m = rows.amax(-1)
+    a float64 buffer, m the row maximum (float64; given as ``m`` [c] when the caller has it). l − m
+    is exact for float32 / bf16 logits; one rounding follows; d = 0 at the maximum, −∞ where l = −∞
+    (w = 2^d = 0 there)."""
+    m = rows.amax(-1) if m is None else m
     m64 = torch.where(torch.isfinite(m), m, torch.zeros_like(m)).to(torch.float64)
-    d = bufs.get(name, rows.shape, torch.float64, rows.device).copy_(rows).sub_(m64[:, None])
+    d = bufs.get("d", rows.shape, torch.float64, rows.device).copy_(rows).sub_(m64[:, None])
     return d.mul_(LOG2E / temperature), m64
 
 
-def filtered_weights(rows: torch.Tensor, temperature: float, top_p: float, bufs: Buffers):
+def filtered_weights(rows: torch.Tensor, temperature: float, top_p: float, bufs: Buffers, m=None):
     """(d [c, V], w [c, V]): Dream's scoring distribution p̃ = softmax(l / T) after top-p, as float64
     weights w = 2^d on the kept tokens and 0 elsewhere (p̃ = w / Σ w), with d the base-2 log-weights
     (finite everywhere: −∞ logits are read as a far negative number, whose weight is still 0).
 
-    One pass per elementwise step (buffers reused), the cut by :func:`nucleus_cut` (no sort)."""
-    d, _ = log2_weights(rows, temperature, bufs)
+    One pass per elementwise step (buffers reused), the cut by :func:`nucleus_cut` (no sort); ``m``
+    [c]: the rows' maxima, when the caller has them."""
+    d, _ = log2_weights(rows, temperature, bufs, m)
     d.clamp_min_(-1e300)  # −∞ -> finite: 0 · d is then 0 in the entropy's Σ w d
     w = torch.exp2(d, out=bufs.get("w", rows.shape, torch.float64, rows.device))
     if top_p < 1.0:

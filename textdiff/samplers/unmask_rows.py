@@ -67,14 +67,14 @@ class RowKernel:
         docstring); ``rows`` is not modified.
         """
         kind, draw = self.ordering, self.draw
-        top = None
+        top = m = None
         if draw == "argmax" or kind == "margin":
-            top = argmax_rows(rows)
+            top, m = argmax_rows(rows)
         if kind == "random" and draw == "none":
             return None, None
         if kind == "random" and draw != "plain":
             return (top if draw == "argmax" else inverse_cdf(shifted_weights(self.filt(rows))[0], u)), None
-        d, _ = log2_weights(rows, 1.0, self.bufs)  # [c, V] float64: d = (l − m) log2 e, exact l − m
+        d, _ = log2_weights(rows, 1.0, self.bufs, m)  # [c, V] float64: d = (l − m) log2 e, exact l − m
         w = torch.exp2(d, out=self.bufs.get("w", rows.shape, torch.float64, rows.device))  # [c, V]
         if kind == "entropy":
             d.clamp_min_(torch.finfo(torch.float64).min)  # −∞ (w = 0) -> finite: w d = 0 there
@@ -105,12 +105,13 @@ class RowKernel:
         return tok, None
 
 
-def argmax_rows(rows: torch.Tensor) -> torch.Tensor:
-    """[c] the first argmax of each row of ``rows`` [c, V] (block maxima for wide rows)."""
+def argmax_rows(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(first argmax [c], maximum [c]) of each row of ``rows`` [c, V] (block maxima for wide rows)."""
     if rows.shape[1] < 4 * CDF_BLOCK:
-        return rows.argmax(-1)
+        return rows.argmax(-1), rows.amax(-1)
     heads = block_max(rows)
-    return first_argmax(rows, heads, heads.amax(-1))
+    m = heads.amax(-1)
+    return first_argmax(rows, heads, m), m
 
 
 # ---- greedy confidence: one float32 pass, float64 only where the ranking needs it ------------------
