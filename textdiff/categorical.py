@@ -20,6 +20,7 @@ per-row results (batch invariance).
 """
 from __future__ import annotations
 
+import math
 from typing import Optional, Sequence, Union
 
 import torch
@@ -71,6 +72,21 @@ def sample_from_logits(logits: torch.Tensor, generator: Generator = None) -> tor
 #: entries per chunk of the row-wise float64 kernels (2^19 x 8 bytes = 4 MB of temporaries: about
 #: 10 rows at V = 50,257, the whole batch at small V)
 CHUNK_ENTRIES = 1 << 19
+
+
+class Buffers:
+    """Reused scratch tensors by name (a step's chunks all have the same width: no reallocation,
+    so no page faults on every chunk)."""
+
+    def __init__(self):
+        self._bufs: dict[str, torch.Tensor] = {}
+
+    def get(self, name: str, shape, dtype, device) -> torch.Tensor:
+        n = math.prod(shape)
+        buf = self._bufs.get(name)
+        if buf is None or buf.numel() < n or buf.dtype != dtype or buf.device != device:
+            buf = self._bufs[name] = torch.empty(n, dtype=dtype, device=device)
+        return buf[:n].view(shape)
 
 
 def row_chunks(n: int, width: int):

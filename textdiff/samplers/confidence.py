@@ -67,11 +67,11 @@ from typing import Literal
 
 import torch
 
-from ..categorical import gather_rows, row_chunks
+from ..categorical import Buffers, gather_rows, row_chunks
 from ..errors import ConfigError
 from ..registry import register
 from .base import Sampler, SamplerConfig, StepOutput
-from .nucleus import Buffers, filtered_weights
+from .nucleus import filtered_weights
 from .unmask_rows import (ExactScores, RowKernel, argmax_rows, greedy_confidence_bounds, rank_commit,
                           rank_commit_bounded)
 

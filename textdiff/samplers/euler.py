@@ -37,8 +37,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..categorical import gather_rows, inverse_cdf, normaliser, row_chunks, shifted_weights
-from .nucleus import Buffers
+from ..categorical import Buffers, gather_rows, inverse_cdf, normaliser, row_chunks, shifted_weights
 from ..registry import register
 from ..processes.score_entropy import SEDDUniform
 from ..processes.uniform import UniformProcess

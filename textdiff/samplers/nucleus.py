@@ -34,26 +34,13 @@ import math
 
 import torch
 
+from ..categorical import Buffers
+
 LOG2E = 1.0 / math.log(2.0)
 #: mantissa bits per bin: 2^7 = 128 bins per octave (a weight ratio of 1.0054 within a bin; a flat row at
 #: T = 1 has ~200 tokens in its crossing bin, fewer at lower temperatures)
 BIN_BITS = 7
 _ONE_KEY = 1023 << BIN_BITS  # the key of w = 1.0: biased exponent 1023, zero mantissa
-
-
-class Buffers:
-    """Reused scratch tensors by name (a step's chunks all have the same width: no reallocation,
-    so no page faults on every chunk)."""
-
-    def __init__(self):
-        self._bufs: dict[str, torch.Tensor] = {}
-
-    def get(self, name: str, shape, dtype, device) -> torch.Tensor:
-        n = math.prod(shape)
-        buf = self._bufs.get(name)
-        if buf is None or buf.numel() < n or buf.dtype != dtype or buf.device != device:
-            buf = self._bufs[name] = torch.empty(n, dtype=dtype, device=device)
-        return buf[:n].view(shape)
 
 
 def nucleus_cut(w: torch.Tensor, top_p: float, bufs: Buffers | None = None) -> torch.Tensor:

@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import torch
 
-from ..categorical import inverse_cdf, normaliser, row_chunks, shifted_weights
-from .nucleus import Buffers, filtered_weights
+from ..categorical import Buffers, inverse_cdf, normaliser, row_chunks, shifted_weights
+from .nucleus import filtered_weights
 
 
 def _rows(x_t):

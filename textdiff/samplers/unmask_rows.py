@@ -24,8 +24,8 @@ import math
 
 import torch
 
-from ..categorical import CDF_BLOCK, inverse_cdf, shifted_weights
-from .nucleus import Buffers, log2_weights
+from ..categorical import CDF_BLOCK, Buffers, inverse_cdf, shifted_weights
+from .nucleus import log2_weights
 
 LN2 = math.log(2.0)
 
