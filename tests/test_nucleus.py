@@ -8,7 +8,17 @@ import pytest
 import torch
 
 import textdiff
-from textdiff.samplers.nucleus import Buffers, filtered_weights, nucleus, nucleus_cut
+import textdiff.samplers.nucleus as nucleus_module
+from textdiff.samplers.nucleus import Buffers, filtered_weights, keep_nucleus, nucleus, nucleus_cut, p0_bounds
+
+
+@pytest.fixture(params=["compiled", "eager"])
+def path(request, monkeypatch):
+    """Run a test through the compiled row loops (numba, CPU) and through the eager passes."""
+    if request.param == "compiled":
+        pytest.importorskip("numba")
+    monkeypatch.setattr(nucleus_module, "USE_JIT", request.param == "compiled")
+    return request.param
 
 
 def kept_by_sort(lg: torch.Tensor, top_p: float) -> torch.Tensor:
@@ -28,7 +38,7 @@ def kept_by_sort(lg: torch.Tensor, top_p: float) -> torch.Tensor:
 
 @pytest.mark.parametrize("V", [5, 50, 3000, 50257])
 @pytest.mark.parametrize("scale", [0.01, 0.5, 4.0, 40.0])  # near uniform (a random model at T = 1) to peaked
-def test_nucleus_keeps_the_full_sorts_set(V, scale):
+def test_nucleus_keeps_the_full_sorts_set(V, scale, path):
     g = torch.Generator().manual_seed(V)
     lg = (torch.randn(3, 7 if V < 50257 else 2, V, generator=g) * scale).double()
     for top_p in (0.01, 0.3, 0.9, 0.999, 1 - 1e-9):
@@ -38,7 +48,7 @@ def test_nucleus_keeps_the_full_sorts_set(V, scale):
         assert torch.equal(got[want], lg[want])  # kept logits unchanged
 
 
-def test_nucleus_keeps_tied_logits_whole_and_in_place_gives_the_same():
+def test_nucleus_keeps_tied_logits_whole_and_in_place_gives_the_same(path):
     """p = (0.69, 0.09, 0.09, 0.09, 0.03), top_p = 0.8: a sort keeps two of the three tied tokens in some
     order; the cut keeps all three (bf16 logits tie often), and never the one below them."""
     lg = torch.tensor([[1.0, 3.0, 1.0, 0.0, 1.0]], dtype=torch.float64)
@@ -48,7 +58,7 @@ def test_nucleus_keeps_tied_logits_whole_and_in_place_gives_the_same():
     assert nucleus(mine, 0.8, inplace=True) is not None and torch.equal(mine, got)
 
 
-def test_nucleus_on_bf16_logits_with_many_ties_and_minus_infinity():
+def test_nucleus_on_bf16_logits_with_many_ties_and_minus_infinity(path):
     """bf16 logits (few distinct values, so large tied groups straddle the cut), [MASK]-style −∞ entries
     and a row with one finite logit."""
     g = torch.Generator().manual_seed(0)
@@ -62,7 +72,7 @@ def test_nucleus_on_bf16_logits_with_many_ties_and_minus_infinity():
     assert torch.isfinite(nucleus(lg, 0.5)[5]).nonzero().flatten().tolist() == [123]
 
 
-def test_nucleus_rows_are_independent_of_the_batch():
+def test_nucleus_rows_are_independent_of_the_batch(path):
     """Each row's cut depends on that row alone (the bin masses are summed row by row): the same row
     alone or among others gives bit-identical kept sets and weights."""
     g = torch.Generator().manual_seed(1)
@@ -75,7 +85,7 @@ def test_nucleus_rows_are_independent_of_the_batch():
 
 
 @pytest.mark.parametrize("temperature,top_p", [(0.2, 0.95), (1.0, 0.9), (0.7, 0.3)])
-def test_filtered_weights_are_dreams_filtered_distribution(temperature, top_p):
+def test_filtered_weights_are_dreams_filtered_distribution(temperature, top_p, path):
     """w / Σ w is softmax(l / T) restricted to the nucleus of the sort's definition, renormalised."""
     g = torch.Generator().manual_seed(2)
     rows = torch.randn(5, 3001, generator=g) * 0.5
@@ -83,12 +93,95 @@ def test_filtered_weights_are_dreams_filtered_distribution(temperature, top_p):
     lg = rows.double() / temperature
     keep = kept_by_sort(lg, top_p)
     want = torch.softmax(lg.masked_fill(~keep, float("-inf")), -1)
-    d, w = filtered_weights(rows.clone(), temperature, top_p, Buffers())
+    d, w = filtered_weights(rows.clone(), temperature, top_p, Buffers())[:2]
     assert torch.equal(w > 0, keep)
     assert torch.allclose(w / w.sum(-1, keepdim=True), want, rtol=1e-12, atol=0)
     assert bool(torch.isfinite(d).all())  # −∞ logits are read as far negative: 0 · d = 0 in Σ w d
     assert torch.allclose(d[keep], ((rows.double() - rows.amax(-1, keepdim=True)) / temperature / math.log(2))[keep],
                           rtol=1e-14, atol=1e-14)
+
+
+@pytest.mark.parametrize("kind", ["flat", "peaked", "bf16 ties", "zero row"])
+def test_compiled_and_eager_cuts_keep_the_same_tokens_and_sums(kind, monkeypatch):
+    """The compiled row loops and the eager passes: the same kept tokens (dropped ones zeroed in place),
+    the same Σ w and Σ w d up to the order of the float64 sums."""
+    pytest.importorskip("numba")
+    g = torch.Generator().manual_seed(6)
+    rows = torch.randn(5, 20011, generator=g) * (4.0 if kind == "peaked" else 0.45)
+    if kind == "bf16 ties":
+        rows = rows.to(torch.bfloat16).float()
+    rows[:, 3] = float("-inf")
+    if kind == "zero row":
+        rows[2] = float("-inf")
+    out = {}
+    for jit in (True, False):
+        monkeypatch.setattr(nucleus_module, "USE_JIT", jit)
+        for temperature, top_p in ((0.2, 0.95), (1.0, 0.9), (0.7, 0.3)):
+            f = filtered_weights(rows, temperature, top_p, Buffers(), entropy=True)
+            out[jit, temperature] = (f.w.clone(), f.total.clone(), f.wd.clone(), nucleus_cut(
+                torch.exp2(f.d), top_p))
+    for temperature in (0.2, 1.0, 0.7):
+        (w1, t1, wd1, c1), (w0, t0, wd0, c0) = out[True, temperature], out[False, temperature]
+        assert torch.equal(w1 > 0, w0 > 0) and torch.equal(w1, w0)
+        mass = t0 > 0  # (a row of zeros: any cut ≤ 0 keeps its zeros)
+        assert torch.equal(c1[mass], c0[mass]) and bool((c1[~mass] <= 0).all() and (c0[~mass] <= 0).all())
+        assert torch.allclose(t1, t0, rtol=1e-13, atol=0) and torch.allclose(wd1, wd0, rtol=1e-12, atol=1e-300)
+    if kind == "zero row":
+        assert float(out[True, 1.0][1][2]) == 0.0 and not bool((out[True, 1.0][0][2] != 0).any())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("temperature,top_p", [(1.0, 0.9), (0.2, 0.95), (0.7, 0.5)])
+def test_p0_bounds_hold_the_exact_filtered_probability(dtype, temperature, top_p, path):
+    """lo ≤ p̃(x) ≤ hi (p̃ from :func:`filtered_weights`, float64), for tokens all around the cut (the
+    argmax, random ones, and the kept / dropped tokens next to the cut), and hi / lo ≤ (1 + ε) / top_p
+    where x is kept by a margin."""
+    g = torch.Generator().manual_seed(7)
+    n, V = 24, 6007
+    rows = torch.randn(n, V, generator=g) * torch.linspace(0.05, 5.0, n)[:, None]
+    rows[:, 11] = float("-inf")
+    rows = rows.to(dtype)
+    f = filtered_weights(rows.float() if dtype == torch.bfloat16 else rows, temperature, top_p, Buffers())
+    p = f.w / f.total[:, None]  # [n, V] exact p̃
+    cut = torch.where(f.w > 0, f.w, torch.full_like(f.w, 2.0)).amin(-1)  # smallest kept weight
+    below = torch.where(f.w == 0, torch.exp2(f.d), torch.full_like(f.w, -1.0)).amax(-1)  # largest dropped
+    w = torch.exp2(f.d)
+    picks = [w.argmax(-1), torch.randint(0, V, (n,), generator=g), (w == cut[:, None]).int().argmax(-1),
+             (w == below[:, None]).int().argmax(-1), torch.full((n,), 11)]
+    for x in picks:
+        lo, hi = p0_bounds(rows, x, temperature, top_p, Buffers())
+        exact = p.gather(-1, x[:, None])[:, 0]
+        assert bool((lo <= exact).all()) and bool((exact <= hi).all())
+    lo, hi = p0_bounds(rows, picks[0], temperature, top_p, Buffers())  # the argmax: always kept
+    assert bool((lo > 0).all()) and bool((hi <= lo * (1 + 1e-3) / top_p).all())
+
+
+@pytest.mark.parametrize("t_value", [0.95, 0.5, 0.05])
+def test_uniform_top_p_step_cuts_only_the_rows_it_needs_and_draws_as_the_generic_filter(t_value, monkeypatch):
+    """UDLM's ancestral step with top-p decides most positions from the bounds on p̃0(x) alone and cuts
+    the nucleus only where the decision is in doubt or a token is drawn from p̃0; the draws equal the
+    generic filter's (every row filtered and read exactly) with the same uniforms."""
+    from textdiff.samplers import uniform_rows
+    from textdiff.samplers.uniform_rows import udlm_posterior_step
+
+    V, B, L = 4001, 4, 64
+    proc = textdiff.build_process("uniform", vocab_size=V)
+    smp = textdiff.build_sampler({"name": "ancestral", "temperature": 0.8, "top_p": 0.9}, proc)
+    g = torch.Generator().manual_seed(8)
+    logits = torch.randn(B, L, V, generator=g) * 3.0
+    # half the positions hold their row's argmax, as in a trajectory the model mostly agrees with
+    x_t = torch.where(torch.rand(B, L, generator=g) < 0.5, logits.argmax(-1), torch.randint(0, V, (B, L), generator=g))
+    u = torch.rand(B, L, 3, generator=g, dtype=torch.float64)
+    t = torch.full((B,), t_value, dtype=torch.float64)
+    s = t - 0.05
+    cut_rows = []
+    real = uniform_rows.filtered_weights
+    monkeypatch.setattr(uniform_rows, "filtered_weights", lambda r, *a, **k: cut_rows.append(r.shape[0]) or real(r, *a, **k))
+    screened = udlm_posterior_step(proc, logits, x_t, t, s, u, x0_filter=smp.filter_logits, x0_nucleus=(0.8, 0.9))
+    generic = udlm_posterior_step(proc, logits, x_t, t, s, u, x0_filter=smp.filter_logits)
+    assert torch.equal(screened, generic)
+    assert bool((screened != x_t).any())
+    assert sum(cut_rows) < B * L / 2, cut_rows  # most rows decided without a cut
 
 
 def test_a_cut_needs_a_top_p_below_one():
@@ -192,7 +285,7 @@ def test_filtered_generation_is_batch_invariant(knobs, process_name):
         assert alone.sequences[0, len(p):].tolist() == out.sequences[b, 3:].tolist(), f"row {b}"
 
 
-def test_nucleus_at_top_p_one_keeps_everything_and_nan_rows_do_not_crash():
+def test_nucleus_at_top_p_one_keeps_everything_and_nan_rows_do_not_crash(path):
     lg = torch.randn(2, 3000, dtype=torch.float64)
     assert torch.equal(nucleus(lg, 1.0), lg)
     lg[1, 5] = float("nan")

@@ -143,8 +143,9 @@ class _Unmasker(Sampler):
             rows = self.suppress(self.process.x0_logits_rows(gather_rows(logits, b, l, out=mine), fresh=True))  # [c, V]
             if fused:  # score (and draw) from p̃ = softmax(l / T) after top-p, as float64 weights
                 top, m = argmax_rows(rows) if draw == "argmax" or kind == "margin" else (None, None)
-                d, w = filtered_weights(rows, cfg.temperature or 1.0, cfg.top_p, kernel.bufs, m)
-                tok, sc = kernel.weighted(d, w, u[b, l], top)
+                f = filtered_weights(rows, cfg.temperature or 1.0, cfg.top_p, kernel.bufs, m, entropy=kind == "entropy",
+                                     weights=not (kind == "entropy" and draw == "none"))  # the scores alone
+                tok, sc = kernel.weighted(f.d, f.w, u[b, l], top, total=f.total, wd=f.wd)
             else:
                 if sampling:  # top-k too: the filtered rows, float64
                     rows = self.filter_logits(rows, temperature=cfg.temperature or 1.0)

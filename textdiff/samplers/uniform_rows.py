@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 
 from ..categorical import Buffers, inverse_cdf, normaliser, row_chunks, shifted_weights
-from .nucleus import filtered_weights
+from .nucleus import filtered_weights, p0_bounds
 
 
 def _rows(x_t):
@@ -72,7 +72,8 @@ def udlm_posterior_step(process, logits, x_t, t, s, u, x0_filter=None, jump_filt
     logits (found in their own dtype), so the row pays a selection, not a float64 pass over V
     (a chunk with a tie at the k-th logit, where the filter keeps more than k, takes ``x0_filter``).
     ``x0_nucleus`` = (T, top_p) is the temperature / top-p filter as float64 weights read straight
-    from the rows (:func:`~.nucleus.filtered_weights`: the nucleus cut without a sort)."""
+    from the rows, the nucleus cut (no sort) only on the rows whose step depends on more than bounds
+    on p̃0(x) (:func:`_nucleus_p0`)."""
     V = process.vocab_size
     a_t, m_t = process.survival(t)
     a_s, m_s = process.survival(s)
@@ -86,27 +87,29 @@ def udlm_posterior_step(process, logits, x_t, t, s, u, x0_filter=None, jump_filt
     for sl in row_chunks(bi.shape[0], V):
         b, x, uu = bi[sl], flat_x[sl], flat_u[sl]
         rows = process.x0_logits_rows(flat_l[sl])  # [c, V]
+
+        def moves(p0_x, b=b, uu=uu):  # [c] bool: leave the stay component, given p0(x) [c]
+            stay_w = a_ts[b] * (a_s[b] * p0_x + m_s[b] / V)
+            return uu[:, 0] * (stay_w + c[b]) >= stay_w
+
         sparse = _top_k_p0(rows, x, x0_top_k) if x0_top_k is not None and x0_top_k[0] < V else None
         if sparse is not None:
             p0_x, draw_p0 = sparse
-        elif x0_nucleus is not None:
-            w = filtered_weights(rows, *x0_nucleus, bufs)[1]  # [c, V] p̃0 ∝ w (0 outside the nucleus)
-            p0_x = w.gather(-1, x[:, None])[:, 0] / w.sum(-1)
-            draw_p0 = lambda i, u_: inverse_cdf(w[i], u_)  # noqa: E731
+        elif x0_nucleus is not None and jump_filter is None:
+            p0_x, draw_p0 = _nucleus_p0(rows, x, x0_nucleus, moves, uu[:, 1] < a_s[b], bufs)
         else:
             if x0_filter is not None:
                 rows = x0_filter(rows)  # float64, −∞ outside the kept set
             mx, total = normaliser(rows, out=bufs.get("e", rows.shape, rows.dtype, rows.device))
             p0_x = torch.exp(rows.gather(-1, x[:, None])[:, 0].to(torch.float64) - mx) / total
             draw_p0 = lambda i, u_: inverse_cdf(shifted_weights(rows[i])[0], u_)  # noqa: E731
-        q_x = a_s[b] * p0_x + m_s[b] / V
-        stay_w = a_ts[b] * q_x
         if jump_filter is not None:
-            leave = uu[:, 0] * (stay_w + c[b]) < c[b] * (1 - q_x)  # P(y ≠ x)
+            q_x = a_s[b] * p0_x + m_s[b] / V
+            leave = uu[:, 0] * (a_ts[b] * q_x + c[b]) < c[b] * (1 - q_x)  # P(y ≠ x)
             q = lambda r, i: torch.log(a_s[b][i][:, None] * _p0(r) + (m_s[b][i] / V)[:, None])  # noqa: E731
             out[sl] = _filtered_jumps(out[sl], rows, x, leave, uu[:, 2], q, jump_filter)
             continue
-        move = uu[:, 0] * (stay_w + c[b]) >= stay_w  # leave the stay component
+        move = moves(p0_x)  # leave the stay component
         from_p0 = move & (uu[:, 1] < a_s[b])
         y = out[sl].clone()
         if bool(from_p0.any()):
@@ -115,6 +118,32 @@ def udlm_posterior_step(process, logits, x_t, t, s, u, x0_filter=None, jump_filt
         y[flat] = (uu[flat, 2] * V).floor().long().clamp_max(V - 1)
         out[sl] = y
     return out.view_as(x_t)
+
+
+def _nucleus_p0(rows, x, nucleus, moves, may_draw, bufs):
+    """(p0(x) [c], draw(i, u) -> tokens) for p0 = p̃0, softmax(rows / T) after top-p (``nucleus`` =
+    (T, top_p)), read exactly only where it matters. Whether a position moves is monotone in p0(x)
+    (``moves`` [c] -> [c] bool, fewer moves for larger p0(x)), so the bounds lo ≤ p̃0(x) ≤ hi of one
+    pass per row (:func:`~.nucleus.p0_bounds`, no cut) decide every row whose decision is the same at
+    lo and at hi, exactly as p̃0(x) would. The nucleus itself (:func:`~.nucleus.keep_nucleus`) is cut
+    only on the other rows and on those that may draw from p̃0 (moving, with ``may_draw`` [c]);
+    the returned p0(x) is exact there and lo elsewhere (the same decisions)."""
+    temperature, top_p = nucleus
+    lo, hi = p0_bounds(rows, x, temperature, top_p, bufs)
+    least, most = moves(hi), moves(lo)  # the moves at the largest / smallest p0(x): least ⊆ most
+    exact = ((least != most) | (most & may_draw)).nonzero()[:, 0]  # [k] rows that need p̃0 itself
+    p0_x = lo.clone()
+    kept = None
+    if exact.numel():
+        f = filtered_weights(rows.index_select(0, exact), temperature, top_p, bufs)  # [k, V] float64
+        kept = f.w
+        p0_x[exact] = kept.gather(-1, x[exact][:, None])[:, 0] / f.total
+    at = torch.full_like(x, -1).index_copy_(0, exact, torch.arange(exact.numel(), device=x.device))
+
+    def draw(i, u):  # i [c] bool, within ``exact``
+        return inverse_cdf(kept[at[i]], u)
+
+    return p0_x, draw
 
 
 def _top_k_p0(rows, x, top_k):

@@ -74,19 +74,20 @@ class RowKernel:
             return None, None
         if kind == "random" and draw != "plain":
             return (top if draw == "argmax" else inverse_cdf(shifted_weights(self.filt(rows))[0], u)), None
-        d, _ = log2_weights(rows, 1.0, self.bufs, m)  # [c, V] float64: d = (l − m) log2 e, exact l − m
+        # [c, V] float64: d = (l − m) log2 e, exact l − m; for the entropy −∞ (w = 0) -> finite: w d = 0 there
+        d, _ = log2_weights(rows, 1.0, self.bufs, m, floor=-1e300 if kind == "entropy" else float("-inf"))
         w = torch.exp2(d, out=self.bufs.get("w", rows.shape, torch.float64, rows.device))  # [c, V]
-        if kind == "entropy":
-            d.clamp_min_(torch.finfo(torch.float64).min)  # −∞ (w = 0) -> finite: w d = 0 there
         return self.weighted(d, w, u, top, rows)
 
-    def weighted(self, d: torch.Tensor, w: torch.Tensor, u: torch.Tensor, top=None, rows=None):
+    def weighted(self, d: torch.Tensor, w: torch.Tensor, u: torch.Tensor, top=None, rows=None, total=None, wd=None):
         """(x̂0 [c], score [c]) from base-2 log-weights ``d`` [c, V] (finite where the entropy needs them)
         and weights ``w`` = 2^d [c, V] (float64, the maximum 1 at ``top`` [c], the first argmax; 0 on
         filtered-out tokens): the score of p = w / Σ w, and x̂0 drawn from it (``"plain"``), the argmax
-        or, ``"filtered"``, from softmax(``filt``(``rows``))."""
+        or, ``"filtered"``, from softmax(``filt``(``rows``)). ``total`` = Σ w and ``wd`` = Σ w d [c]
+        when the caller has them (:func:`~.nucleus.filtered_weights`; then the entropy with no draw
+        reads neither ``d`` nor ``w``, which may be None)."""
         kind, draw = self.ordering, self.draw
-        total = w.sum(-1)  # [c] Z
+        total = w.sum(-1) if total is None else total  # [c] Z
         if draw in ("argmax", "none"):
             tok = top if draw == "argmax" else None
         elif draw == "plain":
@@ -100,7 +101,8 @@ class RowKernel:
             w.scatter_(-1, top[:, None], 0.0)
             return tok, (top1 - w.amax(-1)) / total
         if kind == "entropy":  # Σ p ln p = ln 2 · (Σ w d / Z − log2 Z)
-            wd = torch.stack([torch.dot(w[i], d[i]) for i in range(w.shape[0])]) if w.shape[0] else total
+            if wd is None:
+                wd = torch.stack([torch.dot(w[i], d[i]) for i in range(w.shape[0])]) if w.shape[0] else total
             return tok, (wd / total - torch.log2(total)) * LN2
         return tok, None
 
