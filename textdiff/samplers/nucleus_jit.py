@@ -4,12 +4,16 @@
 scatter-add, a compare, the extraction of the crossing bin, the threshold, the sums), each one a
 kernel launch over memory. Here one row at a time stays in cache through three loops:
 
-1. the bin masses: ``hist[key(w_j)] += w_j`` (the same bit-pattern keys as the eager code);
+1. the bin masses: ``hist[key(w_j)] += w_j`` (the same bit-pattern keys as the eager code), each
+   entry's bin kept as 2 bytes;
 2. the crossing bin j* from the top (the deepest bin whose mass above, A_j, is below top_p · Z), and
-   the indices of its tokens, which are sorted and kept while A_j* + (the mass above them) < top_p · Z:
-   this gives the cut, the smallest kept weight;
+   its tokens, found from those 2-byte bins, sorted and kept while A_j* + (the mass above them) <
+   top_p · Z: this gives the cut, the smallest kept weight;
 3. w ≥ cut decides, in branch-free (vectorised) loops, Σ w and Σ w d over the kept tokens, then
-   zeroes the dropped weights in place.
+   zeroes the dropped weights in place when the caller reads them.
+
+The loops run on the calling thread (``nogil``), one core: with one torch thread the cut and sums take
+about half the eager passes' time per row; with many threads the eager passes are parallel, these not.
 
 Two more loops serve :mod:`.nucleus`: the float64 log-weights of float32 rows in one loop
 (:func:`log2_weights`), and the sums behind :func:`~.nucleus.p0_bounds` (:func:`mass_above`).
