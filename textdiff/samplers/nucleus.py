@@ -27,8 +27,8 @@ hold their maximum at exactly w = 1 (w = 2^d with d = (l − max l) / T · log2 
 The result is the sort's kept set (``tests/test_nucleus.py``: against a full sort, ties and flat rows
 included) for the cost of a few elementwise passes over the row (shift, scatter-add, compare): 6–12x
 faster than a sort at V = 50,257 (``benchmarks/nucleus.py``). On CPU the same steps run as compiled
-loops over one row at a time (:mod:`.nucleus_jit`, numba: the row stays in cache; 1.3–2x the eager
-passes alone, which stay for GPUs and as the reference).
+loops over one row at a time (:mod:`.nucleus_jit`, numba: the row stays in cache; 1.2–1.5x faster
+than the eager passes, which stay for GPUs and as the reference).
 
 Where only p̃(x) at one token per row matters, and only through a monotone decision (UDLM's posterior
 step), :func:`p0_bounds` brackets it from one float32 pass, without the cut.
@@ -97,10 +97,14 @@ def keep_nucleus(w: torch.Tensor, top_p: float, bufs: Buffers, d: torch.Tensor |
         below = torch.nextafter(cut := _cut_eager(w, top_p, bufs), torch.zeros_like(cut)).tolist()
         for r, b in enumerate(below):  # w > below  <=>  w >= cut: one branch-free pass per row, in place
             torch.nn.functional.threshold(w[r], b, 0.0, inplace=True)
-    total = w.sum(-1)  # [n]
-    if d is None:
-        return total, None
-    return total, torch.stack([torch.dot(w[i], d[i]) for i in range(w.shape[0])]) if w.shape[0] else total
+    return w.sum(-1), (None if d is None else row_dots(w, d))
+
+
+def row_dots(w: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """[n] Σ_v w[i, v] d[i, v] of float64 rows [n, V], one dot per row (each row's sum its own)."""
+    if not w.shape[0]:
+        return w.new_zeros(0)
+    return torch.stack([torch.dot(w[i], d[i]) for i in range(w.shape[0])])
 
 
 #: relative slack of :func:`p0_bounds`: its weights 2^y, y = (l − m) log2 e / T, are float32 for float32

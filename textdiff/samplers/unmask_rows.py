@@ -25,7 +25,7 @@ import math
 import torch
 
 from ..categorical import CDF_BLOCK, Buffers, inverse_cdf, shifted_weights
-from .nucleus import log2_weights
+from .nucleus import log2_weights, row_dots
 
 LN2 = math.log(2.0)
 
@@ -101,8 +101,7 @@ class RowKernel:
             w.scatter_(-1, top[:, None], 0.0)
             return tok, (top1 - w.amax(-1)) / total
         if kind == "entropy":  # Σ p ln p = ln 2 · (Σ w d / Z − log2 Z)
-            if wd is None:
-                wd = torch.stack([torch.dot(w[i], d[i]) for i in range(w.shape[0])]) if w.shape[0] else total
+            wd = row_dots(w, d) if wd is None else wd
             return tok, (wd / total - torch.log2(total)) * LN2
         return tok, None
 
