@@ -106,12 +106,12 @@ def test_generate_matches_the_recording(model, expected, name):
     if "entropy_bound" in kwargs:
         kwargs["sampler_config"] = EntropyBoundSamplerConfig(entropy_bound=kwargs.pop("entropy_bound"))
     prompt, mask = expected[f"prompt_{setting['prompt']}"], expected[f"prompt_{setting['prompt']}_mask"]
-    model.config.canvas_length = setting["canvas_length"]
+    saved, model.config.canvas_length = model.config.canvas_length, setting["canvas_length"]
     try:
         torch.manual_seed(setting["seed"])
         out = model.generate(prompt.clone(), attention_mask=mask.long(), **kwargs)
     finally:
-        model.config.canvas_length = 256
+        model.config.canvas_length = saved
     assert torch.equal(out.sequences, expected[f"generate_{name}"])
     assert torch.allclose(out.tokens_per_forward.float(), expected[f"generate_{name}_tokens_per_forward"])
 
