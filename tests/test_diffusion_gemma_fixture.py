@@ -1,7 +1,7 @@
 """The tiny DiffusionGemma fixture (tests/fixtures/published/diffusion_gemma/) is self-consistent:
 transformers' own classes, loading the folder in its released layout, reproduce the logits and the
 seeded ``generate`` outputs stored beside it by tests/fixtures/published/make_diffusion_gemma.py.
-These are the targets textdiff's DiffusionGemma support is held to (issue 23)."""
+These are the targets textdiff's DiffusionGemma support will be held to."""
 import json
 
 import pytest
