@@ -140,3 +140,5 @@ def test_bad_block_size():
         read_index(10, "block", 3)
     with pytest.raises(ConfigError, match="target"):
         annealed_mask(0.5, 8, "blocks", 4)
+    with pytest.raises(ConfigError, match="divide"):
+        annealed_mask(0.5, 8, "block")  # no block size

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from textdiff.adapt.complementary import complement_ratio, complementary_corrupt, pair_nelbo
+from textdiff.adapt.complementary import complement_of, complement_ratio, complementary_corrupt, pair_nelbo
 
 MASK = 99
 SCHEDULES = {  # name: (alpha(t), alpha'(t)), all with alpha(0) = 1, alpha(1) = 0 unless clipped
@@ -30,6 +30,19 @@ def test_pair_covers_each_free_token_exactly_once():
     assert not bool((m & m_bar).any())
     assert torch.equal(m | m_bar, ~frozen)
     assert torch.equal(x_t[~m], x0[~m]) and torch.equal(x_bar[~m_bar], x0[~m_bar])
+
+
+def test_complement_of_a_process_draw():
+    from textdiff.registry import build_process
+
+    process = build_process({"name": "block", "block_size": 4}, vocab_size=100, mask_id=MASK)
+    x0 = torch.randint(0, 50, (5, 16))
+    frozen = torch.zeros_like(x0, dtype=torch.bool)
+    frozen[:, :3] = True
+    g = torch.Generator().manual_seed(3)
+    x_t = process.corrupt(x0, process.sample_t(5, generator=g, seq_len=16), frozen=frozen, generator=g)
+    x_bar = complement_of(x_t, x0, MASK, frozen)
+    assert torch.equal((x_t == MASK) ^ (x_bar == MASK), ~frozen)  # each free token in exactly one row
 
 
 def test_rates_and_per_token_rates():

@@ -121,7 +121,9 @@ def annealed_mask(progress: float, seq_len: int, target: Target = "masked", bloc
     """Bool [Q, Q] (True = attend), Q = L (masked) or 2L (block, ``[x_t ; x0]``), at ``progress`` in [0, 1].
 
     ``step`` matters only for ``rule="fresh"``; a finished anneal (p = 1) is the target mask for any rule.
+    The tensor is cached and shared: do not modify it in place.
     """
+    _check(seq_len, target, block_size)
     progress = min(1.0, max(0.0, float(progress)))
     if progress >= 1.0 or rule != "fresh":
         step = 0

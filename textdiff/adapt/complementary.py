@@ -8,6 +8,7 @@ corruptions of the same x0::
 
 so m and m̄ are disjoint and together cover every non-frozen token exactly once: every response
 token is in one of the two losses (frozen prompt tokens in neither). m̄ is a mask at rate 1 − ρ.
+:func:`complement_of` gives x̄_t for any given draw x_t (a process's own ``corrupt``).
 
 **The weight of the complement.** Write S(m) = Σ_l m_l · (−log p_θ(x0_l | x0 with m masked)). The
 masked NELBO, in the variable ρ (−α'(t) dt / (1 − α(t)) = dρ / ρ), is
@@ -58,9 +59,19 @@ def complementary_corrupt(x0: torch.Tensor, mask_rate: torch.Tensor, mask_id: in
     ``generator``: one generator or one per row (:func:`textdiff.categorical.uniform`)."""
     u = uniform(x0.shape, generator, x0.device)  # [B, L] float64
     first = u < _per_token(mask_rate, x0)
-    free = torch.ones_like(x0, dtype=torch.bool) if frozen is None else ~frozen.bool()
-    masked = torch.full_like(x0, mask_id)
-    return torch.where(first & free, masked, x0), torch.where(~first & free, masked, x0)
+    if frozen is not None:
+        first &= ~frozen.bool()
+    x_t = torch.where(first, torch.full_like(x0, mask_id), x0)
+    return x_t, complement_of(x_t, x0, mask_id, frozen)
+
+
+def complement_of(x_t: torch.Tensor, x0: torch.Tensor, mask_id: int, frozen: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """x̄_t [B, L]: x0 masked exactly where ``x_t`` (any draw, e.g. a process's ``corrupt``) is not,
+    frozen tokens excepted."""
+    other = x_t != mask_id
+    if frozen is not None:
+        other &= ~frozen.bool()
+    return torch.where(other, torch.full_like(x0, mask_id), x0)
 
 
 def complement_ratio(alpha: torch.Tensor, weighting: Literal["elbo", "flat"] = "elbo") -> torch.Tensor:
