@@ -87,8 +87,9 @@ def _hash_uniform(q: torch.Tensor, k: torch.Tensor, seed: int, step: int) -> tor
 
 def annealed_allowed(q_idx: torch.Tensor, k_idx: torch.Tensor, progress: float, seq_len: int, target: Target,
                      block_size: Optional[int] = None, rule: Rule = "random", seed: int = 0, step: int = 0) -> torch.Tensor:
-    """The rule of the module docstring on broadcastable integer index tensors (True = attend);
-    also usable as a FlexAttention ``mask_mod``."""
+    """The rule of the module docstring on broadcastable integer index tensors (True = attend),
+    written elementwise like :func:`~textdiff.models.masks.block_diffusion_allowed` so that it can
+    become a FlexAttention ``mask_mod`` (not tried yet)."""
     if target == "block":
         allowed = block_diffusion_allowed(q_idx, k_idx, seq_len, block_size)
     else:
