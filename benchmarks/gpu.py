@@ -1,19 +1,24 @@
 """One prepared GPU run (H100 / H200): training MFU, FlexAttention block diffusion, decoding and
 serving throughput, each measured side by side with its baseline in one process.
 
-    python benchmarks/gpu.py OUT_DIR                         # all sections, at most ~8 minutes on an H100
+    python benchmarks/gpu.py OUT_DIR                         # all sections, about 7 minutes on an H100
     python benchmarks/gpu.py OUT_DIR --dry-run               # every section at tiny shapes on the CPU (seconds)
     python benchmarks/gpu.py OUT_DIR --sections training,bd3 --publisher-code PATH
 
 Writes ``OUT_DIR/gpu.json`` and ``OUT_DIR/gpu.md`` (rewritten after every section: a run killed
 half-way keeps what it measured; a section not reached reads "pending"). Random weights and
-synthetic token rows only: nothing is downloaded. Progress lines go to stdout as they happen.
+synthetic token rows only: nothing is downloaded. Progress lines go to stdout as they happen. The
+section budgets add up to about 7 minutes (``--max-minutes``, default 7.5: sections not started by
+then are skipped), so a limit of 8 minutes on the command leaves room; compilation is the part a
+budget cannot cut short. Exit status 1 when a section failed (its reason is in the report).
 
 Sections (each with a time budget and bounded loops; timings are medians of interleaved rounds,
 ratios against a baseline run in the same process):
 
 1. ``training``: the masked-diffusion training step at ``recipes/mdlm-owt-small.yaml``'s shapes
-   (12 x 768, L = 1024, V = 50,258), bf16 autocast, torch.compile, at the largest batch that fits,
+   (12 x 768, L = 1024, V = 50,258), bf16 autocast, torch.compile (``--compile regional``, the
+   default: every repeated block compiled once, seconds instead of minutes; ``whole`` as
+   ``train.compile`` does; ``none``), at the largest batch that fits (a doubling search),
    next to transformers' GPT-2 of the same size (causal LM loss, SDPA): tokens/s and MFU against a
    bf16 matmul rate measured here and against the datasheet figure (H100 SXM / PCIe / NVL, H200).
 2. ``bd3``: BD3-LM training at L' = 4 and 16, the compiled FlexAttention block mask against the
@@ -60,10 +65,10 @@ from gpu_common import (Budget, SectionFailed, SectionSkipped, Settings, free_me
 
 #: section key -> (title, seconds it may take on the GPU; unused time passes to the next section)
 SECTIONS = {
-    "training": ("1. Training throughput and MFU: textdiff's masked diffusion vs GPT-2", 120),
-    "bd3": ("2. BD3-LM training: FlexAttention block mask vs dense SDPA mask", 120),
-    "decoding": ("3. Decoding at LLaDA-8B shapes", 180),
-    "serving": ("4. Serving (textdiff serve)", 40),
+    "training": ("1. Training throughput and MFU: textdiff's masked diffusion vs GPT-2", 110),
+    "bd3": ("2. BD3-LM training: FlexAttention block mask vs dense SDPA mask", 110),
+    "decoding": ("3. Decoding at LLaDA-8B shapes", 170),
+    "serving": ("4. Serving (textdiff serve)", 30),
 }
 #: dense bf16 tensor-core TFLOP/s from NVIDIA's datasheets (half the "with sparsity" figure), matched
 #: against torch.cuda.get_device_name() in this order
@@ -161,13 +166,15 @@ class Results:
         lines = [f"# textdiff on {m['device_name']}" + (" (DRY RUN: tiny shapes on the CPU, the numbers mean nothing)"
                                                       if m["dry_run"] else ""), "",
                  f"Command: `{m['command']}`  ",
-                 f"torch {m['torch']}, transformers {m['transformers']}, CUDA {m['cuda']}; compile: {m['compile']}.  ",
+                 f"torch {m['torch']}, transformers {m['transformers']}, CUDA {m['cuda']}"
+                 + (f", {m['gpu_memory_gib']} GiB" if m["gpu_memory_gib"] else "") + f"; compile: {m['compile']}.  ",
                  f"Measured bf16 matmul ({m['matmul_n']}^3): {m['matmul_tflops']} TFLOP/s; datasheet dense bf16: "
                  f"{m['datasheet_tflops'] or 'n/a'} TFLOP/s ({m['datasheet_entry'] or 'no entry for this device'}).  ",
                  "Timings: medians of interleaved rounds; every ratio is against a baseline measured in this same run.", ""]
         for key, sec in self.sections.items():
             status = sec["status"] + (f": {sec['reason']}" if sec["reason"] else "")
-            lines += [f"## {sec['title']}", "", f"Status: {status} ({sec['seconds']} s).", ""]
+            took = f" ({sec['seconds']} s)" if sec["seconds"] is not None else ""
+            lines += [f"## {sec['title']}", "", f"Status: {status}{took}.", ""]
             lines += [f"- {note}" for note in sec["notes"]] + ([""] if sec["notes"] else [])
             if sec["rows"]:
                 table = report.sections([{"section": key, **r} for r in sec["rows"]], {key: ""})
@@ -192,7 +199,7 @@ def parse_args(argv=None):
     ap.add_argument("--decode-std", type=float, default=None,
                     help="init std of the decoding models' random weights (default 0.25: peaked predictions)")
     ap.add_argument("--rounds", type=int, default=None, help="most interleaved timing rounds per comparison (default 5; dry run 2)")
-    ap.add_argument("--max-minutes", type=float, default=8.0, help="sections not started by then are skipped")
+    ap.add_argument("--max-minutes", type=float, default=7.5, help="sections not started by then are skipped")
     args = ap.parse_args(argv)
     args.sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     unknown = [s for s in args.sections if s not in SECTIONS]
@@ -229,7 +236,9 @@ def run_section(key: str, settings: Settings, budget: Budget):
         return "failed", e.rows, e.notes, str(e)
     except Exception as e:  # noqa: BLE001  (recorded; the next sections still run)
         traceback.print_exc()
-        return "failed", [], [], f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        where = traceback.extract_tb(e.__traceback__)[-1]
+        first = str(e).splitlines()[0] if str(e) else ""
+        return "failed", [], [], f"{type(e).__name__}: {first} (raised at {Path(where.filename).name}:{where.lineno})"
 
 
 def main(argv=None) -> int:
@@ -246,6 +255,7 @@ def main(argv=None) -> int:
     meta = {"command": "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
             "dry_run": args.dry_run, "device_name": name, "torch": torch.__version__,
             "transformers": transformers.__version__, "cuda": torch.version.cuda, "compile": f"{args.compile} ({settings.compile_backend})",
+            "gpu_memory_gib": round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1) if settings.cuda else None,
             "matmul_n": n, "matmul_tflops": round(settings.matmul_tflops, 3), "datasheet_tflops": settings.datasheet_tflops,
             "datasheet_entry": entry}
     log(f"{name}: bf16 matmul {settings.matmul_tflops:.1f} TFLOP/s, datasheet {settings.datasheet_tflops} ({entry})")

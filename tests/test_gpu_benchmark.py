@@ -145,3 +145,19 @@ def test_without_a_gpu_the_full_run_refuses_in_one_line(tmp_path, capsys):
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.strip() == "error: no CUDA device here; run with --dry-run to check the script on a CPU"
     assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_a_failing_section_is_recorded_and_the_next_ones_still_run(tmp_path, monkeypatch):
+    def broken(settings, budget):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered\nmore lines")
+
+    monkeypatch.setattr(gpu_training, "section_training", broken)
+    assert gpu.main([str(tmp_path), "--dry-run", "--sections", "training,serving"]) == 1
+    sections = json.loads((tmp_path / "gpu.json").read_text())["sections"]
+    assert sections["training"]["status"] == "failed"
+    assert sections["training"]["reason"] == ("RuntimeError: CUDA error: an illegal memory access was encountered "
+                                              f"(raised at {Path(__file__).name}:{broken.__code__.co_firstlineno + 1})")
+    assert sections["bd3"] == {**sections["bd3"], "status": "skipped", "reason": "not in --sections"}
+    assert sections["serving"]["status"] == "skipped" and "textdiff serve" in sections["serving"]["reason"]
+    md = (tmp_path / "gpu.md").read_text()
+    assert "Status: failed: RuntimeError: CUDA error" in md and not list(tmp_path.glob(".*.tmp"))
