@@ -10,7 +10,8 @@ half-way keeps what it measured; a section not reached reads "pending"). Random 
 synthetic token rows only: nothing is downloaded. Progress lines go to stdout as they happen. The
 section budgets add up to about 7 minutes (``--max-minutes``, default 7.5: sections not started by
 then are skipped), so a limit of 8 minutes on the command leaves room; compilation is the part a
-budget cannot cut short. Exit status 1 when a section failed (its reason is in the report).
+budget cannot cut short. Exit status 1 when a section failed (its reason is in the report). For a
+longer run, e.g. all 32 layers: ``--decode-layers 32 --budget-scale 3 --max-minutes 25``.
 
 Sections (each with a time budget and bounded loops; timings are medians of interleaved rounds,
 ratios against a baseline run in the same process):
@@ -200,11 +201,15 @@ def parse_args(argv=None):
                     help="init std of the decoding models' random weights (default 0.25: peaked predictions)")
     ap.add_argument("--rounds", type=int, default=None, help="most interleaved timing rounds per comparison (default 5; dry run 2)")
     ap.add_argument("--max-minutes", type=float, default=7.5, help="sections not started by then are skipped")
+    ap.add_argument("--budget-scale", type=float, default=1.0,
+                    help="multiply every section's time budget (a longer run: raise --max-minutes with it)")
     args = ap.parse_args(argv)
     args.sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     unknown = [s for s in args.sections if s not in SECTIONS]
     if unknown:
         ap.error(f"--sections: unknown {unknown}; choose from {','.join(SECTIONS)}")
+    if args.budget_scale <= 0:
+        ap.error("--budget-scale must be positive")
     if args.decode_layers is not None and args.decode_layers < 1:
         ap.error("--decode-layers must be at least 1")
     return args
@@ -270,7 +275,7 @@ def main(argv=None) -> int:
             results.set(key, "skipped", reason=f"the run's --max-minutes {args.max_minutes} were spent")
         else:
             log(f"== {title}")
-            budget = Budget(nominal if args.dry_run else min(nominal + carry, left))
+            budget = Budget(nominal if args.dry_run else min(nominal * args.budget_scale + carry, left))
             status, rows, notes, reason = run_section(key, settings, budget)
             results.set(key, status, budget.used(), rows, notes, reason)
             log(f"{key}: {status}" + (f" ({reason})" if reason else "") + f" in {budget.used():.1f} s")

@@ -95,11 +95,12 @@ def denoisers(spec: dict, layers: int, settings: Settings, folder: Path):
         else:
             torch.manual_seed(0)
             theirs, ids = pub.build_checkpoint(modeling, {**shapes, "init_device": settings.device.type}, layers,
-                                               folder, seed=0, std=spec["std"])
+                                               folder, seed=0, std=spec["std"])  # saved in float32
+            theirs = theirs.to(dtype=dtype).eval()  # before ours loads: the float32 copy never sits beside it
             from textdiff.lm import DiffusionLM
 
             lm = DiffusionLM.from_pretrained(str(folder), device=str(settings.device), dtype=dtype)
-            bundle = SimpleNamespace(llada=llada, fast=fast, model=theirs.to(dtype=dtype).eval(), ids=ids)
+            bundle = SimpleNamespace(llada=llada, fast=fast, model=theirs, ids=ids)
             return lm.model.eval(), lm.process, bundle, notes
     cfg = DiffusionLlamaConfig(mask_token_id=ids["mask"], initializer_range=spec["std"], **llama_kwargs(shapes, layers))
     torch.manual_seed(0)
