@@ -134,3 +134,16 @@ def test_bad_rl_settings_give_one_line_errors(raw, match):
     with pytest.raises(ConfigError, match=match) as e:
         from_dict(RLConfig, raw, "rl")
     assert "\n" not in str(e.value)
+
+
+def test_trl_reward_helpers_load_by_name_when_trl_is_installed():
+    """TRL's reward helpers share the signature: a recipe may name them; the GRPO trainer is not imported."""
+    import sys
+
+    pytest.importorskip("trl")
+    think = load_reward("trl.rewards:think_format_reward")
+    assert think(prompts=None, completions=[[{"content": "<think>a</think> b"}], [{"content": "b"}]]) == [1.0, 0.0]
+    overlong = load_reward("trl.rewards:get_soft_overlong_punishment", {"max_completion_len": 10, "soft_punish_cache": 4})
+    out = compute_rewards([("overlong", overlong)], [""] * 3, ["", "", ""], completion_ids=[[1] * 5, [1] * 8, [1] * 12])
+    assert out[:, 0].tolist() == [0.0, -0.5, -1.0]
+    assert not any("grpo_trainer" in m for m in sys.modules)

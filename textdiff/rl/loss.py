@@ -1,4 +1,5 @@
-"""The policy loss: clipped surrogate (PPO / GRPO), KL to a reference, and the numbers to log.
+"""The policy loss: clipped surrogate (PPO / GRPO), KL to a reference, and the numbers to log
+(KL, clip fractions, mean ratio, and the entropy of p_θ that the log-prob estimators return).
 
 With log-ratio δ = log π_θ − log π_old (per token for diffu-GRPO, per sequence for the ELBO
 objective), ratio r = e^δ and advantage A, the surrogate to MINIMISE is::
@@ -47,10 +48,11 @@ class PolicyLoss:
     clip_ratio_high: float  # share of terms clipped above (r > 1 + ε_high, A > 0)
     clip_ratio: float  # low + high ("region" clip ratio)
     ratio_mean: float  # mean r over the counted terms
+    entropy: float = float("nan")  # mean entropy of p_θ at the scored positions (from the estimator), when given
 
     def metrics(self) -> dict:
         return {"kl": self.kl, "clip_ratio/low_mean": self.clip_ratio_low, "clip_ratio/high_mean": self.clip_ratio_high,
-                "clip_ratio/region_mean": self.clip_ratio, "ratio_mean": self.ratio_mean}
+                "clip_ratio/region_mean": self.clip_ratio, "ratio_mean": self.ratio_mean, "entropy": self.entropy}
 
 
 def kl_estimate(logp: torch.Tensor, ref_logp: torch.Tensor, estimator: str = "k3") -> torch.Tensor:
@@ -98,20 +100,22 @@ def aggregate(per_token: torch.Tensor, mask: torch.Tensor, loss_type: str, max_c
     raise ConfigError(f"loss_type={loss_type!r}; use grpo, bnpo, dr_grpo or dapo")
 
 
-def _summary(loss, kl_terms, weight, lo, hi, r) -> PolicyLoss:
+def _summary(loss, kl_terms, weight, lo, hi, r, entropy=None) -> PolicyLoss:
     w = weight.to(r.dtype)
     return PolicyLoss(loss=loss, kl=0.0 if kl_terms is None else masked_mean(kl_terms.detach(), w),
                       clip_ratio_low=masked_mean(lo.to(r.dtype), w), clip_ratio_high=masked_mean(hi.to(r.dtype), w),
-                      clip_ratio=masked_mean((lo | hi).to(r.dtype), w), ratio_mean=masked_mean(r.detach(), w))
+                      clip_ratio=masked_mean((lo | hi).to(r.dtype), w), ratio_mean=masked_mean(r.detach(), w),
+                      entropy=float("nan") if entropy is None else masked_mean(entropy.detach().to(r.dtype), w))
 
 
 def token_policy_loss(logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, *,
                       old_logp: Optional[torch.Tensor] = None, ref_logp: Optional[torch.Tensor] = None,
                       epsilon: float = 0.2, epsilon_high: Optional[float] = None, beta: float = 0.0,
                       kl_estimator: str = "k3", loss_type: str = "dapo", max_completion_length: Optional[int] = None,
-                      num_items: Optional[float] = None) -> PolicyLoss:
+                      num_items: Optional[float] = None, entropy: Optional[torch.Tensor] = None) -> PolicyLoss:
     """diffu-GRPO's loss from per-token log-probs [B, N] (old: None = the current ones detached, i.e.
-    μ = 1), advantages [B] and the completion mask [B, N]."""
+    μ = 1), advantages [B] and the completion mask [B, N]; ``entropy`` [B, N] (the estimator's) is
+    averaged over the mask for the metrics."""
     old = logp.detach() if old_logp is None else old_logp
     high = epsilon if epsilon_high is None else epsilon_high
     per, lo, hi, r = clipped_surrogate(logp - old, advantages[:, None], 1.0 - epsilon, 1.0 + high)
@@ -122,16 +126,16 @@ def token_policy_loss(logp: torch.Tensor, advantages: torch.Tensor, mask: torch.
         kl = kl_estimate(logp, ref_logp, kl_estimator)
         per = per + beta * kl
     loss = aggregate(per, mask, loss_type, max_completion_length, num_items)
-    return _summary(loss, kl, mask, lo, hi, r)
+    return _summary(loss, kl, mask, lo, hi, r, entropy)
 
 
 def sequence_policy_loss(elbo: torch.Tensor, advantages: torch.Tensor, num_tokens: torch.Tensor, *,
                          old_elbo: Optional[torch.Tensor] = None, ref_elbo: Optional[torch.Tensor] = None,
                          row_mask: Optional[torch.Tensor] = None, epsilon: float = 0.2,
                          epsilon_high: Optional[float] = None, beta: float = 0.0, kl_estimator: str = "k3",
-                         num_items: Optional[float] = None) -> PolicyLoss:
+                         num_items: Optional[float] = None, entropy: Optional[torch.Tensor] = None) -> PolicyLoss:
     """The ELBO objective's loss from per-sequence ELBOs [B], advantages [B] and |y| [B];
-    ``row_mask`` [B] drops rows (e.g. truncated completions)."""
+    ``row_mask`` [B] drops rows (e.g. truncated completions); ``entropy`` [B] for the metrics."""
     n = num_tokens.to(elbo.dtype).clamp_min(1)
     old = elbo.detach() if old_elbo is None else old_elbo
     high = epsilon if epsilon_high is None else epsilon_high
@@ -145,4 +149,4 @@ def sequence_policy_loss(elbo: torch.Tensor, advantages: torch.Tensor, num_token
     w = torch.ones_like(per) if row_mask is None else row_mask.to(per.dtype)
     count = w.sum() if num_items is None else torch.tensor(float(num_items), dtype=per.dtype)
     loss = (per * w).sum() / count.clamp_min(1)
-    return _summary(loss, kl, w, lo, hi, r)
+    return _summary(loss, kl, w, lo, hi, r, entropy)
