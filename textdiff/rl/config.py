@@ -93,7 +93,7 @@ class RLConfig:
                  "elbo_t_samples", "num_generations_eval")
         at_least("rl", self, 1, "max_prompt_length", "block_size", "generation_batch_size", optional=True)
         at_least("rl", self, 0, "eval_every")
-        if self.num_generations < 2 and self.scale_rewards != "batch":
+        if self.num_generations < 2:
             raise ConfigError(f"rl.num_generations={self.num_generations}: group-relative advantages need at least 2 "
                               "completions per prompt (a group of 1 has advantage 0)")
         for name in ("beta", "epsilon", "temperature"):
