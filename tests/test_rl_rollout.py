@@ -134,3 +134,61 @@ def test_one_rl_update_composes_and_moves_the_policy(lm, objective):
         after, _ = objective_value()
     gain = float(((after - before) * adv).sum())
     assert float(adv.abs().sum()) > 0 and gain > 0
+
+
+def _mini_rl(objective, steps=30, seed=0):
+    """A hand-written RL loop over the phase-1 parts (the training loop wires the same calls): a tiny
+    random masked-diffusion model is rewarded for every completion token equal to its prompt's FIRST
+    token (so it must read the prompt); returns the mean reward per step (at most 6)."""
+    from textdiff.models.configuration_textdiff import TextDiffConfig
+    from textdiff.models.modeling_textdiff import TextDiffModel
+    from textdiff.registry import build_process
+
+    torch.manual_seed(seed)
+    V, mask, eos, Gn, Nn, mu = 8, 7, 6, 4, 6, 2
+    model = TextDiffModel(TextDiffConfig(vocab_size=V, hidden_size=32, num_layers=1, num_heads=2, mlp_ratio=2.0,
+                                         max_position_embeddings=32, initializer_range=0.2))
+    proc = build_process("masked", vocab_size=V, mask_id=mask)
+    sampler = build_sampler({"name": "confidence", "temperature": 1.0}, proc)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    den = policy_denoiser(model, proc)
+    prompts = [[0, 1], [2], [1, 4, 5], [5, 0], [3, 3], [4, 2, 1]]
+    means = []
+    for s in range(steps):
+        model.eval()
+        out = rollout(model, proc, sampler, prompts, rollout_seeds(seed, s, range(len(prompts)), Gn), num_generations=Gn,
+                      max_completion_length=Nn, steps=Nn, stop_token_ids=[eos], pad_token_id=eos)
+        first = out.prompt_ids.gather(1, out.prompt_mask.argmax(1, keepdim=True))  # [B, 1] (left padding)
+        r = ((out.completion_ids == first) & out.completion_mask.bool()).float().sum(1)  # [B]
+        means.append(float(r.mean()))
+        adv = group_advantages(r, Gn, "group").advantages
+        args = (out.prompt_ids, out.prompt_mask, out.completion_ids, out.completion_mask)
+
+        def estimate(j):
+            gens = mask_generators(seed, s, j, range(len(adv)))
+            if objective == "diffu_grpo":
+                return one_step_logprobs(den, proc, *args, p_mask_prompt=0.15, generator=gens).logp
+            return elbo_logprobs(den, proc, *args, t_samples=1, generator=gens).elbo
+
+        with torch.no_grad():
+            old = [estimate(j) for j in range(mu)]
+        model.train()
+        for j in range(mu):
+            lp = estimate(j)
+            if objective == "diffu_grpo":
+                res = token_policy_loss(lp, adv, out.completion_mask, old_logp=old[j], epsilon=0.2)
+            else:
+                res = sequence_policy_loss(lp, adv, out.completion_mask.sum(1), old_elbo=old[j], epsilon=0.2)
+            opt.zero_grad()
+            res.loss.backward()
+            opt.step()
+    return means
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("objective", ["diffu_grpo", "elbo"])
+def test_a_hand_written_rl_loop_raises_the_reward(objective):
+    """Measured: mean reward 0.46 at step 0 -> 3.7-4.0 (of 6) after 30 steps, both objectives."""
+    means = _mini_rl(objective)
+    first, last = sum(means[:5]) / 5, sum(means[-5:]) / 5
+    assert last > first + 1.0, (objective, means)
