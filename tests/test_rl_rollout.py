@@ -192,3 +192,24 @@ def test_a_hand_written_rl_loop_raises_the_reward(objective):
     means = _mini_rl(objective)
     first, last = sum(means[:5]) / 5, sum(means[-5:]) / 5
     assert last > first + 1.0, (objective, means)
+
+
+@pytest.mark.parametrize("family", ["llada", "dream"])
+def test_logprobs_of_rollouts_do_not_depend_on_the_batch(family):
+    """Both estimators on ragged (left-padded) rollout rows equal the rows scored alone: Dream's shifted
+    logits and LLaDA's layout through policy_denoiser's attention mask and positions."""
+    lm = load_fixture(family)
+    out = run(lm, {"name": "confidence", "temperature": 1.0}, use_cache="dual")
+    den = policy_denoiser(lm.model, lm.process)
+    B = out.completion_ids.shape[0]
+    for fn, kw in ((one_step_logprobs, {"p_mask_prompt": 0.3}), (elbo_logprobs, {"t_samples": 2})):
+        with torch.no_grad():
+            full = fn(den, lm.process, out.prompt_ids, out.prompt_mask, out.completion_ids, out.completion_mask,
+                      generator=mask_generators(1, 2, 0, range(B)), **kw)
+            for b in (G, 2 * G + 1):  # rows of the 3-token and the 7-token prompt
+                P = int(out.prompt_mask[b].sum())
+                alone = fn(den, lm.process, out.prompt_ids[b:b + 1, -P:], out.prompt_mask[b:b + 1, -P:],
+                           out.completion_ids[b:b + 1], out.completion_mask[b:b + 1],
+                           generator=mask_generators(1, 2, 0, [b]), **kw)
+                got, want = (alone.logp[0], full.logp[b]) if fn is one_step_logprobs else (alone.elbo[0], full.elbo[b])
+                assert torch.allclose(got, want, atol=1e-4), (family, fn.__name__, b)

@@ -166,15 +166,18 @@ def one_step_logprobs(denoise: Denoiser, process, prompt_ids: torch.Tensor, prom
     B, N = completion_ids.shape
     device, mask_id = completion_ids.device, process.mask_id
     real = prompt_mask.bool()
-    hide = real & (uniform(prompt_ids.shape, generator, device) < p_mask_prompt)  # [B, P]
+    P = prompt_ids.shape[1]
+    # row b's k-th prompt token uses its k-th draw, whatever the padding width P (batch independence)
+    first = P - real.sum(1, keepdim=True)  # [B, 1] left padding per row
+    slot = (torch.arange(P, device=device)[None] - first).clamp_min(0)  # [B, P]
+    hide = real & (uniform((B, P), generator, device).gather(1, slot) < p_mask_prompt)  # [B, P]
     x_t = torch.cat([torch.where(hide, torch.full_like(prompt_ids, mask_id), prompt_ids),
                      torch.full_like(completion_ids, mask_id)], dim=1)  # [B, P + N]
     valid = torch.cat([real, torch.ones_like(completion_mask, dtype=torch.bool)], dim=1)
     logits = denoise(x_t, torch.ones(B, device=device), valid, N)  # [B, N, V]
     scored = completion_mask.bool()
     logp, entropy = token_logprobs(process, logits[scored], completion_ids[scored])
-    out_lp = torch.zeros(B, N, device=device, dtype=logp.dtype)
-    out_lp = out_lp.masked_scatter(scored, logp)
+    out_lp = torch.zeros(B, N, device=device, dtype=logp.dtype).masked_scatter(scored, logp)
     out_h = torch.zeros(B, N, device=device, dtype=entropy.dtype).masked_scatter(scored, entropy)
     return TokenLogProbs(logp=out_lp, entropy=out_h)
 
