@@ -224,10 +224,12 @@ def _add_loading_flags(parser) -> None:
 
 
 def _cmd_list(args) -> None:
+    from .models import published
     from .registry import available
 
-    for kind in ("process", "schedule", "sampler", "family"):
+    for kind in ("process", "schedule", "sampler"):
         print(f"{kind}: {', '.join(available(kind))}")
+    print(f"family: {', '.join(published.available())}")
 
 
 def _cmd_eval(args) -> None:

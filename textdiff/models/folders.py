@@ -52,8 +52,7 @@ def load_bidirectional(path: Path, device, dtype, allow_pickle: bool, placement:
     from .external import folder_model_type
     from .loading import read_json
     from .modeling_bidirectional import NATIVE_CLASSES
-    from .published import LoadOptions
-    from .published._hf import load_weights
+    from .weights import Drop, Rename, load_weights
 
     kind = folder_model_type(path)
     if kind not in NATIVE_CLASSES:
@@ -65,12 +64,11 @@ def load_bidirectional(path: Path, device, dtype, allow_pickle: bool, placement:
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{str(path / 'config.json')!r} does not describe a {kind} model ({str(e).splitlines()[0][:100]})") from None
     tied = bool(getattr(config, "tie_word_embeddings", False))
-
-    def same_names(name, tensor):
-        return [] if tied and name == "lm_head.weight" else [(name, tensor)]
-
-    options = LoadOptions(dtype=dtype, allow_pickle=allow_pickle, device=None if placement else device, **(placement or {}))
-    return load_weights(model_class, config, path, options, same_names, "textdiff model folder")
+    renames = [Drop(r"lm_head\.weight")] * tied + [Rename(r".*")]  # the network's own names
+    placement = placement or {}
+    model, _ = load_weights(model_class, config, path, renames, source=f"textdiff model folder {str(path)!r}", dtype=dtype,
+                            device=None if placement else device, allow_pickle=allow_pickle, **placement)
+    return model
 
 
 def is_textdiff_config(path: Path) -> bool:
