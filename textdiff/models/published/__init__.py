@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Optional
 
 from ...errors import ConfigError
+from ..format.layout import PIPELINE_FILE
 from ..loading import read_json
 from .family import Family, LoadOptions, Published
 
@@ -80,7 +81,7 @@ def load_published(folder: Path, options: Optional[LoadOptions] = None) -> Publi
         kind = config.get("model_type") or (config.get("architectures") or [None])[0]
         what = f"holds a {kind!r} model, which is" if kind else "has a config.json that names no model_type, and is"
         raise ConfigError(
-            f"{str(folder)!r} {what} neither a textdiff folder (no textdiff.json) nor a published layout textdiff "
+            f"{str(folder)!r} {what} neither a textdiff folder (no {PIPELINE_FILE}) nor a published layout textdiff "
             f"knows ({', '.join(available())}); for another Hugging Face network train with a "
             "'denoiser: {path: ...}' recipe section"
         )
