@@ -108,9 +108,9 @@ def load_reference(spec, device=None, dtype=None) -> ReferenceLM:
         model, tokenizer = spec
         return _hf_reference(model.to(device).eval(), tokenizer, getattr(model, "name_or_path", "") or type(model).__name__)
     path = str(spec)
-    from ..models.format import PIPELINE_FILE
+    from ..models.format import PUBLISHED, folder_kind
 
-    if (Path(path) / PIPELINE_FILE).is_file():  # a textdiff model folder
+    if folder_kind(path) != PUBLISHED:  # a textdiff model folder
         from ..lm import DiffusionLM
 
         lm = DiffusionLM.from_pretrained(path, device=device, dtype=dtype)

@@ -24,8 +24,9 @@ from .runlock import LOCK_FILE, RunLock
 RECIPE_FILE = "config.yaml"
 
 
-def check_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
-    """One-line errors for an ``output_dir`` a run may not write into; reads only."""
+def check_run_folder(out: Path, resume: bool, overwrite: bool, sources: tuple = ()) -> None:
+    """One-line errors for an ``output_dir`` a run may not write into; reads only. ``sources``: what the
+    run reads (``train.init_from``), which ``overwrite`` may not delete."""
     out = Path(out)
     name = str(out)
     if resume and overwrite:
@@ -37,6 +38,12 @@ def check_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
         raise ConfigError(f"output_dir {name!r} is a file; choose a folder")
     if not out.exists():
         return
+    for source in sources if overwrite else ():
+        if source is not None and Path(source).expanduser().exists():
+            src, full = Path(source).expanduser().resolve(), out.resolve()
+            if src == full or full in src.parents:
+                raise ConfigError(f"train.init_from {str(source)!r} is inside output_dir {name!r}, which --overwrite would "
+                                  "delete; copy it elsewhere first or choose another output_dir")
     marker = read_marker(out)
     if marker is not None and marker.get("kind") != "run":
         raise ConfigError(f"output_dir {name!r} is a textdiff {marker.get('kind')} folder, not a run folder; "

@@ -52,7 +52,7 @@ def check_output_dir(recipe: Recipe, resume: bool, overwrite: bool = False) -> N
     """Refuse to mix two runs in one folder, or to write into a folder textdiff did not make;
     nothing is written or deleted here (:mod:`.runfolder`)."""
     out = Path(recipe.output_dir)
-    check_run_folder(out, resume, overwrite)
+    check_run_folder(out, resume, overwrite, sources=(recipe.train.init_from,))
     saved = out / "config.yaml"
     if not saved.is_file() or overwrite:
         return
