@@ -11,7 +11,7 @@ declares HOW its names map (a list of rules, first match wins), never how to loa
         Stack(r"model\\.layers\\.(\\d+)\\.mlp\\.experts\\.(\\d+)\\.(gate|up)_proj\\.weight",  # per-expert -> [E, 2I, d]
               "model.layers.\\1.mlp.experts.gate_up_proj", count=64, parts=("gate", "up")),
         Drop(r"lm_head\\.weight"),                                              # a tied copy
-        Rename(r"(.*)", r"\\1"),                                                # the rest: the same names
+        Rename(r".*"),                                                          # the rest: the same names
     ]
 
 Rules: :class:`Rename` (``re`` replacement), :class:`Split` (a fused projection cut along ``dim``
