@@ -306,7 +306,7 @@ def test_train_output_folder_links_files_and_other_textdiff_folders_are_one_line
     assert snapshot(tmp_path / "model") == model_before
 
 
-def test_train_overwrite_replaces_a_finished_run_and_its_final_save_is_a_marked_model_folder(tmp_path):
+def test_train_overwrite_replaces_a_finished_run_and_its_final_save_is_a_marked_model_folder(tmp_path, monkeypatch):
     out = tmp_path / "run"
     final = train(small(tmp_path, out))
     assert read_marker(out)["kind"] == "run" and read_marker(final)["kind"] == "model"
@@ -321,6 +321,10 @@ def test_train_overwrite_replaces_a_finished_run_and_its_final_save_is_a_marked_
     with pytest.raises(ConfigError, match="either --resume .* or --overwrite"):
         train(small(tmp_path, out), resume=True, overwrite=True)
     before = snapshot(out)
+    monkeypatch.chdir(out / "final")
+    with pytest.raises(ConfigError, match="is the working folder or holds it, which --overwrite would delete"):
+        train(small(tmp_path, out), overwrite=True)
+    monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError, match="is inside output_dir .* which --overwrite would delete"):  # never the source
         train(load_recipe(raw=tiny_recipe(tmp_path, output_dir=str(out), train={"init_from": str(out / "final")})),
               overwrite=True)

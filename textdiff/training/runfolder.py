@@ -38,6 +38,9 @@ def check_run_folder(out: Path, resume: bool, overwrite: bool, sources: tuple = 
         raise ConfigError(f"output_dir {name!r} is a file; choose a folder")
     if not out.exists():
         return
+    if overwrite and (out.resolve() == Path.cwd().resolve() or out.resolve() in Path.cwd().resolve().parents):
+        raise ConfigError(f"output_dir {name!r} is the working folder or holds it, which --overwrite would delete; "
+                          "run from another folder or choose another output_dir")
     for source in sources if overwrite else ():
         if source is not None and Path(source).expanduser().exists():
             src, full = Path(source).expanduser().resolve(), out.resolve()
