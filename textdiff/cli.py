@@ -19,7 +19,7 @@ def _cmd_train(args) -> None:
     from .training.loop import train
 
     recipe = load_recipe(args.recipe, args.overrides)
-    final = train(recipe, resume=args.resume)
+    final = train(recipe, resume=args.resume, overwrite=args.overwrite)
     from accelerate import PartialState
 
     if PartialState().is_main_process:  # under DDP every process returns here; one line
@@ -200,10 +200,12 @@ def _cmd_score(args) -> None:
 
 def _cmd_convert(args) -> None:
     """A published checkpoint (or any loadable folder) -> a native textdiff folder (safetensors)."""
-    import torch
+    from .models.format import check_target
 
+    # before the (maybe long) load: never the source, a file, the working folder or a folder the user did not ask to replace
+    check_target(args.dst, "model", overwrite=args.overwrite, sources=[args.model], what="DST", flag="--overwrite")
     lm = _load_lm(args)  # --dtype: cast as each tensor is read
-    lm.save_pretrained(args.dst)
+    lm.save_pretrained(args.dst, overwrite=args.overwrite)
     print(f"saved {args.dst} (loads with DiffusionLM.from_pretrained, no converter needed)")
 
 
@@ -224,16 +226,18 @@ def _add_loading_flags(parser) -> None:
 
 
 def _cmd_list(args) -> None:
+    from .models import published
     from .registry import available
 
-    for kind in ("process", "schedule", "sampler", "family"):
+    for kind in ("process", "schedule", "sampler"):
         print(f"{kind}: {', '.join(available(kind))}")
+    print(f"family: {', '.join(published.available())}")
 
 
 def _cmd_eval(args) -> None:
     from .harness.run import main as run_suite  # package code only: nothing from the working directory
 
-    run_suite([args.suite, *args.overrides], progress=None if not args.quiet else False)
+    run_suite([args.suite, *args.overrides], progress=None if not args.quiet else False, overwrite=args.overwrite)
 
 
 def lm_eval_main(argv: list[str]) -> None:
@@ -277,6 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("recipe", help="recipe YAML, e.g. recipes/quickstart.yaml")
     t.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. train.lr=1e-4")
     t.add_argument("--resume", action="store_true", help="continue from the last checkpoint in output_dir")
+    t.add_argument("--overwrite", action="store_true",
+                   help="replace the run folder output_dir with a fresh run (only a run folder textdiff wrote)")
     t.set_defaults(func=_cmd_train)
 
     g = sub.add_parser("generate", help="sample text from a saved model")
@@ -319,6 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("model", metavar="SRC", help="the published folder (or hub id)")
     c.add_argument("dst", metavar="DST", help="the textdiff folder to write")
     c.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None, help="cast the weights before saving")
+    c.add_argument("--overwrite", action="store_true",
+                   help="replace DST if it is a model folder textdiff wrote (never the source, a file or the working folder)")
     _add_loading_flags(c)
     c.set_defaults(func=_cmd_convert)
 
@@ -326,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("suite", help="a suite YAML, or the name of a shipped suite, e.g. quickstart")
     e.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. models.0.path=runs/x/final output_dir=runs/eval/x")
     e.add_argument("--quiet", action="store_true", help="no progress bars")
+    e.add_argument("--overwrite", action="store_true", help="replace the suite's output_dir if it is a report folder textdiff wrote")
     e.set_defaults(func=_cmd_eval)
 
     sub.add_parser("lm-eval", add_help=False,

@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 from .errors import ConfigError
 
-KINDS = ("schedule", "process", "sampler", "family")  # family: published checkpoint layouts (models/published)
+KINDS = ("schedule", "process", "sampler")  # published checkpoint layouts have their own table (models/published)
 _REGISTRY: dict[str, dict[str, type]] = {k: {} for k in KINDS}
 _LOADED = False
 
@@ -37,7 +37,6 @@ def _load_builtins() -> None:
         return
     _LOADED = True
     from . import processes, samplers, schedules  # noqa: F401  (imports register the classes)
-    from .models import published  # noqa: F401
 
 
 def available(kind: str) -> list[str]:

@@ -108,7 +108,9 @@ def load_reference(spec, device=None, dtype=None) -> ReferenceLM:
         model, tokenizer = spec
         return _hf_reference(model.to(device).eval(), tokenizer, getattr(model, "name_or_path", "") or type(model).__name__)
     path = str(spec)
-    if (Path(path) / "textdiff.json").is_file():
+    from ..models.format import PUBLISHED, folder_kind
+
+    if folder_kind(path) != PUBLISHED:  # a textdiff model folder
         from ..lm import DiffusionLM
 
         lm = DiffusionLM.from_pretrained(path, device=device, dtype=dtype)

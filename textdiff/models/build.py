@@ -27,17 +27,16 @@ def denoiser_config(cfg: ModelConfig, vocab_size: int, process, seq_len: int, ma
 
 
 def load_denoiser(path: str, vocab_size: Optional[int] = None):
-    """A saved textdiff denoiser (``init_from``); embeddings grow if the tokenizer gained tokens."""
+    """A saved textdiff denoiser (a model folder or a checkpoint), read strictly; embeddings grow if the
+    tokenizer gained tokens."""
     from pathlib import Path
 
-    if not (Path(path) / "config.json").is_file():
-        raise ConfigError(f"init_from={path!r} is not a saved model folder (no config.json); point it at a run's final/ folder")
-    model = TextDiffModel.from_pretrained(path)
-    if vocab_size is not None and vocab_size != model.config.vocab_size:
-        if vocab_size < model.config.vocab_size:
-            raise ConfigError(f"the tokenizer has {vocab_size} tokens but the model {model.config.vocab_size}; use the model's tokenizer")
-        model.resize_token_embeddings(vocab_size)
-    return model
+    from .format import PUBLISHED, folder_kind, read_network
+
+    kind = folder_kind(path)
+    if kind == PUBLISHED:
+        raise ConfigError(f"{path!r} is not a saved textdiff model folder; point it at a run's final/ folder")
+    return read_network(Path(path), kind, vocab_size=vocab_size)
 
 
 def adapt_attention(model, process) -> None:
