@@ -242,7 +242,9 @@ def lm_eval_main(argv: list[str]) -> None:
     from .eval.common import require
 
     require("lm_eval", "lmeval", "textdiff lm-eval")
-    from . import models  # noqa: F401
+    from .models.auto import register_auto_classes
+
+    register_auto_classes()
     from .eval import lm_eval_adapter  # noqa: F401  (registers the model name "textdiff")
 
     argv = list(argv)

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from ..config import Recipe
 from ..errors import ConfigError, IncompatibleError
-from ..registry import lookup, make_config
+from ..dataclass_io import make_config
+from ..registry import lookup
 
 PIPELINE_FILE = "textdiff.json"
 

@@ -15,7 +15,7 @@ import yaml
 from ..config import Recipe, save_recipe, to_dict
 from ..errors import ConfigError
 from ..models.external import folder_model_type
-from ..registry import build_process
+from ..processes.base import build_process
 from .checkpoint import atomic_dir, commit_dir
 from .checks import check_continues
 
