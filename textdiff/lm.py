@@ -66,13 +66,14 @@ class DiffusionLM:
         """
         from .models import dispatch
         from .models.loading import resolve_model_path
-        from .models.published import LoadOptions, load_published
 
         dispatch.check_arguments(device_map, max_memory, offload_folder, device)
         if device_map is None:
             device = arguments.device(device) or ("cuda" if torch.cuda.is_available() else "cpu")
         path = resolve_model_path(name_or_path, revision=revision, allow_pickle=allow_pickle)
         if not (path / PIPELINE_FILE).is_file() and not is_textdiff_config(path):
+            from .models.published import LoadOptions, load_published  # (imported only for published folders)
+
             pub = load_published(path, LoadOptions(tokenizer=tokenizer, dtype=dtype, device=device,
                                                    allow_pickle=allow_pickle, revision=revision, device_map=device_map,
                                                    max_memory=max_memory, offload_folder=offload_folder))
