@@ -11,7 +11,10 @@ A recipe is a YAML file with one section per part::
     train: {max_steps: 2000, lr: 1e-3}
 
 ``process``, ``schedule`` and ``sampler`` sections are polymorphic: their ``name`` picks a class in
-:mod:`textdiff.registry`, whose own config dataclass validates the remaining keys.
+:mod:`textdiff.registry`, whose own config dataclass validates the remaining keys. Sections live
+beside their code where the import graph allows it (``TokenizerConfig`` in :mod:`textdiff.tokenization`,
+``SFTConfig`` in :mod:`textdiff.sft`, each process / sampler / schedule config beside its class); this
+module sits above them and holds the recipe's cross-section rules, all in :meth:`Recipe.validate`.
 
 Overrides use dotted paths, ``train.lr=1e-4``; values are parsed with ``yaml.safe_load`` so
 ``true``, ``3``, ``1e-4`` and ``[0.9, 0.95]`` get their natural types.
