@@ -11,7 +11,7 @@ from transformers import (AutoConfig, AutoModel, AutoModelForMaskedLM, AutoToken
                           ModernBertForMaskedLM, PretrainedConfig, PreTrainedModel, RobertaConfig, RobertaForMaskedLM)
 from transformers.modeling_outputs import MaskedLMOutput
 
-import textdiff.models  # noqa: F401  (registers the Auto classes)
+import textdiff.models  # noqa: F401  (import textdiff: the Auto classes learn its networks when transformers loads them)
 from textdiff.config import DenoiserConfig, load_recipe
 from textdiff.errors import ConfigError, TextDiffError
 from textdiff.lm import DiffusionLM
