@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 
 from textdiff.errors import ConfigError, IncompatibleError
 from textdiff.lm import DiffusionLM
-from textdiff.registry import available, build_process, build_sampler
+from textdiff import available, build_process, build_sampler
 from textdiff.config import resolve_section
 
 FIX = Path(__file__).parent / "fixtures" / "published"

@@ -246,7 +246,9 @@ def lm_eval_main(argv: list[str]) -> None:
     from .eval.common import require
 
     require("lm_eval", "lmeval", "textdiff lm-eval")
-    from . import models  # noqa: F401
+    from .models.auto import register_auto_classes
+
+    register_auto_classes()
     from .eval import lm_eval_adapter  # noqa: F401  (registers the model name "textdiff")
 
     argv = list(argv)
@@ -346,15 +348,25 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _quiet_libraries() -> None:
-    """No per-shard / per-map progress bars from transformers and datasets: the CLI prints its own."""
-    try:
-        import datasets
-        from transformers.utils import logging as hf_logging
+#: the libraries each command uses whose own progress bars it silences (only those are imported:
+#: ``textdiff generate`` never pays for importing datasets, ``textdiff list`` for transformers)
+USES = {"train": ("transformers", "datasets"), "eval": ("transformers", "datasets"), "generate": ("transformers",),
+        "score": ("transformers",), "convert": ("transformers",)}
 
-        hf_logging.disable_progress_bar()
-        hf_logging.set_verbosity_error()
-        datasets.disable_progress_bars()
+
+def _quiet_libraries(command: str) -> None:
+    """No per-shard / per-map progress bars from transformers and datasets: the CLI prints its own."""
+    uses = USES.get(command, ())
+    try:
+        if "transformers" in uses:
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
+            hf_logging.set_verbosity_error()
+        if "datasets" in uses:
+            import datasets
+
+            datasets.disable_progress_bars()
     except ImportError:  # pragma: no cover
         pass
 
@@ -370,7 +382,7 @@ def main(argv=None) -> int:
             return 2
         return 0
     args = build_parser().parse_args(argv)
-    _quiet_libraries()
+    _quiet_libraries(args.command)
     try:
         args.func(args)
     except TextDiffError as e:

@@ -22,7 +22,8 @@ import torch
 from . import arguments
 from .config import resolve_section, to_dict
 from .errors import ConfigError
-from .registry import build_process, build_sampler
+from .processes.base import build_process
+from .samplers.base import build_sampler
 from .tokenization import count_unknown
 
 
@@ -260,9 +261,8 @@ class DiffusionLM:
             from .guidance import ClassifierFreeGuidance
 
             kwargs["denoise"] = ClassifierFreeGuidance(self.model, self.process, guidance_weight, uncond=guidance_uncond)
-        start = getattr(self.process, "start_token", None)
-        if getattr(self.process, "logits_shift", 0):  # next-token (AR) models: one token per window
-            ids = [[start] + p for p in ids]  # the start token predicts the first token
+        if self.process.logits_shift:  # next-token (AR) models: one token per window
+            ids = [[self.process.start_token] + p for p in ids]  # the start token predicts the first token
             block_size = 1 if block_size is None else block_size
             steps = max_new_tokens
         if block_size is None and getattr(self.model.config, "attention", None) == "block_causal":
@@ -297,7 +297,7 @@ class DiffusionLM:
                 eos_token_id=self.tokenizer.eos_token_id, callback=on_step if (bar.shown or user_callback) else None,
                 **kwargs,
             )
-        if getattr(self.process, "logits_shift", 0):
+        if self.process.logits_shift:
             ids = [p[1:] for p in ids]
         if tails is not None:  # the answer starts after the prompt's tail, max_new_tokens long
             ids = ids_in
@@ -329,7 +329,7 @@ class DiffusionLM:
         for i, text in enumerate(texts):
             ids = self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"] + [self.tokenizer.eos_token_id]
             unknown += count_unknown(self.tokenizer, ids)
-            block = getattr(self.process, "block_size", None)  # BD3-LM: whole blocks of L' tokens
+            block = self.process.block_size  # BD3-LM: whole blocks of L' tokens
             if block and len(ids) % block:
                 ids += [self.tokenizer.eos_token_id] * (block - len(ids) % block)
             if self.seq_len and len(ids) > self.seq_len:

@@ -114,7 +114,7 @@ def load_reference(spec, device=None, dtype=None) -> ReferenceLM:
         from ..lm import DiffusionLM
 
         lm = DiffusionLM.from_pretrained(path, device=device, dtype=dtype)
-        if getattr(lm.process, "is_diffusion", True):
+        if lm.process.is_diffusion:
             raise ConfigError(f"reference {path!r} is a diffusion model; a reference must be causal (a textdiff 'ar' model or an HF causal LM)")
         return ReferenceLM(model=lm.model, tokenizer=lm.tokenizer, kind="textdiff-ar", name=path,
                            max_length=int(lm.seq_len or lm.model.config.max_position_embeddings) + 1,

@@ -140,7 +140,7 @@ def run_generation(lm, info, spec, task: GenerationTask, suite, refs: dict, huma
             refs[key] = load_reference(key, device=lm.device)
         ref = refs[key]
     out = []
-    ar = not getattr(lm.process, "is_diffusion", True)
+    ar = not lm.process.is_diffusion
     limit = getattr(lm.model.config, "max_position_embeddings", None)
     if ar and limit is not None and length + 1 > limit:
         length = limit - 1  # the AR start token takes one position: at most context − 1 new tokens

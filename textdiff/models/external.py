@@ -207,11 +207,11 @@ def build_external_denoiser(spec, tokenizer, process) -> ExternalDenoiser:
     """
     if isinstance(spec, dict):
         spec = from_dict(DenoiserConfig, spec, "denoiser")
-    if not getattr(process, "needs_mask_token", False) or getattr(process, "logits_shift", 0):
+    if not process.needs_mask_token or process.logits_shift:
         raise IncompatibleError(
             f"external denoisers serve the masked process, not {process.config.name!r}; set process.name=masked"
         )
-    if getattr(process, "required_attention", None) not in (None, "bidirectional"):
+    if process.required_attention not in (None, "bidirectional"):
         raise IncompatibleError("block diffusion needs the textdiff model (block-causal attention); drop the denoiser section")
     dtype = _DTYPES.get(spec.dtype) if spec.dtype else None
     hf = _load_hf(spec, spec.path, dtype)

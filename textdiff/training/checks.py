@@ -10,7 +10,8 @@ from pathlib import Path
 
 from ..config import Recipe
 from ..errors import ConfigError, IncompatibleError
-from ..registry import lookup, make_config
+from ..dataclass_io import make_config
+from ..registry import lookup
 
 
 def check_init_from(recipe: Recipe) -> None:

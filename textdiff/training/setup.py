@@ -12,7 +12,7 @@ import yaml
 
 from ..config import Recipe, to_dict
 from ..errors import ConfigError
-from ..registry import build_process
+from ..processes.base import build_process
 from .checks import check_continues
 from .checkpoint import writer_tag
 from .runfolder import check_run_folder, run_id

@@ -53,8 +53,11 @@ def read_network(path: Path, kind: str, device=None, dtype=None, trust_remote_co
 
         model = load_external_denoiser(path, vocab_size, dtype=dtype, trust_remote_code=trust_remote_code)
     else:
-        from transformers import AutoModel  # textdiff's classes are registered by textdiff.models
+        from transformers import AutoModel
 
+        from ..auto import register_auto_classes
+
+        register_auto_classes()  # AutoModel reads the folder's config.json: textdiff's classes must be known
         model = load_strict(AutoModel, path, dtype)
     if vocab_size is not None and kind != EXTERNAL:
         grow_vocabulary(model, vocab_size)
