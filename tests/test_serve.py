@@ -363,3 +363,55 @@ def test_metrics_count_what_happened(server, client):
     assert 0 < grew("textdiff_generated_tokens_total") <= 6
     assert after["textdiff_queue_rows{}"] == 0 and after["textdiff_running_rows{}"] == 0
     assert after["textdiff_tokens_per_second{}"] > 0
+
+
+# ---- the command line ----------------------------------------------------------------------------------
+
+
+def test_cli_flags_are_checked_before_the_model_loads(tmp_path, capsys):
+    from textdiff.cli import main
+
+    assert main(["serve", str(tmp_path / "missing"), "--max-batch", "0"]) == 2
+    assert "--max-batch 0 must be at least 1" in capsys.readouterr().err
+    assert main(["serve", str(tmp_path / "missing"), "--request-timeout", "-1"]) == 2
+
+
+@pytest.mark.slow
+def test_textdiff_serve_answers_and_stops_gracefully_on_sigterm(tiny_trained):
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    with socket.socket() as sock:  # a free port (released just before the server takes it)
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "textdiff.cli", "serve", str(tiny_trained.final), "--port", str(port),
+                             "--model-name", "tiny", "--quiet", "--shutdown-timeout", "5"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        end = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, proc.communicate()[1]
+            try:
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < end, "the server did not come up"
+            time.sleep(0.2)
+        client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+        assert client.completions.create(model="tiny", prompt="a", max_tokens=4, seed=0).usage.completion_tokens >= 0
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        assert "serving 'tiny' on http://127.0.0.1" in err
+        assert "stopped after 1 batches; 0 rows left" in err, err  # the graceful path ran to its end
+        assert proc.returncode in (0, -signal.SIGTERM)  # uvicorn raises the signal again once it has stopped
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()

@@ -10,6 +10,7 @@ worker thread ends.
 from __future__ import annotations
 
 import socket
+import sys
 import threading
 from typing import Optional
 
@@ -20,13 +21,17 @@ from .app import create_app
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
-def _server(app, options: ServeOptions, host: str, port: int, log_level: str):
+def _server(app, options: ServeOptions, host: str, port: int, log_level: str, report: bool = False):
     import uvicorn
 
     class Server(uvicorn.Server):
         async def shutdown(self, sockets=None):
-            app.state.engine.begin_shutdown(options.shutdown_timeout)  # before uvicorn waits on the connections
-            await super().shutdown(sockets)
+            engine = app.state.engine
+            engine.begin_shutdown(options.shutdown_timeout)  # before uvicorn waits on the connections
+            await super().shutdown(sockets)  # ... and then closes the engine (the app's lifespan)
+            if report:
+                stats = engine.stats()
+                print(f"stopped after {stats.batches} batches; {stats.waiting + stats.running} rows left", file=sys.stderr)
 
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="on", access_log=False,
                             timeout_graceful_shutdown=int(options.shutdown_timeout) + 5)
@@ -41,7 +46,8 @@ def serve(lm, options: ServeOptions, host: str = "127.0.0.1", port: int = 8000, 
         from ..errors import warn
 
         warn(f"serving on {host} without --api-key: anyone who reaches this address can use the model")
-    _server(create_app(lm, options), options, host, port, log_level).run()
+    _server(create_app(lm, options), options, host, port, log_level, report=True).run()
+    # (on SIGINT / SIGTERM uvicorn raises the signal again once it has stopped, as process managers expect)
 
 
 class ServerThread:
