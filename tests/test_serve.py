@@ -237,6 +237,8 @@ def test_a_full_queue_gives_429_with_retry_after_and_then_serves_everyone(tiny_t
         until(lambda: s.engine.stats().waiting == 2)
         full = post(3)
         assert full.status_code == 429 and int(full.headers["retry-after"]) >= 1
+        never = httpx.post(s.url + "/v1/completions", json={**GOOD, "n": 3})  # could never fit: not a 429
+        assert never.status_code == 400 and never.json()["error"]["param"] == "n"
         assert full.json()["error"]["type"] == "rate_limit_error"
         s.gate.open.set()
         assert [f.result().status_code for f in [first, *queued]] == [200, 200, 200]

@@ -74,6 +74,9 @@ class Admission:
         N = max_tokens or self.options.default_max_tokens
         settings = DecodeSettings(max_new_tokens=N, steps=opts.steps, sampler=self._sampler(req),
                                   block_size=opts.block_size, cache=opts.cache or "auto")
+        if len(prompts) * req.n > self.options.max_queue:
+            raise ApiError(400, f"{len(prompts)} prompt(s) x n={req.n} is more answers than this server queues "
+                                f"({self.options.max_queue}); split the request", param="n", code="invalid_value")
         for i, p in enumerate(prompts):
             self._check_fits(len(p), N, opts.block_size, i)
         base = req.seed if req.seed is not None else secrets.randbelow(MAX_SEED)

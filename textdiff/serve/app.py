@@ -90,6 +90,79 @@ async def _wait_disconnect(request) -> None:
         pass
 
 
+class Api:
+    """The routes' work for one server: the API key, the body, rows in, events out, errors."""
+
+    def __init__(self, lm, options: ServeOptions, engine):
+        self.options, self.engine = options, engine
+        self.admission, self.metrics = Admission(lm, options), Metrics(engine)
+
+    def error(self, err: ApiError, endpoint: str):
+        from fastapi.responses import JSONResponse
+
+        self.metrics.answered(endpoint, err.status)
+        return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
+
+    def authorize(self, request) -> None:
+        key = self.options.api_key
+        if key is None:
+            return
+        given = request.headers.get("authorization", "")
+        token = given[7:] if given.lower().startswith("bearer ") else ""
+        if not hmac.compare_digest(token.encode(), key.encode()):
+            raise ApiError(401, "Incorrect API key provided" if token else "Missing API key: send 'Authorization: Bearer KEY'",
+                           code="invalid_api_key")
+
+    async def body(self, request) -> bytes:
+        chunks, size, limit = [], 0, self.options.max_body_bytes
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise ApiError(413, f"the request body is larger than {limit} bytes", code="body_too_large")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def submit(self, plan: Plan) -> None:
+        try:
+            self.engine.submit(plan.rows)
+        except QueueFull as e:
+            raise ApiError(429, f"the server is at capacity ({self.options.max_queue} waiting rows); retry after "
+                                f"{e.retry_after} s", type="rate_limit_error", code="queue_full",
+                           headers={"Retry-After": str(e.retry_after)}) from None
+        except ShuttingDown:
+            raise ApiError(503, "the server is shutting down; retry on another replica", type="server_error",
+                           code="shutting_down") from None
+
+    async def respond(self, request, schema, chat: bool):
+        """One completions / chat request, from its bytes to its JSON answer or its event stream."""
+        from fastapi.responses import JSONResponse, Response, StreamingResponse
+        from starlette.background import BackgroundTask
+
+        arrived, endpoint, metrics = time.monotonic(), request.url.path, self.metrics
+        self.authorize(request)
+        req = parse_body(await self.body(request), schema)
+        plan = self.admission.chat(req) if chat else self.admission.completion(req)
+        answer = Answer(self.engine, plan, request, arrived + self.options.request_timeout)  # sinks before submit
+        self.submit(plan)
+        shape, streaming = _Shape(chat, req.model), False
+        try:
+            first = await answer.next()  # errors found while decoding still get their status
+            if req.stream:
+                streaming = True  # the stream owns the answer from here on
+                return StreamingResponse(_events(answer, first, shape, plan, metrics, endpoint, arrived),
+                                         media_type="text/event-stream", headers={"Cache-Control": "no-cache"},
+                                         background=BackgroundTask(answer.close))  # also if the stream never starts
+            results = await _collect(answer, first)
+        except _Gone:
+            metrics.answered(endpoint, 499)
+            return Response(status_code=499)
+        finally:
+            if not streaming:
+                answer.close()
+        metrics.ttft.observe(time.monotonic() - arrived)
+        return JSONResponse(_whole(shape, plan, results, metrics, endpoint, arrived))
+
+
 def create_app(lm, options: ServeOptions, engine=None):
     """The ASGI app serving ``lm``; ``engine`` defaults to a phase-1 :class:`BatchScheduler`."""
     from fastapi import FastAPI
@@ -98,7 +171,7 @@ def create_app(lm, options: ServeOptions, engine=None):
     from starlette.exceptions import HTTPException
 
     engine = engine or BatchScheduler(BatchRunner(lm), options.max_batch, options.max_tokens_in_flight, options.max_queue)
-    admission, metrics = Admission(lm, options), Metrics(engine)
+    api = Api(lm, options, engine)
 
     @asynccontextmanager
     async def lifespan(app):
@@ -106,114 +179,51 @@ def create_app(lm, options: ServeOptions, engine=None):
         engine.close(options.shutdown_timeout + 5)
 
     app = FastAPI(title="textdiff", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.engine, app.state.metrics, app.state.options, app.state.admission = engine, metrics, options, admission
-
-    def error_response(err: ApiError, endpoint: str):
-        metrics.answered(endpoint, err.status)
-        return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
+    app.state.engine, app.state.admission, app.state.metrics = engine, api.admission, api.metrics
 
     @app.exception_handler(ApiError)
     async def on_api_error(request, err: ApiError):
-        return error_response(err, request.url.path)
+        return api.error(err, request.url.path)
 
     @app.exception_handler(HTTPException)
     async def on_http_error(request, err: HTTPException):
-        kind = "not_found" if err.status_code == 404 else "method_not_allowed" if err.status_code == 405 else None
-        return error_response(ApiError(err.status_code, f"{request.method} {request.url.path}: {err.detail}", code=kind), "other")
+        code = {404: "not_found", 405: "method_not_allowed"}.get(err.status_code)
+        return api.error(ApiError(err.status_code, f"{request.method} {request.url.path}: {err.detail}", code=code), "other")
 
     @app.exception_handler(RequestValidationError)
     async def on_validation(request, err):
-        return error_response(ApiError(400, f"invalid request: {err.errors()[0].get('msg')}"), request.url.path)
+        return api.error(ApiError(400, f"invalid request: {err.errors()[0].get('msg')}"), request.url.path)
 
     @app.exception_handler(Exception)
     async def on_bug(request, err: Exception):
         logger.exception("unexpected error on %s", request.url.path)
-        return error_response(ApiError(500, f"internal error: {type(err).__name__}", type="server_error"), request.url.path)
-
-    def authorize(request) -> None:
-        if options.api_key is None:
-            return
-        given = request.headers.get("authorization", "")
-        token = given[7:] if given.lower().startswith("bearer ") else ""
-        if not hmac.compare_digest(token.encode(), options.api_key.encode()):
-            raise ApiError(401, "Incorrect API key provided" if token else "Missing API key: send 'Authorization: Bearer KEY'",
-                           code="invalid_api_key")
-
-    async def read_body(request) -> bytes:
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > options.max_body_bytes:
-                raise ApiError(413, f"the request body is larger than {options.max_body_bytes} bytes", code="body_too_large")
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-    async def serve(request, schema, make_plan, chat: bool):
-        arrived = time.monotonic()
-        authorize(request)
-        req = parse_body(await read_body(request), schema)
-        plan = make_plan(req)
-        answer = Answer(engine, plan, request, arrived + options.request_timeout)  # the rows' sinks, before submit
-        try:
-            engine.submit(plan.rows)
-        except QueueFull as e:
-            raise ApiError(429, f"the server is at capacity ({options.max_queue} waiting rows); retry after {e.retry_after} s",
-                           type="rate_limit_error", code="queue_full", headers={"Retry-After": str(e.retry_after)}) from None
-        except ShuttingDown:
-            raise ApiError(503, "the server is shutting down; retry on another replica", type="server_error",
-                           code="shutting_down") from None
-        shape = _Shape(chat, req.model)
-        try:
-            first = await answer.next()
-        except _Gone:
-            answer.close()
-            metrics.answered(request.url.path, 499)
-            return Response(status_code=499)
-        except BaseException:
-            answer.close()
-            raise
-        if req.stream:
-            from fastapi.responses import StreamingResponse
-            from starlette.background import BackgroundTask
-
-            return StreamingResponse(_events(answer, first, shape, plan, metrics, request.url.path, arrived),
-                                     media_type="text/event-stream", headers={"Cache-Control": "no-cache"},
-                                     background=BackgroundTask(answer.close))  # also if the stream never starts
-        try:
-            results = await _collect(answer, first)
-        except _Gone:
-            metrics.answered(request.url.path, 499)
-            return Response(status_code=499)
-        finally:
-            answer.close()
-        metrics.ttft.observe(time.monotonic() - arrived)
-        return JSONResponse(_whole(shape, plan, results, metrics, request.url.path, arrived))
+        return api.error(ApiError(500, f"internal error: {type(err).__name__}", type="server_error"), request.url.path)
 
     @app.post("/v1/completions")
     async def completions(request: Request):
-        return await serve(request, CompletionRequest, admission.completion, chat=False)
+        return await api.respond(request, CompletionRequest, chat=False)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
-        return await serve(request, ChatRequest, admission.chat, chat=True)
+        return await api.respond(request, ChatRequest, chat=True)
 
     @app.get("/v1/models")
     async def models(request: Request):
-        authorize(request)
+        api.authorize(request)
         return {"object": "list", "data": [{"id": options.model_name, "object": "model", "created": int(time.time()),
-                                            "owned_by": "textdiff", "context_length": admission.context}]}
+                                            "owned_by": "textdiff", "context_length": api.admission.context}]}
 
     @app.get("/health")
     async def health():
         stats = engine.stats()
-        closing = not stats.accepting
-        body = {"status": "shutting_down" if closing else "ok", "waiting": stats.waiting, "running": stats.running}
-        return JSONResponse(body, status_code=503 if closing else 200)
+        body = {"status": "ok" if stats.accepting else "shutting_down", "waiting": stats.waiting, "running": stats.running}
+        return JSONResponse(body, status_code=200 if stats.accepting else 503)
 
     @app.get("/metrics")
     async def prometheus():
-        data, content_type = metrics.render()
+        data, content_type = api.metrics.render()
         return Response(data, media_type=content_type)
+
     return app
 
 
