@@ -1,8 +1,11 @@
 """``textdiff serve`` under load: N concurrent clients against one-at-a-time serving of the same
 requests, on the same server, interleaved in rounds; and a bounded soak.
 
-    OMP_NUM_THREADS=2 python benchmarks/serve.py --model runs/quickstart/final --clients 8 --requests 48
-    python benchmarks/serve.py --model runs/quickstart/final --soak 10      # 10 minutes
+    OMP_NUM_THREADS=1 python benchmarks/serve.py --model runs/quickstart/final --clients 8 --requests 48
+    OMP_NUM_THREADS=1 python benchmarks/serve.py --model runs/quickstart/final --soak 10      # 10 minutes
+
+(The server inherits OMP_NUM_THREADS. On a busy machine give it 1: with more OpenMP threads than
+free cores the quickstart model's forward ran 10-20x slower here.)
 
 The server is started here as ``textdiff serve`` in a subprocess on 127.0.0.1 (loopback only) and
 stopped at the end. The request mix is fixed by ``--seed``: prompts cut from a fixed text, every
@@ -211,7 +214,7 @@ def soak(server: Server, args) -> None:
     rng = random.Random(args.seed)
     requests = request_mix(args.requests, args.seed, args.max_tokens, args.steps)
     counts: dict = {}
-    rss = [(0.0, server.rss_mib())]
+    rss = [(0.0, round(server.rss_mib(), 1))]
     lock, sent, started = threading.Lock(), [0], time.monotonic()
     deadline = started + 60 * args.soak
 
@@ -241,11 +244,13 @@ def soak(server: Server, args) -> None:
     with ThreadPoolExecutor(args.clients) as pool:
         futures = [pool.submit(worker, k) for k in range(args.clients)]
         while not all(f.done() for f in futures):
-            time.sleep(min(10.0, max(0.1, deadline - time.monotonic())))
-            rss.append((round(time.monotonic() - started, 1), round(server.rss_mib(), 1)))
+            time.sleep(0.2)
+            if time.monotonic() - started >= rss[-1][0] + 10:  # a sample every 10 s
+                rss.append((round(time.monotonic() - started, 1), round(server.rss_mib(), 1)))
         for f in futures:
             f.result()
     time.sleep(2.0)  # dropped streams are freed when their batch ends
+    rss.append((round(time.monotonic() - started, 1), round(server.rss_mib(), 1)))
     m = server.metrics()
     leaked = m.get("textdiff_running_rows", 0) + m.get("textdiff_queue_rows", 0)
     five = sum(v for k, v in counts.items() if k.split()[-1].startswith("5"))

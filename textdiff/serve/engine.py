@@ -206,8 +206,7 @@ class BatchScheduler:
                     self._cond.wait()
                 if self._past_deadline() or (not self._open and not self._waiting):
                     for row in list(self._waiting):
-                        self._finish(row, Failed(503, "the server is shutting down; retry on another replica",
-                                                 "server_error", "shutting_down"))
+                        self._finish(row, _shutting_down())
                     self._waiting.clear()
                     return
                 batch = self._pick()
@@ -221,8 +220,7 @@ class BatchScheduler:
                 self._running = []
                 self._batches += 1
                 self._batch_seconds = 0.8 * self._batch_seconds + 0.2 * (time.monotonic() - started)
-            reason = Failed(503, "the server is shutting down; retry on another replica", "server_error", "shutting_down") \
-                if self._past_deadline() else Failed(499, "the request was cancelled", "cancelled")
+            reason = _shutting_down() if self._past_deadline() else Failed(499, "the request was cancelled", "cancelled")
             self._fail(batch, reason)  # rows left without a result (cancelled, or cut by the deadline)
 
     def _pick(self) -> list[Request]:
@@ -269,3 +267,7 @@ class BatchScheduler:
         """Seconds until the queue has likely moved by a batch (lock held)."""
         batches_ahead = len(self._waiting) / max(1, self.max_batch) + 1
         return max(1, math.ceil(self._batch_seconds * batches_ahead))
+
+
+def _shutting_down() -> Failed:
+    return Failed(503, "the server is shutting down; retry on another replica", "server_error", "shutting_down")
