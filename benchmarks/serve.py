@@ -199,12 +199,14 @@ def load_test(server: Server, args) -> None:
         rows[-1]["p50 latency / solo"] = round(rows[-1]["p50 latency s"] / rows[-2]["p50 latency s"], 2)
     meta = {"machine": machine(), "model": args.model, "clients": args.clients, "requests": args.requests,
             "max_tokens": args.max_tokens, "steps": args.steps, "max_batch": args.max_batch, "rounds": args.rounds,
-            "mismatches": mismatches, "compared": compared, "threads": os.environ.get("OMP_NUM_THREADS")}
+            "mismatches": mismatches, "compared": compared, "threads": os.environ.get("OMP_NUM_THREADS"),
+            "load average (1 min) at the end": os.getloadavg()[0]}
     keys = [k for k in rows[-1] if k != "section"]
     lines = [f"# textdiff serve: {args.clients} clients vs one at a time ({meta['machine']})", "",
              f"Model `{args.model}`, {args.requests} seeded requests (max_tokens={args.max_tokens}, steps={args.steps}, "
              f"half streamed), --max-batch {args.max_batch}, {args.rounds} interleaved rounds. Answers that differ from "
-             f"the sequential ones: {mismatches} of {compared}.", "",
+             f"the sequential ones: {mismatches} of {compared}. Load average at the end: {os.getloadavg()[0]:.1f} "
+             f"(OMP_NUM_THREADS={meta['threads']}).", "",
              "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     lines += ["| " + " | ".join(str(r.get(k, "")) for k in keys) + " |" for r in rows]
     save(args.name, rows, meta, "\n".join(lines))
