@@ -1,4 +1,4 @@
-"""The ``textdiff`` command line: ``train``, ``generate``, ``score``, ``convert``, ``eval``, ``lm-eval``, ``list``.
+"""The ``textdiff`` command line: ``train``, ``generate``, ``score``, ``convert``, ``serve``, ``eval``, ``lm-eval``, ``list``.
 
 User mistakes print one line ``error: ...`` and exit with status 2, never a traceback. Progress bars
 go to stderr, only on a terminal; ``--quiet`` hides them. JSON output is UTF-8 (not escaped).
@@ -209,6 +209,31 @@ def _cmd_convert(args) -> None:
     print(f"saved {args.dst} (loads with DiffusionLM.from_pretrained, no converter needed)")
 
 
+def _cmd_serve(args) -> None:
+    """An OpenAI-compatible HTTP server for the model (textdiff.serve; needs textdiff[serve])."""
+    from .serve import require_extra
+
+    require_extra()  # before the model loads
+    from .serve.admission import ServeOptions
+    from .serve.server import serve
+
+    for flag in ("max_batch", "max_tokens_in_flight", "max_queue", "default_max_tokens"):
+        if getattr(args, flag) < 1:
+            raise TextDiffError(f"--{flag.replace('_', '-')} {getattr(args, flag)} must be at least 1")
+    for flag in ("request_timeout", "shutdown_timeout"):
+        if not getattr(args, flag) > 0:
+            raise TextDiffError(f"--{flag.replace('_', '-')} {getattr(args, flag)} must be a positive number of seconds")
+    api_key = args.api_key or os.environ.get("TEXTDIFF_API_KEY") or None
+    name = args.model_name or args.model
+    options = ServeOptions(model_name=name, api_key=api_key, max_batch=args.max_batch,
+                           max_tokens_in_flight=args.max_tokens_in_flight, max_queue=args.max_queue,
+                           request_timeout=args.request_timeout, shutdown_timeout=args.shutdown_timeout,
+                           default_max_tokens=args.default_max_tokens)
+    lm = _load_lm(args)
+    print(f"serving {name!r} on http://{args.host}:{args.port}/v1 (OpenAI API; /health, /metrics)", file=sys.stderr)
+    serve(lm, options, host=args.host, port=args.port, log_level="warning" if args.quiet else "info")
+
+
 def _add_loading_flags(parser) -> None:
     parser.add_argument("--device", default=None)
     parser.add_argument("--tokenizer", default=None,
@@ -331,6 +356,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replace DST if it is a model folder textdiff wrote (never the source, a file or the working folder)")
     _add_loading_flags(c)
     c.set_defaults(func=_cmd_convert)
+
+    v = sub.add_parser("serve", help="serve a model over HTTP with OpenAI's completions / chat API (pip install 'textdiff[serve]')")
+    v.add_argument("model", metavar="MODEL", help="a model folder (a run's final/, a published checkpoint) or hub id")
+    v.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    v.add_argument("--port", type=int, default=8000)
+    v.add_argument("--model-name", default=None, help="the name clients pass as 'model' (default: MODEL as given)")
+    v.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on /v1 (or set TEXTDIFF_API_KEY)")
+    v.add_argument("--max-batch", type=int, default=8, help="rows decoded together")
+    v.add_argument("--max-tokens-in-flight", type=int, default=8192,
+                   help="positions (prompt + answer, padded) of the rows decoded together")
+    v.add_argument("--max-queue", type=int, default=64, help="rows waiting; beyond it requests get 429 with Retry-After")
+    v.add_argument("--request-timeout", type=float, default=300.0, help="seconds per request; then 408")
+    v.add_argument("--shutdown-timeout", type=float, default=30.0,
+                   help="on SIGINT / SIGTERM: seconds running rows get to finish before they are cancelled")
+    v.add_argument("--default-max-tokens", type=int, default=64, help="answer length when a request gives no max_tokens")
+    _add_loading_flags(v)
+    v.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None, help="cast the weights when loading")
+    v.add_argument("--quiet", action="store_true", help="only warnings in the log")
+    v.set_defaults(func=_cmd_serve)
 
     e = sub.add_parser("eval", help="run an evaluation suite: a YAML file or a shipped one (quickstart, zero_shot, process_comparison)")
     e.add_argument("suite", help="a suite YAML, or the name of a shipped suite, e.g. quickstart")
