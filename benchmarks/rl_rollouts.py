@@ -86,7 +86,7 @@ def load_model(args):
     """(model, process, mask_id, eos_id, vocab): the fixture, or a random LLaDA-layout Llama."""
     from textdiff.lm import DiffusionLM
     from textdiff.models.modeling_bidirectional import DiffusionLlamaConfig, DiffusionLlamaModel
-    from textdiff.registry import build_process
+    from textdiff import build_process
 
     if args.model == "fixture":
         lm = DiffusionLM.from_pretrained(str(FIXTURE), device=args.device, dtype=args.torch_dtype)
@@ -145,7 +145,7 @@ def main():
     torch.set_num_threads(args.threads)
     d1 = d1_rollout_code(args.publisher_code.expanduser().resolve())
 
-    from textdiff.registry import build_sampler
+    from textdiff import build_sampler
     from textdiff.rl.rollout import rollout, rollout_seeds
 
     model, process, mask_id, eos_id, V = load_model(args)

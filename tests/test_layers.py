@@ -160,8 +160,15 @@ def test_reading_a_recipe_imports_no_modeling_code():
 
 
 def test_the_cli_and_the_package_import_no_torch():
-    out = _child(LOADED.format(imports="import textdiff, textdiff.cli\ntextdiff.available('family')",
+    out = _child(LOADED.format(imports="import textdiff, textdiff.cli\ntextdiff.available('sampler')",
                                watch=["torch", "transformers", "datasets", "textdiff.models.published"]))
+    assert out["modeling"] == [] and out["loaded"] == []
+
+
+def test_listing_the_published_families_imports_no_transformers():
+    """``textdiff list`` reads the family table without importing any family's modeling code."""
+    out = _child(LOADED.format(imports="from textdiff.models import published\npublished.available()",
+                               watch=["transformers", "datasets"]))
     assert out["modeling"] == [] and out["loaded"] == []
 
 

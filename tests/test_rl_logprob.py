@@ -17,7 +17,7 @@ import torch
 from textdiff.categorical import make_generators
 from textdiff.models.configuration_textdiff import TextDiffConfig
 from textdiff.models.modeling_textdiff import TextDiffModel
-from textdiff.registry import build_process
+from textdiff import build_process
 from textdiff.rl.logprob import (elbo_logprobs, elbo_masks, exact_elbo_weights, mask_generators, one_step_logprobs,
                                  policy_denoiser)
 

@@ -4,7 +4,7 @@ import torch
 
 from published_llm_helpers import load_fixture
 from textdiff.errors import ConfigError
-from textdiff.registry import build_sampler
+from textdiff import build_sampler
 from textdiff.rl.advantages import combine_rewards, group_advantages
 from textdiff.rl.logprob import elbo_logprobs, mask_generators, one_step_logprobs, policy_denoiser
 from textdiff.rl.loss import sequence_policy_loss, token_policy_loss
@@ -142,7 +142,7 @@ def _mini_rl(objective, steps=30, seed=0):
     token (so it must read the prompt); returns the mean reward per step (at most 6)."""
     from textdiff.models.configuration_textdiff import TextDiffConfig
     from textdiff.models.modeling_textdiff import TextDiffModel
-    from textdiff.registry import build_process
+    from textdiff import build_process
 
     torch.manual_seed(seed)
     V, mask, eos, Gn, Nn, mu = 8, 7, 6, 4, 6, 2

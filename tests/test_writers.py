@@ -17,7 +17,7 @@ from textdiff.errors import ConfigError, TextDiffError
 from textdiff.lm import DiffusionLM
 from textdiff.models import TextDiffConfig, TextDiffModel
 from textdiff.models.format import MARKER, check_target, read_marker, staged_folder
-from textdiff.registry import build_process
+from textdiff import build_process
 from textdiff.tokenization import train_bpe, wrap_fast
 from textdiff.training.loop import train
 
