@@ -33,7 +33,7 @@ def test_pair_covers_each_free_token_exactly_once():
 
 
 def test_complement_of_a_process_draw():
-    from textdiff.registry import build_process
+    from textdiff.processes.base import build_process
 
     process = build_process({"name": "block", "block_size": 4}, vocab_size=100, mask_id=MASK)
     x0 = torch.randint(0, 50, (5, 16))
