@@ -142,7 +142,12 @@ def test_progress_bars_on_a_terminal_only_and_quiet_flag(trained, capsys, monkey
     args = ["generate", "--model", str(trained), "--prompt", "The", "--max-new-tokens", "6", "--steps", "6"]
     assert main(args) == 0  # stderr is not a terminal under pytest: no bar
     err = capsys.readouterr().err
-    assert "tok/s" not in err and "tokens/s]" in err  # the summary line still gives the speed
+    assert "\r" not in err and "tokens/s]" in err  # the summary line still gives the speed
+    monkeypatch.setenv("TEXTDIFF_PROGRESS_EVERY", "0")  # as in a log: plain lines (here one per step)
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err and "generate: 6/6 step (100%)" in err and "tok/s" in err
+    monkeypatch.delenv("TEXTDIFF_PROGRESS_EVERY")
     monkeypatch.setenv("TEXTDIFF_PROGRESS", "1")  # as on a terminal
     assert main(args) == 0
     err = capsys.readouterr().err
