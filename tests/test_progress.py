@@ -123,6 +123,10 @@ def test_generate_score_and_eval_progress_lines_count_items_and_eta(monkeypatch,
     lines = capsys.readouterr().err.splitlines()
     assert [line.split(" (")[0] for line in lines] == ["generate: 30/40 step", "generate: 40/40 step"]
     assert "tok/s" in lines[0] and "eta" in lines[0] and "eta" not in lines[1]
+    with Progress(2, "eval", unit="row") as bar:  # the last update's line says 100%: no closing repeat
+        now[0] += 60
+        bar.update(2)
+    assert capsys.readouterr().err.splitlines()[0].startswith("eval: 2/2 row (100%)")
     with Progress(3, "score", unit="text") as bar:  # shorter than the interval: silent
         bar.update(3, tokens=10)
     with Progress(3, "score", enabled=False) as bar:  # --quiet

@@ -93,6 +93,7 @@ class Progress:
         self._bar = None
         self.mode = progress_mode(enabled)
         self._lines = Lines() if self.mode == "lines" else None
+        self._said_done = False
         if self.mode == "bar":
             from tqdm.auto import tqdm
 
@@ -131,6 +132,7 @@ class Progress:
             self._bar.update(n)
         elif self._lines is not None and self._lines.due():
             self._lines.print(self.line())
+            self._said_done = self.total is not None and self.items >= self.total
 
     def close(self) -> None:
         """Finish the bar (a loop that ended early, e.g. skipped sampler steps, counts as done), draw
@@ -145,7 +147,7 @@ class Progress:
             bar.close()
             self._bar = None
         if self._lines is not None:
-            if self._lines.printed:
+            if self._lines.printed and not self._said_done:  # unless the last line already said 100%
                 self._lines.print(self.line(done=True))
             self._lines = None
 
