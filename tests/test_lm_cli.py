@@ -78,6 +78,7 @@ def test_cli_errors_are_one_line_with_status_2(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_cli_help_as_a_module():
     proc = subprocess.run([sys.executable, "-m", "textdiff.cli", "--help"], capture_output=True, text=True)
     assert proc.returncode == 0 and "usage: textdiff" in proc.stdout
@@ -90,6 +91,7 @@ def test_cli_help(command, capsys):
     assert exit_.value.code == 0 and "usage: textdiff" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_ar_baseline_generates_through_the_same_api(tmp_path):
     from tests.conftest import tiny_recipe
     from textdiff import DiffusionLM

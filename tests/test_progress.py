@@ -5,10 +5,13 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 from textdiff.config import load_recipe
 from textdiff.training.progress import TrainBar, plot_curves, validation_line
 
 
+@pytest.mark.slow
 def test_a_run_prints_its_phases_validation_and_writes_a_curve_png(tiny, capsys):
     recipe = load_recipe(raw=tiny(train={"max_steps": 6, "eval_every": 3, "trackers": ["wandb"]}))
     from textdiff.training.loop import train
@@ -64,8 +67,6 @@ def test_validation_line_reports_the_bound_and_the_ratio():
 
 
 def test_a_missing_init_from_folder_is_reported_as_missing(tiny, tmp_path):
-    import pytest
-
     from textdiff.errors import ConfigError
     from textdiff.training.loop import train
 
@@ -73,6 +74,7 @@ def test_a_missing_init_from_folder_is_reported_as_missing(tiny, tmp_path):
         train(load_recipe(raw=tiny(train={"init_from": str(tmp_path / "runs/typo/final")})))
 
 
+@pytest.mark.slow
 def test_without_a_terminal_training_prints_plain_lines_not_bar_frames(tiny, tmp_path, capsys, monkeypatch):
     import yaml
 
@@ -108,8 +110,6 @@ def test_a_logged_1200_step_run_writes_one_line_per_interval(monkeypatch, capsys
 
 
 def test_generate_score_and_eval_progress_lines_count_items_and_eta(monkeypatch, capsys):
-    import pytest
-
     import textdiff.progress
     from textdiff.errors import ConfigError
     from textdiff.progress import Progress
