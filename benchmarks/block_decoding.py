@@ -30,7 +30,7 @@ import torch
 from textdiff.contexts import make_context
 from textdiff.generation import _model_call, generate, left_pad
 from textdiff.models import TextDiffConfig, TextDiffModel
-from textdiff.registry import build_process, build_sampler
+from textdiff import build_process, build_sampler
 
 RESULTS = Path(__file__).parent / "results"
 

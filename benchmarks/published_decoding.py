@@ -294,7 +294,7 @@ def main():
 
     from textdiff.generation import generate
     from textdiff.lm import DiffusionLM
-    from textdiff.registry import build_sampler
+    from textdiff import build_sampler
 
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:

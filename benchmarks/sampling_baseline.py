@@ -105,9 +105,14 @@ def analytic_probs(proc, logits, x_t, t, s):
 
 # ---- sampler steps of 6e76ef1 --------------------------------------------------------------------
 
+def x0_log_probs(smp, logits, x_t, t):
+    """Filtered log p_θ(x0 | x_t) [B, L, V] in float64, read through the process (6e76ef1's helper)."""
+    return torch.log_softmax(smp.filter(smp.process.x0_logits(logits, x_t, t)), dim=-1)
+
+
 class BaselineAncestral(AncestralSampler):
     def step(self, logits, t, s, x_t, generator=None):
-        filtered = self.filter_logits(self.process.x0_logits(logits, x_t, t))
+        filtered = self.filter(self.process.x0_logits(logits, x_t, t))
         return StepOutput(x_s=sample_categorical(reverse_probs(self.process, filtered, x_t, t, s), generator))
 
 
@@ -116,7 +121,7 @@ class BaselineFirstHitting(FirstHittingSampler):
         noise = self.process.is_noise(x_t)
         pos = sample_categorical(noise.double(), generator)
         has = noise.any(1)
-        logp = self.x0_log_probs(logits, x_t, t)
+        logp = x0_log_probs(self, logits, x_t, t)
         rows = torch.arange(x_t.shape[0], device=x_t.device)
         token = sample_from_logits(logp[rows, pos], generator)
         x_s = x_t.clone()
@@ -133,7 +138,7 @@ def rank_commit(score, eligible, k):
 
 
 def _candidates(smp, logits, x_t, t, generator):
-    logp = smp.x0_log_probs(logits, x_t, t)
+    logp = x0_log_probs(smp, logits, x_t, t)
     x0_hat = sample_from_logits(logp, generator)
     probs = smp.process.x0_probs(logits, x_t, t).double()
     return x0_hat, probs
@@ -181,13 +186,13 @@ class BaselineEuler(EulerSampler):
             probs = fn(self.process, logits, x_t, t, s)
         else:
             probs = tau_leap_probs(self.process.reverse_rate(logits, x_t, t), x_t, t - s)
-        return StepOutput(x_s=sample_categorical(self.filter_transition(probs, x_t), generator))
+        return StepOutput(x_s=sample_categorical(self.filter.transition(probs, x_t), generator))
 
 
 class BaselineAnalytic(AnalyticSampler):
     def step(self, logits, t, s, x_t, generator=None):
         probs = analytic_probs(self.process, logits, x_t, self.rows(t, x_t), self.rows(s, x_t))
-        return StepOutput(x_s=sample_categorical(self.filter_transition(probs, x_t), generator))
+        return StepOutput(x_s=sample_categorical(self.filter.transition(probs, x_t), generator))
 
 
 class BaselineReMDM(ReMDMSampler):
@@ -202,7 +207,7 @@ class BaselineReMDM(ReMDMSampler):
         a_t, a_s = a_t[:, None], a_s[:, None]
         mask_id = self.process.mask_id
         noise = self.process.is_noise(x_t)
-        p0 = self.x0_log_probs(logits, x_t, t).exp()
+        p0 = x0_log_probs(self, logits, x_t, t).exp()
         denom = (1.0 - a_t).clamp_min(1e-12)
         unmask = ((a_s - (1.0 - sigma) * a_t) / denom).clamp_min(0.0)
         stay_masked = ((1.0 - a_s - sigma * a_t) / denom).clamp_min(0.0)

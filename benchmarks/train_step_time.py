@@ -16,7 +16,7 @@ from textdiff.config import ModelConfig
 from textdiff.models.build import denoiser_config
 from textdiff.models.modeling_textdiff import TextDiffModel
 from textdiff.objective import nelbo_terms
-from textdiff.registry import build_process
+from textdiff import build_process
 
 
 def main() -> None:

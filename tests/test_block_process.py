@@ -6,7 +6,7 @@ from textdiff.errors import ConfigError, IncompatibleError
 from textdiff.models import TextDiffConfig, TextDiffModel
 from textdiff.models.masks import block_diffusion_mask, flex_available
 from textdiff.objective import nelbo_terms
-from textdiff.registry import build_process
+from textdiff import build_process
 
 V = 40
 MASK = V - 1

@@ -9,7 +9,7 @@ from textdiff.errors import ConfigError
 from textdiff.models import TextDiffConfig, TextDiffModel
 from textdiff.models.build import adapt_attention, check_model_process, load_denoiser
 from textdiff.objective import nelbo_terms
-from textdiff.registry import build_process
+from textdiff import build_process
 
 RECIPES = sorted((Path(__file__).parent.parent / "recipes").glob("bd3lm*.yaml"))
 

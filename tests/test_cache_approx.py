@@ -6,7 +6,7 @@ from textdiff.contexts import DualCache, PrefixCache, make_context
 from textdiff.errors import IncompatibleError
 from textdiff.generation import _model_call, generate
 from textdiff.models import TextDiffConfig, TextDiffModel
-from textdiff.registry import build_process
+from textdiff import build_process
 
 V = 40
 MASK = V - 1

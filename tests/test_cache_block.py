@@ -6,7 +6,7 @@ from textdiff.contexts import BlockCache, FullContext, make_context
 from textdiff.errors import ConfigError, TextDiffError
 from textdiff.generation import _model_call, generate, left_pad
 from textdiff.models import TextDiffConfig, TextDiffModel
-from textdiff.registry import build_process, build_sampler
+from textdiff import build_process, build_sampler
 
 V = 40
 MASK = V - 1

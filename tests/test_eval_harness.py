@@ -35,7 +35,7 @@ def folders(tmp_path_factory):
     from textdiff.lm import DiffusionLM
     from textdiff.models import TextDiffModel
     from textdiff.models.build import denoiser_config
-    from textdiff.registry import build_process
+    from textdiff import build_process
     from textdiff.tokenization import ensure_special_tokens, train_bpe, wrap_fast
 
     root = tmp_path_factory.mktemp("eval")

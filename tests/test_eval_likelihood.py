@@ -16,7 +16,7 @@ from textdiff.eval.conditional import conditional_nll
 from textdiff.eval.elbo import evaluate_likelihood
 from textdiff.models import TextDiffModel
 from textdiff.models.build import denoiser_config
-from textdiff.registry import build_process
+from textdiff import build_process
 
 V, L = 3, 4  # real tokens 0..2; [MASK] = 3
 MASK = V

@@ -11,13 +11,13 @@ from transformers import (AutoConfig, AutoModel, AutoModelForMaskedLM, AutoToken
                           ModernBertForMaskedLM, PretrainedConfig, PreTrainedModel, RobertaConfig, RobertaForMaskedLM)
 from transformers.modeling_outputs import MaskedLMOutput
 
-import textdiff.models  # noqa: F401  (registers the Auto classes)
+import textdiff.models  # noqa: F401  (import textdiff: the Auto classes learn its networks when transformers loads them)
 from textdiff.config import DenoiserConfig, load_recipe
 from textdiff.errors import ConfigError, TextDiffError
 from textdiff.lm import DiffusionLM
 from textdiff.models import TextDiffConfig, TextDiffModel
 from textdiff.models.external import ExternalDenoiser, build_external_denoiser
-from textdiff.registry import build_process
+from textdiff import build_process
 from textdiff.tokenization import train_bpe, wrap_fast
 from textdiff.training.loop import train
 

@@ -14,7 +14,7 @@ import torch
 
 from textdiff.lm import DiffusionLM
 from textdiff.models import TextDiffConfig, TextDiffModel
-from textdiff.registry import build_process
+from textdiff import build_process
 from textdiff.tokenization import train_bpe, wrap_fast
 
 CHILD = r'''

@@ -32,7 +32,7 @@ def _save(root: Path, name: str) -> Path:
     from textdiff.lm import DiffusionLM
     from textdiff.models import TextDiffModel
     from textdiff.models.build import denoiser_config
-    from textdiff.registry import build_process
+    from textdiff import build_process
     from textdiff.tokenization import ensure_special_tokens, train_bpe, wrap_fast
 
     tok = wrap_fast(train_bpe(TEXTS, 280, 1))
@@ -182,7 +182,7 @@ def test_adapter_on_a_dream_style_network_shifted_logits_full_attention(setup):
     from textdiff.eval.lm_eval_adapter import TextDiffLM
     from textdiff.lm import DiffusionLM
     from textdiff.models.external import ExternalDenoiser
-    from textdiff.registry import build_process
+    from textdiff import build_process
 
     tok = DiffusionLM.from_pretrained(setup["masked"], device="cpu").tokenizer
     torch.manual_seed(0)

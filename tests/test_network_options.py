@@ -10,7 +10,7 @@ import torch
 from textdiff.errors import ConfigError
 from textdiff.models import TextDiffConfig, TextDiffModel
 from textdiff.objective import nelbo_terms
-from textdiff.registry import build_process
+from textdiff import build_process
 
 
 def tiny(**kw):
@@ -139,7 +139,7 @@ def test_ancestral_cache_is_used_when_the_model_is_fed_a_constant_time():
     """time_input='zero': the network output cannot depend on t, so MDLM's cached ancestral sampler
     reuses logits (fewer calls, same tokens)."""
     from textdiff.generation import generate
-    from textdiff.registry import build_sampler
+    from textdiff import build_sampler
 
     p = _process("zero")
     m = tiny()

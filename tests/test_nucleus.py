@@ -9,6 +9,7 @@ import torch
 
 import textdiff
 import textdiff.samplers.nucleus as nucleus_module
+from textdiff.samplers.draws import step_uniforms
 from textdiff.samplers.nucleus import Buffers, filtered_weights, keep_nucleus, nucleus, nucleus_cut, p0_bounds
 
 
@@ -177,8 +178,8 @@ def test_uniform_top_p_step_cuts_only_the_rows_it_needs_and_draws_as_the_generic
     cut_rows = []
     real = uniform_rows.filtered_weights
     monkeypatch.setattr(uniform_rows, "filtered_weights", lambda r, *a, **k: cut_rows.append(r.shape[0]) or real(r, *a, **k))
-    screened = udlm_posterior_step(proc, logits, x_t, t, s, u, x0_filter=smp.filter_logits, x0_nucleus=(0.8, 0.9))
-    generic = udlm_posterior_step(proc, logits, x_t, t, s, u, x0_filter=smp.filter_logits)
+    screened = udlm_posterior_step(proc, logits, x_t, t, s, u, x0_filter=smp.filter, x0_nucleus=(0.8, 0.9))
+    generic = udlm_posterior_step(proc, logits, x_t, t, s, u, x0_filter=smp.filter)
     assert torch.equal(screened, generic)
     assert bool((screened != x_t).any())
     assert sum(cut_rows) < B * L / 2, cut_rows  # most rows decided without a cut
@@ -205,7 +206,7 @@ def test_orderings_that_ignore_the_candidate_draw_it_at_committed_positions_only
     out = smp.step(logits, t, s, x_t, [torch.Generator().manual_seed(b) for b in range(B)])
     # the reference: every masked position drawn, the same uniforms, the same ranking
     noise = x_t == V - 1
-    u = smp.step_uniforms(x_t, 3, [torch.Generator().manual_seed(b) for b in range(B)])
+    u = step_uniforms(x_t, 3, [torch.Generator().manual_seed(b) for b in range(B)])
     x0_all, score = smp.candidates(logits, x_t, noise, u[..., 0])
     k = smp.commit_counts(noise.sum(1), t, s)
     from textdiff.samplers.unmask_rows import rank_commit
@@ -253,8 +254,8 @@ def test_uniform_ancestral_reads_the_nucleus_weights_as_the_filtered_logits(temp
     x_t = torch.randint(0, V, (B, L), generator=g)
     u = torch.rand(B, L, 3, generator=g, dtype=torch.float64)
     t, s = torch.full((B,), 0.6, dtype=torch.float64), torch.full((B,), 0.5, dtype=torch.float64)
-    fused = udlm_posterior_step(proc, logits, x_t, t, s, u, x0_filter=smp.filter_logits, x0_nucleus=(temperature, 0.8))
-    generic = udlm_posterior_step(proc, logits, x_t, t, s, u, x0_filter=smp.filter_logits)
+    fused = udlm_posterior_step(proc, logits, x_t, t, s, u, x0_filter=smp.filter, x0_nucleus=(temperature, 0.8))
+    generic = udlm_posterior_step(proc, logits, x_t, t, s, u, x0_filter=smp.filter)
     assert bool((fused != x_t).any())
     assert torch.equal(fused, generic)
 

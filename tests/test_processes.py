@@ -12,7 +12,7 @@ from textdiff.config import load_recipe
 from textdiff.errors import ConfigError, IncompatibleError
 from textdiff.objective import nelbo_terms
 from textdiff.processes.score_entropy import score_entropy
-from textdiff.registry import build_process, build_sampler
+from textdiff import build_process, build_sampler
 
 V, MASK = 7, 6  # vocabulary with a [MASK] token at the end
 ALL = ["masked", "sedd_absorb", "uniform", "sedd_uniform", "ar"]

@@ -11,7 +11,7 @@ from textdiff.generation import generate
 from textdiff.models import TextDiffModel
 from textdiff.models.build import check_model_process, denoiser_config
 from textdiff.objective import nelbo_terms
-from textdiff.registry import build_process, build_sampler
+from textdiff import build_process, build_sampler
 
 V, MASK = 11, 10
 

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from textdiff.objective import nelbo_terms
-from textdiff.registry import build_process
+from textdiff import build_process
 
 K, L = 3, 3  # symbols, length
 MASK = 3  # the [MASK] id for absorbing processes (V = 4); uniform processes use V = 3

@@ -11,7 +11,7 @@ from published_dit_helpers import BD3LM, MDLM, VOCAB, expected, rel_err, tiny_to
 from textdiff.errors import ConfigError, IncompatibleError
 from textdiff.lm import DiffusionLM
 from textdiff.models import KVCache
-from textdiff.registry import available
+from textdiff import available
 
 TOL = 1e-5  # max relative error of the converted model's logits (fp32)
 

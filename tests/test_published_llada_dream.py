@@ -136,7 +136,7 @@ def test_suppressed_tokens_are_never_generated(llada):
 
 
 def test_deprioritized_tokens_are_committed_last():
-    from textdiff.registry import build_process, build_sampler
+    from textdiff import build_process, build_sampler
 
     process = build_process({"name": "masked"}, vocab_size=6, mask_id=5)
     eos = 4
@@ -154,7 +154,7 @@ def test_deprioritized_tokens_are_committed_last():
 
 
 def test_dream_schedule_is_floor_of_n_times_one_minus_s_over_t():
-    from textdiff.registry import build_process, build_sampler
+    from textdiff import build_process, build_sampler
 
     process = build_process({"name": "masked"}, vocab_size=6, mask_id=5)
     sampler = build_sampler({"name": "confidence", "commit_rounding": "floor", "time_eps": 1e-3}, process)

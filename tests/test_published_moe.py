@@ -62,7 +62,7 @@ def test_llada_moe_logits_match_the_publishers_code(moe):
     e = _expected("llada_moe")
     net = moe.model
     assert type(net).__name__ == "DiffusionQwen3MoeModel"
-    assert detect_family(FIXTURES / "llada_moe").registered_name == "llada_moe"
+    assert detect_family(FIXTURES / "llada_moe").name == "llada_moe"
     assert all(not layer.self_attn.is_causal for layer in net.model.layers)
     dense, sparse = net.model.layers
     assert type(dense.mlp).__name__ == "Qwen3MoeMLP"  # moe_layer_freq[0] == 0
@@ -152,7 +152,7 @@ def test_llada_moe_ragged_batches_are_batch_invariant_with_caches(moe, cache):
 def test_llada_moe_is_found_under_either_model_type(tmp_path):
     folder = _copy("llada_moe", tmp_path)
     _edit_config(folder, model_type="lladamoe")
-    assert detect_family(folder).registered_name == "llada_moe"
+    assert detect_family(folder).name == "llada_moe"
     assert type(DiffusionLM.from_pretrained(folder, device="cpu").model).__name__ == "DiffusionQwen3MoeModel"
 
 
@@ -217,7 +217,7 @@ def test_llada2_logits_match_the_publishers_code_under_its_block_mask(llada2):
     e = _expected("llada2")
     net = llada2.model
     assert type(net).__name__ == "DiffusionGlm4MoeModel"
-    assert detect_family(FIXTURES / "llada2").registered_name == "llada2"
+    assert detect_family(FIXTURES / "llada2").name == "llada2"
     assert (net.config.attention, net.config.block_size) == ("block_causal", 32)
     dense, sparse = net.model.layers
     assert type(dense.mlp).__name__ == "Glm4MoeMLP" and sparse.mlp.experts.gate_up_proj.shape == (4, 32, 32)

@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 
 from textdiff.errors import ConfigError, IncompatibleError
 from textdiff.lm import DiffusionLM
-from textdiff.registry import available, build_process, build_sampler
+from textdiff import available, build_process, build_sampler
 from textdiff.config import resolve_section
 
 FIX = Path(__file__).parent / "fixtures" / "published"
@@ -121,7 +121,7 @@ def test_family_defaults(name):
     from textdiff.models.published import detect_family, folder_config
 
     folder = CASES[name][0]
-    assert detect_family(folder, folder_config(folder)).registered_name == FAMILY[name]
+    assert detect_family(folder, folder_config(folder)).name == FAMILY[name]
     lm = load(name)
     assert lm.seq_len == 32  # the fixture's model.length / model_length
     assert lm.sampler_config.name == ("analytic" if FAMILY[name] == "sedd" else "ancestral")

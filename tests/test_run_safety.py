@@ -14,6 +14,7 @@ from conftest import tiny_recipe
 from safetensors.torch import load_file, save_file
 
 from textdiff.config import load_recipe
+from textdiff.models.format import MARKER
 from textdiff.training import loop
 from textdiff.training.integrity import INTEGRITY_FILE, check_integrity, write_integrity
 from textdiff.training.loop import LossSpikes, train
@@ -195,17 +196,24 @@ def test_every_checkpoint_written_has_a_complete_integrity_record_written_last(r
 
 
 @pytest.mark.slow
-def test_a_moved_run_folder_resumes_and_leftovers_of_killed_writers_are_removed(runs, tmp_path, capfd):
+def test_a_moved_run_folder_resumes_and_only_this_runs_leftovers_are_removed(runs, tmp_path, capfd):
+    """A resumed run removes what killed writers OF THIS RUN left (their names carry the run's id, kept in
+    the folder's marker) and nothing else: entries that merely look like temporary files stay."""
     run = copy_cut(runs, tmp_path / "moved" / "elsewhere")  # config.yaml still names the old output_dir
-    for left in (".tmp-checkpoint-6-4242-deadbeef", ".tmp-final-4242-cafe0000", ".old-final-17-00ff00ff"):
+    rid = json.loads((run / MARKER).read_text())["id"]
+    ours = (f".tmp-checkpoint-6-{rid}-4242-deadbeef", f".tmp-final-{rid}-4242-cafe0000", f".old-final-{rid}-17-00ff00ff",
+            f".tmp-metrics.jsonl-{rid}-4242-00aa00aa")
+    lookalikes = (".tmp-checkpoint-6-4242-deadbeef", ".old-final-17-00ff00ff", ".tmp-notes")  # another writer's, the user's
+    for left in ours + lookalikes:
         (run / left).mkdir()
         (run / left / "model.safetensors").write_bytes(b"half")
     train(recipe(run), resume=True)
     got = capfd.readouterr()
     assert losses(run) == losses(runs / "full")
-    assert not [p.name for p in run.iterdir() if p.name.startswith((".tmp-", ".old-"))]
-    for left in (".tmp-checkpoint-6-4242-deadbeef", ".tmp-final-4242-cafe0000", ".old-final-17-00ff00ff"):
-        assert f"note: removed {left}" in got.out + got.err
+    for left in ours:
+        assert not (run / left).exists() and f"note: removed {left}" in got.out + got.err
+    for left in lookalikes:
+        assert (run / left / "model.safetensors").read_bytes() == b"half" and left not in got.out + got.err
 
 
 # ---------------------------------------------------------------------------------------------

@@ -48,7 +48,7 @@ def test_sampling_scores_follow_dreams_filtered_probabilities(V, ordering, tempe
     expect = dream_scores(logits[..., :mask], x0, temperature, 0.8, ordering)
     tol = dict(rtol=1e-12, atol=1e-7 if ordering == "entropy" else 1e-15)  # Dream's ε = 1e-10 per kept token
     assert torch.allclose(score, expect, **tol)
-    p_tilde = torch.softmax(smp.filter_logits(logits[..., :mask], temperature=temperature or 1.0), -1)
+    p_tilde = torch.softmax(smp.filter(logits[..., :mask], temperature=temperature or 1.0), -1)
     assert bool((p_tilde.gather(-1, x0[..., None]) > 0).all())  # candidates come from the nucleus
     # "model" (the default, LLaDA) keeps scoring with the plain softmax whatever the filters
     plain = textdiff.build_sampler(knobs, proc)

@@ -1,6 +1,6 @@
 """Uniform-graph samplers with temperature / top-k / top-p take the row kernels too, with the law of
 the full [B, L, V] definitions: ancestral filters p_θ(x0 | x_t) before the posterior; Euler and
-analytic keep the jump probability and filter the targets (``Sampler.filter_transition``)."""
+analytic keep the jump probability and filter the targets (``LogitFilter.transition``)."""
 from __future__ import annotations
 
 import pytest
@@ -16,15 +16,15 @@ KNOBS = [{"top_k": 3}, {"top_p": 0.6}, {"temperature": 0.5, "top_k": 4}, {"tempe
 def exact_law(smp, proc, sampler, logits, x, t, s):
     """The filtered one-step law [V] of one position from the [B, L, V] functions (the slow path)."""
     if sampler == "ancestral":
-        return proc.reverse_probs(smp.filter_logits(proc.x0_logits(logits, x, t)), x, t, s)[0, 0]
+        return proc.reverse_probs(smp.filter(proc.x0_logits(logits, x, t)), x, t, s)[0, 0]
     final = bool((s <= 0).all())
-    if sampler == "analytic" or (final and hasattr(proc, "analytic_probs")):
+    if sampler == "analytic" or (final and proc.parameterization == "score"):
         probs = proc.analytic_probs(logits, x, t, s)
     elif final:
         probs = proc.reverse_probs(logits, x, t, s)
     else:
         probs = tau_leap_probs(proc.reverse_rate(logits, x, t), x, t - s)
-    return smp.filter_transition(probs / probs.sum(-1, keepdim=True), x)[0, 0]
+    return smp.filter.transition(probs / probs.sum(-1, keepdim=True), x)[0, 0]
 
 
 @pytest.mark.parametrize("knobs", KNOBS, ids=lambda k: ",".join(f"{a}={b}" for a, b in k.items()))
@@ -72,6 +72,6 @@ def test_sparse_top_k_posterior_draws_what_the_dense_filter_draws(temperature):
     x = torch.randint(0, Vb, (3, 40), generator=g)
     t, s = torch.full((3,), 0.6, dtype=torch.float64), torch.full((3,), 0.3, dtype=torch.float64)
     u = torch.rand(3, 40, 3, generator=g, dtype=torch.float64)
-    dense = udlm_posterior_step(proc, logits, x, t, s, u, x0_filter=smp.filter_logits)
-    sparse = udlm_posterior_step(proc, logits, x, t, s, u, x0_filter=smp.filter_logits, x0_top_k=(5, temperature))
+    dense = udlm_posterior_step(proc, logits, x, t, s, u, x0_filter=smp.filter)
+    sparse = udlm_posterior_step(proc, logits, x, t, s, u, x0_filter=smp.filter, x0_top_k=(5, temperature))
     assert torch.equal(dense, sparse) and bool((dense != x).any())

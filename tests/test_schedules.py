@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from textdiff.errors import ConfigError
-from textdiff.registry import available, build_schedule
+from textdiff import available, build_schedule
 
 # spec -> (α(0), α(1)) as stated in each schedule's docstring
 LIMITS = {

@@ -10,7 +10,7 @@ from textdiff.config import SFTConfig, load_recipe
 from textdiff.errors import ConfigError, DataError
 from textdiff.lm import DiffusionLM
 from textdiff.objective import nelbo_terms
-from textdiff.registry import build_process
+from textdiff import build_process
 from textdiff.sft import (WORDS, PromptDropout, build_rows, dropped_rows, load_examples, row_weights, split_example,
                           synthetic_examples, with_prompt_dropout)
 from textdiff.tokenization import train_bpe, wrap_fast

@@ -1,4 +1,4 @@
-"""The ``textdiff`` command line: ``train``, ``generate``, ``score``, ``convert``, ``eval``, ``lm-eval``, ``list``.
+"""The ``textdiff`` command line: ``train``, ``generate``, ``score``, ``convert``, ``serve``, ``eval``, ``lm-eval``, ``list``.
 
 User mistakes print one line ``error: ...`` and exit with status 2, never a traceback. Progress goes
 to stderr: a bar on a terminal, a plain line every 30 s in a log (``textdiff.progress``); ``--quiet``
@@ -20,7 +20,7 @@ def _cmd_train(args) -> None:
     from .training.loop import train
 
     recipe = load_recipe(args.recipe, args.overrides)
-    final = train(recipe, resume=args.resume)
+    final = train(recipe, resume=args.resume, overwrite=args.overwrite)
     from accelerate import PartialState
 
     if PartialState().is_main_process:  # under DDP every process returns here; one line
@@ -201,11 +201,38 @@ def _cmd_score(args) -> None:
 
 def _cmd_convert(args) -> None:
     """A published checkpoint (or any loadable folder) -> a native textdiff folder (safetensors)."""
-    import torch
+    from .models.format import check_target
 
+    # before the (maybe long) load: never the source, a file, the working folder or a folder the user did not ask to replace
+    check_target(args.dst, "model", overwrite=args.overwrite, sources=[args.model], what="DST", flag="--overwrite")
     lm = _load_lm(args)  # --dtype: cast as each tensor is read
-    lm.save_pretrained(args.dst)
+    lm.save_pretrained(args.dst, overwrite=args.overwrite)
     print(f"saved {args.dst} (loads with DiffusionLM.from_pretrained, no converter needed)")
+
+
+def _cmd_serve(args) -> None:
+    """An OpenAI-compatible HTTP server for the model (textdiff.serve; needs textdiff[serve])."""
+    from .serve import require_extra
+
+    require_extra()  # before the model loads
+    from .serve.admission import ServeOptions
+    from .serve.server import serve
+
+    for flag in ("max_batch", "max_tokens_in_flight", "max_queue", "default_max_tokens"):
+        if getattr(args, flag) < 1:
+            raise TextDiffError(f"--{flag.replace('_', '-')} {getattr(args, flag)} must be at least 1")
+    for flag in ("request_timeout", "shutdown_timeout"):
+        if not getattr(args, flag) > 0:
+            raise TextDiffError(f"--{flag.replace('_', '-')} {getattr(args, flag)} must be a positive number of seconds")
+    api_key = args.api_key or os.environ.get("TEXTDIFF_API_KEY") or None
+    name = args.model_name or args.model
+    options = ServeOptions(model_name=name, api_key=api_key, max_batch=args.max_batch,
+                           max_tokens_in_flight=args.max_tokens_in_flight, max_queue=args.max_queue,
+                           request_timeout=args.request_timeout, shutdown_timeout=args.shutdown_timeout,
+                           default_max_tokens=args.default_max_tokens)
+    lm = _load_lm(args)
+    print(f"serving {name!r} on http://{args.host}:{args.port}/v1 (OpenAI API; /health, /metrics)", file=sys.stderr)
+    serve(lm, options, host=args.host, port=args.port, log_level="warning" if args.quiet else "info")
 
 
 def _add_loading_flags(parser) -> None:
@@ -225,16 +252,18 @@ def _add_loading_flags(parser) -> None:
 
 
 def _cmd_list(args) -> None:
+    from .models import published
     from .registry import available
 
-    for kind in ("process", "schedule", "sampler", "family"):
+    for kind in ("process", "schedule", "sampler"):
         print(f"{kind}: {', '.join(available(kind))}")
+    print(f"family: {', '.join(published.available())}")
 
 
 def _cmd_eval(args) -> None:
     from .harness.run import main as run_suite  # package code only: nothing from the working directory
 
-    run_suite([args.suite, *args.overrides], progress=None if not args.quiet else False)
+    run_suite([args.suite, *args.overrides], progress=None if not args.quiet else False, overwrite=args.overwrite)
 
 
 def lm_eval_main(argv: list[str]) -> None:
@@ -243,7 +272,9 @@ def lm_eval_main(argv: list[str]) -> None:
     from .eval.common import require
 
     require("lm_eval", "lmeval", "textdiff lm-eval")
-    from . import models  # noqa: F401
+    from .models.auto import register_auto_classes
+
+    register_auto_classes()
     from .eval import lm_eval_adapter  # noqa: F401  (registers the model name "textdiff")
 
     argv = list(argv)
@@ -278,6 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("recipe", help="recipe YAML, e.g. recipes/quickstart.yaml")
     t.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. train.lr=1e-4")
     t.add_argument("--resume", action="store_true", help="continue from the last checkpoint in output_dir")
+    t.add_argument("--overwrite", action="store_true",
+                   help="replace the run folder output_dir with a fresh run (only a run folder textdiff wrote)")
     t.set_defaults(func=_cmd_train)
 
     g = sub.add_parser("generate", help="sample text from a saved model")
@@ -320,13 +353,35 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("model", metavar="SRC", help="the published folder (or hub id)")
     c.add_argument("dst", metavar="DST", help="the textdiff folder to write")
     c.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None, help="cast the weights before saving")
+    c.add_argument("--overwrite", action="store_true",
+                   help="replace DST if it is a model folder textdiff wrote (never the source, a file or the working folder)")
     _add_loading_flags(c)
     c.set_defaults(func=_cmd_convert)
+
+    v = sub.add_parser("serve", help="serve a model over HTTP with OpenAI's completions / chat API (pip install 'textdiff[serve]')")
+    v.add_argument("model", metavar="MODEL", help="a model folder (a run's final/, a published checkpoint) or hub id")
+    v.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    v.add_argument("--port", type=int, default=8000)
+    v.add_argument("--model-name", default=None, help="the name clients pass as 'model' (default: MODEL as given)")
+    v.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on /v1 (or set TEXTDIFF_API_KEY)")
+    v.add_argument("--max-batch", type=int, default=8, help="rows decoded together")
+    v.add_argument("--max-tokens-in-flight", type=int, default=8192,
+                   help="positions (prompt + answer, padded) of the rows decoded together")
+    v.add_argument("--max-queue", type=int, default=64, help="rows waiting; beyond it requests get 429 with Retry-After")
+    v.add_argument("--request-timeout", type=float, default=300.0, help="seconds per request; then 408")
+    v.add_argument("--shutdown-timeout", type=float, default=30.0,
+                   help="on SIGINT / SIGTERM: seconds running rows get to finish before they are cancelled")
+    v.add_argument("--default-max-tokens", type=int, default=64, help="answer length when a request gives no max_tokens")
+    _add_loading_flags(v)
+    v.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None, help="cast the weights when loading")
+    v.add_argument("--quiet", action="store_true", help="only warnings in the log")
+    v.set_defaults(func=_cmd_serve)
 
     e = sub.add_parser("eval", help="run an evaluation suite: a YAML file or a shipped one (quickstart, zero_shot, process_comparison)")
     e.add_argument("suite", help="a suite YAML, or the name of a shipped suite, e.g. quickstart")
     e.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. models.0.path=runs/x/final output_dir=runs/eval/x")
     e.add_argument("--quiet", action="store_true", help="no progress (bars or log lines)")
+    e.add_argument("--overwrite", action="store_true", help="replace the suite's output_dir if it is a report folder textdiff wrote")
     e.set_defaults(func=_cmd_eval)
 
     sub.add_parser("lm-eval", add_help=False,
@@ -338,15 +393,25 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _quiet_libraries() -> None:
-    """No per-shard / per-map progress bars from transformers and datasets: the CLI prints its own."""
-    try:
-        import datasets
-        from transformers.utils import logging as hf_logging
+#: the libraries each command uses whose own progress bars it silences (only those are imported:
+#: ``textdiff generate`` never pays for importing datasets, ``textdiff list`` for transformers)
+USES = {"train": ("transformers", "datasets"), "eval": ("transformers", "datasets"), "generate": ("transformers",),
+        "score": ("transformers",), "convert": ("transformers",)}
 
-        hf_logging.disable_progress_bar()
-        hf_logging.set_verbosity_error()
-        datasets.disable_progress_bars()
+
+def _quiet_libraries(command: str) -> None:
+    """No per-shard / per-map progress bars from transformers and datasets: the CLI prints its own."""
+    uses = USES.get(command, ())
+    try:
+        if "transformers" in uses:
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
+            hf_logging.set_verbosity_error()
+        if "datasets" in uses:
+            import datasets
+
+            datasets.disable_progress_bars()
     except ImportError:  # pragma: no cover
         pass
 
@@ -362,7 +427,7 @@ def main(argv=None) -> int:
             return 2
         return 0
     args = build_parser().parse_args(argv)
-    _quiet_libraries()
+    _quiet_libraries(args.command)
     try:
         args.func(args)
     except TextDiffError as e:

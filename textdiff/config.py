@@ -11,7 +11,10 @@ A recipe is a YAML file with one section per part::
     train: {max_steps: 2000, lr: 1e-3}
 
 ``process``, ``schedule`` and ``sampler`` sections are polymorphic: their ``name`` picks a class in
-:mod:`textdiff.registry`, whose own config dataclass validates the remaining keys.
+:mod:`textdiff.registry`, whose own config dataclass validates the remaining keys. Sections live
+beside their code where the import graph allows it (``TokenizerConfig`` in :mod:`textdiff.tokenization`,
+``SFTConfig`` in :mod:`textdiff.sft`, each process / sampler / schedule config beside its class); this
+module sits above them and holds the recipe's cross-section rules, all in :meth:`Recipe.validate`.
 
 Overrides use dotted paths, ``train.lr=1e-4``; values are parsed with ``yaml.safe_load`` so
 ``true``, ``3``, ``1e-4`` and ``[0.9, 0.95]`` get their natural types.
@@ -27,6 +30,11 @@ import yaml
 from .dataclass_io import DEFAULT_NAMES, from_dict, resolve_section, to_dict  # noqa: F401  (re-exported)
 from .dataclass_io import at_least, finite, in_range, not_blank
 from .errors import ConfigError, IncompatibleError, warn
+from .processes.base import process_class
+from .registry import lookup
+from .samplers.base import default_sampler
+from .sft import SFTConfig
+from .tokenization import TokenizerConfig
 
 LR_WARNING = 0.1  # AdamW learning rates above this diverge for transformers (a typo like 1e6?)
 TRACKERS = ("aim", "tensorboard", "wandb", "trackio", "comet_ml", "mlflow", "clearml", "dvclive", "swanlab")
@@ -35,24 +43,6 @@ TRACKERS = ("aim", "tensorboard", "wandb", "trackio", "comet_ml", "mlflow", "cle
 # --------------------------------------------------------------------------------------------
 # The recipe sections
 # --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class TokenizerConfig:
-    """Where the tokenizer comes from: a local folder / hub name, or trained on the corpus."""
-
-    path: Optional[str] = None  # local folder or hub name of a Hugging Face tokenizer
-    train: Optional[Literal["bpe", "unigram"]] = None  # train one on the training corpus
-    vocab_size: int = 4096  # size of a trained tokenizer (special tokens included)
-    min_frequency: int = 2  # BPE merges need at least this many occurrences
-
-    def validate(self) -> None:
-        if (self.path is None) == (self.train is None):
-            raise ConfigError("tokenizer: give exactly one of 'path' (a tokenizer folder) or 'train' (bpe|unigram)")
-        not_blank("tokenizer.path", self.path)
-        if self.vocab_size < 64:
-            raise ConfigError(f"tokenizer.vocab_size={self.vocab_size} is too small; use at least 64")
-        at_least("tokenizer", self, 1, "min_frequency")
 
 
 @dataclass
@@ -217,44 +207,6 @@ class DenoiserConfig:
 
 
 @dataclass
-class SFTConfig:
-    """Supervised fine-tuning on instruction data (:mod:`textdiff.sft`); replaces the ``data`` corpus.
-
-    Rows are ``[prompt | response | EOS | EOS padding]`` of ``data.seq_len`` tokens; the prompt is
-    never corrupted and the loss covers the response, normalised per sequence by its counted length."""
-
-    source: str = "synthetic"  # a .jsonl file ({prompt, response} or {messages}) or 'synthetic' (built-in tasks)
-    val_source: Optional[str] = None  # separate validation .jsonl; else a held-out fraction of source
-    val_fraction: float = 0.05  # held-out fraction of rows when val_source is not given
-    prompt_field: str = "prompt"  # JSONL keys of prompt/response rows
-    response_field: str = "response"
-    messages_field: str = "messages"  # JSONL key of chat rows (formatted with the tokenizer's chat template)
-    eos_policy: Literal["first", "all", "weighted"] = "first"  # which EOS pads count in the loss (see textdiff.sft)
-    pad_eos_weight: float = 0.1  # eos_policy=weighted: loss weight of each EOS pad after the first
-    tasks: list[str] = field(default_factory=lambda: ["add", "copy", "reverse"])  # synthetic: which tasks
-    num_examples: int = 4000  # synthetic: rows generated (deterministic in seed)
-    seed: int = 0  # synthetic: generator seed
-    max_examples: Optional[int] = None  # cap on rows read from source
-
-    def validate(self) -> None:
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ConfigError(f"sft.val_fraction={self.val_fraction} must be in [0, 1)")
-        if not 0.0 <= self.pad_eos_weight <= 1.0:
-            raise ConfigError(f"sft.pad_eos_weight={self.pad_eos_weight} must be in [0, 1]")
-        for name in ("source", "val_source", "prompt_field", "response_field", "messages_field"):
-            not_blank(f"sft.{name}", getattr(self, name))
-        at_least("sft", self, 1, "num_examples")
-        at_least("sft", self, 1, "max_examples", optional=True)
-        at_least("sft", self, 0, "seed")
-        if self.source == "synthetic":
-            from .sft import TASKS
-
-            unknown = [t for t in self.tasks if t not in TASKS]
-            if unknown or not self.tasks:
-                raise ConfigError(f"sft.tasks {unknown or self.tasks} not known; choose from {sorted(TASKS)}")
-
-
-@dataclass
 class LoraConfig:
     """Low-rank adapters through peft (:mod:`textdiff.lora`) on the textdiff or an external denoiser."""
 
@@ -294,33 +246,32 @@ class Recipe:
         if self.process is None:
             self.process = resolve_section("process", {"name": "masked"}, "process")
         if self.sampler is None:  # the default sampler is one that serves the process
-            from .registry import default_sampler
-
             self.sampler = resolve_section("sampler", {"name": default_sampler(self.process)}, "sampler")
         if self.output_dir is None:
             self.output_dir = str(Path("runs") / self.name)
 
     def validate(self) -> None:
-        """Cross-section checks, before any work starts (the sections validated themselves)."""
+        """The cross-section rules of a recipe, all here, before any work starts (each section has
+        validated itself). Process and sampler are read through what they declare
+        (:class:`~textdiff.processes.base.ForwardProcess`, :meth:`Sampler.serves`), from their configs."""
         if not self.name.strip():
             raise ConfigError("name is an empty string; give the run a name (the default output_dir is runs/<name>)")
         not_blank("output_dir", self.output_dir)
-        from .registry import check_pair, lookup
-
-        check_pair(self.process, self.sampler)  # the sampler must serve the process
-        process_cls = lookup("process", self.process.name)
-        need = getattr(process_cls, "required_attention", None)
+        lookup("sampler", self.sampler.name).check_serves(self.process, self.sampler.name)  # the sampler serves the process
+        process = process_class(self.process)
+        need = process.required_attention
         if need is not None and self.model.attention not in ("bidirectional", need):
             raise IncompatibleError(f"process {self.process.name!r} needs model.attention={need}, "
                                     f"not {self.model.attention}; set model.attention={need} (or leave it out)")
         attention = need or self.model.attention
-        block = getattr(self.process, "block_size", None) or self.model.block_size
+        declared = process.config_block_size(self.process)  # block diffusion: L' of the process
+        block = declared or self.model.block_size
         if attention == "block_causal":
             if block is None:
                 raise ConfigError("model.attention=block_causal needs a block size; set model.block_size (or use process block)")
-            if self.model.block_size is not None and getattr(self.process, "block_size", None) not in (None, self.model.block_size):
+            if self.model.block_size is not None and declared not in (None, self.model.block_size):
                 raise IncompatibleError(f"model.block_size={self.model.block_size} differs from process.block_size="
-                                        f"{self.process.block_size}; they must be equal")
+                                        f"{declared}; they must be equal")
             if self.data.seq_len % block:
                 raise ConfigError(f"data.seq_len={self.data.seq_len} is not a multiple of the block size {block}; "
                                   "pick a seq_len divisible by it")

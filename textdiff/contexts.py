@@ -304,7 +304,7 @@ def make_context(model, process, denoise, valid, positions, block_size=None, cac
     if cache not in CACHE_MODES:
         raise ConfigError(f"cache={cache!r}; use one of {', '.join(CACHE_MODES)}")
     config = model.config
-    shift = getattr(process, "logits_shift", 0)  # 1 for next-token (AR) models
+    shift = process.logits_shift  # 1 for next-token (AR) models
     structural = getattr(config, "attention", "bidirectional")
     causal = structural in ("block_causal", "causal")
     limit = getattr(config, "max_position_embeddings", None)

@@ -14,8 +14,7 @@ import typing
 from typing import Any, Literal, Optional, Union
 
 from .errors import ConfigError
-
-
+from .registry import config_class
 
 _FALSE, _TRUE = ("no", "off", "false"), ("yes", "on", "true")
 _SCIENTIFIC = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
@@ -127,8 +126,6 @@ DEFAULT_NAMES = {"process": "masked", "sampler": "ancestral", "schedule": "logli
 
 def resolve_section(kind: str, value: Any, where: str) -> Any:
     """Turn a ``{name: ..., **fields}`` mapping into the config dataclass registered under ``name``."""
-    from .registry import config_class  # late import: registry imports the processes
-
     if value is None:
         return None
     if dataclasses.is_dataclass(value):
@@ -141,6 +138,11 @@ def resolve_section(kind: str, value: Any, where: str) -> Any:
         raise ConfigError(f"{where}: expected a mapping with a 'name' key, got {value!r}")
     cls = config_class(kind, value["name"])
     return from_dict(cls, value, where)
+
+
+def make_config(kind: str, spec: Any) -> Any:
+    """A config dataclass of registry ``kind`` from a name, a mapping with ``name``, or a config object."""
+    return resolve_section(kind, spec, kind)
 
 
 def to_dict(obj: Any) -> Any:

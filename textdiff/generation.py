@@ -108,9 +108,9 @@ def _run(
 ):
     """Validate and set up eagerly (errors raise here); return the loop as a generator that yields
     :class:`StepInfo` and returns :class:`GenerationOutput`."""
-    from .registry import build_sampler
+    from .samplers.base import Sampler, build_sampler
 
-    if not hasattr(sampler, "step"):  # a name, mapping or config: build it for this process
+    if not isinstance(sampler, Sampler):  # a name, mapping or config: build it for this process
         sampler = build_sampler(sampler, process)
     device = _device(model)
     config = getattr(model, "config", None)
@@ -187,7 +187,7 @@ def _run(
                        cache=use_cache, max_context=max_context, lookback=lookback)
     windows = [(P + lo, P + min(lo + (block_size or N), N)) for lo in range(0, N, block_size or N)]
     # a process whose clean positions carry over (SUBS) reads no logits there: compute the noise rows only
-    read = process.is_noise if getattr(process, "clean_logits_unused", False) else None
+    read = process.is_noise if process.clean_logits_unused else None
     return _loop(sampler, ctx, counted, x, frozen, windows, max(1, steps // len(windows)), gens, P, lengths,
                  eos_token_id if stop_at_eos else None, block_size, read)
 
@@ -201,7 +201,7 @@ def _loop(sampler, ctx, counted, x, frozen, windows, steps_per, gens, P, lengths
     B, device = x.shape[0], x.device
     nfe, taken, started = 0, 0, time.perf_counter()
     row_gens = gens
-    skips = getattr(sampler, "skips_unchanged", False)
+    skips = sampler.skips_unchanged
     for lo, hi in windows:
         gens = _fork(row_gens)  # a row's noise in later windows must not depend on other rows' step counts
         sampler.set_timesteps(steps_per, device=device)

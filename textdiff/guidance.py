@@ -69,17 +69,17 @@ class ClassifierFreeGuidance:
             raise ConfigError(f"guidance weight={weight} must be a finite number (0 = no guidance)")
         if uncond not in ("mask", "drop"):
             raise ConfigError(f"guidance uncond={uncond!r} must be 'mask' or 'drop'")
-        if uncond == "mask" and getattr(process, "mask_id", None) is None:
+        if uncond == "mask" and process.mask_id is None:
             raise IncompatibleError(
                 f"guidance with uncond='mask' needs a process with a mask token; process {process.config.name!r} has none, use uncond='drop'"
             )
-        if any(c.__name__ == "ScoreEntropyProcess" for c in type(process).__mro__):
+        if process.parameterization == "score":
             raise IncompatibleError(
                 f"classifier-free guidance mixes clean-token log-probs; process {process.config.name!r} outputs scores; use masked, uniform or block"
             )
         self.weight = float(weight)
         self.uncond = uncond
-        self.mask_id = getattr(process, "mask_id", None)
+        self.mask_id = process.mask_id
         self.base = base or _model_call(model, process)
         self.first_new_position: Optional[int] = None
         self._uncond_caches: dict[int, object] = {}

@@ -8,11 +8,11 @@
 A saved folder is a Hugging Face model folder (``config.json`` + ``model.safetensors``), the
 tokenizer files, ``textdiff.json`` with the process and sampler configs, a model card ``README.md``
 and (textdiff's own network) the modeling code behind ``auto_map`` for plain ``transformers`` users
-with ``trust_remote_code=True`` (:mod:`textdiff.hub`; textdiff itself never runs it).
+with ``trust_remote_code=True`` (textdiff itself never runs it). The format, its reading and its one
+writer are :mod:`textdiff.models.format`'s.
 """
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 from typing import Optional, Sequence, Union
@@ -22,10 +22,9 @@ import torch
 from . import arguments
 from .config import resolve_section, to_dict
 from .errors import ConfigError
-from .registry import build_process, build_sampler
+from .processes.base import build_process
+from .samplers.base import build_sampler
 from .tokenization import count_unknown
-from .models.folders import check_pipeline, is_bidirectional_folder, is_textdiff_config, load_bidirectional, load_strict
-from .training.setup import PIPELINE_FILE
 
 
 class DiffusionLM:
@@ -64,22 +63,26 @@ class DiffusionLM:
             Weights go shard by shard straight to their device; exclusive with ``device``.
         """
         from .models import dispatch
+        from .models.format import PUBLISHED, folder_kind
         from .models.loading import resolve_model_path
-        from .models.published import LoadOptions, load_published
 
         dispatch.check_arguments(device_map, max_memory, offload_folder, device)
         if device_map is None:
             device = arguments.device(device) or ("cuda" if torch.cuda.is_available() else "cpu")
         path = resolve_model_path(name_or_path, revision=revision, allow_pickle=allow_pickle)
-        if not (path / PIPELINE_FILE).is_file() and not is_textdiff_config(path):
+        if folder_kind(path) == PUBLISHED:
+            from .models.published import LoadOptions, load_published
+
             pub = load_published(path, LoadOptions(tokenizer=tokenizer, dtype=dtype, device=device,
                                                    allow_pickle=allow_pickle, revision=revision, device_map=device_map,
                                                    max_memory=max_memory, offload_folder=offload_folder))
             pub.model.eval()
             process = build_process(pub.process, vocab_size=pub.model.config.vocab_size, mask_id=pub.tokenizer.mask_token_id)
             sampler = resolve_section("sampler", pub.sampler, "sampler")
-            return cls(pub.model, pub.tokenizer, process, sampler, seq_len=pub.seq_len,
-                       generation=pub.notes.get("generation"), stop_token_ids=pub.notes.get("stop_token_ids"))
+            lm = cls(pub.model, pub.tokenizer, process, sampler, seq_len=pub.seq_len,
+                     generation=pub.notes.get("generation"), stop_token_ids=pub.notes.get("stop_token_ids"))
+            lm.source_dir = path  # never overwritten by a save
+            return lm
         placement = None if device_map is None else {"device_map": device_map, "max_memory": max_memory,
                                                       "offload_folder": offload_folder}
         return cls._from_textdiff_folder(path, device, dtype, trust_remote_code, allow_pickle, placement)
@@ -87,34 +90,9 @@ class DiffusionLM:
     @classmethod
     def _from_textdiff_folder(cls, path: Path, device: str, dtype, trust_remote_code: bool, allow_pickle: bool,
                               placement: Optional[dict] = None):
-        from transformers import AutoModel
+        from .models.format import read_model_folder
 
-        from . import models  # noqa: F401  (registers the textdiff Auto classes)
-        from .models.external import check_textdiff_folder, is_external_folder, load_external_denoiser
-        from .models.loading import read_json, weight_files
-        from .tokenization import load_tokenizer
-
-        check_textdiff_folder(path)  # textdiff.json beside another architecture's config: one-line error
-        missing = [f for f in ("config.json", PIPELINE_FILE) if not (path / f).is_file()]
-        if missing:
-            raise ConfigError(f"model folder {str(path)!r} is missing {', '.join(missing)}; is it a textdiff model folder?")
-        weight_files(path, allow_pickle)  # one-line errors for missing shards / pickle-only folders
-        meta = check_pipeline(read_json(path / PIPELINE_FILE), path / PIPELINE_FILE)
-        read_json(path / "config.json")  # a damaged config.json: one line, before the tokenizer reads it
-        tok_source = path if (path / "tokenizer_config.json").is_file() else path.parent / "tokenizer"
-        if not (tok_source / "tokenizer_config.json").is_file() and not (tok_source / "tokenizer.json").is_file():
-            raise ConfigError(f"model folder {str(path)!r} has no tokenizer (tokenizer.json / tokenizer_config.json); "
-                              "copy the run's tokenizer files into it")
-        tokenizer = load_tokenizer(str(tok_source))
-        if placement is not None or is_bidirectional_folder(path):  # a converted LLaDA / Dream (shard by shard, maybe a device_map)
-            model = load_bidirectional(path, device, dtype, allow_pickle, placement)
-        elif is_external_folder(path):  # a Hugging Face network trained as a denoiser (models/external.py)
-            model = load_external_denoiser(path, dtype=dtype, trust_remote_code=trust_remote_code)
-        else:
-            model = load_strict(AutoModel, path, dtype)
-        if placement is None:
-            model.to(device)  # (already there when read shard by shard)
-        model.eval()
+        model, tokenizer, meta = read_model_folder(path, device, dtype, trust_remote_code, allow_pickle, placement)
         process = build_process(meta["process"], vocab_size=model.config.vocab_size, mask_id=tokenizer.mask_token_id)
         sampler = resolve_section("sampler", meta.get("sampler") or "ancestral", "sampler")
         lm = cls(model, tokenizer, process, sampler, seq_len=meta.get("seq_len"), generation=meta.get("generation"),
@@ -122,39 +100,35 @@ class DiffusionLM:
         lm.source_dir = path  # its recipe and metrics.jsonl feed the model card of a re-save
         return lm
 
+    def pipeline(self) -> dict:
+        """The contents of the ``textdiff.json`` this model is saved with."""
+        from .models.format import pipeline
+
+        return pipeline(self.process.config, self.sampler_config, self.tokenizer, self.seq_len,
+                        self.generation_defaults, self.stop_token_ids)
+
     def save_pretrained(self, path: Union[str, Path], remote_code: bool = True, model_card: bool = True,
-                        repo_id: Optional[str] = None) -> None:
-        """Write the folder :meth:`from_pretrained` reads, atomically.
+                        repo_id: Optional[str] = None, overwrite: bool = False) -> None:
+        """Write the folder :meth:`from_pretrained` reads, atomically: into a new temporary folder beside
+        ``path``, then renamed to ``path``.
 
-        remote_code: also write the network's modeling files and ``auto_map`` (textdiff's own network
-        only), so that people without textdiff load it with ``AutoModel.from_pretrained(...,
-        trust_remote_code=True)``. On by default, as Hugging Face users expect of a custom
-        architecture; textdiff never executes these files. model_card: write ``README.md`` (recipe,
-        data, metrics of the run it came from, usage)."""
-        from .hub import add_remote_code
-        from .hub import model_card as card
-        from .training.checkpoint import atomic_dir, commit_dir
+        overwrite: ``path`` may exist only when this is set, and then only as a model folder textdiff
+        wrote (its marker file present); never a file, the folder this model was loaded from, or the
+        working folder (one-line errors, :mod:`textdiff.models.format.writer`). remote_code: also write
+        the network's modeling files and ``auto_map`` (textdiff's own network only), so that people
+        without textdiff load it with ``AutoModel.from_pretrained(..., trust_remote_code=True)``. On by
+        default, as Hugging Face users expect of a custom architecture; textdiff never executes these
+        files. model_card: write ``README.md`` (recipe, data, metrics of the run it came from, usage)."""
+        from .models.format import RECIPE_FILE, save_model_folder
 
-        path = Path(path)
-        tmp = atomic_dir(path)
-        self.model.save_pretrained(tmp, safe_serialization=True)
-        self.tokenizer.save_pretrained(tmp)
-        meta = {"process": to_dict(self.process.config), "sampler": to_dict(self.sampler_config),
-                "mask_token_id": self.tokenizer.mask_token_id, "eos_token_id": self.tokenizer.eos_token_id,
-                "pad_token_id": self.tokenizer.pad_token_id, "seq_len": self.seq_len}
-        if self.generation_defaults:
-            meta["generation"] = self.generation_defaults
-        if self.stop_token_ids:
-            meta["stop_token_ids"] = self.stop_token_ids
-        (tmp / PIPELINE_FILE).write_text(json.dumps(meta, indent=2))
+        arguments.flag("overwrite", overwrite)
         source = getattr(self, "source_dir", None)
-        if source is not None and (Path(source) / "config.yaml").is_file():
-            (tmp / "config.yaml").write_text((Path(source) / "config.yaml").read_text())  # the recipe travels along
-        if remote_code:
-            add_remote_code(tmp)
-        if model_card:
-            (tmp / "README.md").write_text(card(self, tmp, repo_id=repo_id, source=source), encoding="utf-8")
-        commit_dir(tmp, path)
+        recipe = Path(source) / RECIPE_FILE if source is not None else None
+        save_model_folder(path, self.model, self.tokenizer, self.pipeline(),
+                          recipe_text=recipe.read_text() if recipe is not None and recipe.is_file() else None,
+                          metrics_file=Path(source).parent / "metrics.jsonl" if source is not None else None,
+                          remote_code=remote_code, model_card=model_card, repo_id=repo_id, overwrite=overwrite,
+                          sources=[source])
 
     def push_to_hub(self, repo_id: str, private: Optional[bool] = None, token: Optional[str] = None,
                     commit_message: str = "Upload textdiff model", revision: Optional[str] = None,
@@ -162,16 +136,21 @@ class DiffusionLM:
         """Upload the folder :meth:`save_pretrained` writes (model card and, by default, the modeling
         code for ``trust_remote_code`` users) to a Hugging Face Hub model repository (created when
         missing); returns the repository URL. ``from_pretrained(repo_id)`` loads it back.
-        Needs a network and a token with write access (``huggingface-cli login`` or ``token=``)."""
+        Needs a network and a token with write access (``huggingface-cli login`` or ``token=``).
+        The folder is staged in a new temporary folder of the system's, removed afterwards; the
+        marker of a textdiff-written folder stays behind (it describes this machine's copy)."""
         import tempfile
 
         from huggingface_hub import HfApi
 
+        from .models.format import MARKER
+
         api = HfApi(token=token)
         url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-        with tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory(prefix="textdiff-push-") as tmp:
             folder = Path(tmp) / "model"
             self.save_pretrained(folder, remote_code=remote_code, model_card=model_card, repo_id=repo_id)
+            (folder / MARKER).unlink()
             api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model",
                               commit_message=commit_message, revision=revision)
         return str(url)
@@ -282,9 +261,8 @@ class DiffusionLM:
             from .guidance import ClassifierFreeGuidance
 
             kwargs["denoise"] = ClassifierFreeGuidance(self.model, self.process, guidance_weight, uncond=guidance_uncond)
-        start = getattr(self.process, "start_token", None)
-        if getattr(self.process, "logits_shift", 0):  # next-token (AR) models: one token per window
-            ids = [[start] + p for p in ids]  # the start token predicts the first token
+        if self.process.logits_shift:  # next-token (AR) models: one token per window
+            ids = [[self.process.start_token] + p for p in ids]  # the start token predicts the first token
             block_size = 1 if block_size is None else block_size
             steps = max_new_tokens
         if block_size is None and getattr(self.model.config, "attention", None) == "block_causal":
@@ -319,7 +297,7 @@ class DiffusionLM:
                 eos_token_id=self.tokenizer.eos_token_id, callback=on_step if (bar.shown or user_callback) else None,
                 **kwargs,
             )
-        if getattr(self.process, "logits_shift", 0):
+        if self.process.logits_shift:
             ids = [p[1:] for p in ids]
         if tails is not None:  # the answer starts after the prompt's tail, max_new_tokens long
             ids = ids_in
@@ -351,7 +329,7 @@ class DiffusionLM:
         for i, text in enumerate(texts):
             ids = self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"] + [self.tokenizer.eos_token_id]
             unknown += count_unknown(self.tokenizer, ids)
-            block = getattr(self.process, "block_size", None)  # BD3-LM: whole blocks of L' tokens
+            block = self.process.block_size  # BD3-LM: whole blocks of L' tokens
             if block and len(ids) % block:
                 ids += [self.tokenizer.eos_token_id] * (block - len(ids) % block)
             if self.seq_len and len(ids) > self.seq_len:

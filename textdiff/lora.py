@@ -209,10 +209,12 @@ def load_lora(base, adapter_dir, merge: bool = False) -> nn.Module:
 
 
 def _load_denoiser(path) -> nn.Module:
-    from .models.external import check_textdiff_folder, is_external_folder, load_external_denoiser
-    from .models.modeling_textdiff import TextDiffModel
+    """The network of a model folder of any kind (a published one converted on the way)."""
+    from .models.format import PUBLISHED, folder_kind, read_network
 
-    check_textdiff_folder(path)
-    if is_external_folder(path):
-        return load_external_denoiser(path)
-    return TextDiffModel.from_pretrained(str(path))
+    kind = folder_kind(path)
+    if kind == PUBLISHED:
+        from .models.published import load_published
+
+        return load_published(Path(path)).model
+    return read_network(Path(path), kind)

@@ -1,19 +1,49 @@
 """One registry for every named part: strings become classes here and nowhere else.
 
-Classes register themselves with ``@register(kind, name)``; each carries a ``config_class``
-dataclass whose ``name`` field holds the registered name. ``build_*`` turn a config (or a name, or a
-mapping) into an object. The math never branches on these strings.
+A leaf: it imports nothing of textdiff but :mod:`textdiff.errors`. Classes register themselves with
+``@register(kind, name)``; :data:`BUILTINS` names the module that registers each built-in name, and
+:func:`lookup` imports that module the first time the name is asked for (as the Hugging Face Auto
+classes map a model type to its module). So reading a recipe that names ``masked`` imports the masked
+process alone, and listing names (:func:`available`) imports nothing.
+
+Each registered class carries a ``config_class`` dataclass whose ``name`` field holds the registered
+name. The builders live beside their base classes (``build_schedule`` in :mod:`textdiff.schedules`,
+``build_process`` in :mod:`textdiff.processes.base`, ``build_sampler`` in :mod:`textdiff.samplers.base`).
+The math never branches on these strings.
 """
 from __future__ import annotations
 
-import dataclasses
-from typing import Any, Callable
+import importlib
+from typing import Callable
 
 from .errors import ConfigError
 
-KINDS = ("schedule", "process", "sampler", "family")  # family: published checkpoint layouts (models/published)
+#: what the registry holds (published checkpoint layouts have their own table: textdiff.models.published)
+KINDS = ("schedule", "process", "sampler")
+
+_SCHEDULES = "textdiff.schedules"
+#: built-in name -> the module whose import registers it, per kind (imported on first lookup)
+BUILTINS: dict[str, dict[str, str]] = {
+    "schedule": {name: _SCHEDULES for name in ("loglinear", "linear", "cosine", "geometric", "polynomial", "clipped")},
+    "process": {
+        "masked": "textdiff.processes.masked",
+        "block": "textdiff.processes.block",
+        "uniform": "textdiff.processes.uniform",
+        "sedd_absorb": "textdiff.processes.score_entropy",
+        "sedd_uniform": "textdiff.processes.score_entropy",
+        "ar": "textdiff.processes.autoregressive",
+    },
+    "sampler": {
+        "ancestral": "textdiff.samplers.ancestral",
+        "first_hitting": "textdiff.samplers.first_hitting",
+        "euler": "textdiff.samplers.euler",
+        "analytic": "textdiff.samplers.euler",
+        "confidence": "textdiff.samplers.confidence",
+        "threshold": "textdiff.samplers.confidence",
+        "remdm": "textdiff.samplers.remdm",
+    },
+}
 _REGISTRY: dict[str, dict[str, type]] = {k: {} for k in KINDS}
-_LOADED = False
 
 
 def register(kind: str, name: str) -> Callable[[type], type]:
@@ -31,22 +61,15 @@ def register(kind: str, name: str) -> Callable[[type], type]:
     return deco
 
 
-def _load_builtins() -> None:
-    global _LOADED
-    if _LOADED:
-        return
-    _LOADED = True
-    from . import processes, samplers, schedules  # noqa: F401  (imports register the classes)
-    from .models import published  # noqa: F401
-
-
 def available(kind: str) -> list[str]:
-    _load_builtins()
-    return sorted(_REGISTRY[kind])
+    """Every name of ``kind``: the built-in ones and those registered since (nothing is imported)."""
+    return sorted(set(_REGISTRY[kind]) | set(BUILTINS[kind]))
 
 
 def lookup(kind: str, name: str) -> type:
-    _load_builtins()
+    """The class registered as ``name``; a built-in name's module is imported on first use."""
+    if name not in _REGISTRY[kind] and name in BUILTINS[kind]:
+        importlib.import_module(BUILTINS[kind][name])
     try:
         return _REGISTRY[kind][name]
     except KeyError:
@@ -54,58 +77,5 @@ def lookup(kind: str, name: str) -> type:
 
 
 def config_class(kind: str, name: str) -> type:
+    """The config dataclass of the class registered as ``name``."""
     return lookup(kind, name).config_class
-
-
-def make_config(kind: str, spec: Any) -> Any:
-    """A config dataclass from a name, a mapping with ``name``, or a config object."""
-    from .config import resolve_section
-
-    if dataclasses.is_dataclass(spec):
-        return spec
-    return resolve_section(kind, spec, kind)
-
-
-def build_schedule(spec: Any):
-    cfg = make_config("schedule", spec)
-    return lookup("schedule", cfg.name)(cfg)
-
-
-def build_process(spec: Any, vocab_size: int, mask_id: int | None = None):
-    """``spec``: a process config, name or mapping; ``mask_id`` is required by absorbing processes."""
-    cfg = make_config("process", spec)
-    return lookup("process", cfg.name)(cfg, vocab_size=vocab_size, mask_id=mask_id)
-
-
-def check_pair(process_spec: Any, sampler_spec: Any) -> None:
-    """Raise :class:`~textdiff.errors.IncompatibleError` unless the sampler can serve the process,
-    from their configs alone (before any model or data exists; the same rule as building them)."""
-    from .errors import IncompatibleError
-
-    process_cfg, sampler_cfg = make_config("process", process_spec), make_config("sampler", sampler_spec)
-    process_cls, sampler_cls = lookup("process", process_cfg.name), lookup("sampler", sampler_cfg.name)
-    names = {c.registered_name for c in process_cls.__mro__ if "registered_name" in vars(c)}
-    compatible = getattr(sampler_cls, "compatible", ())
-    if compatible and not names & set(compatible):
-        raise IncompatibleError(f"sampler {sampler_cfg.name!r} cannot serve process {process_cfg.name!r}; "
-                                f"it works with: {', '.join(compatible)} (set sampler.name to one made for it)")
-
-
-def default_sampler(process_spec: Any) -> str:
-    """The sampler a recipe gets when it names none: ``ancestral`` when it serves the process, else
-    the first registered sampler that does (SEDD: ``analytic``)."""
-    from .errors import IncompatibleError
-
-    for name in ["ancestral"] + available("sampler"):
-        try:
-            check_pair(process_spec, name)
-            return name
-        except IncompatibleError:
-            continue
-    return "ancestral"  # none fits: check_pair's error comes at validation
-
-
-def build_sampler(spec: Any, process):
-    """A sampler bound to ``process``; raises if the pair cannot work together."""
-    cfg = make_config("sampler", spec)
-    return lookup("sampler", cfg.name)(cfg, process)

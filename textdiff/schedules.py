@@ -5,6 +5,8 @@ uncorrupted at time t. α(0) ≈ 1 (clean data), α(1) ≈ 0 (pure noise), α de
 is σ(t) = −log α(t), so α = exp(−σ) and α'(t) = −σ'(t) α(t).
 
 Every schedule gives ``alpha``, ``dalpha`` (α'), ``sigma`` and ``dsigma`` (σ') on tensors of any shape.
+Each family registers itself (``@register("schedule", name)``); :func:`build_schedule` turns a name,
+mapping or config into a schedule.
 """
 from __future__ import annotations
 
@@ -12,15 +14,24 @@ import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
+from typing import Any
+
 import torch
 
+from .dataclass_io import make_config
 from .errors import ConfigError
-from .registry import register
+from .registry import lookup, register
 
 
 @dataclass
 class ScheduleConfig:
     name: str = "loglinear"
+
+
+def build_schedule(spec: Any) -> "Schedule":
+    """A schedule from a name (``"loglinear"``), a mapping with ``name`` or a schedule config."""
+    cfg = make_config("schedule", spec)
+    return lookup("schedule", cfg.name)(cfg)
 
 
 class Schedule(ABC):

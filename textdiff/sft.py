@@ -52,12 +52,13 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import torch
 
-from .config import SFTConfig
+from .dataclass_io import at_least, not_blank
 from .errors import ConfigError, DataError, warn
 
 # ---------------------------------------------------------------------------------------------
@@ -73,6 +74,42 @@ WORDS = (
 
 
 TASKS = ("add", "copy", "reverse", "count", "next")  # the synthetic tasks (sft.tasks)
+
+
+@dataclass
+class SFTConfig:
+    """Supervised fine-tuning on instruction data (:mod:`textdiff.sft`); replaces the ``data`` corpus.
+
+    Rows are ``[prompt | response | EOS | EOS padding]`` of ``data.seq_len`` tokens; the prompt is
+    never corrupted and the loss covers the response, normalised per sequence by its counted length."""
+
+    source: str = "synthetic"  # a .jsonl file ({prompt, response} or {messages}) or 'synthetic' (built-in tasks)
+    val_source: Optional[str] = None  # separate validation .jsonl; else a held-out fraction of source
+    val_fraction: float = 0.05  # held-out fraction of rows when val_source is not given
+    prompt_field: str = "prompt"  # JSONL keys of prompt/response rows
+    response_field: str = "response"
+    messages_field: str = "messages"  # JSONL key of chat rows (formatted with the tokenizer's chat template)
+    eos_policy: Literal["first", "all", "weighted"] = "first"  # which EOS pads count in the loss (see textdiff.sft)
+    pad_eos_weight: float = 0.1  # eos_policy=weighted: loss weight of each EOS pad after the first
+    tasks: list[str] = field(default_factory=lambda: ["add", "copy", "reverse"])  # synthetic: which tasks
+    num_examples: int = 4000  # synthetic: rows generated (deterministic in seed)
+    seed: int = 0  # synthetic: generator seed
+    max_examples: Optional[int] = None  # cap on rows read from source
+
+    def validate(self) -> None:
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError(f"sft.val_fraction={self.val_fraction} must be in [0, 1)")
+        if not 0.0 <= self.pad_eos_weight <= 1.0:
+            raise ConfigError(f"sft.pad_eos_weight={self.pad_eos_weight} must be in [0, 1]")
+        for name in ("source", "val_source", "prompt_field", "response_field", "messages_field"):
+            not_blank(f"sft.{name}", getattr(self, name))
+        at_least("sft", self, 1, "num_examples")
+        at_least("sft", self, 1, "max_examples", optional=True)
+        at_least("sft", self, 0, "seed")
+        if self.source == "synthetic":
+            unknown = [t for t in self.tasks if t not in TASKS]
+            if unknown or not self.tasks:
+                raise ConfigError(f"sft.tasks {unknown or self.tasks} not known; choose from {sorted(TASKS)}")
 
 
 def synthetic_examples(tasks: list[str], n: int, seed: int) -> list[dict]:

@@ -17,14 +17,33 @@ from __future__ import annotations
 
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Literal, Optional, Sequence
 
-from .config import TokenizerConfig
+from .dataclass_io import at_least, not_blank
 from .errors import ConfigError
 
 EOS, MASK, PAD, UNK = "<|endoftext|>", "[MASK]", "[PAD]", "<unk>"
 NEWLINE = "\u21b5"  # "↵": SentencePiece works on lines, so newlines travel as this symbol
+
+
+@dataclass
+class TokenizerConfig:
+    """Where the tokenizer comes from: a local folder / hub name, or trained on the corpus."""
+
+    path: Optional[str] = None  # local folder or hub name of a Hugging Face tokenizer
+    train: Optional[Literal["bpe", "unigram"]] = None  # train one on the training corpus
+    vocab_size: int = 4096  # size of a trained tokenizer (special tokens included)
+    min_frequency: int = 2  # BPE merges need at least this many occurrences
+
+    def validate(self) -> None:
+        if (self.path is None) == (self.train is None):
+            raise ConfigError("tokenizer: give exactly one of 'path' (a tokenizer folder) or 'train' (bpe|unigram)")
+        not_blank("tokenizer.path", self.path)
+        if self.vocab_size < 64:
+            raise ConfigError(f"tokenizer.vocab_size={self.vocab_size} is too small; use at least 64")
+        at_least("tokenizer", self, 1, "min_frequency")
 
 
 WORDS = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""  # GPT-2's word pattern

@@ -43,7 +43,7 @@ def load(folder: Path):
     from textdiff.data import load_documents, tokenize_rows
     from textdiff.config import load_recipe
     from textdiff.models import TextDiffModel
-    from textdiff.registry import build_process
+    from textdiff import build_process
     from textdiff.tokenization import load_tokenizer
 
     recipe = load_recipe(folder / "config.yaml")

@@ -52,7 +52,7 @@ def _pair_rows(model, process, prompt_ids, answer_ids, mc_samples: int, seed: in
         if len(answer) > limit:
             raise DataError(f"the answer has {len(answer)} tokens, more than the model's context of {limit}")
         prompt = prompt[max(0, len(prompt) + len(answer) - limit):]
-    exact = not getattr(process, "is_diffusion", True)
+    exact = not process.is_diffusion
     K = 1 if exact else int(mc_samples)
     if K < 1:
         raise ConfigError(f"mc_samples={mc_samples} must be at least 1")
@@ -62,7 +62,7 @@ def _pair_rows(model, process, prompt_ids, answer_ids, mc_samples: int, seed: in
     g = generator_for(seed, index)
     u = torch.rand((), generator=g, dtype=torch.float64)
     t = ((torch.arange(K, dtype=torch.float64) + u) / K).float()  # stratified [K]
-    if getattr(process, "block_size", None) and not exact:
+    if process.block_size and not exact:
         t = t[:, None].expand(K, x0.shape[1]).contiguous()  # block diffusion takes per-token times [K, P + A]
     noise = [generator_for(seed, index, k + 1) for k in range(K)]
     return {"x0": x0, "frozen": frozen, "t": t, "noise": noise, "exact": exact, "prompt": len(prompt), "answer": len(answer)}
@@ -154,9 +154,9 @@ def greedy_matches(model, process, pairs: Sequence[tuple[Sequence[int], Sequence
     call among pairs whose answers have the same length. Greedy decoding is batch-invariant, so
     each result equals the one-pair call's."""
     from ..generation import generate
-    from ..registry import build_sampler
+    from ..samplers.base import build_sampler
 
-    ar = not getattr(process, "is_diffusion", True)
+    ar = not process.is_diffusion
     sampler = build_sampler({"name": "ancestral", "temperature": 0.0}, process)
     out: list[Optional[bool]] = [None] * len(pairs)
     groups: dict[int, list[int]] = {}

@@ -111,7 +111,7 @@ def _time_shape(process, L: int) -> int:
     probe = process.sample_t(1, device="cpu", generator=torch.Generator().manual_seed(0), seq_len=L)
     if probe.dim() == 1:
         return 0
-    size = getattr(process, "block_size", 1)
+    size = process.block_size or 1
     return L // size
 
 
@@ -150,7 +150,7 @@ def evaluate_likelihood(
     if max_rows is not None:
         ids = ids[:max_rows]
         mask = None if mask is None else mask[:max_rows]
-    exact = not getattr(process, "is_diffusion", True)
+    exact = not process.is_diffusion
     K = 1 if exact else int(t_samples)
     if K < 1:
         raise ConfigError(f"t_samples={t_samples} must be at least 1")

@@ -108,11 +108,13 @@ def load_reference(spec, device=None, dtype=None) -> ReferenceLM:
         model, tokenizer = spec
         return _hf_reference(model.to(device).eval(), tokenizer, getattr(model, "name_or_path", "") or type(model).__name__)
     path = str(spec)
-    if (Path(path) / "textdiff.json").is_file():
+    from ..models.format import PUBLISHED, folder_kind
+
+    if folder_kind(path) != PUBLISHED:  # a textdiff model folder
         from ..lm import DiffusionLM
 
         lm = DiffusionLM.from_pretrained(path, device=device, dtype=dtype)
-        if getattr(lm.process, "is_diffusion", True):
+        if lm.process.is_diffusion:
             raise ConfigError(f"reference {path!r} is a diffusion model; a reference must be causal (a textdiff 'ar' model or an HF causal LM)")
         return ReferenceLM(model=lm.model, tokenizer=lm.tokenizer, kind="textdiff-ar", name=path,
                            max_length=int(lm.seq_len or lm.model.config.max_position_embeddings) + 1,

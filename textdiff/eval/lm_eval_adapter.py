@@ -106,7 +106,7 @@ class TextDiffLM(LM):
         if str(batch_size).startswith("auto"):  # no memory probing: a fixed size that suits small models
             batch_size = 16
         self.batch_size = max(1, int(batch_size))
-        self.ar = not getattr(self.lm.process, "is_diffusion", True)
+        self.ar = not self.lm.process.is_diffusion
 
     # ---- helpers -----------------------------------------------------------------------------
     def _encode(self, text: str) -> list[int]:

@@ -48,11 +48,11 @@ def sample_texts(
     (block_size 1, exact KV cache) after their start token. ``progress``: a
     :class:`textdiff.progress.Progress` advanced by each batch's samples (tokens: decoded positions)."""
     from ..generation import generate
-    from ..registry import build_sampler
+    from ..samplers.base import Sampler, build_sampler
 
     if num_samples < 1 or batch_size < 1:
         raise ConfigError(f"num_samples={num_samples} and batch_size={batch_size} must be at least 1")
-    ar = not getattr(process, "is_diffusion", True)
+    ar = not process.is_diffusion
     if ar:
         block_size, steps = 1, max_new_tokens
     base = [list(p) for p in prompts] if prompts is not None else [[] for _ in range(num_samples)]
@@ -60,7 +60,7 @@ def sample_texts(
         raise ConfigError(f"got {len(base)} prompts for num_samples={num_samples}")
     if ar:
         base = [[process.start_token] + p for p in base]
-    s = sampler if hasattr(sampler, "step") else build_sampler(sampler, process)
+    s = sampler if isinstance(sampler, Sampler) else build_sampler(sampler, process)
     kwargs = dict(max_new_tokens=max_new_tokens, steps=steps, block_size=block_size, use_cache=use_cache,
                   pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
                   eos_token_id=tokenizer.eos_token_id, stop_at_eos=stop_at_eos)

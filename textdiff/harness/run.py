@@ -1,7 +1,8 @@
 """Run an evaluation suite: ``textdiff eval SUITE [key=value ...]`` (SUITE a YAML file or a shipped
 suite's name, e.g. ``quickstart``); ``python -m textdiff.harness`` is the same.
 
-Writes into the suite's ``output_dir`` (default ``runs/eval/<name>`` under the working directory):
+Writes the suite's ``output_dir`` (default ``runs/eval/<name>`` under the working directory; an
+existing one only with ``--overwrite``, and only a report folder textdiff wrote):
 
 * ``report.json``: every figure and the full protocol (models and their process / sampler configs,
   steps, seeds, precision, datasets and layouts, reference model, textdiff version, git commit);
@@ -139,7 +140,7 @@ def run_generation(lm, info, spec, task: GenerationTask, suite, refs: dict, huma
             refs[key] = load_reference(key, device=lm.device)
         ref = refs[key]
     out = []
-    ar = not getattr(lm.process, "is_diffusion", True)
+    ar = not lm.process.is_diffusion
     limit = getattr(lm.model.config, "max_position_embeddings", None)
     if ar and limit is not None and length + 1 > limit:
         length = limit - 1  # the AR start token takes one position: at most context − 1 new tokens
@@ -230,8 +231,12 @@ def _version(name: str):
         return None
 
 
-def main(argv=None, progress=None) -> Path:
-    """Run the suite named by argv[0] with key=value overrides argv[1:]; returns the report.json path."""
+def main(argv=None, progress=None, overwrite: bool = False) -> Path:
+    """Run the suite named by argv[0] with key=value overrides argv[1:]; returns the report.json path.
+    The report folder is written as every textdiff folder is (:mod:`textdiff.models.format.writer`):
+    staged beside ``output_dir`` and renamed into place; an existing one is replaced only with
+    ``overwrite`` and only when textdiff wrote it."""
+    from ..models.format import check_target, staged_folder
     from .report import write_markdown, write_plots
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -239,13 +244,14 @@ def main(argv=None, progress=None) -> Path:
         print(__doc__)
         raise ConfigError("usage: textdiff eval SUITE [key=value ...] (SUITE: a YAML file or quickstart, zero_shot, process_comparison)")
     suite, raw = load_suite(argv[0], argv[1:])
-    report = run_suite(suite, raw, argv, progress)
     out = output_dir(suite)
-    out.mkdir(parents=True, exist_ok=True)
+    check_target(out, "eval", overwrite, what="output_dir")  # before the (long) run
+    report = run_suite(suite, raw, argv, progress)
+    with staged_folder(out, "eval", overwrite=overwrite, what="output_dir") as tmp:
+        (tmp / "report.json").write_text(json.dumps(report, indent=2, default=_jsonable, ensure_ascii=False), encoding="utf-8")
+        write_markdown(report, tmp / "report.md")
+        plots = [out / p.name for p in write_plots(report, tmp)]
     path = out / "report.json"
-    path.write_text(json.dumps(report, indent=2, default=_jsonable, ensure_ascii=False), encoding="utf-8")
-    write_markdown(report, out / "report.md")
-    plots = write_plots(report, out)
     print(f"wrote {path}, {out / 'report.md'}" + "".join(f", {p}" for p in plots))
     return path
 

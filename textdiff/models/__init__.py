@@ -1,24 +1,25 @@
-"""Denoiser networks: the textdiff transformer (registered with the transformers Auto classes)."""
-from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM
+"""Denoiser networks: the textdiff transformer and transformers' decoders run as denoisers.
 
-from .cache import KVCache
-from .configuration_textdiff import TextDiffConfig
-from .modeling_bidirectional import NATIVE_CLASSES
-from .modeling_moe import MOE_CLASSES
-from .modeling_textdiff import TextDiffModel, TextDiffOutput
+Importing this package imports no network code (nor transformers): the names below load on first use,
+and the transformers Auto classes learn textdiff's networks when transformers imports them
+(:mod:`textdiff.models.auto`).
+"""
+from __future__ import annotations
 
-AutoConfig.register("textdiff", TextDiffConfig, exist_ok=True)
-AutoModel.register(TextDiffConfig, TextDiffModel, exist_ok=True)
-# the denoiser predicts a token at every position from a partly masked input: a masked LM
-AutoModelForMaskedLM.register(TextDiffConfig, TextDiffModel, exist_ok=True)
-# transformers' own decoders run bidirectionally (LLaDA on Llama, Dream on Qwen2): see modeling_bidirectional
-# ... and transformers' Qwen3-MoE (LLaDA-MoE): see modeling_moe
-for _config_class, _model_class in (*NATIVE_CLASSES.values(), *MOE_CLASSES.values()):
-    AutoConfig.register(_config_class.model_type, _config_class, exist_ok=True)
-    AutoModel.register(_config_class, _model_class, exist_ok=True)
-    AutoModelForMaskedLM.register(_config_class, _model_class, exist_ok=True)
+#: config.json model_types that textdiff loads natively from a folder with textdiff.json: its own
+#: network and transformers' decoders run bidirectionally (modeling_bidirectional / modeling_moe;
+#: tests/test_model.py checks this list against their classes)
+NATIVE_MODEL_TYPES = ("textdiff", "textdiff_llama", "textdiff_qwen2", "textdiff_qwen3_moe", "textdiff_glm4_moe")
 
-#: config.json model_types that textdiff loads natively from a folder with textdiff.json
-NATIVE_MODEL_TYPES = ("textdiff", *NATIVE_CLASSES, *MOE_CLASSES)
+_LAZY = {"KVCache": "cache", "TextDiffConfig": "configuration_textdiff", "TextDiffModel": "modeling_textdiff",
+         "TextDiffOutput": "modeling_textdiff", "register_auto_classes": "auto"}
 
-__all__ = ["NATIVE_MODEL_TYPES", "KVCache", "TextDiffConfig", "TextDiffModel", "TextDiffOutput"]
+__all__ = ["NATIVE_MODEL_TYPES", *_LAZY]
+
+
+def __getattr__(name):  # the network modules load when a name is first used
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -11,8 +11,8 @@ from .modeling_textdiff import TextDiffModel
 
 def denoiser_config(cfg: ModelConfig, vocab_size: int, process, seq_len: int, mask_id: Optional[int]) -> TextDiffConfig:
     """A TextDiffConfig from the recipe's model section and what the process requires."""
-    attention = getattr(process, "required_attention", None) or cfg.attention
-    block_size = getattr(process, "block_size", None) or cfg.block_size
+    attention = process.required_attention or cfg.attention
+    block_size = process.block_size or cfg.block_size
     max_len = cfg.max_seq_len or seq_len
     if seq_len > max_len:
         raise ConfigError(f"data.seq_len={seq_len} exceeds model.max_seq_len={max_len}; raise model.max_seq_len or lower data.seq_len")
@@ -27,23 +27,22 @@ def denoiser_config(cfg: ModelConfig, vocab_size: int, process, seq_len: int, ma
 
 
 def load_denoiser(path: str, vocab_size: Optional[int] = None):
-    """A saved textdiff denoiser (``init_from``); embeddings grow if the tokenizer gained tokens."""
+    """A saved textdiff denoiser (a model folder or a checkpoint), read strictly; embeddings grow if the
+    tokenizer gained tokens."""
     from pathlib import Path
 
-    if not (Path(path) / "config.json").is_file():
-        raise ConfigError(f"init_from={path!r} is not a saved model folder (no config.json); point it at a run's final/ folder")
-    model = TextDiffModel.from_pretrained(path)
-    if vocab_size is not None and vocab_size != model.config.vocab_size:
-        if vocab_size < model.config.vocab_size:
-            raise ConfigError(f"the tokenizer has {vocab_size} tokens but the model {model.config.vocab_size}; use the model's tokenizer")
-        model.resize_token_embeddings(vocab_size)
-    return model
+    from .format import PUBLISHED, folder_kind, read_network
+
+    kind = folder_kind(path)
+    if kind == PUBLISHED:
+        raise ConfigError(f"{path!r} is not a saved textdiff model folder; point it at a run's final/ folder")
+    return read_network(Path(path), kind, vocab_size=vocab_size)
 
 
 def adapt_attention(model, process) -> None:
     """Fine-tune across attention kinds: a block-diffusion model (BD3-LM) from a full-sequence
     masked checkpoint shares every weight; only the structural mask (config) changes."""
-    need = getattr(process, "required_attention", None)
+    need = process.required_attention
     if need is None or not hasattr(model.config, "attention"):
         return
     if need == "block_causal":  # also across block sizes (BD3-LM L' = 4 from its L' = 1024 pre-training)
@@ -56,13 +55,11 @@ def check_model_process(model, process, seq_len: int) -> None:
     from ..generation import check_compatible
 
     check_compatible(model, process)
-    need = getattr(process, "required_attention", None)
+    need = process.required_attention
     have = getattr(model.config, "attention", None)
     if need is not None and have is not None and need != have:
         raise ConfigError(f"process {process.config.name!r} needs {need} attention but the model has {have}; set model.attention={need}")
-    check = getattr(process, "check_model", None)  # e.g. block diffusion: the same block size
-    if check is not None:
-        check(model.config)
+    process.check_model(model.config)  # e.g. block diffusion: the same block size
     max_len = getattr(model.config, "max_position_embeddings", None)
     if max_len is not None and seq_len > max_len:
         raise ConfigError(f"data.seq_len={seq_len} exceeds the model's maximum {max_len}; lower data.seq_len")

@@ -13,7 +13,7 @@ Semantics are Hugging Face's (``PreTrainedModel.from_pretrained(device_map=...)`
 :func:`plan` checks a map against the meta model and returns it complete (one-line ConfigErrors),
 :func:`target` says where one tensor goes, :func:`dispatch` attaches accelerate's hooks (inputs
 moved to each block's execution device; CPU and disk parts streamed in at their forward) once the
-weights are in place. The loader (``published/_hf.py``) puts every tensor read from a shard
+weights are in place. The weight engine (``models/weights.py``) puts every tensor read from a shard
 straight where the plan says, so no device (the CPU included) ever holds more than its part.
 """
 from __future__ import annotations

@@ -35,9 +35,9 @@ import torch.nn as nn
 
 from ..config import DenoiserConfig, from_dict, to_dict
 from ..errors import ConfigError, IncompatibleError
+from .format.layout import DENOISER_FILE
 from .modeling_textdiff import TextDiffOutput
 
-MARKER = "textdiff_denoiser.json"  # written beside an external denoiser's config.json
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -133,7 +133,7 @@ class ExternalDenoiser(nn.Module):
         (network or self.hf).save_pretrained(path, safe_serialization=safe_serialization, state_dict=state_dict, **kwargs)
         spec = {**to_dict(self.spec), "path": ".", "init": "pretrained", "trust_remote_code": False,  # the caller decides
                 "vocab_size": self.config.vocab_size, "mask_token_id": self.config.mask_token_id}
-        (path / MARKER).write_text(json.dumps(spec, indent=2))
+        (path / DENOISER_FILE).write_text(json.dumps(spec, indent=2))
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """Accept the network's own key names (a saved folder) as well as the wrapper's (``hf.`` prefix)."""
@@ -149,35 +149,6 @@ class ExternalDenoiser(nn.Module):
 # ---------------------------------------------------------------------------------------------
 # Building
 # ---------------------------------------------------------------------------------------------
-
-
-def is_external_folder(path) -> bool:
-    return (Path(path) / MARKER).is_file()
-
-
-def folder_model_type(path) -> Optional[str]:
-    """The ``model_type`` of a saved folder's config.json (None when there is none)."""
-    cfg = Path(path) / "config.json"
-    if not cfg.is_file():
-        return None
-    try:
-        return json.loads(cfg.read_text()).get("model_type")
-    except (OSError, ValueError):
-        return None
-
-
-def check_textdiff_folder(path) -> None:
-    """Raise a one-line error when a folder holds a model textdiff cannot load as a denoiser."""
-    if is_external_folder(path):
-        return
-    from . import NATIVE_MODEL_TYPES
-
-    kind = folder_model_type(path)
-    if kind is not None and kind not in NATIVE_MODEL_TYPES:
-        raise ConfigError(
-            f"model folder {str(path)!r} holds a {kind!r} model, not a textdiff denoiser; to use a Hugging Face "
-            f"network, train with a 'denoiser: {{path: {path}}}' recipe section (masked LMs, LLaDA-style or causal LMs)"
-        )
 
 
 def _load_hf(spec: DenoiserConfig, source: str, dtype):
@@ -236,11 +207,11 @@ def build_external_denoiser(spec, tokenizer, process) -> ExternalDenoiser:
     """
     if isinstance(spec, dict):
         spec = from_dict(DenoiserConfig, spec, "denoiser")
-    if not getattr(process, "needs_mask_token", False) or getattr(process, "logits_shift", 0):
+    if not process.needs_mask_token or process.logits_shift:
         raise IncompatibleError(
             f"external denoisers serve the masked process, not {process.config.name!r}; set process.name=masked"
         )
-    if getattr(process, "required_attention", None) not in (None, "bidirectional"):
+    if process.required_attention not in (None, "bidirectional"):
         raise IncompatibleError("block diffusion needs the textdiff model (block-causal attention); drop the denoiser section")
     dtype = _DTYPES.get(spec.dtype) if spec.dtype else None
     hf = _load_hf(spec, spec.path, dtype)
@@ -262,12 +233,12 @@ def load_external_denoiser(path, vocab_size: Optional[int] = None, dtype=None, t
     from .loading import read_json
 
     path = Path(path)
-    saved = read_json(path / MARKER)
+    saved = read_json(path / DENOISER_FILE)
     try:
         vocab = int(saved.pop("vocab_size"))
         mask_id = saved.pop("mask_token_id")
     except (KeyError, TypeError, ValueError):
-        raise ConfigError(f"{str(path / MARKER)!r} lacks vocab_size / mask_token_id; the file is damaged") from None
+        raise ConfigError(f"{str(path / DENOISER_FILE)!r} lacks vocab_size / mask_token_id; the file is damaged") from None
     saved["trust_remote_code"] = bool(trust_remote_code)
     spec = from_dict(DenoiserConfig, {**saved, "path": str(path), "init": "pretrained"}, "denoiser")
     if dtype is None and spec.dtype:

@@ -45,6 +45,7 @@ class AutoregressiveProcess(ForwardProcess):
     """Next-token prediction with exact NLL (module docstring)."""
 
     config_class = AutoregressiveConfig
+    gives_posterior = True  # p_θ(x_i | x_{<i}) whatever t and s
     is_diffusion = False
     #: the model builder reads this: an AR model must be causal
     required_attention = "causal"

@@ -16,13 +16,15 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, ClassVar, Literal, Optional
 
 import torch
 
 from ..categorical import Generator, uniform
-from ..errors import IncompatibleError
-from ..registry import build_schedule
+from ..dataclass_io import make_config, resolve_section
+from ..errors import ConfigError, IncompatibleError
+from ..registry import lookup
+from ..schedules import build_schedule
 
 
 @dataclass
@@ -37,12 +39,8 @@ class ProcessConfig:
 
     def __post_init__(self):
         if self.schedule is None:
-            from ..config import resolve_section
-
             self.schedule = resolve_section("schedule", {"name": "loglinear"}, "process.schedule")
         if self.time_input not in TIME_INPUTS:
-            from ..errors import ConfigError
-
             raise ConfigError(f"process.time_input={self.time_input!r}; use one of {', '.join(TIME_INPUTS)}")
 
 
@@ -67,18 +65,69 @@ def cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits, target, reduction="none").float()
 
 
+def build_process(spec: Any, vocab_size: int, mask_id: Optional[int] = None) -> "ForwardProcess":
+    """A process from a name, a mapping with ``name`` or a process config; ``mask_id`` (the [MASK]
+    token) is required by processes that declare ``needs_mask_token``."""
+    cfg = make_config("process", spec)
+    return lookup("process", cfg.name)(cfg, vocab_size=vocab_size, mask_id=mask_id)
+
+
+def process_class(process: Any) -> type["ForwardProcess"]:
+    """The ForwardProcess subclass of ``process``: a process, its class, or (before anything is built)
+    its config, name or mapping. The declared capabilities are class attributes, readable from it."""
+    if isinstance(process, ForwardProcess):
+        return type(process)
+    if isinstance(process, type) and issubclass(process, ForwardProcess):
+        return process
+    return lookup("process", make_config("process", process).name)
+
+
 class ForwardProcess(ABC):
     """Base class: one subclass per family, with the math in its docstrings."""
 
     config_class = ProcessConfig
+
+    # ---- what the process offers, DECLARED (read by the samplers, the generation loop, the recipe
+    # ---- rules and the evaluation code; class attributes, so they are known before anything is built)
+    #: the corruption graph. "absorbing": a token jumps to [MASK] and stays there, so the noisy positions
+    #: are known (:meth:`is_noise`) and a clean token never changes again; "uniform": a token jumps to
+    #: any of the V states, so any position may be noise; None: nothing is corrupted (autoregressive)
+    graph: ClassVar[Optional[Literal["absorbing", "uniform"]]] = None
+    #: what the denoiser's logits are. "x0": logits of p_θ(x0 | x_t) (temperature / top-k / top-p act on
+    #: them before :meth:`reverse_probs`); "score": log concentration ratios s_θ(x_t)_y ≈ p_t(y) / p_t(x_t)
+    #: (SEDD), whose one-step law is the Tweedie step ``analytic_probs``. With ``graph`` it names the
+    #: one-step law, so the samplers pick their row-wise kernels from these two declarations
+    parameterization: ClassVar[Literal["x0", "score"]] = "x0"
+    #: :meth:`reverse_probs` gives the posterior p_θ(x_s | x_t) of one step (ancestral samplers)
+    gives_posterior: ClassVar[bool] = False
+    #: :meth:`reverse_rate` gives the reverse-time rates R_θ(x_t → y) (Euler / tau-leaping samplers)
+    gives_rates: ClassVar[bool] = False
     #: the process needs a [MASK] token in the vocabulary
-    needs_mask_token: bool = False
-    #: the model may attend in any direction (AR sets this False)
-    is_diffusion: bool = True
+    needs_mask_token: ClassVar[bool] = False
+    #: a diffusion process (its loss is a NELBO, estimated over draws of t); False: an autoregressive
+    #: model whose loss is the exact next-token NLL
+    is_diffusion: ClassVar[bool] = True
     #: attention the denoiser must use ("causal" for AR, "block_causal" for block diffusion); None: any
-    required_attention: Optional[str] = None
-    #: 1 when the logits predicting row position i come from position i − 1 (next-token models)
-    logits_shift: int = 0
+    required_attention: ClassVar[Optional[Literal["causal", "block_causal"]]] = None
+    #: 1 when the logits predicting row position i come from position i − 1 (next-token models; they are
+    #: fed :attr:`start_token` before the first token)
+    logits_shift: ClassVar[int] = 0
+    #: True when p_θ(x0 | x_t) at a clean (non-noise) position does not depend on the network (SUBS
+    #: carry-over): generation then computes the logits of the noise positions only
+    clean_logits_unused: ClassVar[bool] = False
+    #: the token a next-token process feeds before the first one (None for diffusion processes)
+    start_token: Optional[int] = None
+
+    @classmethod
+    def config_block_size(cls, config: ProcessConfig) -> Optional[int]:
+        """The block length L' that a process of this class with ``config`` trains and decodes in
+        (block diffusion), None when it has no block structure. Readable from a config alone."""
+        return None
+
+    @property
+    def block_size(self) -> Optional[int]:
+        """L' of block diffusion (:meth:`config_block_size` of this process's config), else None."""
+        return self.config_block_size(self.config)
 
     def __init__(self, config: ProcessConfig, vocab_size: int, mask_id: Optional[int] = None):
         self.config = config
@@ -105,7 +154,7 @@ class ForwardProcess(ABC):
         """What the denoiser is fed for time t ([B] or [B, L], same shape back), per ``time_input``:
         t itself, σ(t) = −log α(t) from the schedule, or zeros (a model whose adaLN layers were
         trained on a constant σ = 0). Every caller that passes t to the model goes through here."""
-        kind = getattr(self.config, "time_input", "t")
+        kind = self.config.time_input
         if kind == "t":
             return t
         if kind == "zero":
@@ -172,15 +221,15 @@ class ForwardProcess(ABC):
         """Pick the [B, L, V] logits of x_t out of the denoiser's output."""
         return logits
 
+    def check_model(self, model_config) -> None:
+        """Raise a one-line error unless a denoiser with ``model_config`` can serve this process
+        beyond its attention kind (block diffusion: the same block size). Default: no constraint."""
+
     def prior_loss(self, x0: torch.Tensor) -> torch.Tensor:
         """KL(q(x_1 | x0) || prior) per token [B, L]; zero when the schedule reaches the prior."""
         return torch.zeros_like(x0, dtype=torch.float32)
 
     # ---- reading the denoiser for sampling ----------------------------------------------------
-    #: True when p_θ(x0 | x_t) at a clean (non-noise) position does not depend on the network (SUBS
-    #: carry-over): generation then computes the logits of the noise positions only
-    clean_logits_unused: bool = False
-
     def x0_logits(self, logits: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Log-probabilities of the clean token at every position, [B, L, V]."""
         return torch.log_softmax(upcast(logits), dim=-1)
@@ -207,8 +256,20 @@ class ForwardProcess(ABC):
             f"process {self.config.name!r} gives no reverse rates; use 'ancestral' or a confidence sampler"
         )
 
+    def unmask_probability(self, t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """(α_s − α_t) / (1 − α_t) = (m_t − m_s) / m_t, m = 1 − α, in float64 (shape of t).
+
+        Absorbing graphs: the chance that a [MASK] at time t is a clean token at s < t. It does not
+        depend on the network (SUBS never predicts [MASK]), so samplers decide where tokens appear
+        before drawing them. At s = 0 it is 1 (:meth:`survival`).
+        """
+        _, m_t = self.survival(t)
+        _, m_s = self.survival(s)
+        p = (m_t - m_s) / m_t.clamp_min(1e-300)
+        return torch.where(m_t > 0, p, torch.ones_like(p)).clamp(0.0, 1.0)
+
     def is_noise(self, x_t: torch.Tensor) -> torch.Tensor:
-        """[B, L] bool: positions known to be still corrupted (only absorbing processes can tell)."""
+        """[B, L] bool: positions known to be still corrupted (``graph == "absorbing"`` only)."""
         raise IncompatibleError(
             f"process {self.config.name!r} cannot tell noisy from clean tokens; confidence samplers need the masked process"
         )

@@ -60,9 +60,9 @@ class BlockProcess(MaskedProcess):
     #: the denoiser must use block-causal attention (read by ``models.build``)
     required_attention = "block_causal"
 
-    @property
-    def block_size(self) -> int:
-        return int(self.config.block_size)
+    @classmethod
+    def config_block_size(cls, config: BlockConfig) -> int:
+        return int(config.block_size)
 
     def num_blocks(self, seq_len: int) -> int:
         """K = L / L'; raises a one-line error when L' does not divide L or exceeds it."""

@@ -45,6 +45,8 @@ class MaskedConfig(ProcessConfig):
 @register("process", "masked")
 class MaskedProcess(ForwardProcess):
     config_class = MaskedConfig
+    graph = "absorbing"
+    gives_posterior = True
     needs_mask_token = True
     clean_logits_unused = True  # SUBS: an unmasked token carries over, whatever its logits
 
@@ -91,18 +93,6 @@ class MaskedProcess(ForwardProcess):
             carried.scatter_(-1, x_t[keep][:, None], 0.0)
             logp[keep] = carried
         return logp
-
-    def unmask_probability(self, t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-        """(α_s − α_t) / (1 − α_t) = (m_t − m_s) / m_t, m = 1 − α, in float64 (shape of t).
-
-        The chance that a [MASK] at time t is a clean token at s < t. It does not depend on the
-        network (SUBS never predicts [MASK]), so samplers decide where tokens appear before drawing
-        them. At s = 0 it is 1 (:meth:`survival`).
-        """
-        _, m_t = self.survival(t)
-        _, m_s = self.survival(s)
-        p = (m_t - m_s) / m_t.clamp_min(1e-300)
-        return torch.where(m_t > 0, p, torch.ones_like(p)).clamp(0.0, 1.0)
 
     def x0_logits_rows(self, rows, fresh=False):
         """SUBS at masked positions: the [MASK] logit is −∞ (rows [n, V]; in place when ``fresh``)."""

@@ -87,7 +87,9 @@ class ScoreEntropyProcess(ForwardProcess):
     """Shared SEDD machinery; subclasses fix the graph (module docstring)."""
 
     config_class = ScoreEntropyConfig
-    graph: str = ""
+    parameterization = "score"
+    gives_posterior = True  # the Tweedie step (``analytic_probs``)
+    gives_rates = True
 
     def _a(self, t, x):
         """α(t) per token [B, L, 1] in float64 (1 at t <= 0: the data, see ``survival``)."""
@@ -121,7 +123,7 @@ class SEDDAbsorb(ScoreEntropyProcess):
 
     config_class = SEDDAbsorbConfig
     needs_mask_token = True
-    graph = "absorb"
+    graph = "absorbing"
     corrupt = MaskedProcess.corrupt
     prior = MaskedProcess.prior
     is_noise = MaskedProcess.is_noise

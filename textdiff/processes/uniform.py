@@ -50,6 +50,9 @@ class UniformProcess(ForwardProcess):
     """UDLM: uniform-state diffusion with the closed-form continuous-time NELBO (module docstring)."""
 
     config_class = UniformConfig
+    graph = "uniform"
+    gives_posterior = True
+    gives_rates = True
 
     def corrupt(self, x0, t, frozen=None, generator: Generator = None):
         """x_t [B, L]: keep x0 with probability α, else a uniform draw over all V states."""

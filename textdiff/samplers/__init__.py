@@ -1,14 +1,15 @@
-"""Samplers. Importing this package registers every built-in sampler.
+"""Samplers. Importing this package registers every built-in sampler; the registry imports it on the
+first lookup of a built-in name (:data:`textdiff.registry.BUILTINS`).
 
 =================  ==========================================  =====================================
-name               serves (process families)                   what it is
+name               serves (what it requires of the process)    what it is
 =================  ==========================================  =====================================
-``ancestral``      masked, block, uniform, ar                  exact posterior p_θ(x_s | x_t) (MDLM,
+``ancestral``      masked, block, uniform, ar (x0 posterior)   exact posterior p_θ(x_s | x_t) (MDLM,
                                                                UDLM); cached-NFE when t is not fed
-``first_hitting``  masked, block, sedd_absorb                  one exact unmasking per step at the
+``first_hitting``  masked, block, sedd_absorb (absorbing)      one exact unmasking per step at the
                                                                sampled first-hitting time (Zheng+24)
-``euler``          uniform, sedd_absorb, sedd_uniform          tau-leaping on reverse rates (SEDD)
-``analytic``       sedd_absorb, sedd_uniform                   Tweedie τ-leaping (SEDD Thm. 4.2)
+``euler``          uniform, sedd_absorb, sedd_uniform (rates)  tau-leaping on reverse rates (SEDD)
+``analytic``       sedd_absorb, sedd_uniform (scores)          Tweedie τ-leaping (SEDD Thm. 4.2)
 ``confidence``     masked, block, sedd_absorb                  LLaDA / MaskGIT / Dream orderings with
                                                                a commit schedule
 ``threshold``      masked, block, sedd_absorb                  Fast-dLLM: commit all with p > τ
@@ -26,14 +27,14 @@ the weights' bit patterns, never a sort (:mod:`.nucleus`). The last step (s = 0)
 (α_s = 1) for every schedule, so no [MASK] is left.
 """
 from .ancestral import AncestralConfig, AncestralSampler
-from .base import Sampler, SamplerConfig, StepOutput
+from .base import Sampler, SamplerConfig, StepOutput, build_sampler, default_sampler
 from .confidence import ConfidenceConfig, ConfidenceSampler, ThresholdConfig, ThresholdSampler
 from .euler import AnalyticConfig, AnalyticSampler, EulerConfig, EulerSampler
 from .first_hitting import FirstHittingConfig, FirstHittingSampler
 from .remdm import ReMDMConfig, ReMDMSampler
 
 __all__ = [
-    "Sampler", "SamplerConfig", "StepOutput",
+    "Sampler", "SamplerConfig", "StepOutput", "build_sampler", "default_sampler",
     "AncestralConfig", "AncestralSampler",
     "ConfidenceConfig", "ConfidenceSampler", "ThresholdConfig", "ThresholdSampler",
     "EulerConfig", "EulerSampler", "AnalyticConfig", "AnalyticSampler",

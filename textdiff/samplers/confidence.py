@@ -71,6 +71,7 @@ from ..categorical import Buffers, gather_rows, row_chunks
 from ..errors import ConfigError
 from ..registry import register
 from .base import Sampler, SamplerConfig, StepOutput
+from .draws import step_uniforms
 from .nucleus import filtered_weights
 from .unmask_rows import (ExactScores, RowKernel, argmax_rows, greedy_confidence_bounds, rank_commit,
                           rank_commit_bounded)
@@ -79,11 +80,12 @@ from .unmask_rows import (ExactScores, RowKernel, argmax_rows, greedy_confidence
 class _Unmasker(Sampler):
     """Shared parts of the confidence samplers: candidate draw and scores, on the masked rows only."""
 
-    compatible = ("masked", "sedd_absorb")
+    #: the noisy positions must be known: an absorbing graph (masked, block, sedd_absorb)
+    requires = {"graph": "absorbing"}
     #: which score the ranking uses (ConfidenceSampler reads its config)
     ordering = "confidence"
     #: scores from p̃ without top-k read its float64 weights straight from the logit rows, nucleus cut
-    #: included (:func:`~.nucleus.filtered_weights`); False: filter the rows (``filter_logits``), then score
+    #: included (:func:`~.nucleus.filtered_weights`); False: filter the rows (``self.filter``), then score
     fused_filter = True
 
     def finished(self, x_t):
@@ -128,14 +130,14 @@ class _Unmasker(Sampler):
         if not draw_x0 and kind == "random":
             return x0_hat, score  # the random order's scores are uniforms: nothing to read
         bi, li = noise.nonzero(as_tuple=True)
-        sampling = getattr(cfg, "score_from", "model") == "sampling" and self._scores_filtered
+        sampling = cfg.score_from == "sampling" and self._scores_filtered
         if not draw_x0:
             draw = "none"
         elif cfg.temperature == 0:
             draw = "argmax"
         else:
-            draw = "plain" if sampling or not self.filters else "filtered"
-        kernel = RowKernel(kind, draw, self.filter_logits, self._buffers)
+            draw = "plain" if sampling or not self.filter.active else "filtered"
+        kernel = RowKernel(kind, draw, self.filter, self._buffers)
         fused = sampling and cfg.top_k is None and self.fused_filter  # p̃'s weights straight from the rows
         for sl in row_chunks(bi.shape[0], logits.shape[-1]):
             b, l = bi[sl], li[sl]
@@ -148,7 +150,7 @@ class _Unmasker(Sampler):
                 tok, sc = kernel.weighted(f.d, f.w, u[b, l], top, total=f.total, wd=f.wd)
             else:
                 if sampling:  # top-k too: the filtered rows, float64
-                    rows = self.filter_logits(rows, temperature=cfg.temperature or 1.0)
+                    rows = self.filter(rows, temperature=cfg.temperature or 1.0)
                 tok, sc = kernel(rows, u[b, l])
             if tok is not None:
                 x0_hat[b, l] = tok
@@ -164,7 +166,7 @@ class _Unmasker(Sampler):
             return None
         pick = noise & (noise.cumsum(1) == 1)  # [B, L] the leftmost masked position of each row
         greedy = self.config.temperature == 0
-        u = torch.zeros(x_t.shape, dtype=torch.float64) if greedy else self.step_uniforms(x_t, 1, generator)[..., 0]
+        u = torch.zeros(x_t.shape, dtype=torch.float64) if greedy else step_uniforms(x_t, 1, generator)[..., 0]
         x0_hat, _ = self.candidates(logits, x_t, pick, u)
         return StepOutput(x_s=torch.where(pick, x0_hat, x_t), x0_pred=x0_hat)
 
@@ -172,7 +174,7 @@ class _Unmasker(Sampler):
         """Whether the greedy confidence path applies: argmax candidates ranked by p(x̂0) of float32
         logits (an order that is not sampled); then only the rows whose rank is in doubt go to float64."""
         cfg = self.config
-        sampling = getattr(cfg, "score_from", "model") == "sampling" and self._scores_filtered
+        sampling = cfg.score_from == "sampling" and self._scores_filtered
         return (cfg.temperature == 0 and self.ordering == "confidence" and logits.dtype == torch.float32
                 and getattr(cfg, "order_temperature", 0.0) == 0 and not sampling)
 
@@ -292,7 +294,7 @@ class ConfidenceSampler(_Unmasker):
             return StepOutput(x_s=torch.where(commit, x0_hat, x_t), x0_pred=x0_hat)
         random = cfg.temperature > 0 or cfg.ordering == "random" or cfg.order_temperature > 0
         # [B, L, 3]: candidate, random score, order noise; greedy, deterministic orders draw nothing
-        u = self.step_uniforms(x_t, 3, generator) if random else torch.zeros(*x_t.shape, 3, dtype=torch.float64)
+        u = step_uniforms(x_t, 3, generator) if random else torch.zeros(*x_t.shape, 3, dtype=torch.float64)
         # margin / entropy / random scores do not depend on x̂0: draw it at the committed positions only
         later = cfg.ordering in ("margin", "entropy", "random") and not cfg.deprioritize_ids
         x0_hat, score = self.candidates(logits, x_t, noise, u[..., 0], draw_x0=not later)
@@ -361,7 +363,7 @@ class ThresholdSampler(_Unmasker):
             commit |= rank_commit_bounded(lo, hi, noise, k, exact) | last
             return StepOutput(x_s=torch.where(commit, x0_hat, x_t), x0_pred=x0_hat)
         greedy = self.config.temperature == 0  # argmax candidates: no noise is drawn
-        u = torch.zeros(x_t.shape, dtype=torch.float64) if greedy else self.step_uniforms(x_t, 1, generator)[..., 0]
+        u = torch.zeros(x_t.shape, dtype=torch.float64) if greedy else step_uniforms(x_t, 1, generator)[..., 0]
         x0_hat, conf = self.candidates(logits, x_t, noise, u)  # conf = p_θ(x̂0 | x_t) float64
         conf = self.deprioritize(conf, x0_hat)
         commit = noise & (conf > tau)

@@ -28,7 +28,10 @@ where a token jumps, with or without the filters.
 
 Temperature / top-k / top-p act on each position's jump targets (these samplers never form
 p_θ(x0 | x_t)): the probability of leaving x_t is kept and the choice among the other states is
-filtered (``Sampler.filter_transition``); at the defaults they change nothing.
+filtered (:meth:`~.filters.LogitFilter.transition`); at the defaults they change nothing.
+
+The kernel of a step follows the process's declarations: ``graph`` (absorbing / uniform) and
+``parameterization`` (x0 logits / SEDD scores) name its one-step law.
 """
 from __future__ import annotations
 
@@ -39,9 +42,8 @@ import torch.nn.functional as F
 
 from ..categorical import Buffers, gather_rows, inverse_cdf, normaliser, row_chunks, shifted_weights
 from ..registry import register
-from ..processes.score_entropy import SEDDUniform
-from ..processes.uniform import UniformProcess
 from .base import Sampler, SamplerConfig, StepOutput
+from .draws import draw_rows, draw_transition, step_uniforms
 from .uniform_rows import (sedd_uniform_analytic_step, sedd_uniform_tau_leap_step, udlm_posterior_step,
                            udlm_tau_leap_step)
 
@@ -55,20 +57,15 @@ def tau_leap_probs(rate: torch.Tensor, x_t: torch.Tensor, dt: torch.Tensor) -> t
     return probs / probs.sum(-1, keepdim=True)
 
 
-def _exact_posterior(process, logits, x_t, t, s):
-    fn = getattr(process, "analytic_probs", None) or process.reverse_probs
-    return fn(logits, x_t, t, s)
-
-
 def _absorbing_step(sampler, logits, x_t, scale, generator):
     """x_s [B, L] for SEDD-absorb: a [MASK] leaves w.p. min(1, scale · Σ_y exp(logit_y)) (``scale``
     [B], +∞ = always) to y ∝ exp(logit_y) (filtered); only the masked rows are read."""
     proc = sampler.process
     noise = proc.is_noise(x_t)
-    u = sampler.step_uniforms(x_t, 2, generator)  # [B, L, 2]: (leave?, token)
+    u = step_uniforms(x_t, 2, generator)  # [B, L, 2]: (leave?, token)
     bi, li = noise.nonzero(as_tuple=True)
     x_s = x_t.clone()
-    plain = sampler.config.temperature != 0 and not sampler.filters
+    plain = sampler.config.temperature != 0 and not sampler.filter.active
     log_scale = torch.log(scale)  # [B] (+∞ stays +∞, 0 -> −∞)
     bufs = Buffers()
     for sl in row_chunks(bi.shape[0], logits.shape[-1]):
@@ -79,13 +76,15 @@ def _absorbing_step(sampler, logits, x_t, scale, generator):
         leave = u[b, l, 0] < torch.exp(log_exit).clamp_max(1.0)
         if not bool(leave.any()):
             continue
-        tok = inverse_cdf(shifted_weights(rows[leave])[0], u[b, l, 1][leave]) if plain else sampler.draw_rows(rows[leave], u[b, l, 1][leave])
+        tok = (inverse_cdf(shifted_weights(rows[leave])[0], u[b, l, 1][leave]) if plain
+               else draw_rows(rows[leave], u[b, l, 1][leave], sampler.filter))
         x_s[b[leave], l[leave]] = tok
     return x_s
 
 
-def _absorbing(process) -> bool:
-    return hasattr(process, "mask_exit_scale")
+def _law(process) -> tuple:
+    """(graph, parameterization): the declarations that name a process's one-step law."""
+    return process.graph, process.parameterization
 
 
 @dataclass
@@ -98,30 +97,28 @@ class EulerConfig(SamplerConfig):
 @register("sampler", "euler")
 class EulerSampler(Sampler):
     config_class = EulerConfig
-    compatible = ("uniform", "sedd_absorb", "sedd_uniform")
+    requires = {"gives_rates": True}
 
     def step(self, logits, t, s, x_t, generator=None):
         t, s = self.rows(t, x_t), self.rows(s, x_t)
         final = self.config.final_denoise and bool((s <= 0).all())
-        if _absorbing(self.process):  # the exact last step and the tau-leap both leave no [MASK] at s = 0
+        law = _law(self.process)
+        if law == ("absorbing", "score"):  # the exact last step and the tau-leap both leave no [MASK] at s = 0
             scale = self.process.mask_exit_scale(t, s, tau_leap=not final)
             return StepOutput(x_s=_absorbing_step(self, logits, x_t, scale, generator))
         # one float64 pass per row, a draw over V only where a token jumps (filtered targets: jump_filter)
-        jf = self.filter_logits if self.filters else None
-        if isinstance(self.process, UniformProcess):
+        jf = self.filter if self.filter.active else None
+        if law == ("uniform", "x0"):  # UDLM
             kernel = udlm_posterior_step if final else udlm_tau_leap_step
-            u3 = self.step_uniforms(x_t, 3, generator)
+            u3 = step_uniforms(x_t, 3, generator)
             return StepOutput(x_s=kernel(self.process, logits, x_t, t, s, u3, jump_filter=jf))
-        if isinstance(self.process, SEDDUniform):  # the last step is the Tweedie step (analytic_probs)
+        if law == ("uniform", "score"):  # SEDD-uniform: the last step is the Tweedie step (analytic_probs)
             kernel = sedd_uniform_analytic_step if final else sedd_uniform_tau_leap_step
-            u3 = self.step_uniforms(x_t, 3, generator)
+            u3 = step_uniforms(x_t, 3, generator)
             return StepOutput(x_s=kernel(self.process, logits, x_t, t, s, u3, jump_filter=jf))
-        u = self.step_uniforms(x_t, 1, generator)[..., 0]
-        fn = self._exact if final else self._tau_leap
-        return StepOutput(x_s=self.draw_transition(fn, logits, x_t, t, s, u))
-
-    def _exact(self, logits, x_t, t, s):
-        return _exact_posterior(self.process, logits, x_t, t, s)
+        u = step_uniforms(x_t, 1, generator)[..., 0]
+        fn = self.process.reverse_probs if final else self._tau_leap  # (score processes: the Tweedie step)
+        return StepOutput(x_s=draw_transition(fn, logits, x_t, t, s, u, self.filter))
 
     def _tau_leap(self, logits, x_t, t, s):
         return tau_leap_probs(self.process.reverse_rate(logits, x_t, t), x_t, t - s)
@@ -135,19 +132,21 @@ class AnalyticConfig(SamplerConfig):
 @register("sampler", "analytic")
 class AnalyticSampler(Sampler):
     config_class = AnalyticConfig
-    compatible = ("sedd_absorb", "sedd_uniform")
+    #: the Tweedie step needs the concentration ratios of a score-parameterised process
+    requires = {"parameterization": "score"}
 
     def finished(self, x_t):
         return False
 
     def step(self, logits, t, s, x_t, generator=None):
         t, s = self.rows(t, x_t), self.rows(s, x_t)
-        if _absorbing(self.process):
+        graph = self.process.graph
+        if graph == "absorbing":
             scale = self.process.mask_exit_scale(t, s, tau_leap=False)
             return StepOutput(x_s=_absorbing_step(self, logits, x_t, scale, generator))
-        if isinstance(self.process, SEDDUniform):
-            u3 = self.step_uniforms(x_t, 3, generator)
-            jf = self.filter_logits if self.filters else None
+        if graph == "uniform":
+            u3 = step_uniforms(x_t, 3, generator)
+            jf = self.filter if self.filter.active else None
             return StepOutput(x_s=sedd_uniform_analytic_step(self.process, logits, x_t, t, s, u3, jump_filter=jf))
-        u = self.step_uniforms(x_t, 1, generator)[..., 0]
-        return StepOutput(x_s=self.draw_transition(self.process.analytic_probs, logits, x_t, t, s, u))
+        u = step_uniforms(x_t, 1, generator)[..., 0]
+        return StepOutput(x_s=draw_transition(self.process.analytic_probs, logits, x_t, t, s, u, self.filter))

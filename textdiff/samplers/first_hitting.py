@@ -41,6 +41,7 @@ from ..categorical import uniform
 from ..errors import ConfigError
 from ..registry import register
 from .base import Sampler, SamplerConfig, StepOutput
+from .draws import draw_clean_at
 
 
 @dataclass
@@ -51,7 +52,8 @@ class FirstHittingConfig(SamplerConfig):
 @register("sampler", "first_hitting")
 class FirstHittingSampler(Sampler):
     config_class = FirstHittingConfig
-    compatible = ("masked", "sedd_absorb")
+    #: the noisy positions must be known: an absorbing graph (masked, block, sedd_absorb)
+    requires = {"graph": "absorbing"}
 
     def set_timesteps(self, num_steps: int, device=None) -> None:
         """Validates ``num_steps`` only: the grid is drawn in :meth:`begin` (one step per masked token)."""
@@ -99,5 +101,5 @@ class FirstHittingSampler(Sampler):
         chosen = torch.zeros_like(noise)
         chosen[rows, pos[has]] = True
         x_s = x_t.clone()
-        x_s[chosen] = self.draw_clean_at(logits, chosen, u[:, 1:].expand(-1, x_t.shape[1]))
+        x_s[chosen] = draw_clean_at(self.process, logits, chosen, u[:, 1:].expand(-1, x_t.shape[1]), self.filter)
         return StepOutput(x_s=x_s)

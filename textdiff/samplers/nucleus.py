@@ -28,7 +28,8 @@ The result is the sort's kept set (``tests/test_nucleus.py``: against a full sor
 included) for the cost of a few elementwise passes over the row (shift, scatter-add, compare): 6–12x
 faster than a sort at V = 50,257 (``benchmarks/nucleus.py``). On CPU the same steps run as compiled
 loops over one row at a time (:mod:`.nucleus_jit`, numba: the row stays in cache; 1.2–1.5x faster
-than the eager passes, which stay for GPUs and as the reference).
+than the eager passes, which stay for GPUs, for installs without numba, an optional extra
+(``pip install 'textdiff[fast]'``), and as the reference; the tokens drawn are the same either way).
 
 Where only p̃(x) at one token per row matters, and only through a monotone decision (UDLM's posterior
 step), :func:`p0_bounds` brackets it from one float32 pass, without the cut.

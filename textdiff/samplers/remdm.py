@@ -31,6 +31,7 @@ import torch
 from ..errors import ConfigError
 from ..registry import register
 from .base import Sampler, SamplerConfig, StepOutput
+from .draws import draw_clean_at, step_uniforms
 
 
 @dataclass
@@ -55,7 +56,8 @@ class ReMDMConfig(SamplerConfig):
 @register("sampler", "remdm")
 class ReMDMSampler(Sampler):
     config_class = ReMDMConfig
-    compatible = ("masked", "sedd_absorb")
+    #: the noisy positions must be known: an absorbing graph (masked, block, sedd_absorb)
+    requires = {"graph": "absorbing"}
     revises = True
 
     def sigma_t(self, a_t: torch.Tensor, m_s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -80,9 +82,9 @@ class ReMDMSampler(Sampler):
         stay_masked = ((m_s - sigma * a_t) / denom).clamp_min(0.0)
         p_unmask = unmask / (unmask + stay_masked).clamp_min(1e-300)
         noise = self.process.is_noise(x_t)  # [B, L]
-        u = self.step_uniforms(x_t, 2, generator)  # [B, L, 2]: (move?, token)
+        u = step_uniforms(x_t, 2, generator)  # [B, L, 2]: (move?, token)
         remask = ~noise & (u[..., 0] < sigma[:, None])
         leave = noise & (u[..., 0] < p_unmask[:, None])
         x_s = x_t.masked_fill(remask, self.process.mask_id)
-        x_s[leave] = self.draw_clean_at(logits, leave, u[..., 1])
+        x_s[leave] = draw_clean_at(self.process, logits, leave, u[..., 1], self.filter)
         return StepOutput(x_s=x_s)

@@ -17,7 +17,7 @@ All schedule values are float64 (``survival``); the one number per position that
 moves uses the float64 sum of the row's exponentials (:func:`~textdiff.categorical.normaliser`), and
 the draws over V use float64 weights. Temperature / top-k / top-p: ancestral filters p0 first
 (``x0_filter``); Euler and analytic keep the probability of leaving x and draw the target y ≠ x from
-the filtered target weights (``jump_filter``, the law of ``Sampler.filter_transition``): only the rows
+the filtered target weights (``jump_filter``, the law of ``LogitFilter.transition``): only the rows
 that jump pay for the filter.
 """
 from __future__ import annotations
@@ -67,7 +67,7 @@ def udlm_posterior_step(process, logits, x_t, t, s, u, x0_filter=None, jump_filt
 
     ``x0_filter`` (ancestral's filters) replaces p0 by softmax(x0_filter(l)); ``jump_filter`` (Euler's
     last step) keeps P(y ≠ x) = c (1 − q(x)) / (α_{t|s} q(x) + c) and draws y ≠ x from
-    softmax(jump_filter(log q(y))), the law of :meth:`Sampler.filter_transition`.
+    softmax(jump_filter(log q(y))), the law of :meth:`~.filters.LogitFilter.transition`.
     ``x0_top_k`` = (k, T) is the top-k / temperature filter read sparsely: p0 lives on the k largest
     logits (found in their own dtype), so the row pays a selection, not a float64 pass over V
     (a chunk with a tie at the k-th logit, where the filter keeps more than k, takes ``x0_filter``).
@@ -167,7 +167,7 @@ def _top_k_p0(rows, x, top_k):
 
 def udlm_tau_leap_step(process, logits, x_t, t, s, u, jump_filter=None):
     """x_s [B, L] by one tau-leap on UDLM's reverse rates (module docstring); with ``jump_filter``
-    the targets y ≠ x are drawn from softmax(jump_filter(log x̄_y)) (:meth:`Sampler.filter_transition`)."""
+    the targets y ≠ x are drawn from softmax(jump_filter(log x̄_y)) (:meth:`~.filters.LogitFilter.transition`)."""
     V = process.vocab_size
     a, m = process.survival(t)
     rate = process.schedule.dsigma(t.to(torch.float64)).to(torch.float64) / V * (t - s)  # dt σ'/V [B]

@@ -11,9 +11,10 @@ A checkpoint folder ``checkpoint-<step>/`` holds::
     trainer_state.json                 step, rows consumed, elapsed time
     integrity.json                     every other file's size and SHA-256, written LAST (integrity.py)
 
-It is written to a temporary sibling folder (named per writer: pid + random suffix) and renamed into
-place, so a run killed mid-save leaves the previous checkpoint intact and never a half-written one;
-the leftovers are removed by the next run that takes the folder's lock (``runlock.py``). Sharded
+It is written to a temporary sibling folder (named with the run's id and the writer's pid + random
+suffix) and renamed into place, so a run killed mid-save leaves the previous checkpoint intact and
+never a half-written one; the leftovers are removed by the next run of the same folder that takes
+its lock (``runfolder.py``, ``runlock.py``), and nothing else is. Sharded
 training (FSDP2, DeepSpeed) is handled in ``distributed.py``; the layout is the same.
 
 Resuming (:func:`select_checkpoint`) checks the newest checkpoint's integrity record and loads its
@@ -23,9 +24,7 @@ a warning for the previous one, and when none is intact the error names the firs
 from __future__ import annotations
 
 import json
-import os
 import re
-import secrets
 import shutil
 import sys
 from pathlib import Path
@@ -34,34 +33,13 @@ from typing import Optional
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..models.format.writer import commit, temp_sibling
+from ..models.format.writer import new_id as writer_tag  # noqa: F401  (this run's tag, for the loop)
 from .distributed import full_model_state, load_optimizer_state, optimizer_files
 from .integrity import CheckpointError, check_integrity, write_integrity
+from .runfolder import run_scoped_id
 
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
-
-
-def writer_tag() -> str:
-    """A name part no other writer uses: this process's id and a random suffix."""
-    return f"{os.getpid()}-{secrets.token_hex(4)}"
-
-
-def atomic_dir(final: Path) -> Path:
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".tmp-{final.name}-{writer_tag()}"
-    tmp.mkdir()
-    return tmp
-
-
-def commit_dir(tmp: Path, final: Path) -> None:
-    """Move ``tmp`` to ``final``, replacing an older ``final`` only after the new one is complete."""
-    if final.exists():
-        old = final.parent / f".old-{final.name}-{writer_tag()}"
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
 
 
 def save_checkpoint(acc, out_dir: Path, step: int, model, optimizer, scheduler, ema, state: dict, keep: int,
@@ -74,7 +52,8 @@ def save_checkpoint(acc, out_dir: Path, step: int, model, optimizer, scheduler, 
     ema_state = ema.state_dict() if ema is not None else None
     optimizer_state = optimizer_files(acc, optimizer, model)
     final = out_dir / f"checkpoint-{step}"
-    tmp = out_dir / f".tmp-{final.name}-{tag or 'run'}"  # one name for all processes of this run
+    writer_id = run_scoped_id(out_dir, tag or "run")
+    tmp = temp_sibling(final, writer_id)  # one name for all processes of this run
     if acc.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
@@ -91,7 +70,7 @@ def save_checkpoint(acc, out_dir: Path, step: int, model, optimizer, scheduler, 
     acc.wait_for_everyone()  # every shard is on disk before the folder becomes a checkpoint
     if acc.is_main_process:
         write_integrity(tmp)  # last: a folder with a record was complete
-        commit_dir(tmp, final)
+        commit(tmp, final, writer_id)
         for old in list_checkpoints(out_dir)[:-keep] if keep > 0 else []:
             shutil.rmtree(old, ignore_errors=True)
     return final

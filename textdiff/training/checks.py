@@ -6,14 +6,12 @@ trained with a process the recipe's process can continue.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ..config import Recipe
 from ..errors import ConfigError, IncompatibleError
-from ..registry import lookup, make_config
-
-PIPELINE_FILE = "textdiff.json"
+from ..dataclass_io import make_config
+from ..registry import lookup
 
 
 def check_init_from(recipe: Recipe) -> None:
@@ -22,7 +20,7 @@ def check_init_from(recipe: Recipe) -> None:
     source = recipe.train.init_from
     if source is None:
         return
-    from ..models.external import check_textdiff_folder, folder_model_type
+    from ..models.format import PIPELINE_FILE, PUBLISHED, folder_kind, saved_process
     from ..models.loading import looks_local, resolve_model_path
 
     folder = Path(source).expanduser()
@@ -30,18 +28,11 @@ def check_init_from(recipe: Recipe) -> None:
         if folder.exists() or looks_local(str(source)):
             resolve_model_path(source, what="train.init_from folder")  # "no such folder" / "is a file"
         return  # a hub id: resolved when the run loads it
-    meta_file = folder / PIPELINE_FILE
-    if not meta_file.is_file() and folder_model_type(folder) != "textdiff":
-        return  # a published checkpoint (its family names the process) or a Hugging Face network
-    check_textdiff_folder(folder)  # textdiff.json beside another architecture: its own one-line error
-    if not meta_file.is_file():
-        return
-    try:
-        saved = json.loads(meta_file.read_text())["process"]
-        saved["name"]
-    except (ValueError, KeyError, TypeError):
-        raise ConfigError(f"{meta_file} is damaged (not the JSON textdiff writes); re-save the model") from None
-    check_continues(saved, recipe, where=meta_file)
+    if folder_kind(folder) == PUBLISHED:  # (textdiff.json beside another architecture: its own one-line error)
+        return  # a published checkpoint: its family names the process, checked when the run loads it
+    saved = saved_process(folder)
+    if saved is not None:  # (a checkpoint-N folder has none)
+        check_continues(saved, recipe, where=folder / PIPELINE_FILE)
 
 
 def check_continues(saved: dict, recipe: Recipe, where="train.init_from") -> None:

@@ -20,6 +20,7 @@ import torch
 
 from ..config import Recipe, save_recipe, to_dict
 from ..errors import ConfigError
+from ..models.format.writer import MARKER, temp_sibling
 from ..objective import nelbo_terms
 from ..sft import with_prompt_dropout
 from .checkpoint import load_checkpoint, save_checkpoint, select_checkpoint, writer_tag
@@ -28,6 +29,7 @@ from .ema import EMA
 from .optim import build_optimizer, build_scheduler
 from .checks import check_init_from
 from .progress import TrainBar, plot_curves, validation_line
+from .runfolder import mark_run_folder, retire_run_folder, run_scoped_id
 from .runlock import RunLock
 from .setup import check_output_dir, prepare_run, row_generators, row_stream, save_final
 
@@ -60,14 +62,16 @@ def evaluate(model, process, rows, batch_size: int, max_batches: int, t_samples:
     return {"val_nelbo": nelbo, "val_ppl_bound": math.exp(min(nelbo, 700.0)), "val_tokens": count / t_samples}
 
 
-def train(recipe: Recipe, resume: bool = False, stop_at: int | None = None) -> Path:
+def train(recipe: Recipe, resume: bool = False, stop_at: int | None = None, overwrite: bool = False) -> Path:
     """Train ``recipe``; returns the folder of the final model (``<output_dir>/final``).
 
-    ``stop_at``: end abruptly after this step, as a killed run would (no final save): used to test
-    that ``resume=True`` continues exactly.
+    ``output_dir`` must be new, empty or a run folder textdiff wrote (:mod:`.runfolder`): ``resume``
+    continues the run in it, ``overwrite`` replaces it with a fresh run. ``stop_at``: end abruptly
+    after this step, as a killed run would (no final save): used to test that ``resume=True``
+    continues exactly.
     """
     try:
-        return _setup_and_train(recipe, resume, stop_at)
+        return _setup_and_train(recipe, resume, stop_at, overwrite)
     finally:
         # The prepared (sharded) model sits in reference cycles (its hooks); free it, its device mesh and
         # communication handles now, while the interpreter is whole: left to interpreter shutdown, gloo's
@@ -75,7 +79,7 @@ def train(recipe: Recipe, resume: bool = False, stop_at: int | None = None) -> P
         gc.collect()
 
 
-def _setup_and_train(recipe: Recipe, resume: bool, stop_at: int | None) -> Path:
+def _setup_and_train(recipe: Recipe, resume: bool, stop_at: int | None, overwrite: bool = False) -> Path:
     from accelerate import Accelerator
 
     cfg = recipe.train
@@ -87,32 +91,39 @@ def _setup_and_train(recipe: Recipe, resume: bool, stop_at: int | None) -> Path:
                       kwargs_handlers=accelerator_kwargs())
     check_launch(acc)
     out = Path(recipe.output_dir)
-    check_output_dir(recipe, resume)  # read-only: a refused run writes nothing
+    check_output_dir(recipe, resume, overwrite)  # read-only: a refused run writes nothing
     check_init_from(recipe)
+    if overwrite and acc.is_main_process:
+        retire_run_folder(out)  # the old run (textdiff's, not being written) goes; the new one starts fresh
     lock = RunLock(out) if acc.is_main_process else None  # one writer per folder; only the main process writes
-    had_tokenizer = (out / "tokenizer").exists()
+    had_tokenizer, marked = (out / "tokenizer").exists(), False
     try:
         if lock is not None:
             lock.acquire()
-            for left in lock.clean_temporary():  # temporary folders of a writer that was killed
+            rid, marked = mark_run_folder(out)
+            for left in lock.clean_temporary(rid):  # temporary entries of this run's writers that were killed
                 acc.print(f"note: removed {left.name}, left in {out} by an interrupted run")
         return _train(acc, recipe, resume, stop_at)
     except BaseException:
         if lock is not None and lock.held and not resume and not (out / "metrics.jsonl").exists():
-            _discard_setup(out, lock, had_tokenizer)  # a fresh run that failed before its first step leaves nothing
+            _discard_setup(out, lock, had_tokenizer, marked)  # a fresh run that failed before its first step leaves nothing
         raise
     finally:
         if lock is not None:
             lock.release()
 
 
-def _discard_setup(out: Path, lock: RunLock, had_tokenizer: bool) -> None:
+def _discard_setup(out: Path, lock: RunLock, had_tokenizer: bool, marked: bool) -> None:
+    """Remove what this run wrote: the whole folder when it made it, else its tokenizer and marker."""
     if lock.created_folder:
         for p in out.iterdir():
             if p.name != ".lock":
                 shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
-    elif not had_tokenizer:
+        return
+    if not had_tokenizer:
         shutil.rmtree(out / "tokenizer", ignore_errors=True)
+    if marked:
+        (out / MARKER).unlink(missing_ok=True)
 
 
 def _train(acc, recipe: Recipe, resume: bool, stop_at: int | None) -> Path:
@@ -310,7 +321,7 @@ def _truncate_metrics(path: Path, step: int) -> None:
             continue  # blank, or the half-written last line of a killed run
         if isinstance(line, dict) and line.get("step", 0) <= step:
             keep.append(ln)
-    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")  # a leftover is removed by the next lock holder
+    tmp = temp_sibling(path, run_scoped_id(path.parent, writer_tag()))  # a leftover: removed by this run's next lock holder
     with open(tmp, "w") as f:
         f.write("".join(ln + "\n" for ln in keep))
         f.flush()

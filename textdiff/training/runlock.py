@@ -17,7 +17,6 @@ import atexit
 import errno
 import json
 import os
-import shutil
 import signal
 import socket
 import sys
@@ -28,7 +27,6 @@ from pathlib import Path
 from ..errors import ConfigError
 
 LOCK_FILE = ".lock"
-TEMP_PREFIXES = (".tmp-", ".old-")  # atomic_dir / commit_dir leftovers of a killed writer
 
 
 class RunLockedError(ConfigError):
@@ -138,14 +136,14 @@ class RunLock:
         self._restore_sigterm()
         self._forget_folder()
 
-    def clean_temporary(self) -> list[Path]:
-        """Remove the temporary folders killed writers left (``.tmp-*``, ``.old-*``); only the holder may."""
+    def clean_temporary(self, run_id: str) -> list[Path]:
+        """Remove what killed writers of the run ``run_id`` left (entries whose names carry that id,
+        see :mod:`textdiff.training.runfolder`); nothing else. Only the holder may."""
+        from ..models.format.writer import remove_own_temporaries
+
         if not self.held:
             raise RuntimeError("clean_temporary needs the lock")
-        removed = [p for p in self.folder.iterdir() if p.name.startswith(TEMP_PREFIXES)]
-        for p in removed:
-            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
-        return removed
+        return remove_own_temporaries(self.folder, run_id)
 
     def _forget_folder(self) -> None:
         """A folder this lock created and nothing else wrote to disappears again."""

@@ -2,8 +2,6 @@
 model; plus the deterministic row stream and the final save."""
 from __future__ import annotations
 
-import json
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,14 +10,13 @@ from typing import Any, Optional
 import torch
 import yaml
 
-from ..config import Recipe, save_recipe, to_dict
+from ..config import Recipe, to_dict
 from ..errors import ConfigError
-from ..models.external import folder_model_type
-from ..registry import build_process
-from .checkpoint import atomic_dir, commit_dir
+from ..processes.base import build_process
 from .checks import check_continues
+from .checkpoint import writer_tag
+from .runfolder import check_run_folder, run_id
 
-PIPELINE_FILE = "textdiff.json"  # process + sampler configs saved beside every model
 _MAY_CHANGE_ON_RESUME = {"train.max_steps", "train.max_minutes", "train.eval_every", "train.save_every",
                          "train.log_every", "train.keep_checkpoints", "train.trackers", "train.num_threads",
                          # per-process batch: a run resumed on another number of processes keeps its global batch
@@ -51,17 +48,18 @@ def _diff_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
     return keys
 
 
-def check_output_dir(recipe: Recipe, resume: bool) -> None:
-    """Refuse to mix two runs in one folder; nothing is written or deleted here."""
+def check_output_dir(recipe: Recipe, resume: bool, overwrite: bool = False) -> None:
+    """Refuse to mix two runs in one folder, or to write into a folder textdiff did not make;
+    nothing is written or deleted here (:mod:`.runfolder`)."""
     out = Path(recipe.output_dir)
+    check_run_folder(out, resume, overwrite, sources=(recipe.train.init_from,))
     saved = out / "config.yaml"
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"output_dir {str(out)!r} is a file; choose a folder")
-    if not saved.is_file():
+    if not saved.is_file() or overwrite:
         return
     if not resume:
         raise ConfigError(
-            f"output folder {str(out)!r} already holds a run; pass --resume to continue it, or set output_dir=<new folder>"
+            f"output folder {str(out)!r} already holds a run; pass --resume to continue it, --overwrite to replace it, "
+            "or set output_dir=<new folder>"
         )
     differs = [k for k in _diff_keys(yaml.safe_load(saved.read_text()) or {}, to_dict(recipe)) if k not in _MAY_CHANGE_ON_RESUME]
     if differs:
@@ -74,32 +72,28 @@ def prepare_run(recipe: Recipe, resume: bool = False, is_main: bool = True) -> R
     import datasets
 
     from ..data import split_documents, tokenize_rows, unigram_log_probs, unigram_ppl
-    from ..models.build import adapt_attention, check_model_process, denoiser_config, load_denoiser
+    from ..models.build import adapt_attention, check_model_process, denoiser_config
     from ..models.modeling_textdiff import TextDiffModel
     from ..tokenization import build_tokenizer, ensure_special_tokens, load_tokenizer
 
     datasets.disable_progress_bars()
-    check_output_dir(recipe, resume)
-    out = Path(recipe.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(recipe.output_dir)  # checked, locked and marked by the caller (training/loop.py)
     cfg = recipe.train
     torch.manual_seed(cfg.seed)
     published = None  # a published checkpoint (MDLM, BD3-LM, SEDD, ...) to fine-tune, converted on load
     if cfg.init_from is not None:
+        from ..models.format import PUBLISHED, folder_kind
         from ..models.loading import resolve_model_path
 
         if recipe.denoiser is not None:
             raise ConfigError("give either a denoiser section (a Hugging Face network) or train.init_from (a saved run), not both")
         init_path = resolve_model_path(cfg.init_from, what="train.init_from folder")
-        if not (init_path / PIPELINE_FILE).is_file() and folder_model_type(init_path) != "textdiff":
+        init_kind = folder_kind(init_path)  # one-line error for a textdiff.json beside another architecture
+        if init_kind == PUBLISHED:
             from ..models.published import LoadOptions, load_published
 
             published = load_published(init_path, LoadOptions(tokenizer=recipe.tokenizer.path))
             check_continues(published.process, recipe)  # e.g. a SEDD checkpoint under a masked recipe
-        else:
-            from ..models.external import check_textdiff_folder
-
-            check_textdiff_folder(init_path)  # one-line error for a folder of another architecture
     if cfg.cond_dropout > 0 and recipe.sft is None:
         raise ConfigError("train.cond_dropout drops SFT prompts; it needs an sft section (or set train.cond_dropout=0)")
     if not 0.0 <= cfg.cond_dropout < 1.0:
@@ -174,13 +168,11 @@ def prepare_run(recipe: Recipe, resume: bool = False, is_main: bool = True) -> R
         if vocab > model.config.vocab_size:
             model.resize_token_embeddings(vocab)
         adapt_attention(model, process)  # e.g. BD3-LM fine-tuned from the published MDLM
-    elif cfg.init_from is not None:
-        from ..models.external import is_external_folder, load_external_denoiser
+    elif cfg.init_from is not None:  # a textdiff model folder or checkpoint (or an external network's)
+        from ..models.format import EXTERNAL, read_network
 
-        if is_external_folder(init_path):
-            model = load_external_denoiser(init_path, vocab, trust_remote_code=cfg.trust_remote_code)
-        else:
-            model = load_denoiser(str(init_path), vocab)
+        model = read_network(init_path, init_kind, vocab_size=vocab, trust_remote_code=cfg.trust_remote_code)
+        if init_kind != EXTERNAL:
             adapt_attention(model, process)  # e.g. block diffusion fine-tuned from a masked checkpoint
     else:
         model = TextDiffModel(denoiser_config(recipe.model, vocab, process, recipe.data.seq_len, tokenizer.mask_token_id))
@@ -248,29 +240,15 @@ def row_generators(seed: int, start: int, count: int) -> list[torch.Generator]:
     return [torch.Generator().manual_seed(hash((seed, start + i)) & 0x7FFF_FFFF_FFFF_FFFF) for i in range(count)]
 
 
-def _add_hub_files(run: Run, model, tmp: Path, path: Path) -> None:
-    """The network's own modeling code + ``auto_map`` (for trust_remote_code users without
-    textdiff; textdiff never runs it) and a model card with the recipe and metrics, as
-    ``DiffusionLM.save_pretrained`` writes them."""
-    from ..hub import add_remote_code, model_card
-    from ..lm import DiffusionLM
-
-    add_remote_code(tmp)
-    lm = DiffusionLM(model, run.tokenizer, run.process, run.recipe.sampler, seq_len=run.recipe.data.seq_len)
-    (tmp / "README.md").write_text(model_card(lm, tmp, source=path), encoding="utf-8")
-
-
 def save_final(run: Run, model, path: Path, state_dict: dict | None = None) -> None:
-    """Write the model (``state_dict``: its gathered weights when sharded), its tokenizer, its
-    process/sampler configs and the recipe, atomically."""
-    tmp = atomic_dir(path)
-    model.save_pretrained(tmp, safe_serialization=True, **({} if state_dict is None else {"state_dict": state_dict}))
-    run.tokenizer.save_pretrained(tmp)
-    pipeline = {"process": to_dict(run.process.config), "sampler": to_dict(run.recipe.sampler),
-                "mask_token_id": run.tokenizer.mask_token_id, "eos_token_id": run.tokenizer.eos_token_id,
-                "pad_token_id": run.tokenizer.pad_token_id, "seq_len": run.recipe.data.seq_len}
-    (tmp / PIPELINE_FILE).write_text(json.dumps(pipeline, indent=2))
-    save_recipe(run.recipe, tmp / "config.yaml")
-    _add_hub_files(run, model, tmp, path)
-    commit_dir(tmp, path)
-    shutil.rmtree(tmp, ignore_errors=True)
+    """Write the model (``state_dict``: its gathered weights when sharded) as a model folder, through the
+    writer ``DiffusionLM.save_pretrained`` uses: tokenizer, process/sampler configs, the recipe, the
+    modeling code and a model card with the run's metrics, atomically. The run's own earlier ``final/``
+    (a resumed run) is replaced; a folder textdiff did not write there is refused."""
+    from ..models.format import RECIPE_FILE, pipeline, save_model_folder
+
+    out = Path(path).parent
+    meta = pipeline(run.process.config, run.recipe.sampler, run.tokenizer, run.recipe.data.seq_len)
+    save_model_folder(path, model, run.tokenizer, meta, state_dict=state_dict,
+                      recipe_text=(out / RECIPE_FILE).read_text(), metrics_file=out / "metrics.jsonl",
+                      overwrite=True, writer_id=f"{run_id(out)}-{writer_tag()}")

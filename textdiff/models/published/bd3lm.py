@@ -29,24 +29,25 @@ from __future__ import annotations
 from pathlib import Path
 
 from ...errors import ConfigError
-from . import Family, LoadOptions, Published, family_tokenizer, register
-from ._dit import check_vocab, dit_config, fields, load_backbone
+from .dit import DiTFamily, check_vocab, dit_config, dit_renames, fields
 
 FIELDS = ("block_size", "vocab_size", "model_length", "hidden_dim", "cond_dim", "n_blocks", "n_heads")
 EPS_KEYS = ("sampling_eps_min", "sampling_eps_max")
 
 
-@register("family", "bd3lm")
-class BD3LMFamily(Family):
+class BD3LM(DiTFamily):
     """BD3-LM's Hugging Face export (``BD3LMConfig`` / ``BD3LM``)."""
 
+    name, label = "bd3lm", "BD3-LM"
+    tokenizer_default = "gpt2"
+    sampler = {"name": "first_hitting"}
+
     @classmethod
-    def matches(cls, config: dict, folder: Path) -> bool:
+    def matches(cls, config: dict) -> bool:
         return config.get("model_type") == "bd3lm" or "BD3LM" in (config.get("architectures") or [])
 
     @classmethod
-    def load(cls, folder: Path, config: dict, options: LoadOptions) -> Published:
-        source = f"BD3-LM checkpoint {str(folder)!r}"
+    def dit(cls, config: dict, tokenizer, source: str):
         f = fields(config, FIELDS, source)
         block, n = f.pop("block_size"), f["model_length"]
         adaln = bool(config.get("adaln", True))
@@ -61,16 +62,22 @@ class BD3LMFamily(Family):
                               "(one t per block) cannot feed exactly; only the released time-free models load")
         if not isinstance(block, int) or block < 1 or n % block:
             raise ConfigError(f"{source}: block_size={block!r} does not divide model_length={n}; config.json is damaged")
-        tokenizer = family_tokenizer(folder, options, "gpt2")
         mask_id = check_vocab(tokenizer, f["vocab_size"], source)
-        net_config = dit_config(**f, dropout=config.get("dropout", 0.1), adaln=adaln, mask_token_id=mask_id,
-                                attention="block_causal", block_size=block, source=source)
-        extra = EPS_KEYS if config.get("var_min", True) else ()
-        model, eps = load_backbone(folder, net_config, allow_pickle=options.allow_pickle, source=source, extra=extra)
-        process = {"name": "block", "block_size": block, "schedule": {"name": "loglinear", "eps": 1e-3},
-                   "time_conditioning": adaln, "time_input": "zero"}
-        notes = {"layout": "BD3-LM Hugging Face export (backbone.*)", "block_size": block}
-        if eps:
-            notes["clipped_mask_rates"] = [float(eps[k]) for k in EPS_KEYS if k in eps]
-        return Published(model=model, tokenizer=tokenizer, process=process, sampler={"name": "first_hitting"},
-                         seq_len=n, notes=notes)
+        return dit_config(**f, dropout=config.get("dropout", 0.1), adaln=adaln, mask_token_id=mask_id,
+                          attention="block_causal", block_size=block, source=source)
+
+    @classmethod
+    def renames(cls, config: dict, network) -> list:
+        return dit_renames(network, cls.prefix, aside=EPS_KEYS if config.get("var_min", True) else ())
+
+    @classmethod
+    def process(cls, config: dict, network) -> dict:
+        return {"name": "block", "block_size": network.block_size, "schedule": {"name": "loglinear", "eps": 1e-3},
+                "time_conditioning": bool(network.time_conditioning), "time_input": "zero"}
+
+    @classmethod
+    def notes(cls, folder: Path, config: dict, tokenizer, aside: dict) -> dict:
+        notes = {"layout": "BD3-LM Hugging Face export (backbone.*)", "block_size": config["block_size"]}
+        if aside:
+            notes["clipped_mask_rates"] = [float(aside[k]) for k in EPS_KEYS if k in aside]
+        return notes

@@ -22,16 +22,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from ...errors import ConfigError
-from ..modeling_bidirectional import DiffusionQwen2Config, DiffusionQwen2Model
-from . import Family, LoadOptions, Published, register
-from ._hf import load_weights, published_tokenizer
-
-DEFAULT_HUB_ID = "Dream-org/Dream-v0-Instruct-7B"
-STOP_TOKENS = ("<|im_end|>", "<|endoftext|>")
+from ..weights import Drop, Rename
+from .decoder import DecoderFamily
+from .family import LoadOptions
 
 
-def qwen2_config(cfg: dict) -> DiffusionQwen2Config:
+def qwen2_config(cfg: dict):
     """The DiffusionQwen2Config of a Dream config.json (one-line error for what it cannot express)."""
+    from ..modeling_bidirectional import DiffusionQwen2Config
+
     if cfg.get("use_sliding_window"):
         raise ConfigError("this Dream config sets use_sliding_window=true; the released models attend to the full row, "
                           "textdiff converts only that")
@@ -54,51 +53,46 @@ def qwen2_config(cfg: dict) -> DiffusionQwen2Config:
     )
 
 
-def _tokenizer_class(folder: Path, options: LoadOptions):
-    """tokenizer.json -> the generic fast tokenizer; bare vocab.json + merges.txt -> Qwen2's BPE
-    (Dream's own DreamTokenizer class is remote code: never imported)."""
-    from transformers import PreTrainedTokenizerFast
-
-    where = Path(options.tokenizer) if isinstance(options.tokenizer, (str, Path)) else Path(folder)
-    if not (where / "tokenizer.json").is_file() and (where / "vocab.json").is_file():
-        from transformers import Qwen2Tokenizer
-
-        return Qwen2Tokenizer
-    return PreTrainedTokenizerFast
-
-
-def convert_tensor(name, tensor, config: DiffusionQwen2Config):
-    """Dream's names are Qwen2's; a tied checkpoint's stored lm_head (if any) is dropped."""
-    if name == "lm_head.weight" and config.tie_word_embeddings:
-        return []
-    return [(name, tensor)]
-
-
-@register("family", "dream")
-class DreamFamily(Family):
+class Dream(DecoderFamily):
     """Dream-org/Dream-v0-Base-7B and Dream-v0-Instruct-7B (model_type "Dream")."""
 
+    name, label = "dream", "Dream"
     supports_device_map = True
+    tokenizer_default = "Dream-org/Dream-v0-Instruct-7B"
+    sampler = {"name": "confidence", "ordering": "entropy", "temperature": 0.2, "top_p": 0.95,
+               "commit_rounding": "floor", "time_eps": 1e-3, "score_from": "sampling"}
+    generation = {}
+    stop_tokens = ("<|im_end|>", "<|endoftext|>")
+    protocol = "Dream diffusion_generate: alg='entropy', alg_temp=0, eps=1e-3, steps = max_new_tokens"
 
     @classmethod
-    def matches(cls, config, folder):
+    def matches(cls, config: dict) -> bool:
         return config.get("model_type") == "Dream" or "DreamModel" in (config.get("architectures") or [])
 
     @classmethod
-    def load(cls, folder: Path, config: dict, options: LoadOptions) -> Published:
-        net_config = qwen2_config(config)
-        model = load_weights(DiffusionQwen2Model, net_config, folder, options,
-                             lambda n, t: convert_tensor(n, t, net_config), "Dream checkpoint")
-        tokenizer = published_tokenizer(folder, options, DEFAULT_HUB_ID, net_config.mask_token_id,
-                                        eos_token=config.get("eos_token_id"), tokenizer_class=_tokenizer_class(folder, options))
-        stop = [tokenizer.convert_tokens_to_ids(t) for t in STOP_TOKENS]
-        stop = [i for i in stop if isinstance(i, int) and i != tokenizer.unk_token_id]
-        return Published(
-            model=model, tokenizer=tokenizer,
-            process={"name": "masked", "schedule": {"name": "loglinear"}},
-            sampler={"name": "confidence", "ordering": "entropy", "temperature": 0.2, "top_p": 0.95,
-                     "commit_rounding": "floor", "time_eps": 1e-3, "score_from": "sampling"},
-            seq_len=net_config.max_position_embeddings,
-            notes={"source": str(folder), "generation": {}, "stop_token_ids": stop,
-                   "protocol": "Dream diffusion_generate: alg='entropy', alg_temp=0, eps=1e-3, steps = max_new_tokens"},
-        )
+    def tokenizer_class_for(cls, folder: Path, options: LoadOptions):
+        """tokenizer.json -> the generic fast tokenizer; bare vocab.json + merges.txt -> Qwen2's BPE
+        (Dream's own DreamTokenizer class is remote code: never imported)."""
+        from transformers import PreTrainedTokenizerFast
+
+        where = Path(options.tokenizer) if isinstance(options.tokenizer, (str, Path)) else Path(folder)
+        if not (where / "tokenizer.json").is_file() and (where / "vocab.json").is_file():
+            from transformers import Qwen2Tokenizer
+
+            return Qwen2Tokenizer
+        return PreTrainedTokenizerFast
+
+    @classmethod
+    def network(cls, config: dict, tokenizer, source: str):
+        from ..modeling_bidirectional import DiffusionQwen2Model
+
+        return DiffusionQwen2Model, qwen2_config(config)
+
+    @classmethod
+    def renames(cls, config: dict, network) -> list:
+        """Dream's names are Qwen2's; a tied checkpoint's stored lm_head (if any) is dropped."""
+        return [Drop(r"lm_head\.weight")] * bool(network.tie_word_embeddings) + [Rename(r".*")]
+
+    @classmethod
+    def process(cls, config: dict, network) -> dict:
+        return {"name": "masked", "schedule": {"name": "loglinear"}}

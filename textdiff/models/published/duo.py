@@ -28,69 +28,71 @@ from __future__ import annotations
 from pathlib import Path
 
 from ...errors import ConfigError
-from . import Family, LoadOptions, Published, family_tokenizer, register
-from ._dit import check_rows, dit_config, fields, load_backbone
+from .dit import DiTFamily, check_rows, dit_config, fields
 
 _KEYS = ("vocab_size", "model_length", "hidden_dim", "cond_dim", "n_blocks", "n_heads", "dropout")
 
 
-class _UniformDDiT(Family):
+class _UniformDDiT(DiTFamily):
     model_type = ""
-    tokenizer_default = ""
-    source = ""
+    citation = ""
+    sampler = {"name": "ancestral"}
 
     @classmethod
-    def matches(cls, config: dict, folder: Path) -> bool:
+    def matches(cls, config: dict) -> bool:
         return config.get("model_type") == cls.model_type and all(k in config for k in ("hidden_dim", "n_blocks"))
 
     @classmethod
-    def time_input(cls, config: dict, folder: Path) -> str:
+    def time_input(cls, config: dict, source: str) -> str:
         return "sigma"
 
     @classmethod
-    def load(cls, folder: Path, config: dict, options: LoadOptions) -> Published:
-        source = f"{cls.registered_name.upper()} checkpoint {str(folder)!r}"
+    def dit(cls, config: dict, tokenizer, source: str):
         c = fields(config, _KEYS, source)
-        time_input = cls.time_input(config, folder)
+        cls.time_input(config, source)  # refuses what is not a diffusion model
         net = dit_config(vocab_size=c["vocab_size"], hidden_dim=c["hidden_dim"], n_blocks=c["n_blocks"], n_heads=c["n_heads"],
                          cond_dim=c["cond_dim"], model_length=c["model_length"], dropout=c["dropout"], adaln=True,
                          mask_token_id=None, source=source)
-        model, _ = load_backbone(folder, net, allow_pickle=options.allow_pickle, source=source)
-        tokenizer = family_tokenizer(folder, options, cls.tokenizer_default)
-        check_rows(tokenizer, net.vocab_size, f"this {cls.registered_name.upper()} model")
-        process = {"name": "uniform", "schedule": {"name": "loglinear", "eps": 1e-3}, "time_conditioning": True,
-                   "time_input": time_input}
-        return Published(model=model, tokenizer=tokenizer, process=process, sampler={"name": "ancestral"},
-                         seq_len=int(c["model_length"]), notes={"source": cls.source})
-
-
-@register("family", "duo")
-class DUOFamily(_UniformDDiT):
-    """DUO's hub layout (module docstring)."""
-
-    model_type = "duo"
-    tokenizer_default = "gpt2"
-    source = "DUO (Sahoo et al. 2025), github.com/s-sahoo/duo"
+        check_rows(tokenizer, net.vocab_size, f"this {cls.label} model")
+        return net
 
     @classmethod
-    def time_input(cls, config: dict, folder: Path) -> str:
+    def process(cls, config: dict, network) -> dict:
+        return {"name": "uniform", "schedule": {"name": "loglinear", "eps": 1e-3}, "time_conditioning": True,
+                "time_input": cls.time_input(config, "")}
+
+    @classmethod
+    def notes(cls, folder: Path, config: dict, tokenizer, aside: dict) -> dict:
+        return {"source": cls.citation}
+
+
+class DUO(_UniformDDiT):
+    """DUO's hub layout (module docstring)."""
+
+    name, label = "duo", "DUO"
+    model_type = "duo"
+    tokenizer_default = "gpt2"
+    citation = "DUO (Sahoo et al. 2025), github.com/s-sahoo/duo"
+
+    @classmethod
+    def time_input(cls, config: dict, source: str) -> str:
         if config.get("causal"):
-            raise ConfigError(f"{str(folder)!r} is DUO's causal (autoregressive) baseline, not a diffusion model; "
+            raise ConfigError(f"{source} is DUO's causal (autoregressive) baseline, not a diffusion model; "
                               "textdiff does not convert it")
         return "sigma"
 
 
-@register("family", "udlm")
-class UDLMFamily(_UniformDDiT):
+class UDLM(_UniformDDiT):
     """UDLM's hub layout (module docstring)."""
 
+    name, label = "udlm", "UDLM"
     model_type = "udlm"
     tokenizer_default = "bert-base-uncased"
-    source = "UDLM (Schiff et al. 2025), github.com/kuleshov-group/discrete-diffusion-guidance"
+    citation = "UDLM (Schiff et al. 2025), github.com/kuleshov-group/discrete-diffusion-guidance"
 
     @classmethod
-    def time_input(cls, config: dict, folder: Path) -> str:
+    def time_input(cls, config: dict, source: str) -> str:
         if config.get("cfg"):
-            raise ConfigError(f"{str(folder)!r} is a class-conditional UDLM (cfg: true, a label embedding); "
+            raise ConfigError(f"{source} is a class-conditional UDLM (cfg: true, a label embedding); "
                               "textdiff converts only the unconditional models")
         return "sigma" if config.get("time_conditioning", True) else "zero"

@@ -12,12 +12,13 @@ no biases, an untied output projection ``ff_out``. Block ``"llama"`` has separat
 ``ff_proj`` (gate, SiLU) / ``up_proj`` / ``ff_out`` (down) projections; block ``"sequential"`` fuses
 them (``att_proj`` = [q; k; v], ``ff_proj`` = [up; gate] for SwiGLU) and is split on loading.
 
-Tensor names (block i)::
+Rename table (block i; :meth:`LLaDA.renames`)::
 
     model.transformer.wte                 -> model.embed_tokens
     model.transformer.blocks.i.q_proj     -> model.layers.i.self_attn.q_proj   (k_proj, v_proj alike)
+    model.transformer.blocks.i.att_proj   -> model.layers.i.self_attn.{q,k,v}_proj   (rows split)
     model.transformer.blocks.i.attn_out   -> model.layers.i.self_attn.o_proj
-    model.transformer.blocks.i.ff_proj    -> model.layers.i.mlp.gate_proj
+    model.transformer.blocks.i.ff_proj    -> model.layers.i.mlp.gate_proj  ("sequential": rows split into up_proj, gate_proj)
     model.transformer.blocks.i.up_proj    -> model.layers.i.mlp.up_proj
     model.transformer.blocks.i.ff_out     -> model.layers.i.mlp.down_proj
     model.transformer.blocks.i.attn_norm  -> model.layers.i.input_layernorm
@@ -30,33 +31,28 @@ remasking (commit the most probable predictions, LLaDA's even split per step), t
 """
 from __future__ import annotations
 
-import re
-from pathlib import Path
-
-import torch
-
 from ...errors import ConfigError
-from ..modeling_bidirectional import DiffusionLlamaConfig, DiffusionLlamaModel
-from . import Family, LoadOptions, Published, register
-from ._hf import load_weights, published_tokenizer
+from ..weights import Rename, Split
+from .decoder import DecoderFamily
 
 #: config values this conversion cannot express exactly (key -> the only supported value)
 _REQUIRED = {"alibi": False, "rope": True, "include_bias": False, "attention_layer_norm": False,
              "scale_logits": False, "input_emb_norm": False, "block_group_size": 1, "layer_norm_type": "rms"}
 _RENAME = {"q_proj": "self_attn.q_proj", "k_proj": "self_attn.k_proj", "v_proj": "self_attn.v_proj",
-           "attn_out": "self_attn.o_proj", "ff_proj": "mlp.gate_proj", "up_proj": "mlp.up_proj",
-           "ff_out": "mlp.down_proj", "attn_norm": "input_layernorm", "ff_norm": "post_attention_layernorm"}
-_BLOCK = re.compile(r"^model\.transformer\.blocks\.(\d+)\.(\w+)\.weight$")
-EOT_TOKEN, EOS_TOKEN = "<|eot_id|>", "<|endoftext|>"
-DEFAULT_HUB_ID = "GSAI-ML/LLaDA-8B-Instruct"
+           "attn_out": "self_attn.o_proj", "up_proj": "mlp.up_proj", "ff_out": "mlp.down_proj",
+           "attn_norm": "input_layernorm", "ff_norm": "post_attention_layernorm"}
+BLOCK, LAYER = r"model\.transformer\.blocks\.(\d+)\.", r"model.layers.\1."
+_MOE_ARCHITECTURES = ("LLaDAMoEModelLM", "LLaDA2MoeModelLM")
 
 
 #: LLaDA's mixture-of-experts successors (their own families: llada_moe.py, llada2.py)
 MOE_TYPES = {"lladamoe": "LLaDA-MoE", "llada2_moe": "LLaDA 2.0"}
 
 
-def llama_config(cfg: dict) -> DiffusionLlamaConfig:
+def llama_config(cfg: dict):
     """The DiffusionLlamaConfig of a LLaDA config.json (one-line error for what it cannot express)."""
+    from ..modeling_bidirectional import DiffusionLlamaConfig
+
     kind = cfg.get("model_type")
     if kind in MOE_TYPES or "num_experts" in cfg or "d_model" not in cfg:
         name = MOE_TYPES.get(kind, "a mixture-of-experts LLaDA" if "num_experts" in cfg else "an unknown LLaDA variant")
@@ -94,63 +90,51 @@ def llama_config(cfg: dict) -> DiffusionLlamaConfig:
     )
 
 
-def convert_tensor(name: str, tensor: torch.Tensor, config: DiffusionLlamaConfig):
-    """[(textdiff name, tensor)] for one LLaDA tensor; [] for tensors without a counterpart."""
-    if name == "model.transformer.wte.weight":
-        return [("model.embed_tokens.weight", tensor)]
-    if name == "model.transformer.ln_f.weight":
-        return [("model.norm.weight", tensor)]
-    if name == "model.transformer.ff_out.weight":
-        return [("lm_head.weight", tensor)]
-    m = _BLOCK.match(name)
-    if m is None:
-        return [(name, tensor)]  # unknown: reported by the shape check as unexpected
-    prefix, part = f"model.layers.{m.group(1)}.", m.group(2)
-    if part == "att_proj":  # fused [q; k; v] rows (block "sequential")
-        dh = config.hidden_size // config.num_attention_heads
-        q, k, v = tensor.split([config.num_attention_heads * dh, config.num_key_value_heads * dh,
-                                config.num_key_value_heads * dh], dim=0)
-        return [(prefix + "self_attn.q_proj.weight", q), (prefix + "self_attn.k_proj.weight", k),
-                (prefix + "self_attn.v_proj.weight", v)]
-    if part == "ff_proj" and tensor.shape[0] == 2 * config.intermediate_size:  # fused SwiGLU [up; gate]
-        up, gate = tensor.chunk(2, dim=0)
-        return [(prefix + "mlp.up_proj.weight", up), (prefix + "mlp.gate_proj.weight", gate)]
-    if part in _RENAME:
-        return [(prefix + _RENAME[part] + ".weight", tensor)]
-    return [(name, tensor)]
-
-
-@register("family", "llada")
-class LLaDAFamily(Family):
+class LLaDA(DecoderFamily):
     """GSAI-ML/LLaDA-8B-Base, LLaDA-8B-Instruct, LLaDA-1.5 (model_type "llada")."""
 
+    name, label = "llada", "LLaDA"
     supports_device_map = True
+    tokenizer_default = "GSAI-ML/LLaDA-8B-Instruct"
+    # generate.py: low_confidence remasking, temperature 0, blocks of 32
+    sampler = {"name": "confidence", "ordering": "confidence", "commit_schedule": "linear", "temperature": 0.0}
+    generation = {"block_size": 32}
+    stop_tokens = ("<|eot_id|>", "<|endoftext|>")
+    protocol = "LLaDA generate.py: steps = gen_length, block_length 32, low-confidence remasking"
 
     @classmethod
-    def matches(cls, config, folder):
+    def matches(cls, config: dict) -> bool:
         archs = config.get("architectures") or []
-        from .llada_moe import is_llada_moe  # LLaDA-MoE and LLaDA 2.0 have their own families
-
-        moe = is_llada_moe(config) or config.get("model_type") == "llada2_moe" or "LLaDA2MoeModelLM" in archs
-        return (config.get("model_type") in ("llada", *MOE_TYPES) or any(a.startswith("LLaDA") for a in archs)) and not moe
+        kind = config.get("model_type")
+        moe = (kind in MOE_TYPES or any(a in _MOE_ARCHITECTURES for a in archs)
+               or (kind == "llada" and "expert_intermediate_size" in config))  # LLaDA-MoE, LLaDA 2.0: their own families
+        return (kind == "llada" or any(a.startswith("LLaDA") for a in archs)) and not moe
 
     @classmethod
-    def load(cls, folder: Path, config: dict, options: LoadOptions) -> Published:
-        net_config = llama_config(config)
-        model = load_weights(DiffusionLlamaModel, net_config, folder, options,
-                             lambda n, t: convert_tensor(n, t, net_config), "LLaDA checkpoint")
-        from transformers import PreTrainedTokenizerFast
+    def network(cls, config: dict, tokenizer, source: str):
+        from ..modeling_bidirectional import DiffusionLlamaModel
 
-        tokenizer = published_tokenizer(folder, options, DEFAULT_HUB_ID, net_config.mask_token_id,
-                                        eos_token=config.get("eos_token_id"), tokenizer_class=PreTrainedTokenizerFast)
-        stop = [i for i in (tokenizer.convert_tokens_to_ids(EOT_TOKEN), tokenizer.convert_tokens_to_ids(EOS_TOKEN))
-                if isinstance(i, int) and i != tokenizer.unk_token_id and i is not None]
-        return Published(
-            model=model, tokenizer=tokenizer,
-            process={"name": "masked", "schedule": {"name": "loglinear"}},
-            # generate.py: low_confidence remasking, temperature 0, blocks of 32
-            sampler={"name": "confidence", "ordering": "confidence", "commit_schedule": "linear", "temperature": 0.0},
-            seq_len=net_config.max_position_embeddings,
-            notes={"source": str(folder), "generation": {"block_size": 32}, "stop_token_ids": stop,
-                   "protocol": "LLaDA generate.py: steps = gen_length, block_length 32, low-confidence remasking"},
-        )
+        return DiffusionLlamaModel, llama_config(config)
+
+    @classmethod
+    def renames(cls, config: dict, network) -> list:
+        dh = network.hidden_size // network.num_attention_heads
+        qkv = (network.num_attention_heads * dh, network.num_key_value_heads * dh, network.num_key_value_heads * dh)
+        if config.get("block_type", "sequential") == "sequential":  # fused SwiGLU [up; gate]
+            ff_proj = Split(BLOCK + r"ff_proj\.weight", (LAYER + "mlp.up_proj.weight", LAYER + "mlp.gate_proj.weight"),
+                            sizes=(network.intermediate_size,) * 2)
+        else:
+            ff_proj = Rename(BLOCK + r"ff_proj\.weight", LAYER + "mlp.gate_proj.weight")
+        return [
+            Rename(r"model\.transformer\.wte\.weight", "model.embed_tokens.weight"),
+            Rename(r"model\.transformer\.ln_f\.weight", "model.norm.weight"),
+            Rename(r"model\.transformer\.ff_out\.weight", "lm_head.weight"),
+            Split(BLOCK + r"att_proj\.weight", tuple(LAYER + f"self_attn.{p}_proj.weight" for p in "qkv"), sizes=qkv),
+            ff_proj,
+            *[Rename(BLOCK + part + r"\.weight", LAYER + target + ".weight") for part, target in _RENAME.items()],
+            Rename(r".*"),  # anything else keeps its name (reported by the final check unless the network has it)
+        ]
+
+    @classmethod
+    def process(cls, config: dict, network) -> dict:
+        return {"name": "masked", "schedule": {"name": "loglinear"}}

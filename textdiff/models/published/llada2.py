@@ -23,7 +23,7 @@ bidirectional inside a block, attending to every earlier block (the mask the pub
 the process is textdiff's block diffusion (BD3-LM's NELBO, exact KV cache of earlier blocks).
 The publisher's code does not read ``norm_head`` or ``use_sliding_window`` (refused when set).
 
-Tensor names (layer i, expert j)::
+Rename table (layer i, expert j; :meth:`LLaDA2.renames`)::
 
     model.word_embeddings                      -> model.embed_tokens
     model.layers.i.attention.query_key_value   -> model.layers.i.self_attn.{q,k,v}_proj  (rows split)
@@ -47,23 +47,16 @@ the sampler's ``min_commit = "even_split"`` does the same (one per step at the r
 """
 from __future__ import annotations
 
-import re
-from dataclasses import replace
 from pathlib import Path
 
-import torch
-
 from ...errors import ConfigError
-from ..modeling_moe import DiffusionGlm4MoeConfig, DiffusionGlm4MoeModel
-from . import Family, LoadOptions, Published, register
-from ._hf import load_weights, published_tokenizer
-from .llada_moe import ExpertStacker, mask_token_id, stop_token_ids, tokenizer_object
+from ..weights import Rename, Split
+from .decoder import DecoderFamily
+from .moe import expert_stacks, find_mask_token_id, stop_token_ids
 
-DEFAULT_HUB_ID = "inclusionAI/LLaDA2.0-mini-preview"
-MASK_TOKEN = "<|mask|>"
+MASK_TOKEN, EOT_TOKEN = "<|mask|>", "<|role_end|>"
 BLOCK_SIZE = 32  # the block length LLaDA 2.0 was trained and decodes with
-_ATTN = re.compile(r"^model\.layers\.(\d+)\.attention\.(\w+)\.(weight|bias)$")
-_ATTN_RENAME = {"dense": "o_proj", "query_layernorm": "q_norm", "key_layernorm": "k_norm"}
+ATTENTION, SELF_ATTN = r"model\.layers\.(\d+)\.attention\.", r"model.layers.\1.self_attn."
 
 
 def _refuse(key, value, want):
@@ -71,8 +64,10 @@ def _refuse(key, value, want):
                       f"{want} (the publisher's modeling_llada2_moe.py semantics)")
 
 
-def glm4_moe_config(cfg: dict, mask_id: int) -> DiffusionGlm4MoeConfig:
+def glm4_moe_config(cfg: dict, mask_id: int):
     """The DiffusionGlm4MoeConfig of a LLaDA 2.0 config.json (one-line error for what it cannot express)."""
+    from ..modeling_moe import DiffusionGlm4MoeConfig
+
     missing = [k for k in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
                            "num_experts", "num_experts_per_tok", "moe_intermediate_size") if cfg.get(k) is None]
     if missing:
@@ -120,55 +115,50 @@ def glm4_moe_config(cfg: dict, mask_id: int) -> DiffusionGlm4MoeConfig:
     )
 
 
-def renamer(config: DiffusionGlm4MoeConfig):
-    """``rename(name, tensor)`` -> [(textdiff name, tensor)] for LLaDA 2.0's tensors outside the routed experts."""
-    Dh = config.head_dim
-    sizes = [config.num_attention_heads * Dh, config.num_key_value_heads * Dh, config.num_key_value_heads * Dh]
-
-    def rename(name: str, tensor: torch.Tensor):
-        if name == "model.word_embeddings.weight":
-            return [("model.embed_tokens.weight", tensor)]
-        if name.endswith(".mlp.gate.expert_bias"):
-            return [(name.replace(".expert_bias", ".e_score_correction_bias"), tensor)]
-        m = _ATTN.match(name)
-        if m is None:
-            return [(name, tensor)]  # transformers' own names; unknown ones are reported by the shape check
-        prefix, part, kind = f"model.layers.{m.group(1)}.self_attn.", m.group(2), m.group(3)
-        if part == "query_key_value":  # rows: [q heads; k heads; v heads]
-            if tensor.shape[0] != sum(sizes):
-                return [(prefix + "q_proj." + kind, tensor)]  # reported by the shape check
-            q, k, v = tensor.split(sizes, dim=0)
-            return [(prefix + "q_proj." + kind, q), (prefix + "k_proj." + kind, k), (prefix + "v_proj." + kind, v)]
-        return [(prefix + _ATTN_RENAME.get(part, part) + "." + kind, tensor)]
-
-    return rename
-
-
-@register("family", "llada2")
-class LLaDA2Family(Family):
+class LLaDA2(DecoderFamily):
     """inclusionAI/LLaDA2.0-mini-preview and -flash-preview (model_type "llada2_moe")."""
 
+    name, label = "llada2", "LLaDA 2.0"
+    tokenizer_default = "inclusionAI/LLaDA2.0-mini-preview"
+    # generate(): temperature 0, threshold 0.95, steps = block length (one scheduled commit per step)
+    sampler = {"name": "threshold", "threshold": 0.95, "temperature": 0.0, "min_commit": "even_split"}
+    generation = {"block_size": BLOCK_SIZE, "blocks_from": "sequence_start"}
+    protocol = ("LLaDA2MoeModelLM.generate: block_length 32, steps 32 per block, threshold 0.95, "
+                "temperature 0, stop after the block with EOS")
+
     @classmethod
-    def matches(cls, config, folder):
+    def matches(cls, config: dict) -> bool:
         return config.get("model_type") == "llada2_moe" or "LLaDA2MoeModelLM" in (config.get("architectures") or [])
 
     @classmethod
-    def load(cls, folder: Path, config: dict, options: LoadOptions) -> Published:
-        raw_tokenizer = tokenizer_object(folder, options, DEFAULT_HUB_ID)
-        net_config = glm4_moe_config(config, mask_token_id(config, raw_tokenizer, (MASK_TOKEN,), DEFAULT_HUB_ID))
-        stacker = ExpertStacker(net_config.n_routed_experts, net_config.moe_intermediate_size, net_config.hidden_size,
-                                renamer(net_config), "LLaDA 2.0 checkpoint")
-        model = load_weights(DiffusionGlm4MoeModel, net_config, folder, options, stacker, "LLaDA 2.0 checkpoint")
-        tokenizer = published_tokenizer(folder, replace(options, tokenizer=raw_tokenizer), DEFAULT_HUB_ID,
-                                        net_config.mask_token_id, eos_token=config.get("eos_token_id"))
-        return Published(
-            model=model, tokenizer=tokenizer,
-            process={"name": "block", "block_size": BLOCK_SIZE, "schedule": {"name": "loglinear"}},
-            # generate(): temperature 0, threshold 0.95, steps = block length (one scheduled commit per step)
-            sampler={"name": "threshold", "threshold": 0.95, "temperature": 0.0, "min_commit": "even_split"},
-            seq_len=net_config.max_position_embeddings,
-            notes={"source": str(folder), "generation": {"block_size": BLOCK_SIZE, "blocks_from": "sequence_start"},
-                   "stop_token_ids": stop_token_ids(tokenizer, config),
-                   "protocol": "LLaDA2MoeModelLM.generate: block_length 32, steps 32 per block, threshold 0.95, "
-                               "temperature 0, stop after the block with EOS"},
-        )
+    def network(cls, config: dict, tokenizer, source: str):
+        from ..modeling_moe import DiffusionGlm4MoeModel
+
+        mask_id = find_mask_token_id(config, tokenizer, (MASK_TOKEN,), cls.tokenizer_default)
+        return DiffusionGlm4MoeModel, glm4_moe_config(config, mask_id)
+
+    @classmethod
+    def renames(cls, config: dict, network) -> list:
+        """Fused [q heads; k heads; v heads] rows split, attention names moved to ``self_attn``, the
+        router bias renamed, the routed experts stacked; the rest are transformers' own names."""
+        Dh = network.head_dim
+        sizes = (network.num_attention_heads * Dh, network.num_key_value_heads * Dh, network.num_key_value_heads * Dh)
+        return [
+            Rename(r"model\.word_embeddings\.weight", "model.embed_tokens.weight"),
+            Rename(r"(.*\.mlp\.gate)\.expert_bias", r"\1.e_score_correction_bias"),
+            Split(ATTENTION + r"query_key_value\.(weight|bias)", tuple(SELF_ATTN + f"{p}_proj.\\2" for p in "qkv"), sizes=sizes),
+            Rename(ATTENTION + r"dense\.(weight|bias)", SELF_ATTN + r"o_proj.\2"),
+            Rename(ATTENTION + r"query_layernorm\.(weight|bias)", SELF_ATTN + r"q_norm.\2"),
+            Rename(ATTENTION + r"key_layernorm\.(weight|bias)", SELF_ATTN + r"k_norm.\2"),
+            Rename(ATTENTION + r"(\w+)\.(weight|bias)", SELF_ATTN + r"\2.\3"),
+            *expert_stacks(network.n_routed_experts),
+            Rename(r".*"),
+        ]
+
+    @classmethod
+    def process(cls, config: dict, network) -> dict:
+        return {"name": "block", "block_size": BLOCK_SIZE, "schedule": {"name": "loglinear"}}
+
+    @classmethod
+    def notes(cls, folder: Path, config: dict, tokenizer, aside: dict) -> dict:
+        return {**super().notes(folder, config, tokenizer, aside), "stop_token_ids": stop_token_ids(tokenizer, config, EOT_TOKEN)}

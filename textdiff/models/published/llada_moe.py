@@ -16,7 +16,7 @@ publisher's router never renormalises the k weights and does not read ``norm_top
 ``routed_scaling_factor`` or the router groups, so neither does the conversion.
 :class:`~textdiff.models.modeling_moe.DiffusionQwen3MoeModel` expresses it exactly.
 
-Tensor names (layer i, expert j)::
+Rename table (layer i, expert j; :meth:`LLaDAMoE.renames`)::
 
     model.embed_tokens / model.norm / lm_head / model.layers.i.{self_attn,*_layernorm}.*  -> the same
     model.layers.i.mlp.{gate,up,down}_proj          -> the same (dense layer)
@@ -31,22 +31,14 @@ low-confidence remasking, temperature 0.
 """
 from __future__ import annotations
 
-import re
-from dataclasses import replace
 from pathlib import Path
 
-import torch
-
 from ...errors import ConfigError
-from ..modeling_moe import DiffusionQwen3MoeConfig, DiffusionQwen3MoeModel
-from . import Family, LoadOptions, Published, register
-from ._hf import load_weights, published_tokenizer, read_tokenizer
+from ..weights import Rename
+from .decoder import DecoderFamily
+from .moe import expert_stacks, find_mask_token_id, stop_token_ids
 
-DEFAULT_HUB_ID = "inclusionAI/LLaDA-MoE-7B-A1B-Instruct"
 MASK_TOKEN, EOT_TOKEN = "<|mdm_mask|>", "<|role_end|>"
-_EXPERT = re.compile(r"^model\.layers\.(\d+)\.mlp\.experts\.(\d+)\.(gate|up|down)_proj\.weight$")
-_SHARED = re.compile(r"^model\.layers\.(\d+)\.shared_expert\.(.+)$")
-_BIAS = re.compile(r"^model\.layers\.(\d+)\.mlp\.expert_bias$")
 
 
 def is_llada_moe(config: dict) -> bool:
@@ -60,8 +52,10 @@ def _refuse(key, value, want):
                       "(the publisher's modeling_lladamoe.py semantics of the released checkpoints)")
 
 
-def qwen3_moe_config(cfg: dict, mask_token_id: int) -> DiffusionQwen3MoeConfig:
+def qwen3_moe_config(cfg: dict, mask_token_id: int):
     """The DiffusionQwen3MoeConfig of a LLaDA-MoE config.json (one-line error for what it cannot express)."""
+    from ..modeling_moe import DiffusionQwen3MoeConfig
+
     missing = [k for k in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_experts",
                            "num_experts_per_tok", "expert_intermediate_size", "moe_layer_freq") if k not in cfg]
     if missing:
@@ -106,102 +100,40 @@ def qwen3_moe_config(cfg: dict, mask_token_id: int) -> DiffusionQwen3MoeConfig:
     )
 
 
-class ExpertStacker:
-    """Stacks each sparse layer's per-expert projections ``model.layers.i.mlp.experts.j.{gate,up,down}_proj``
-    into transformers' fused [E, 2I, d] (rows [gate; up]) / [E, d, I] tensors once all 3E arrived;
-    ``rename(name)`` maps every other tensor. A ``convert(name, tensor)`` for :func:`~._hf.load_weights`."""
-
-    def __init__(self, experts: int, width: int, hidden: int, rename, source: str):
-        self.E, self.I, self.d = experts, width, hidden
-        self.rename, self.source = rename, source
-        self.pending: dict[int, dict] = {}
-
-    def __call__(self, name: str, tensor: torch.Tensor):
-        m = _EXPERT.match(name)
-        if m is None:
-            return self.rename(name, tensor)
-        layer, j, part = int(m.group(1)), int(m.group(2)), m.group(3)
-        want = (self.d, self.I) if part == "down" else (self.I, self.d)
-        if j >= self.E or tuple(tensor.shape) != want:
-            raise ConfigError(f"{self.source}: tensor {name!r} has shape {list(tensor.shape)} but the config gives "
-                              f"{list(want)} (of {self.E} experts); config.json does not match the weights")
-        got = self.pending.setdefault(layer, {})
-        got[(j, part)] = tensor
-        if len(got) < 3 * self.E:
-            return []
-        del self.pending[layer]
-        gate_up = torch.stack([torch.cat([got[(e, "gate")], got[(e, "up")]], 0) for e in range(self.E)])  # [E, 2I, d]
-        down = torch.stack([got[(e, "down")] for e in range(self.E)])  # [E, d, I]
-        prefix = f"model.layers.{layer}.mlp.experts."
-        return [(prefix + "gate_up_proj", gate_up), (prefix + "down_proj", down)]
-
-
-def rename(name: str, tensor: torch.Tensor):
-    """LLaDA-MoE's names outside the routed experts: the router bias and the shared expert move into
-    the sparse block; the rest are transformers' own (unknown ones are reported by the shape check)."""
-    if _BIAS.match(name):
-        return [(name.replace(".mlp.expert_bias", ".mlp.gate.expert_bias"), tensor)]
-    s = _SHARED.match(name)
-    if s is not None:
-        return [(f"model.layers.{s.group(1)}.mlp.shared_expert.{s.group(2)}", tensor)]
-    return [(name, tensor)]
-
-
-def tokenizer_object(folder: Path, options: LoadOptions, default: str = DEFAULT_HUB_ID):
-    """The caller's tokenizer object, else the caller's / the folder's / the default tokenizer folder read."""
-    from transformers import PreTrainedTokenizerFast
-
-    return read_tokenizer(folder, options, default, PreTrainedTokenizerFast)
-
-
-def mask_token_id(config: dict, tokenizer, tokens=(MASK_TOKEN, "<|mask|>"), default: str = DEFAULT_HUB_ID) -> int:
-    """config.json's mask_token_id, else the tokenizer's mask token, else the first of ``tokens`` it has."""
-    if config.get("mask_token_id") is not None:
-        return int(config["mask_token_id"])
-    if tokenizer.mask_token_id is not None:
-        return int(tokenizer.mask_token_id)
-    for token in tokens:
-        found = tokenizer.convert_tokens_to_ids(token)
-        if isinstance(found, int) and found != tokenizer.unk_token_id:
-            return found
-    raise ConfigError(f"neither config.json nor the tokenizer names a mask token (this model's is {tokens[0]}); "
-                      f"pass the tokenizer this model was released with ({default})")
-
-
-def stop_token_ids(tokenizer, config: dict) -> list[int]:
-    """The tokenizer's EOS, config.json's eos ids and the chat template's end of turn ``<|role_end|>``."""
-    eos = config.get("eos_token_id")
-    ids = [tokenizer.eos_token_id, *(eos if isinstance(eos, list) else [eos]), tokenizer.convert_tokens_to_ids(EOT_TOKEN)]
-    out = []
-    for i in ids:
-        if isinstance(i, int) and i != tokenizer.unk_token_id and i < len(tokenizer) and i not in out:
-            out.append(i)
-    return out
-
-
-@register("family", "llada_moe")
-class LLaDAMoEFamily(Family):
+class LLaDAMoE(DecoderFamily):
     """inclusionAI/LLaDA-MoE-7B-A1B-Base and -Instruct (architectures ["LLaDAMoEModelLM"])."""
 
+    name, label = "llada_moe", "LLaDA-MoE"
+    tokenizer_default = "inclusionAI/LLaDA-MoE-7B-A1B-Instruct"
+    # the model card's generate(): low_confidence remasking, temperature 0, blocks of 32
+    sampler = {"name": "confidence", "ordering": "confidence", "commit_schedule": "linear", "temperature": 0.0}
+    generation = {"block_size": 32}
+    protocol = "LLaDA generate.py: steps = gen_length, block_length 32, low-confidence remasking"
+
     @classmethod
-    def matches(cls, config, folder):
+    def matches(cls, config: dict) -> bool:
         return is_llada_moe(config)
 
     @classmethod
-    def load(cls, folder: Path, config: dict, options: LoadOptions) -> Published:
-        raw_tokenizer = tokenizer_object(folder, options)
-        net_config = qwen3_moe_config(config, mask_token_id(config, raw_tokenizer))
-        stacker = ExpertStacker(net_config.num_experts, net_config.moe_intermediate_size, net_config.hidden_size,
-                                rename, "LLaDA-MoE checkpoint")
-        model = load_weights(DiffusionQwen3MoeModel, net_config, folder, options, stacker, "LLaDA-MoE checkpoint")
-        tokenizer = published_tokenizer(folder, replace(options, tokenizer=raw_tokenizer), DEFAULT_HUB_ID,
-                                        net_config.mask_token_id, eos_token=config.get("eos_token_id"))
-        return Published(
-            model=model, tokenizer=tokenizer,
-            process={"name": "masked", "schedule": {"name": "loglinear"}},
-            # the model card's generate(): low_confidence remasking, temperature 0, blocks of 32
-            sampler={"name": "confidence", "ordering": "confidence", "commit_schedule": "linear", "temperature": 0.0},
-            seq_len=net_config.max_position_embeddings,
-            notes={"source": str(folder), "generation": {"block_size": 32}, "stop_token_ids": stop_token_ids(tokenizer, config),
-                   "protocol": "LLaDA generate.py: steps = gen_length, block_length 32, low-confidence remasking"},
-        )
+    def network(cls, config: dict, tokenizer, source: str):
+        from ..modeling_moe import DiffusionQwen3MoeModel
+
+        mask_id = find_mask_token_id(config, tokenizer, (MASK_TOKEN, "<|mask|>"), cls.tokenizer_default)
+        return DiffusionQwen3MoeModel, qwen3_moe_config(config, mask_id)
+
+    @classmethod
+    def renames(cls, config: dict, network) -> list:
+        """The routed experts stacked; the router bias and the shared expert move into the sparse block;
+        the rest are transformers' own names."""
+        return [*expert_stacks(network.num_experts),
+                Rename(r"model\.layers\.(\d+)\.mlp\.expert_bias", r"model.layers.\1.mlp.gate.expert_bias"),
+                Rename(r"model\.layers\.(\d+)\.shared_expert\.(.+)", r"model.layers.\1.mlp.shared_expert.\2"),
+                Rename(r".*")]
+
+    @classmethod
+    def process(cls, config: dict, network) -> dict:
+        return {"name": "masked", "schedule": {"name": "loglinear"}}
+
+    @classmethod
+    def notes(cls, folder: Path, config: dict, tokenizer, aside: dict) -> dict:
+        return {**super().notes(folder, config, tokenizer, aside), "stop_token_ids": stop_token_ids(tokenizer, config, EOT_TOKEN)}

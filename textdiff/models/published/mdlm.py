@@ -20,31 +20,34 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import Family, LoadOptions, Published, family_tokenizer, register
-from ._dit import check_vocab, dit_config, fields, load_backbone
+from .dit import DiTFamily, check_vocab, dit_config, fields
 
 FIELDS = ("vocab_size", "model_length", "hidden_dim", "cond_dim", "n_blocks", "n_heads")
 
 
-@register("family", "mdlm")
-class MDLMFamily(Family):
+class MDLM(DiTFamily):
     """MDLM's Hugging Face export (``MDLMConfig`` / ``MDLM``)."""
 
+    name, label = "mdlm", "MDLM"
+    tokenizer_default = "gpt2"
+    sampler = {"name": "ancestral", "cache_unchanged": True}
+
     @classmethod
-    def matches(cls, config: dict, folder: Path) -> bool:
+    def matches(cls, config: dict) -> bool:
         return config.get("model_type") == "mdlm" or "MDLM" in (config.get("architectures") or [])
 
     @classmethod
-    def load(cls, folder: Path, config: dict, options: LoadOptions) -> Published:
-        source = f"MDLM checkpoint {str(folder)!r}"
+    def dit(cls, config: dict, tokenizer, source: str):
         f = fields(config, FIELDS, source)
-        tokenizer = family_tokenizer(folder, options, "gpt2")
         mask_id = check_vocab(tokenizer, f["vocab_size"], source)
-        time_conditioning = bool(config.get("time_conditioning", False))
-        net_config = dit_config(**f, dropout=config.get("dropout", 0.1), adaln=True, mask_token_id=mask_id, source=source)
-        model, _ = load_backbone(folder, net_config, allow_pickle=options.allow_pickle, source=source)
-        process = {"name": "masked", "schedule": {"name": "loglinear", "eps": 1e-3}, "time_conditioning": True,
-                   "time_input": "sigma" if time_conditioning else "zero"}
-        return Published(model=model, tokenizer=tokenizer, process=process,
-                         sampler={"name": "ancestral", "cache_unchanged": True}, seq_len=f["model_length"],
-                         notes={"layout": "MDLM Hugging Face export (backbone.*)", "time_conditioning": time_conditioning})
+        return dit_config(**f, dropout=config.get("dropout", 0.1), adaln=True, mask_token_id=mask_id, source=source)
+
+    @classmethod
+    def process(cls, config: dict, network) -> dict:
+        time_input = "sigma" if config.get("time_conditioning", False) else "zero"
+        return {"name": "masked", "schedule": {"name": "loglinear", "eps": 1e-3}, "time_conditioning": True,
+                "time_input": time_input}
+
+    @classmethod
+    def notes(cls, folder: Path, config: dict, tokenizer, aside: dict) -> dict:
+        return {"layout": "MDLM Hugging Face export (backbone.*)", "time_conditioning": bool(config.get("time_conditioning", False))}

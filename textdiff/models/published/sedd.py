@@ -33,10 +33,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from ...errors import ConfigError
-from . import Family, LoadOptions, Published, family_tokenizer, register
-from ._dit import check_rows, dit_config, fields, load_backbone
+from .dit import DiTFamily, check_rows, dit_config, fields
 
 GRAPHS = {"absorb": "sedd_absorb", "uniform": "sedd_uniform"}
+MODEL_FIELDS = ("hidden_size", "cond_dim", "length", "n_blocks", "n_heads", "scale_by_sigma", "dropout")
 
 
 def _schedule(noise: dict) -> dict:
@@ -49,44 +49,55 @@ def _schedule(noise: dict) -> dict:
     raise ConfigError(f"SEDD noise type {kind!r} is not one SEDD released (loglinear, geometric); config.json is damaged")
 
 
-@register("family", "sedd")
-class SEDDFamily(Family):
+class SEDD(DiTFamily):
     """SEDD's hub layout (module docstring)."""
 
+    name, label = "sedd", "SEDD"
+    prefix = ""  # the hub mixin saves the network itself
+    tokenizer_default = "gpt2"
+    sampler = {"name": "analytic"}
+
     @classmethod
-    def matches(cls, config: dict, folder: Path) -> bool:
+    def matches(cls, config: dict) -> bool:
         return (isinstance(config.get("graph"), dict) and isinstance(config.get("model"), dict)
                 and isinstance(config.get("noise"), dict) and "tokens" in config
                 and "scale_by_sigma" in config["model"] and "n_blocks" in config["model"])
 
     @classmethod
-    def load(cls, folder: Path, config: dict, options: LoadOptions) -> Published:
+    def dit(cls, config: dict, tokenizer, source: str):
         graph = config["graph"].get("type")
         if graph not in GRAPHS:
-            raise ConfigError(f"{str(folder)!r}: SEDD graph type {graph!r} is unknown (absorb, uniform); config.json is damaged")
-        m = fields(config["model"], ("hidden_size", "cond_dim", "length", "n_blocks", "n_heads", "scale_by_sigma", "dropout"),
-                   f"{str(folder)!r} (model section)")
+            raise ConfigError(f"{source}: SEDD graph type {graph!r} is unknown (absorb, uniform); config.json is damaged")
+        m = fields(config["model"], MODEL_FIELDS, f"{source} (model section)")
         absorb = graph == "absorb"
         if m["scale_by_sigma"] and not absorb:
-            raise ConfigError(f"{str(folder)!r}: scale_by_sigma on the uniform graph is not a SEDD configuration "
+            raise ConfigError(f"{source}: scale_by_sigma on the uniform graph is not a SEDD configuration "
                               "(SEDD asserts the absorbing graph); config.json is damaged")
         tokens = int(config["tokens"])
         vocab = tokens + (1 if absorb else 0)
-        source = f"SEDD checkpoint {str(folder)!r}"
         net = dit_config(vocab_size=vocab, hidden_dim=m["hidden_size"], n_blocks=m["n_blocks"], n_heads=m["n_heads"],
                          cond_dim=m["cond_dim"], model_length=m["length"], dropout=m["dropout"], adaln=True,
                          mask_token_id=tokens if absorb else None, source=source)
-        model, _ = load_backbone(folder, net, allow_pickle=options.allow_pickle, source=source, prefix="")
-        tokenizer = family_tokenizer(folder, options, "gpt2")
         if absorb and tokenizer.mask_token_id != tokens:
             raise ConfigError(f"the tokenizer's mask token is id {tokenizer.mask_token_id}, but this SEDD model absorbs into "
                               f"id {tokens} (the last of its {vocab}); pass the tokenizer it was trained with")
         check_rows(tokenizer, vocab, "this SEDD model")
+        return net
+
+    @classmethod
+    def process(cls, config: dict, network) -> dict:
+        graph = config["graph"]["type"]
         process = {"name": GRAPHS[graph], "schedule": _schedule(config["noise"]), "time_conditioning": True,
                    "time_input": "sigma"}
-        if absorb:
-            process["scale_by_sigma"] = bool(m["scale_by_sigma"])
-        notes = {"source": "SEDD (Lou et al. 2024), github.com/louaaron/Score-Entropy-Discrete-Diffusion",
-                 "graph": graph, "noise": config["noise"].get("type")}
-        return Published(model=model, tokenizer=tokenizer, process=process, sampler={"name": "analytic"},
-                         seq_len=int(m["length"]), notes=notes)
+        if graph == "absorb":
+            process["scale_by_sigma"] = bool(config["model"]["scale_by_sigma"])
+        return process
+
+    @classmethod
+    def seq_len(cls, config: dict, network) -> int:
+        return int(config["model"]["length"])
+
+    @classmethod
+    def notes(cls, folder: Path, config: dict, tokenizer, aside: dict) -> dict:
+        return {"source": "SEDD (Lou et al. 2024), github.com/louaaron/Score-Entropy-Discrete-Diffusion",
+                "graph": config["graph"]["type"], "noise": config["noise"].get("type")}

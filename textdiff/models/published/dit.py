@@ -1,4 +1,5 @@
-"""The DiT backbone of the MDLM and BD3-LM Hugging Face exports, converted into textdiff's DiT.
+"""The DiT backbone of the MDLM, BD3-LM, SEDD, DUO and UDLM checkpoints, converted into textdiff's DiT
+(shared by those families: :class:`DiTFamily`).
 
 Both exports (``modeling_mdlm.py`` of ``kuleshov-group/mdlm-owt``, ``modeling_bd3lm.py`` of
 ``kuleshov-group/bd3lm-owt-block_size*``) wrap one network as ``backbone``:
@@ -15,7 +16,8 @@ Both exports (``modeling_mdlm.py`` of ``kuleshov-group/mdlm-owt``, ``modeling_bd
 
 That is textdiff's DiT with ``time_scale=1`` (σ enters unscaled), ``lm_head_bias=True``,
 ``layer_norm_eps=1e-5`` and ``time_conditioning`` = "has adaLN". The fused qkv already has
-textdiff's layout ([3, H, Dh] rows), so no tensor is reshaped. Key map (``backbone.`` removed)::
+textdiff's layout ([3, H, Dh] rows), so no tensor is reshaped. Rename table (:func:`dit_renames`,
+``backbone.`` removed; SEDD's hub mixin saves the network without the prefix)::
 
     vocab_embed.embedding                   -> embed.weight
     sigma_map.mlp.{0,2}.{weight,bias}       -> time_embed.mlp.{0,2}.{weight,bias}
@@ -34,15 +36,16 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import ClassVar, Iterable, Optional
 
 import torch
 
 from ...errors import ConfigError
-from ..loading import check_state_dict, iter_tensors
+from ..weights import Aside, Expect, Rename
+from .family import Family, LoadOptions, read_tokenizer
 
 PREFIX = "backbone."
-_KEY_MAP = [(re.compile(f"^{a}$"), b) for a, b in [
+_RENAMES = [
     (r"vocab_embed\.embedding", "embed.weight"),
     (r"sigma_map\.mlp\.([02])\.(weight|bias)", r"time_embed.mlp.\1.\2"),
     (r"blocks\.(\d+)\.norm([12])\.weight", r"blocks.\1.norm\2.weight"),
@@ -54,7 +57,58 @@ _KEY_MAP = [(re.compile(f"^{a}$"), b) for a, b in [
     (r"output_layer\.norm_final\.weight", "norm_f.weight"),
     (r"output_layer\.adaLN_modulation\.(weight|bias)", r"final_adaLN.\1"),
     (r"output_layer\.linear\.(weight|bias)", r"lm_head.\1"),
-]]
+]
+
+
+def dit_renames(network, prefix: str = PREFIX, aside: Iterable[str] = ()) -> list:
+    """The rename table of a DiT export whose network lives under ``prefix``; ``aside``: top-level
+    tensors kept out of the network (BD3-LM's mask-rate band). The rotary table is a buffer textdiff
+    recomputes, so it must be the standard one."""
+    head_dim = network.hidden_size // network.num_heads
+    inv_freq = 10000.0 ** (-torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+    p = re.escape(prefix)
+    return ([Aside(re.escape(name)) for name in aside]
+            + [Expect(p + r"rotary_emb\.inv_freq", value=inv_freq,
+                      hint=f"is not the base-10000 table of head size {head_dim}; config.json does not match the weights")]
+            + [Rename(p + pattern, target) for pattern, target in _RENAMES])
+
+
+class DiTFamily(Family):
+    """A DiT export: the network is textdiff's own (no device_map), read as float32 unless the caller
+    names a dtype; the tokenizer is the folder's, the caller's or ``tokenizer_default`` (+ [MASK])."""
+
+    prefix: ClassVar[str] = PREFIX
+    default_dtype = torch.float32
+
+    @classmethod
+    def tokenizer(cls, folder: Path, config: dict, options: LoadOptions):
+        """The caller's tokenizer (object, folder or hub id), else the folder's own files, else the family's
+        default hub id (e.g. ``gpt2``; needs a network the first time). Leaves with mask / EOS / PAD tokens
+        (GPT-2 gains [MASK] as id 50257, as the OWT models use)."""
+        from ...tokenization import ensure_special_tokens
+
+        tokenizer = read_tokenizer(folder, options, cls.tokenizer_default)
+        ensure_special_tokens(tokenizer)
+        return tokenizer
+
+    @classmethod
+    def renames(cls, config: dict, network) -> list:
+        return dit_renames(network, cls.prefix)
+
+    @classmethod
+    def network(cls, config: dict, tokenizer, source: str):
+        from ..modeling_textdiff import TextDiffModel
+
+        return TextDiffModel, cls.dit(config, tokenizer, source)
+
+    @classmethod
+    def dit(cls, config: dict, tokenizer, source: str):
+        """The :func:`dit_config` of config.json."""
+        raise NotImplementedError
+
+    @classmethod
+    def notes(cls, folder: Path, config: dict, tokenizer, aside: dict) -> dict:
+        return {}
 
 
 def fields(config: dict, required: Iterable[str], source: str) -> dict:
@@ -84,49 +138,6 @@ def dit_config(*, vocab_size: int, hidden_dim: int, n_blocks: int, n_heads: int,
         rope_theta=10000.0, attention=attention, block_size=block_size, mask_token_id=mask_token_id,
         tie_word_embeddings=False, time_scale=1.0, lm_head_bias=True, layer_norm_eps=1e-5,
     )
-
-
-def load_backbone(folder: Path, config, *, allow_pickle: bool, source: str, extra: Iterable[str] = (),
-                  prefix: str = PREFIX):
-    """(TextDiffModel with the export's weights, {name: tensor} of the ``extra`` top-level tensors).
-
-    prefix: where the network's keys live (``backbone.`` in the Hugging Face exports; SEDD's hub
-    mixin saves the network itself, prefix "")."""
-    from ..modeling_textdiff import TextDiffModel
-
-    with torch.device("meta"):
-        expected = {k: tuple(v.shape) for k, v in TextDiffModel(config).state_dict().items()}
-    extra = set(extra)
-    state, others, unknown = {}, {}, []
-    head_dim = config.hidden_size // config.num_heads
-    for key, tensor in iter_tensors(folder, allow_pickle):
-        if key in extra:
-            others[key] = tensor
-            continue
-        name = key[len(prefix):] if key.startswith(prefix) else None
-        if name == "rotary_emb.inv_freq":  # a buffer: textdiff recomputes it, so it must be the standard one
-            want = 10000.0 ** (-torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
-            if tuple(tensor.shape) != tuple(want.shape) or not torch.allclose(tensor.float(), want, rtol=1e-5):
-                raise ConfigError(f"{source}: {prefix}rotary_emb.inv_freq is not the base-10000 table of head size "
-                                  f"{head_dim}; config.json does not match the weights")
-            continue
-        mapped = None
-        if name is not None:
-            for pattern, repl in _KEY_MAP:
-                if pattern.match(name):
-                    mapped = pattern.sub(repl, name)
-                    break
-        if mapped is None:
-            unknown.append(key)
-        else:
-            state[mapped] = tensor
-    if unknown:
-        raise ConfigError(f"{source} has {len(unknown)} tensor(s) this layout does not have ({', '.join(unknown[:3])}); "
-                          "the folder holds another architecture")
-    check_state_dict(expected, state, source)
-    model = TextDiffModel(config)
-    model.load_state_dict({k: v.to(torch.float32) for k, v in state.items()}, strict=True)
-    return model, others
 
 
 def check_vocab(tokenizer, vocab_size: int, source: str) -> int:
