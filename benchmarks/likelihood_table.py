@@ -51,7 +51,10 @@ def main():
               f"train.lr={args.lr}", f"model.hidden_size={args.hidden}", f"model.num_layers={args.layers}",
               "train.warmup_steps=20", f"train.eval_every={args.steps}", "train.eval_batches=0",
               f"train.eval_t_samples={args.t_samples}", f"train.save_every={args.steps}", "train.log_every=10",
-              "train.trackers=[]", "train.num_threads=1"]
+              "train.trackers=[]", "train.num_threads=1",
+              # the masked run takes bd3lm-quickstart.yaml's other settings (quickstart.yaml has since shrunk)
+              "tokenizer.vocab_size=4096", "model.num_heads=4", "train.mixed_precision=bf16", "train.compile=true",
+              "train.decay_fraction=0.2"]
     rows = []
     masked = runs / "masked-L"
     jobs = [("L' = L (masked, MDLM)", "quickstart.yaml", masked, common)]
@@ -71,7 +74,7 @@ def write(rows, args):
     text = "\n".join([
         "# Block diffusion likelihood at quickstart scale", "",
         f"Command: `python {' '.join(sys.argv)}`  ",
-        "Data and tokenizer of recipes/quickstart.yaml (embedded corpus, BPE 4096, L = 128); model "
+        "Data of recipes/quickstart.yaml (embedded corpus, L = 128), BPE 4096; model "
         f"hidden {args.hidden}, {args.layers} layers, 4 heads; {args.steps} steps of batch {args.batch_size}, lr {args.lr}, "
         "seed 0, log-linear schedule, one CPU thread. "
         f"val_nelbo: nats/token on the whole validation split, {args.t_samples} t draws per row (an upper bound). "

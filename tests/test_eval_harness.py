@@ -92,6 +92,7 @@ def _numbers(report: dict) -> list:
     return strip(report["results"])
 
 
+@pytest.mark.slow
 def test_suite_writes_report_and_same_seed_gives_same_numbers(folders, tmp_path):
     from textdiff.harness.run import main
 
@@ -237,6 +238,7 @@ def test_samples_do_not_depend_on_batch_size(folders):
     assert s1["batches"] == 3 and s3["batches"] == 1 and s3["batch_size"] == 3 and s3["nfe"] <= 6
 
 
+@pytest.mark.slow
 def test_eval_runs_from_any_folder_with_package_code_only(folders, tmp_path):
     """``python -m textdiff.cli eval`` from a folder holding a booby-trapped ``evaluation/`` package and
     relative paths: the package's harness runs, paths resolve from that folder, output under runs/eval/."""

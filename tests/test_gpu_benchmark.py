@@ -47,6 +47,7 @@ def dry_run(tmp_path_factory):
     return proc, json.loads((out / "gpu.json").read_text()), (out / "gpu.md").read_text()
 
 
+@pytest.mark.slow
 def test_dry_run_reports_every_section(dry_run):
     proc, data, md = dry_run
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -64,6 +65,7 @@ def test_dry_run_reports_every_section(dry_run):
     assert "| model | params_M |" in md and "| gen_length | batch | method |" in md
 
 
+@pytest.mark.slow
 def test_dry_run_training_and_bd3_rows(dry_run):
     _, data, _ = dry_run
     train = data["sections"]["training"]["rows"]
@@ -79,6 +81,7 @@ def test_dry_run_training_and_bd3_rows(dry_run):
         assert abs(pair[0]["loss_fixed_batch"] - pair[1]["loss_fixed_batch"]) <= gpu_training.LOSS_RTOL * pair[1]["loss_fixed_batch"]
 
 
+@pytest.mark.slow
 def test_dry_run_decoding_rows(dry_run):
     import gpu_decoding
 

@@ -124,6 +124,7 @@ def metrics(run):
     return [json.loads(x) for x in (Path(run) / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_bert_denoiser_trains_resumes_samples_and_scores(tiny, tmp_path):
     bert = tiny_bert_folder(tmp_path / "bert")
     raw = tiny(denoiser={"path": str(bert)}, train={"max_steps": 6, "eval_every": 3, "save_every": 3})
@@ -233,6 +234,7 @@ def _tokenizer_without_mask(extra):
     return tok
 
 
+@pytest.mark.slow
 def test_llada_style_and_causal_networks_train_and_sample_through_recipes(tiny, tmp_path):
     AutoConfig.register("tiny-bidirectional-test", TinyBidirectionalConfig, exist_ok=True)
     AutoModel.register(TinyBidirectionalConfig, TinyBidirectionalLM, exist_ok=True)

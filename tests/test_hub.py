@@ -69,6 +69,7 @@ def _child(folders: list[Path], ids: torch.Tensor, tmp_path: Path) -> dict:
     return torch.load(out, weights_only=True)
 
 
+@pytest.mark.slow
 def test_plain_transformers_without_textdiff_gives_the_package_logits(tmp_path):
     """Two networks (bidirectional; time-conditioned block-causal), loaded in one child process."""
     lms = {tmp_path / "mdlm": _lm(False), tmp_path / "bd3": _lm(True, "block_causal", 4, seed=1)}
@@ -103,6 +104,7 @@ def test_textdiff_never_runs_the_folders_code_and_can_skip_it(tmp_path):
     assert not (tmp_path / "plain" / "modeling_textdiff.py").exists() and not (tmp_path / "plain" / "README.md").exists()
 
 
+@pytest.mark.slow
 def test_model_card_has_recipe_metrics_and_usage(tiny, tmp_path):
     from textdiff.config import load_recipe
     from textdiff.training.loop import train
@@ -128,6 +130,7 @@ def test_model_card_has_recipe_metrics_and_usage(tiny, tmp_path):
 FIXTURES = Path(__file__).parent / "fixtures" / "published"
 
 
+@pytest.mark.slow
 def test_converted_llada_and_dream_load_in_plain_transformers_with_identical_logits(tmp_path):
     """``textdiff convert`` output of LLaDA (textdiff_llama) and Dream (textdiff_qwen2, shifted
     logits) in a process without textdiff: the shipped modeling_bidirectional.py gives the
@@ -155,6 +158,7 @@ def test_converted_llada_and_dream_load_in_plain_transformers_with_identical_log
         assert torch.equal(h[:, 1], h[:, 0])
 
 
+@pytest.mark.slow
 def test_converted_llada_moe_and_llada2_load_in_plain_transformers_with_identical_logits(tmp_path):
     """The MoE denoisers (Qwen3-MoE with a shared expert; GLM-4-MoE, block-causal) ship modeling_moe.py
     next to modeling_bidirectional.py; without textdiff they give the package model's logits bit for bit."""

@@ -218,6 +218,7 @@ print(json.dumps({{"after_import": after_import, "types": [type(model).__module_
 @pytest.mark.parametrize("first", ["", "from transformers import AutoModel",
                                    "import transformers.models.llama.modeling_llama"],
                          ids=["textdiff first", "auto classes first", "llama modeling first"])
+@pytest.mark.slow
 def test_auto_classes_load_a_textdiff_folder_after_import_textdiff(tmp_path, first):
     """``import textdiff`` imports no modeling code, yet the Auto classes know textdiff's network when
     transformers loads them: whichever comes first (transformers' Llama modeling imports the Auto

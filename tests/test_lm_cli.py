@@ -78,6 +78,7 @@ def test_cli_errors_are_one_line_with_status_2(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_cli_help_as_a_module():
     proc = subprocess.run([sys.executable, "-m", "textdiff.cli", "--help"], capture_output=True, text=True)
     assert proc.returncode == 0 and "usage: textdiff" in proc.stdout
@@ -90,6 +91,7 @@ def test_cli_help(command, capsys):
     assert exit_.value.code == 0 and "usage: textdiff" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_ar_baseline_generates_through_the_same_api(tmp_path):
     from tests.conftest import tiny_recipe
     from textdiff import DiffusionLM
@@ -142,7 +144,12 @@ def test_progress_bars_on_a_terminal_only_and_quiet_flag(trained, capsys, monkey
     args = ["generate", "--model", str(trained), "--prompt", "The", "--max-new-tokens", "6", "--steps", "6"]
     assert main(args) == 0  # stderr is not a terminal under pytest: no bar
     err = capsys.readouterr().err
-    assert "tok/s" not in err and "tokens/s]" in err  # the summary line still gives the speed
+    assert "\r" not in err and "tokens/s]" in err  # the summary line still gives the speed
+    monkeypatch.setenv("TEXTDIFF_PROGRESS_EVERY", "0")  # as in a log: plain lines (here one per step)
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err and "generate: 6/6 step (100%)" in err and "tok/s" in err
+    monkeypatch.delenv("TEXTDIFF_PROGRESS_EVERY")
     monkeypatch.setenv("TEXTDIFF_PROGRESS", "1")  # as on a terminal
     assert main(args) == 0
     err = capsys.readouterr().err

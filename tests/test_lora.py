@@ -23,6 +23,7 @@ def losses(run):
     return [json.loads(x)["train_loss"] for x in (Path(run) / "metrics.jsonl").read_text().splitlines() if "train_loss" in x]
 
 
+@pytest.mark.slow
 def test_lora_fine_tune_of_a_textdiff_model_saves_merges_and_resumes(tiny, tmp_path):
     base = train(load_recipe(raw=tiny(output_dir=str(tmp_path / "base"), train={"max_steps": 4, "eval_every": 4})))
     raw = lambda out: tiny(output_dir=str(tmp_path / out), lora={"r": 4, "alpha": 8, "target_modules": ["qkv", "proj"]},  # noqa: E731

@@ -18,6 +18,7 @@ from textdiff.generation import generate
     ({"name": "uniform", "time_conditioning": True}, "ancestral"),
     ({"name": "ar"}, "ancestral"),
 ])
+@pytest.mark.slow
 def test_family_trains_saves_and_samples(tiny, process, sampler):
     from textdiff.lm import DiffusionLM
     from textdiff.training.loop import train

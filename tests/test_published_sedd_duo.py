@@ -132,6 +132,7 @@ def test_family_defaults(name):
         assert lm.process.config.schedule.name == "loglinear" and lm.process.config.schedule.eps == 1e-3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(CASES))
 def test_score_and_generate_with_every_compatible_sampler(name):
     lm = load(name)

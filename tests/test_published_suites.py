@@ -51,6 +51,7 @@ def test_suite_pins_its_protocol(name):
         assert not Path(task["dataset"]["path"]).is_absolute()  # the shared data beside the checkout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(FIXTURE))
 def test_suite_runs_on_the_tiny_fixture(name, tmp_path):
     from textdiff.harness.run import main

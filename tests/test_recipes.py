@@ -30,6 +30,7 @@ def test_accelerate_configs_parse(path):
     assert "distributed_type" in cfg
 
 
+@pytest.mark.slow
 def test_quickstart_recipe_trains_a_few_steps(tmp_path):
     from textdiff.training.loop import train
 

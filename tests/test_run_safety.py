@@ -74,6 +74,7 @@ def hold_lock_in_another_process(folder: Path) -> subprocess.Popen:
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_second_writer_is_refused_while_the_first_is_alive_and_sigterm_releases(tmp_path):
     out = tmp_path / "run"
     holder = hold_lock_in_another_process(out)
@@ -100,6 +101,7 @@ def test_resume_while_the_run_is_alive_is_refused_and_changes_nothing(runs, tmp_
     assert after == before
 
 
+@pytest.mark.slow
 def test_a_stale_lock_of_a_crashed_run_is_taken_over_with_a_note(tmp_path, capfd):
     out = tmp_path / "run"
     out.mkdir()
@@ -169,6 +171,7 @@ DAMAGES = {"truncated-weights": (_truncate_weights, "model.safetensors"),
            "no-trainer-state": (_drop_trainer_state, "trainer_state.json")}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage,reason", list(DAMAGES.values()), ids=list(DAMAGES))
 def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one_exactly(runs, tmp_path, capfd, damage, reason):
     run = copy_cut(runs, tmp_path / "run")
@@ -192,6 +195,7 @@ def test_every_checkpoint_written_has_a_complete_integrity_record_written_last(r
         assert check_integrity(ckpt) is True
 
 
+@pytest.mark.slow
 def test_a_moved_run_folder_resumes_and_only_this_runs_leftovers_are_removed(runs, tmp_path, capfd):
     """A resumed run removes what killed writers OF THIS RUN left (their names carry the run's id, kept in
     the folder's marker) and nothing else: entries that merely look like temporary files stay."""

@@ -135,6 +135,7 @@ def test_condition_dropout_depends_on_the_global_row_only_and_hides_only_prompts
     assert with_prompt_dropout("model", prompt, 0.0, 99, 1, 0) == "model"
 
 
+@pytest.mark.slow
 def test_an_sft_model_answers_prompts_through_generate(tiny, tmp_path):
     qa = {"colour of the sky": "blue", "colour of grass": "green", "colour of snow": "white", "colour of coal": "black"}
     data = tmp_path / "qa.jsonl"

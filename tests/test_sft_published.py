@@ -33,6 +33,7 @@ def chat_jsonl(path: Path, words: list[str], n: int = 12) -> Path:
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", FAMILIES)
 def test_lora_sft_recipe_trains_on_the_published_fixture_and_merges(family, tmp_path, monkeypatch):
     fixture = FIXTURES / family

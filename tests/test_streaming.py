@@ -83,6 +83,7 @@ def test_workers_tokenize_the_same_rows_as_the_main_process(tok, tmp_path):
     assert torch.equal(serial, parallel)
 
 
+@pytest.mark.slow
 def test_a_streamed_run_stopped_and_resumed_matches_an_uninterrupted_one(tiny, tmp_path):
     from tests.test_training import metrics
     from textdiff.training.loop import train

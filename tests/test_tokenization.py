@@ -88,6 +88,7 @@ def test_byte_level_bpe_is_the_cause_of_replacement_characters():
     assert bad > 20 * 5  # several per 64-piece sample, as the probe of issue 14 saw
 
 
+@pytest.mark.slow
 def test_scoring_text_with_unknown_pieces_warns_with_the_count(tiny):
     from textdiff import DiffusionLM
     from textdiff.config import load_recipe

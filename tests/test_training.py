@@ -13,6 +13,7 @@ def metrics(run_dir):
     return [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_tiny_model_learns_and_writes_the_run_outputs(tiny):
     recipe = load_recipe(raw=tiny(train={"max_steps": 40, "eval_every": 20}))
     final = train(recipe)
@@ -30,6 +31,7 @@ def test_tiny_model_learns_and_writes_the_run_outputs(tiny):
     assert not list(out.glob(".tmp-*")), "no temporary folder may be left behind"
 
 
+@pytest.mark.slow
 def test_resume_after_a_stop_gives_the_same_losses(tiny, tmp_path):
     dropout = {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "cond_dim": 16, "dropout": 0.1}  # RNG state must resume too
     full = load_recipe(raw=tiny(output_dir=str(tmp_path / "full"), model=dropout))
@@ -47,6 +49,7 @@ def test_resume_after_a_stop_gives_the_same_losses(tiny, tmp_path):
         assert x["train_loss"] == pytest.approx(y["train_loss"], rel=1e-5, abs=1e-6), x["step"]
 
 
+@pytest.mark.slow
 def test_a_different_run_in_the_same_folder_is_refused(tiny):
     train(load_recipe(raw=tiny(train={"max_steps": 2, "eval_every": 2, "save_every": 2})))
     other = load_recipe(raw=tiny(train={"max_steps": 2, "lr": 1e-2}))
@@ -54,6 +57,7 @@ def test_a_different_run_in_the_same_folder_is_refused(tiny):
         train(other, resume=True)
 
 
+@pytest.mark.slow
 def test_init_from_fine_tunes_a_saved_model(tiny, tmp_path):
     first = train(load_recipe(raw=tiny(output_dir=str(tmp_path / "a"), train={"max_steps": 10, "eval_every": 10})))
     second = load_recipe(raw=tiny(output_dir=str(tmp_path / "b"), train={"max_steps": 4, "eval_every": 4, "init_from": str(first)}))
@@ -68,6 +72,7 @@ def test_sequence_length_above_the_model_maximum_is_refused(tiny):
         train(load_recipe(raw=tiny(model={"max_seq_len": 16})))
 
 
+@pytest.mark.slow
 def test_gradient_accumulation_matches_a_large_batch(tiny, tmp_path):
     big = load_recipe(raw=tiny(output_dir=str(tmp_path / "big"), train={"max_steps": 3, "batch_size": 8, "eval_every": 3}))
     acc = load_recipe(raw=tiny(output_dir=str(tmp_path / "acc"), train={"max_steps": 3, "batch_size": 4, "grad_accum": 2, "eval_every": 3}))
@@ -78,6 +83,7 @@ def test_gradient_accumulation_matches_a_large_batch(tiny, tmp_path):
     assert a == pytest.approx(b, rel=1e-4)
 
 
+@pytest.mark.slow
 def test_a_finished_run_leaves_no_model_alive(tiny):
     """train() frees the prepared model (held in reference cycles and by the Accelerator) before it
     returns, so no communication handle of a distributed run is left for interpreter shutdown."""

@@ -306,6 +306,7 @@ def test_train_output_folder_links_files_and_other_textdiff_folders_are_one_line
     assert snapshot(tmp_path / "model") == model_before
 
 
+@pytest.mark.slow
 def test_train_overwrite_replaces_a_finished_run_and_its_final_save_is_a_marked_model_folder(tmp_path, monkeypatch):
     out = tmp_path / "run"
     final = train(small(tmp_path, out))

@@ -1,7 +1,8 @@
 """The ``textdiff`` command line: ``train``, ``generate``, ``score``, ``convert``, ``serve``, ``eval``, ``lm-eval``, ``list``.
 
-User mistakes print one line ``error: ...`` and exit with status 2, never a traceback. Progress bars
-go to stderr, only on a terminal; ``--quiet`` hides them. JSON output is UTF-8 (not escaped).
+User mistakes print one line ``error: ...`` and exit with status 2, never a traceback. Progress goes
+to stderr: a bar on a terminal, a plain line every 30 s in a log (``textdiff.progress``); ``--quiet``
+hides it. JSON output is UTF-8 (not escaped).
 """
 from __future__ import annotations
 
@@ -335,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--format", choices=["text", "jsonl"], default="text")
     g.add_argument("--output", help="write samples here instead of stdout")
     _add_loading_flags(g)
-    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g.add_argument("--quiet", action="store_true", help="no progress (bar or log lines)")
     g.set_defaults(func=_cmd_generate)
 
     s = sub.add_parser("score", help="NELBO (nats) of texts under a saved model")
@@ -345,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--t-samples", type=int, default=32)
     s.add_argument("--seed", type=int, default=0)
     _add_loading_flags(s)
-    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.add_argument("--quiet", action="store_true", help="no progress (bar or log lines)")
     s.set_defaults(func=_cmd_score)
 
     c = sub.add_parser("convert", help="write a published checkpoint (MDLM, BD3-LM, SEDD, DUO, LLaDA, Dream) as a textdiff folder")
@@ -379,7 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="run an evaluation suite: a YAML file or a shipped one (quickstart, zero_shot, process_comparison)")
     e.add_argument("suite", help="a suite YAML, or the name of a shipped suite, e.g. quickstart")
     e.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. models.0.path=runs/x/final output_dir=runs/eval/x")
-    e.add_argument("--quiet", action="store_true", help="no progress bars")
+    e.add_argument("--quiet", action="store_true", help="no progress (bars or log lines)")
     e.add_argument("--overwrite", action="store_true", help="replace the suite's output_dir if it is a report folder textdiff wrote")
     e.set_defaults(func=_cmd_eval)
 

@@ -1,6 +1,6 @@
 """Collect the process comparison (runs made by process_comparison.sh) into process_comparison.json.
 
-    OMP_NUM_THREADS=1 taskset -c 1 python evaluation/results/process_comparison.py /tmp/process_comparison
+    OMP_NUM_THREADS=1 taskset -c 1 python evaluation/results/process_comparison.py /tmp/process_comparison --bench --per-t
 
 For every run: the final validation NELBO over the whole PTB valid split (nats/token, prior term
 included; exact NLL for AR), its PPL bound, the logged train tokens/s, the parameter count; for the
@@ -97,10 +97,28 @@ def bench(root: Path, families, rounds: int = 12) -> dict:
     return {fam: x0.numel() / statistics.median(ts) for fam, ts in times.items() for x0 in [setups[fam][3]]}
 
 
+@torch.no_grad()
+def per_t(folder: Path, ts=(0.05, 0.2, 0.4, 0.6, 0.8, 0.95), rows: int = 64, draws: int = 2) -> dict:
+    """The NELBO integrand (nats per token) at fixed t on the first ``rows`` validation rows, averaged
+    over ``draws`` noise draws: the NELBO is its integral over t in [0, 1]."""
+    from textdiff.objective import nelbo_terms
+
+    recipe, model, process, data = load(folder)
+    x0 = data[0:rows]["input_ids"]  # [rows, L]
+    out = {}
+    for t0 in ts:
+        t = torch.full((x0.shape[0],), t0)
+        vals = [float(nelbo_terms(model, process, x0, t=t, generator=torch.Generator().manual_seed(d)).loss.sum()) / x0.numel()
+                for d in range(draws)]
+        out[str(t0)] = statistics.mean(vals)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("root", type=Path)
     ap.add_argument("--bench", action="store_true")
+    ap.add_argument("--per-t", action="store_true", help="the NELBO integrand at fixed t per diffusion family")
     ap.add_argument("--out", type=Path, default=Path(__file__).with_suffix(".json"))
     args = ap.parse_args()
     found = [f for f in FAMILIES if (args.root / f / "final").is_dir()]
@@ -132,6 +150,8 @@ def main() -> None:
         result["valid_tokens_per_word"] = n_tokens / n_words
     if args.bench:
         result["bench_tokens_per_s"] = bench(args.root, found)
+    if args.per_t:
+        result["per_t_nelbo_integrand"] = {fam: per_t(args.root / fam) for fam in found if runs[fam]["process"] != "ar"}
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 

@@ -1,52 +1,98 @@
-"""What a training run tells its user (setup phases are printed by ``setup.prepare_run``): a
-progress bar that counts steps (or, under a time budget, seconds), validation lines, and a PNG of
-the training curves at the end. Only the main process speaks."""
+"""What a training run tells its user (setup phases are printed by ``setup.prepare_run``): progress
+that counts steps (or, under a time budget, seconds), validation lines, and a PNG of the training
+curves at the end. Only the main process speaks."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+from ..progress import Lines, duration, progress_mode
+
 
 class TrainBar:
-    """tqdm over optimizer steps, or over seconds when ``max_minutes`` bounds the run. Under a budget
-    the bar's total is whichever ends first: the budget, or the time ``max_steps`` takes at the pace
-    so far, so its ETA is the run's real end either way."""
+    """Progress over optimizer steps, or over seconds when ``max_minutes`` bounds the run. Under a
+    budget the total is whichever ends first: the budget, or the time ``max_steps`` takes at the pace
+    so far, so its ETA is the run's real end either way.
+
+    On a terminal a tqdm bar; when stderr is a file or a pipe (nohup, SLURM, CI) one plain line
+    every few seconds (:class:`textdiff.progress.Lines`) and a last one at :meth:`close`:
+    ``train: step 400/1200 (33%), loss 4.512, 32,982 tok/s, 0:40 elapsed, eta 1:20``."""
 
     def __init__(self, enabled: bool, step: int, max_steps: int, max_minutes: float | None, elapsed: float):
-        from tqdm.auto import tqdm
-
         self.max_steps, self.timed = max_steps, max_minutes is not None
-        if self.timed:
-            self.budget = max_minutes * 60
-            self.start = (step, elapsed)  # the pace is measured from here (a resumed run's own steps)
-            self.bar = tqdm(total=self.budget, initial=min(elapsed, self.budget), disable=not enabled, desc="train",
+        self.budget = max_minutes * 60 if self.timed else None
+        self.start = (step, elapsed)  # the pace is measured from here (a resumed run's own steps)
+        self.step, self.elapsed = step, elapsed
+        self.mode = progress_mode(None if enabled else False)
+        self.enabled, self.postfix, self.bar, self.lines = enabled, {}, None, None
+        if self.mode == "lines":
+            self.lines = Lines()
+        elif self.timed:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=self.budget, initial=min(elapsed, self.budget), disable=self.mode is None, desc="train",
                             dynamic_ncols=True,
                             bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}{postfix}]")
         else:
-            self.bar = tqdm(total=max_steps, initial=step, disable=not enabled, desc="train", unit="step", dynamic_ncols=True)
-        self.enabled, self.postfix = enabled, {}
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=max_steps, initial=step, disable=self.mode is None, desc="train", unit="step",
+                            dynamic_ncols=True)
+
+    def eta(self) -> float | None:
+        """Seconds left: the steps still to run at the pace so far, capped by the budget."""
+        done, spent = self.step - self.start[0], self.elapsed - self.start[1]
+        if done <= 0:
+            return None
+        left = (self.max_steps - self.step) * spent / done
+        return min(left, max(0.0, self.budget - self.elapsed)) if self.timed else left
 
     def advance(self, step: int, elapsed: float) -> None:
+        self.step, self.elapsed = step, elapsed
+        if self.lines is not None:
+            if self.lines.due():
+                self.lines.print(self.line())
+            return
         if not self.timed:
             self.bar.update(1)
             return
-        done, spent = step - self.start[0], elapsed - self.start[1]
-        if done > 0:
-            self.bar.total = min(self.budget, elapsed + (self.max_steps - step) * spent / done)
+        eta = self.eta()
+        if eta is not None:
+            self.bar.total = min(self.budget, elapsed + eta)
         self.bar.update(max(0.0, min(elapsed, self.bar.total) - self.bar.n))
         self.postfix["step"] = f"{step}/{self.max_steps}"
         self.bar.set_postfix(self.postfix)
 
+    def line(self) -> str:
+        """``train: step 400/1200 (33%), loss 4.512, 32,982 tok/s, 0:40 elapsed, eta 1:20``."""
+        parts = [f"step {self.step}/{self.max_steps} ({100 * self.step / max(self.max_steps, 1):.0f}%)"]
+        parts += [f"{value} tok/s" if key == "tok_s" else f"{key} {value}" for key, value in self.postfix.items()
+                  if key != "step"]
+        parts.append(f"{duration(self.elapsed)} elapsed")
+        eta = self.eta()
+        if eta is not None and eta > 0:
+            parts.append(f"eta {duration(eta)}")
+        return "train: " + ", ".join(parts)
+
     def show(self, **values) -> None:
         self.postfix.update(values)
-        self.bar.set_postfix(self.postfix)
+        if self.bar is not None:
+            self.bar.set_postfix(self.postfix)
 
     def write(self, line: str) -> None:
-        if self.enabled:
+        if not self.enabled:
+            return
+        if self.bar is not None:
             self.bar.write(line)
+        else:
+            print(line, flush=True)
 
     def close(self) -> None:
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()
+        if self.lines is not None:  # the last line: where the run ended
+            self.lines.print(self.line())
+            self.lines = None
 
 
 def validation_line(line: dict, unigram_ppl: float | None) -> str:
