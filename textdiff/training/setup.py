@@ -3,7 +3,7 @@ model; plus the deterministic row stream and the final save."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -15,6 +15,7 @@ from ..errors import ConfigError
 from ..processes.base import build_process
 from .checks import check_continues
 from .checkpoint import writer_tag
+from .hooks import TrainHooks
 from .runfolder import check_run_folder, run_id
 
 _MAY_CHANGE_ON_RESUME = {"train.max_steps", "train.max_minutes", "train.eval_every", "train.save_every",
@@ -34,6 +35,7 @@ class Run:
     train_rows: Any
     val_rows: Optional[Any]
     val_unigram_ppl: Optional[float]
+    hooks: TrainHooks = field(default_factory=TrainHooks)  # what a recipe section changes in the loop (adapt: textdiff.adapt.training)
 
 
 def _diff_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
@@ -81,6 +83,7 @@ def prepare_run(recipe: Recipe, resume: bool = False, is_main: bool = True) -> R
     cfg = recipe.train
     torch.manual_seed(cfg.seed)
     published = None  # a published checkpoint (MDLM, BD3-LM, SEDD, ...) to fine-tune, converted on load
+    hooks = _hooks(recipe)
     if cfg.init_from is not None:
         from ..models.format import PUBLISHED, folder_kind
         from ..models.loading import resolve_model_path
@@ -89,7 +92,7 @@ def prepare_run(recipe: Recipe, resume: bool = False, is_main: bool = True) -> R
             raise ConfigError("give either a denoiser section (a Hugging Face network) or train.init_from (a saved run), not both")
         init_path = resolve_model_path(cfg.init_from, what="train.init_from folder")
         init_kind = folder_kind(init_path)  # one-line error for a textdiff.json beside another architecture
-        if init_kind == PUBLISHED:
+        if init_kind == PUBLISHED and recipe.adapt is None:  # (adapt: a causal LM, read by the hooks)
             from ..models.published import LoadOptions, load_published
 
             published = load_published(init_path, LoadOptions(tokenizer=recipe.tokenizer.path))
@@ -163,6 +166,8 @@ def prepare_run(recipe: Recipe, resume: bool = False, is_main: bool = True) -> R
         from ..models.external import build_external_denoiser  # external HF denoisers (issue 7)
 
         model = build_external_denoiser(recipe.denoiser, tokenizer, process)
+    elif recipe.adapt is not None:  # a causal LM turned into the denoiser of the process (textdiff.adapt)
+        model = hooks.build_model(init_path, init_kind, tokenizer, process, recipe.data.seq_len)
     elif published is not None:
         model = published.model
         if vocab > model.config.vocab_size:
@@ -187,7 +192,16 @@ def prepare_run(recipe: Recipe, resume: bool = False, is_main: bool = True) -> R
         model = apply_lora(model, recipe.lora)
     n_params = sum(p.numel() for p in model.parameters())
     _phase(is_main, "model", f"{type(model).__name__}, {n_params / 1e6:.2f} M parameters, process {type(process).__name__}", clock)
-    return Run(recipe, tokenizer, process, model, train_rows, val_rows, val_ppl)
+    return Run(recipe, tokenizer, process, model, train_rows, val_rows, val_ppl, hooks)
+
+
+def _hooks(recipe: Recipe) -> TrainHooks:
+    """The loop's hooks for this recipe: adaptation of a causal LM, or none."""
+    if recipe.adapt is None:
+        return TrainHooks()
+    from ..adapt.training import Adaptation
+
+    return Adaptation(recipe.adapt, recipe.data.seq_len)
 
 
 def _phase(is_main: bool, name: str, message: str, since: float) -> float:
