@@ -185,3 +185,58 @@ def test_cached_logits_equal_uncached_logits(tmp_path, qwen3):
             a, b = cached.logits(noisy, lo, lo + 4, t), full.logits(noisy, lo, lo + 4, t)
             torch.testing.assert_close(a[0], b[0], rtol=0, atol=1e-5)
             torch.testing.assert_close(a[1], b[1], rtol=0, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_masked_target_trains_loads_decodes_scores_and_converts(tmp_path, qwen3):
+    """textdiff train (2 steps of annealing) -> a folder that loads natively, decodes (no cache: the
+    target is bidirectional; an exact cache is refused in one line), scores, and converts with the CLI
+    to a copy whose network is unchanged (a transformers Qwen3 folder)."""
+    from transformers import AutoModelForCausalLM
+
+    from textdiff.cli import main
+    from textdiff.lm import DiffusionLM
+    from textdiff.training.loop import train
+
+    final = train(load_recipe(raw=adapt_recipe(tmp_path, qwen3, anneal_steps=4)))
+    lm = DiffusionLM.from_pretrained(final, device="cpu")
+    assert lm.model.config.attention == "bidirectional" and lm.model.progress == 0.25  # saved mid-anneal (steps 0, 1)
+    ids = lm.tokenizer("def add(a, b):")["input_ids"]
+    assert decode(lm, [ids], "none").shape == (1, len(ids) + 8)
+    with pytest.raises(IncompatibleError, match="block-causal or causal"):
+        decode(lm, [ids], "exact", block_size=4)
+    assert lm.score(["def add(a, b):"], t_samples=2)[0] > 0
+    main(["convert", str(final), str(tmp_path / "copy")])
+    copy = DiffusionLM.from_pretrained(tmp_path / "copy", device="cpu")
+    x = torch.tensor([ids])
+    with torch.no_grad():
+        torch.testing.assert_close(copy.model(x).logits, lm.model(x).logits, rtol=0, atol=0)
+    assert type(AutoModelForCausalLM.from_pretrained(tmp_path / "copy")).__name__ == "Qwen3ForCausalLM"
+
+
+def test_block_schedule_sets_the_block_size_by_step_and_leaves_the_recipe_alone(tmp_path, qwen3):
+    run = built(tmp_path, qwen3, "block", 4, block_schedule=[{"steps": 2, "block_size": 1}, {"steps": 1, "block_size": 8}])
+    hooks, model, process = run.hooks, run.model, run.process
+    sizes = []
+    for step in range(5):
+        hooks.before_step(step, model, process)
+        sizes.append((model.block_size, process.block_size))
+    assert sizes == [(1, 1), (1, 1), (8, 8), (4, 4), (4, 4)]
+    assert run.recipe.process.block_size == 4  # the saved recipe still names the target
+
+
+def test_complementary_masks_run_each_row_with_its_mask_and_the_complement(tmp_path, qwen3):
+    run = built(tmp_path, qwen3, "block", 4, complementary_masks=True)
+    seen = []
+
+    def spy(**inputs):
+        seen.append(inputs["input_ids"])
+        return run.model(**inputs)
+
+    x0 = torch.as_tensor(run.train_rows[:3]["input_ids"])  # [3, 16]
+    t = run.process.sample_t(3, seq_len=16, generator=torch.Generator().manual_seed(0))
+    terms = run.hooks.nelbo_terms(spy, run.process, x0, t=t, generator=torch.Generator().manual_seed(1))
+    ids = seen[0]  # [6, 32]: [x_t ; x0] for the rows, then for their complements
+    masked = ids[:, :16] == run.process.mask_id
+    assert ids.shape == (6, 32) and torch.equal(masked[:3], ~masked[3:])  # every token in exactly one of the two
+    assert torch.equal(ids[:3, :16], terms.x_t) and torch.isfinite(terms.loss).all() and terms.loss.sum() > 0

@@ -16,6 +16,7 @@ folder) and an ``adapt:`` section trains :class:`~textdiff.models.adapted.Adapte
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Optional
 
@@ -115,7 +116,8 @@ class Adaptation(TrainHooks):
         if self.schedule is not None:
             size = self.schedule.block_size(step)
             model.set_block_size(size)
-            process.config.block_size = size
+            if process.config.block_size != size:
+                process.config = dataclasses.replace(process.config, block_size=size)  # never the recipe's own section
 
     def nelbo_terms(self, model, process, x0, loss_mask=None, t=None, frozen=None, generator=None) -> LossTerms:
         if not self.cfg.complementary_masks:
