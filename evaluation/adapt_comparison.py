@@ -69,9 +69,8 @@ def run(raw: dict) -> tuple[Path, list[dict], float]:
 
 
 def step0_next_token_nll(adapted_raw: dict, rows: int = 64) -> dict:
-    """Next-token NLL (nats/token, tokens 1..L-1 of validation rows) of the AR model and of its
-    adapted wrapper at step 0 (causal mask, shift): equal for a transformers model; for a textdiff AR
-    model the adapted rows lack the start token the AR model was trained with, so they differ a little."""
+    """Next-token NLL (nats/token, tokens 1..L-1 of validation rows) of the AR model and of its adapted
+    wrapper at step 0 (causal mask, shift, the AR start token in front): equal up to float error."""
     import torch
 
     from textdiff.config import load_recipe
@@ -84,8 +83,7 @@ def step0_next_token_nll(adapted_raw: dict, rows: int = 64) -> dict:
     x0 = torch.as_tensor(run.val_rows[:rows]["input_ids"])  # [n, L]
     model = run.model.eval()
     with torch.no_grad():
-        lg = model(x0).logits.double()  # row i predicts token i (the shift)
-        lg[..., run.process.mask_id] = float("-inf")
+        lg = model(x0).logits.double()  # row i predicts token i (the shift); all V logits, as the AR loss reads them
         adapted = -torch.log_softmax(lg, -1)[:, 1:].gather(-1, x0[:, 1:, None]).mean()
         start = torch.full_like(x0[:, :1], run.process.mask_id)  # the AR process's start token
         ar = -torch.log_softmax(model.hf(torch.cat([start, x0[:, :-1]], 1)).logits.double(), -1)[:, 1:].gather(

@@ -240,3 +240,65 @@ def test_complementary_masks_run_each_row_with_its_mask_and_the_complement(tmp_p
     masked = ids[:, :16] == run.process.mask_id
     assert ids.shape == (6, 32) and torch.equal(masked[:3], ~masked[3:])  # every token in exactly one of the two
     assert torch.equal(ids[:3, :16], terms.x_t) and torch.isfinite(terms.loss).all() and terms.loss.sum() > 0
+
+
+def test_a_model_without_a_causal_lm_class_is_refused_in_one_line(tmp_path):
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    folder = tmp_path / "t5"
+    T5ForConditionalGeneration(T5Config(vocab_size=302, d_model=16, d_kv=4, d_ff=32, num_layers=1, num_heads=2)).save_pretrained(folder)
+    make_tokenizer().save_pretrained(folder)
+    with pytest.raises(IncompatibleError, match="no causal-LM class") as info:
+        built(tmp_path, folder)
+    assert "\n" not in str(info.value)
+
+
+@pytest.fixture(scope="module")
+def textdiff_ar(tmp_path_factory):
+    """A tiny textdiff AR run (the ar-quickstart's process and network kind), 3 steps."""
+    from conftest import tiny_recipe
+    from textdiff.training.loop import train
+
+    base = tmp_path_factory.mktemp("textdiff_ar")
+    raw = tiny_recipe(base, process={"name": "ar", "time_conditioning": False},
+                      train={"max_steps": 3, "eval_every": 3, "save_every": 3})
+    return train(load_recipe(raw=raw))
+
+
+@pytest.mark.parametrize("target, block_size", [("masked", None), ("block", 4)])
+def test_step0_of_a_textdiff_ar_model_is_the_ar_model_token_for_token(tmp_path, textdiff_ar, target, block_size):
+    """The start token the AR model was trained with goes in front of the adapted rows: at step 0 with
+    the shift every token's NLL (token 0 included) is the AR model's exact NLL."""
+    from textdiff.lm import DiffusionLM
+    from textdiff.objective import nelbo_terms
+
+    ar = DiffusionLM.from_pretrained(textdiff_ar, device="cpu")
+    run = built(tmp_path, textdiff_ar, target, block_size, anneal_steps=10, mask_init="keep")
+    model, process = run.model.eval(), run.process
+    x0 = torch.as_tensor(run.train_rows[:3]["input_ids"])  # [3, 16]
+    with torch.no_grad():
+        want = nelbo_terms(ar.model, ar.process, x0).loss.double()  # [3, 16] -log p_AR(x_i | x_<i)
+        ar_logits = ar.model(**ar.process.model_inputs(x0, x0, None)).logits.double()  # row i predicts x_i
+        logits = process.model_logits(model(**process.model_inputs(x0, x0, torch.zeros(3))).logits, x0).double()
+    torch.testing.assert_close(logits, ar_logits, rtol=0, atol=1e-5)  # the AR model's logits, token 0 included
+    nll = -torch.log_softmax(logits, -1).gather(-1, x0[..., None])[..., 0]
+    torch.testing.assert_close(nll, want, rtol=0, atol=1e-5)  # its next-token loss
+    logits[..., process.mask_id] = float("-inf")  # SUBS never predicts [MASK] (the AR start token): no worse
+    assert bool((-torch.log_softmax(logits, -1).gather(-1, x0[..., None])[..., 0] <= nll + 1e-9).all())
+    model.start_token = None  # without it the rows are not the AR model's: the start token matters
+    with torch.no_grad():
+        other = process.model_logits(model(**process.model_inputs(x0, x0, torch.zeros(3))).logits, x0).double()
+    assert not torch.allclose(other[:, 1:, :-1], logits[:, 1:, :-1], atol=1e-4)
+
+
+@pytest.mark.slow
+def test_textdiff_ar_block_target_decodes_with_an_exact_cache(tmp_path, textdiff_ar):
+    from textdiff.lm import DiffusionLM
+    from textdiff.training.loop import train
+
+    raw = adapt_recipe(tmp_path, textdiff_ar, "block", 4, anneal_steps=1, mask_init="keep")
+    lm = DiffusionLM.from_pretrained(train(load_recipe(raw=raw)), device="cpu")
+    assert lm.model.start_token == lm.tokenizer.mask_token_id
+    ids = lm.tokenizer("def add(a, b):")["input_ids"]
+    prompts = [ids, ids[:3], []]
+    assert torch.equal(decode(lm, prompts, "exact", block_size=4), decode(lm, prompts, "none", block_size=4))

@@ -55,10 +55,22 @@ class Adaptation(TrainHooks):
         if init_kind != "textdiff":
             check_adaptable(network, seq_len, self.cfg.target)
         cfg = self.cfg
+        start = self._start_token(init_path, tokenizer) if init_kind == "textdiff" else None
+        if start is not None:  # the start token sits one position before the row
+            network.config.max_position_embeddings += 1
         model = AdaptedLM(network, cfg.target, self.block_size(0), cfg.shift, len(tokenizer), tokenizer.mask_token_id,
-                          anneal_progress(0, cfg.anneal_steps), cfg.anneal_rule, cfg.anneal_seed)
+                          anneal_progress(0, cfg.anneal_steps), cfg.anneal_rule, cfg.anneal_seed, start)
         self.before_step(0, model, process)
         return model.train()
+
+    @staticmethod
+    def _start_token(init_path: Path, tokenizer) -> int:
+        """The token a textdiff AR model was fed before every row (its process's start_id, else [MASK])."""
+        from ..models.format import saved_process
+
+        saved = saved_process(init_path) or {}
+        start = saved.get("start_id") if isinstance(saved, dict) else None
+        return int(tokenizer.mask_token_id if start is None else start)
 
     @staticmethod
     def _network(init_path: Path, init_kind: str):

@@ -18,6 +18,12 @@ class with a custom 4-D mask, or a textdiff AR model) and gives it the textdiff 
   commits a clean block keeps its last row's logits on the cache (``boundary``), and the next window's
   first token reads them, so cached decoding reads exactly the rows training read.
 
+**Start token** (textdiff AR models): the AR quickstart fed a start token before every row
+(:mod:`textdiff.processes.autoregressive`). With ``start_token`` set, every pass puts it before the
+row at the position before the first token (in the cache: once, at the first call); every query sees
+it and it sees only itself, and token 0 is read from its row. So at step 0 (causal mask, shift) every
+token's logits are the AR model's own, token 0 included.
+
 **KV cache.** The block target is block-causal: committed blocks never see later ones, so the cache
 of :class:`~textdiff.contexts.BlockCache` is exact (``tests/test_adapt_train.py`` compares cached and
 uncached decoding). :meth:`AdaptedLM.new_cache` gives an :class:`AdaptedCache`: for a transformers
@@ -40,7 +46,7 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
-from ..adapt.attention import annealed_allowed, annealed_mask, read_logits
+from ..adapt.attention import annealed_allowed, annealed_mask, read_index
 from ..errors import ConfigError, IncompatibleError
 from .cache import KVCache, default_positions
 from .format.layout import DENOISER_FILE
@@ -90,11 +96,22 @@ def _textdiff_network(network) -> bool:
     return getattr(network.config, "model_type", None) == "textdiff"
 
 
+def _with_start(allowed: torch.Tensor) -> torch.Tensor:
+    """Bool [B, 1, Q, K] -> [B, 1, 1 + Q, 1 + K] with a start token first: every query sees it, it sees
+    only itself (as the AR model's start row did), whatever the target."""
+    B, _, Q, K = allowed.shape
+    out = torch.zeros(B, 1, Q + 1, K + 1, dtype=torch.bool, device=allowed.device)
+    out[:, :, 1:, 1:] = allowed
+    out[:, :, :, 0] = True
+    return out
+
+
 class AdaptedLM(nn.Module):
     """A causal network as the denoiser of the masked or block process (module docstring)."""
 
     def __init__(self, network: nn.Module, target: str, block_size: Optional[int], shift: bool, vocab_size: int,
-                 mask_token_id: int, progress: float = 1.0, anneal_rule: str = "random", anneal_seed: int = 0):
+                 mask_token_id: int, progress: float = 1.0, anneal_rule: str = "random", anneal_seed: int = 0,
+                 start_token: Optional[int] = None):
         super().__init__()
         if target not in ("masked", "block"):
             raise ConfigError(f"adapt.target={target!r}; use masked or block")
@@ -105,6 +122,9 @@ class AdaptedLM(nn.Module):
         takes = inspect.signature(network.forward).parameters  # transformers >= 5.2x names it `cache`
         self._cache_kwarg = "cache" if "cache" in takes else "past_key_values"
         self.config = AdaptedConfig(network.config, target, block_size, vocab_size, mask_token_id)
+        self.start_token = None if start_token is None else int(start_token)
+        if self.start_token is not None and self.config.max_position_embeddings is not None:
+            self.config.max_position_embeddings -= 1  # the start token takes one position before the row
 
     @property
     def block_size(self) -> Optional[int]:
@@ -150,8 +170,18 @@ class AdaptedLM(nn.Module):
         allowed = annealed_mask(self.progress, L, "block", self.block_size, rule=self.anneal_rule,
                                 seed=self.anneal_seed, step=self.anneal_step, device=ids.device)  # [2L, 2L]
         pos = torch.arange(L, device=ids.device).repeat(2)[None].expand(B, Q)  # [B, 2L]
-        raw = self._network(ids, allowed[None, None], pos, None, False)
-        return read_logits(raw, L, "block", self.block_size, self.shift)
+        allowed = allowed[None, None]
+        if self.start_token is not None:  # [START ; x_t ; x0]: [B, 2L + 1], START at position -1
+            ids = torch.cat([torch.full_like(ids[:, :1], self.start_token), ids], 1)
+            pos = torch.cat([torch.full_like(pos[:, :1], -1), pos], 1)
+            allowed = _with_start(allowed.expand(B, 1, Q, Q))
+        raw = self._network(ids, allowed, pos, None, False)
+        index = read_index(L, "block", self.block_size, self.shift).to(ids.device)
+        if self.start_token is not None:
+            index = index + 1
+            if self.shift:
+                index[0] = 0  # token 0 is predicted by the start token, as in the AR model
+        return raw[:, index]
 
     def _allowed(self, q_pos: torch.Tensor, k_pos: torch.Tensor) -> torch.Tensor:
         """Bool [B, 1, Lq, Lk] on absolute positions: the annealed rule within the target's structure."""
@@ -170,16 +200,28 @@ class AdaptedLM(nn.Module):
         q_valid = torch.ones(B, L, dtype=torch.bool, device=ids.device) if valid is None else valid.bool()
         if positions is None:
             positions = default_positions(ids, q_valid.long(), cache)
+        start = self.start_token is not None and (cache is None or cache.length == 0)
+        if start:  # the start token before the row's first real token: [B, 1 + L]
+            first = positions.masked_fill(~q_valid, 1 << 40).amin(1, keepdim=True)  # [B, 1]
+            first = first.clamp_max(positions.amax()) - 1  # (a row of padding only: any position)
+            ids = torch.cat([torch.full_like(ids[:, :1], self.start_token), ids], 1)
+            positions, q_valid = torch.cat([first, positions], 1), torch.cat([torch.ones_like(q_valid[:, :1]), q_valid], 1)
         k_pos, k_valid = positions, q_valid
         if cache is not None and cache.length > 0:
             k_pos, k_valid = torch.cat([cache.positions, positions], 1), torch.cat([cache.valid, q_valid], 1)
         allowed = self._allowed(positions, k_pos) & k_valid[:, None, None, :]
         allowed = allowed | ~q_valid[:, None, :, None]  # padded queries look anywhere (their output is unread)
+        if start:
+            allowed = _with_start(allowed[..., 1:, 1:])
         raw = self._network(ids, allowed, positions, cache, update)
         if cache is not None and update and cache.network is not None:
             cache.append_positions(positions, q_valid)
         elif cache is not None and update:  # the textdiff network recorded them, all valid: restore the padding
-            cache.valid[:, -L:] = q_valid
+            cache.valid[:, -q_valid.shape[1]:] = q_valid
+        if start:  # row j of raw is the row before token j: the shift is already done
+            if cache is not None and update:
+                cache.boundary = raw[:, -1:]
+            return raw[:, :L] if self.shift else raw[:, 1:]
         if not self.shift:
             return raw
         first = cache.boundary if cache is not None and cache.boundary is not None else raw[:, :1]
@@ -212,7 +254,8 @@ class AdaptedLM(nn.Module):
     def spec(self) -> dict:
         return {"kind": "adapted", "target": self.target, "block_size": self.block_size, "shift": self.shift,
                 "progress": self.progress, "anneal_rule": self.anneal_rule, "anneal_seed": self.anneal_seed,
-                "vocab_size": self.config.vocab_size, "mask_token_id": self.config.mask_token_id}
+                "vocab_size": self.config.vocab_size, "mask_token_id": self.config.mask_token_id,
+                "start_token": self.start_token}
 
     def save_pretrained(self, path, safe_serialization: bool = True, state_dict=None, **kwargs) -> None:
         """The network's own folder plus ``textdiff_denoiser.json`` (:meth:`spec`)."""
@@ -253,8 +296,10 @@ def from_spec(network: nn.Module, saved: dict, path, vocab_size: Optional[int] =
     except (KeyError, TypeError, ValueError):
         raise ConfigError(f"{str(Path(path) / DENOISER_FILE)!r} lacks target / shift / vocab_size / mask_token_id; "
                           "the file is damaged") from None
+    start = saved.get("start_token")
     model = AdaptedLM(network, target, block_size, shift, vocab, mask_id, progress,
-                      saved.get("anneal_rule", "random"), int(saved.get("anneal_seed", 0)))
+                      saved.get("anneal_rule", "random"), int(saved.get("anneal_seed", 0)),
+                      None if start is None else int(start))
     if vocab_size is not None and vocab_size > vocab:
         model.resize_token_embeddings(vocab_size)
     return model
