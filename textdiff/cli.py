@@ -135,12 +135,18 @@ def _cmd_generate(args) -> None:
     prompts = _read_prompts(args)  # before the model loads: a bad prompt file costs nothing
     options = _sampler_options(args.sampler_option)
     lm = _load_lm(args)
+    from .lm import _sampler_options as named_options
+    from .samplers.base import describe_sampler
+
+    sampler = lm.sampler_config_for(args.sampler, **named_options(options, temperature=args.temperature,
+                                                                  top_k=args.top_k, top_p=args.top_p))
+    if not args.quiet:  # what decodes, in one line: a switch of sampler never silently resets an option
+        print(describe_sampler(sampler, sampler.kept, lm.sampler_config.name), file=sys.stderr)
     prompts = [p for p in prompts for _ in range(args.num_samples)]
     texts, out = lm.generate(
-        prompts, max_new_tokens=args.max_new_tokens, steps=args.steps, sampler=args.sampler,
-        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+        prompts, max_new_tokens=args.max_new_tokens, steps=args.steps, sampler=sampler, seed=args.seed,
         block_size=args.block_size, return_output=True, guidance_weight=args.guidance,
-        guidance_uncond=args.guidance_uncond, sampler_options=options,
+        guidance_uncond=args.guidance_uncond,
         use_cache=args.cache, progress=None if not args.quiet else False,
     )
     chunks = []
@@ -320,14 +326,17 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--num-samples", type=int, default=1, help="samples per prompt")
     g.add_argument("--max-new-tokens", type=int, default=64)
     g.add_argument("--steps", type=int, default=None, help="sampler steps (default: max-new-tokens)")
-    g.add_argument("--sampler", default=None, help="sampler name (default: the model's saved sampler)")
+    g.add_argument("--sampler", default=None,
+                   help="sampler name (default: the model's saved sampler; another name keeps the saved options it shares, "
+                        "e.g. temperature)")
     g.add_argument("--temperature", type=float, default=None)
     g.add_argument("--top-k", type=int, default=None)
     g.add_argument("--top-p", type=float, default=None)
     g.add_argument("--block-size", type=int, default=None, help="decode blocks of this many tokens left to right")
     g.add_argument("--seed", type=int, default=0, help="prompt i uses seed + i (repeatable, batch-invariant)")
     g.add_argument("--sampler-option", action="append", metavar="KEY=VALUE",
-                   help="another field of the sampler's config, e.g. threshold=0.8 or ordering=margin (repeatable)")
+                   help="any field of the chosen sampler's config, e.g. temperature=0, threshold=0.8 or ordering=margin (repeatable; "
+                        "the model's saved options that apply to the chosen sampler are kept unless given)")
     g.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance weight w (0 = none)")
     g.add_argument("--guidance-uncond", choices=["mask", "drop"], default="mask",
                    help="unconditional branch: prompt replaced by [MASK] or hidden from attention")

@@ -345,7 +345,10 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] | None = No
         if path is not None:
             raw.setdefault("name", Path(path).stem)
     raw = apply_overrides(raw, overrides or [])
-    return from_dict(Recipe, raw, "recipe")
+    recipe = from_dict(Recipe, raw, "recipe")
+    given = raw.get("sampler")  # what the recipe set itself: a run from a model keeps the rest (training/decoding.py)
+    recipe.sampler_given = sorted({"name"} if isinstance(given, str) else set(given) if isinstance(given, dict) else set())
+    return recipe
 
 
 def save_recipe(recipe: Recipe, path: str | Path) -> None:

@@ -165,17 +165,22 @@ class DiffusionLM:
 
     # ---- sampling -----------------------------------------------------------------------------
     def make_sampler(self, sampler=None, **overrides):
-        """A sampler from a name, mapping or config (default: the saved one), with field overrides."""
-        if sampler is None:
-            spec = to_dict(self.sampler_config)
-        elif isinstance(sampler, str):
-            spec = {"name": sampler}
-        elif isinstance(sampler, dict):
-            spec = dict(sampler)
-        else:
-            spec = to_dict(sampler)
-        spec.update({k: v for k, v in overrides.items() if v is not None})
-        return build_sampler(resolve_section("sampler", spec, "sampler"), self.process)
+        """A sampler from a name, mapping or config (default: the saved one), with field overrides
+        (:meth:`sampler_config_for`)."""
+        return build_sampler(self.sampler_config_for(sampler, **overrides), self.process)
+
+    def sampler_config_for(self, sampler=None, **options):
+        """The sampler config :meth:`generate` decodes with for ``sampler`` and its ``options`` (None
+        values ignored): naming another sampler keeps the saved options that apply to it (LLaDA's
+        ``temperature=0`` stays 0 with ``"threshold"``), a mapping or config is the whole spec, and
+        explicit options override (:func:`~textdiff.samplers.base.compose_sampler_spec`). Its
+        ``kept`` attribute lists what was carried over from the saved sampler."""
+        from .samplers.base import compose_sampler_spec
+
+        spec, kept = compose_sampler_spec(self.sampler_config, sampler, {k: v for k, v in options.items() if v is not None})
+        config = resolve_section("sampler", spec, "sampler")
+        config.kept = kept  # an attribute, not a field: never saved
+        return config
 
     def encode_prompts(self, prompts: Sequence[str]) -> list[list[int]]:
         """Token ids of each prompt: a string as it is, or a chat (a list of ``{"role", "content"}``
@@ -256,7 +261,7 @@ class DiffusionLM:
             block_size = self.generation_defaults.get("block_size")
             if block_size is not None and max_new_tokens <= block_size:
                 block_size = None  # one window
-        s = self.make_sampler(sampler, temperature=temperature, top_k=top_k, top_p=top_p, **(sampler_options or {}))
+        s = self.make_sampler(sampler, **_sampler_options(sampler_options, temperature=temperature, top_k=top_k, top_p=top_p))
         if guidance_weight:
             from .guidance import ClassifierFreeGuidance
 
@@ -345,6 +350,19 @@ class DiffusionLM:
             warnings.warn(f"{unknown} token(s) of the scored text are {self.tokenizer.unk_token!r}: the tokenizer cannot "
                           "represent that text, so its NELBO is not the text's; use a tokenizer with byte fallback", stacklevel=2)
         return results
+
+
+def _sampler_options(options: Optional[dict], **named) -> dict:
+    """``sampler_options`` with generate()'s named sampler arguments; the same field given both ways
+    with different values is a one-line error."""
+    out = dict(options or {})
+    for key, value in named.items():
+        if value is None:
+            continue
+        if key in out and out[key] != value:
+            raise ConfigError(f"{key} is given twice ({key}={value!r} and sampler_options[{key!r}]={out[key]!r}); give it once")
+        out[key] = value
+    return out
 
 
 def _is_chat(prompt) -> bool:
