@@ -83,6 +83,10 @@ def _setup_and_train(recipe: Recipe, resume: bool, stop_at: int | None, overwrit
     from accelerate import Accelerator
 
     cfg = recipe.train
+    if recipe.lora is not None:  # before anything is read or written
+        from ..extras import require
+
+        require("peft", "lora", "LoRA (the recipe's lora section)")
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     precision = resolve_precision(cfg.mixed_precision)
@@ -340,7 +344,8 @@ def _trackers(names):
         if importlib.util.find_spec(module) is not None:
             wanted.append(name)
         elif os.environ.get("RANK", "0") == "0":  # once, from the main process of a launch
-            print(f"warning: train.trackers names {name!r}, which is not installed (pip install {module}); "
+            how = "pip install 'textdiff[tensorboard]'" if name == "tensorboard" else f"pip install {module}"
+            print(f"warning: train.trackers names {name!r}, which is not installed ({how}); "
                   "it is skipped: metrics still go to metrics.jsonl (train.trackers=[] silences this)")
     return wanted or None
 
