@@ -1,4 +1,5 @@
-"""The ``textdiff`` command line: ``train``, ``generate``, ``score``, ``convert``, ``serve``, ``eval``, ``lm-eval``, ``list``.
+"""The ``textdiff`` command line: ``train``, ``generate``, ``score``, ``convert``, ``serve``, ``eval``, ``lm-eval``,
+``recipes``, ``list``.
 
 User mistakes print one line ``error: ...`` and exit with status 2, never a traceback. Progress goes
 to stderr: a bar on a terminal, a plain line every 30 s in a log (``textdiff.progress``); ``--quiet``
@@ -272,6 +273,25 @@ def _cmd_eval(args) -> None:
     run_suite([args.suite, *args.overrides], progress=None if not args.quiet else False, overwrite=args.overwrite)
 
 
+def _cmd_recipes(args) -> None:
+    """``textdiff recipes``: the shipped recipes (package data); ``show NAME`` prints one, ``path NAME`` its file."""
+    from .shipped import shipped_recipe, shipped_recipes, summary
+
+    if args.action == "list":
+        if args.name is not None:
+            raise TextDiffError(f"textdiff recipes takes no name; use `textdiff recipes show {args.name}`")
+        names = shipped_recipes()
+        width = max(len(n) for n in names)
+        for name in names:
+            print(f"{name:<{width}}  {summary(shipped_recipe(name))}")
+        print("(textdiff train NAME trains one from any folder; textdiff recipes show NAME > my.yaml gives a copy to edit)")
+        return
+    if args.name is None:
+        raise TextDiffError(f"textdiff recipes {args.action} needs a recipe name, e.g. textdiff recipes {args.action} quickstart")
+    path = shipped_recipe(args.name)
+    print(path.read_text(encoding="utf-8"), end="") if args.action == "show" else print(path)
+
+
 def lm_eval_main(argv: list[str]) -> None:
     """``textdiff lm-eval ARGS``: lm-eval's own CLI with the ``textdiff`` model registered; every
     argument goes to lm-eval unchanged (``--model textdiff`` is added when no --model is given)."""
@@ -312,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a recipe (YAML) with key=value overrides")
-    t.add_argument("recipe", help="recipe YAML, e.g. recipes/quickstart.yaml")
+    t.add_argument("recipe", help="a recipe YAML, or the name of a shipped recipe (textdiff recipes), e.g. quickstart")
     t.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. train.lr=1e-4")
     t.add_argument("--resume", action="store_true", help="continue from the last checkpoint in output_dir")
     t.add_argument("--overwrite", action="store_true",
@@ -386,7 +406,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--quiet", action="store_true", help="only warnings in the log")
     v.set_defaults(func=_cmd_serve)
 
-    e = sub.add_parser("eval", help="run an evaluation suite: a YAML file or a shipped one (quickstart, zero_shot, process_comparison)")
+    e = sub.add_parser("eval", help="run an evaluation suite: a YAML file or a shipped one (quickstart, zero_shot, "
+                                    "process_comparison); `textdiff eval sft MODEL` scores an SFT model's exact-match accuracy")
     e.add_argument("suite", help="a suite YAML, or the name of a shipped suite, e.g. quickstart")
     e.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. models.0.path=runs/x/final output_dir=runs/eval/x")
     e.add_argument("--quiet", action="store_true", help="no progress (bars or log lines)")
@@ -396,6 +417,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("lm-eval", add_help=False,
                    help="lm-evaluation-harness's own CLI with the textdiff model registered; every argument "
                         "passes through, e.g. --model_args pretrained=runs/x/final --tasks lambada_openai")
+
+    r = sub.add_parser("recipes", help="list the shipped recipes; `recipes show NAME` prints one, `recipes path NAME` its file")
+    r.add_argument("action", nargs="?", choices=["list", "show", "path"], default="list")
+    r.add_argument("name", nargs="?", help="a shipped recipe, e.g. quickstart or accelerate/ddp")
+    r.set_defaults(func=_cmd_recipes)
 
     ls = sub.add_parser("list", help="list registered processes, schedules and samplers")
     ls.set_defaults(func=_cmd_list)
@@ -431,6 +457,16 @@ def main(argv=None) -> int:
     if argv and argv[0] == "lm-eval":  # lm-eval parses its own arguments
         try:
             lm_eval_main(argv[1:])
+        except TextDiffError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        return 0
+    if argv[:2] == ["eval", "sft"]:  # the SFT accuracy evaluation parses its own flags
+        from .eval.sft_accuracy import main as sft_main
+
+        _quiet_libraries("generate")
+        try:
+            sft_main(argv[2:], parser_class=_Parser)
         except TextDiffError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
