@@ -173,7 +173,8 @@ def prepare_run(recipe: Recipe, resume: bool = False, is_main: bool = True) -> R
     counted = train_rows  # streaming: unigram counts of the sample the tokenizer was trained on
     if recipe.data.streaming and recipe.sft is None:
         counted = tokenize_rows(datasets.Dataset.from_dict({"text": corpus_texts}), tokenizer, recipe.data)
-    val_ppl = unigram_ppl(val_rows, unigram_log_probs(counted, vocab)) if val_rows is not None else None
+    # a unigram baseline is a corpus figure: none for SFT answers, which are scored given their prompts
+    val_ppl = unigram_ppl(val_rows, unigram_log_probs(counted, vocab)) if val_rows is not None and recipe.sft is None else None
     n_train = "streamed" if recipe.data.streaming and recipe.sft is None else f"{len(train_rows):,}"
     clock = _phase(is_main, "data", f"{n_train} training rows and {len(val_rows) if val_rows is not None else 0:,} validation "
                    f"rows of {recipe.data.seq_len} tokens" + (f"; validation unigram PPL {val_ppl:.1f}" if val_ppl else ""), clock)
