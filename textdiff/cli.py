@@ -28,11 +28,47 @@ def _cmd_train(args) -> None:
         print(f"saved {final}")
 
 
-def _read_prompts(args) -> list[str]:
+def _read_prompts(args) -> list:
+    """Strings, or chats (lists of messages) with ``--chat`` / ``--messages-file``."""
     prompts = list(args.prompt or [])
     if args.prompt_file:
         prompts += read_prompt_file(args.prompt_file)
+    if args.chat:  # each prompt is one user turn, through the model's chat template
+        if not prompts:
+            raise TextDiffError("--chat needs the user's messages: --prompt TEXT (repeatable) or --prompt-file FILE")
+        prompts = [[{"role": "user", "content": p}] for p in prompts]
+    if args.messages_file:
+        prompts += read_messages_file(args.messages_file)
     return prompts or [""]
+
+
+def read_messages_file(name: str) -> list[list[dict]]:
+    """Chats of a ``.jsonl`` file: one ``{"messages": [{"role": ..., "content": ...}, ...]}`` per line."""
+    path = Path(name)
+    if not path.is_file():
+        raise TextDiffError(f"--messages-file {name!r} " + ("is not a file" if path.exists() else "does not exist"))
+    chats = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise TextDiffError(f"--messages-file {name!r} is not UTF-8 text") from None
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as e:
+            raise TextDiffError(f"{name}:{n}: not valid JSON ({getattr(e, 'msg', e)}); each line must be "
+                                '{"messages": [{"role": "user", "content": "..."}]}') from None
+        messages = row.get("messages") if isinstance(row, dict) else None
+        if (not isinstance(messages, list) or not messages or not all(
+                isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in messages)):
+            raise TextDiffError(f'{name}:{n}: each line must be {{"messages": [{{"role": ..., "content": ...}}, ...]}} '
+                                f"with string roles and contents, got {line.strip()[:60]}")
+        chats.append(messages)
+    if not chats:
+        raise TextDiffError(f"--messages-file {name!r} holds no chats")
+    return chats
 
 
 def read_prompt_file(name: str) -> list[str]:
@@ -139,14 +175,15 @@ def _cmd_generate(args) -> None:
     from .lm import _sampler_options as named_options
     from .samplers.base import describe_sampler
 
-    sampler = lm.sampler_config_for(args.sampler, **named_options(options, temperature=args.temperature,
-                                                                  top_k=args.top_k, top_p=args.top_p))
+    options = named_options(options, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
+    block_size, _, options = lm.cache_rules(args.cache, args.block_size, options)  # Dream's caches: Fast-dLLM's rules
+    sampler = lm.sampler_config_for(args.sampler, **options)
     if not args.quiet:  # what decodes, in one line: a switch of sampler never silently resets an option
         print(describe_sampler(sampler, sampler.kept, lm.sampler_config.name), file=sys.stderr)
     prompts = [p for p in prompts for _ in range(args.num_samples)]
     texts, out = lm.generate(
         prompts, max_new_tokens=args.max_new_tokens, steps=args.steps, sampler=sampler, seed=args.seed,
-        block_size=args.block_size, return_output=True, guidance_weight=args.guidance,
+        block_size=block_size, return_output=True, guidance_weight=args.guidance,
         guidance_uncond=args.guidance_uncond,
         use_cache=args.cache, progress=None if not args.quiet else False,
     )
@@ -200,10 +237,21 @@ def _cmd_score(args) -> None:
             raise TextDiffError(f"--file {args.file!r} is not UTF-8 text") from None
         if not texts:
             raise TextDiffError(f"--file {args.file!r} holds no text (one text per non-blank line)")
+    if args.per_token and args.format != "jsonl":
+        raise TextDiffError("--per-token writes lists per text; use it with --format jsonl")
     lm = _load_lm(args)
     scores = lm.score(texts, t_samples=args.t_samples, seed=args.seed, progress=None if not args.quiet else False)
-    for text, nelbo in zip(texts, scores):
-        print(json.dumps({"text": text, "nelbo": nelbo}, ensure_ascii=False))
+    for i, (text, nelbo) in enumerate(zip(texts, scores)):
+        if args.format == "text":
+            print(f"{nelbo:.4f}\t{text}")
+            continue
+        row = {"text": text, "nelbo": nelbo}
+        if args.per_token:  # the same draws as score's (seed + i): the terms add up to its NELBO
+            from .eval.token_terms import token_nelbo_terms
+
+            terms = token_nelbo_terms(lm, text, t_samples=args.t_samples, seed=args.seed + i)
+            row.update({k: terms[k] for k in ("tokens", "token_ids", "nelbo_terms", "prior")})
+        print(json.dumps(row, ensure_ascii=False))
 
 
 def _cmd_convert(args) -> None:
@@ -333,7 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a recipe (YAML) with key=value overrides")
     t.add_argument("recipe", help="a recipe YAML, or the name of a shipped recipe (textdiff recipes), e.g. quickstart")
-    t.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. train.lr=1e-4")
+    t.add_argument("overrides", nargs="*", default=[], help="section.key=value overrides, e.g. train.lr=1e-4")
     t.add_argument("--resume", action="store_true", help="continue from the last checkpoint in output_dir")
     t.add_argument("--overwrite", action="store_true",
                    help="replace the run folder output_dir with a fresh run (only a run folder textdiff wrote)")
@@ -343,6 +391,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--model", required=True, help="a model folder (a run's final/, a published checkpoint) or hub id")
     g.add_argument("--prompt", action="append", help="a prompt (repeatable)")
     g.add_argument("--prompt-file", help="prompts, one per line (.txt) or {'prompt': ...} per line (.jsonl)")
+    g.add_argument("--chat", action="store_true",
+                   help="each prompt is a user message, sent through the model's chat template (instruct models); "
+                        "the output is the answer")
+    g.add_argument("--messages-file", help="chats, one {\"messages\": [{\"role\": ..., \"content\": ...}]} per line (.jsonl)")
     g.add_argument("--num-samples", type=int, default=1, help="samples per prompt")
     g.add_argument("--max-new-tokens", type=int, default=64)
     g.add_argument("--steps", type=int, default=None, help="sampler steps (default: max-new-tokens)")
@@ -370,10 +422,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("score", help="NELBO (nats) of texts under a saved model")
     s.add_argument("--model", required=True)
-    s.add_argument("--text", action="append")
-    s.add_argument("--file")
-    s.add_argument("--t-samples", type=int, default=32)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--text", action="append", help="a text to score (repeatable)")
+    s.add_argument("--file", help="texts to score, one per non-blank line")
+    s.add_argument("--t-samples", type=int, default=32, help="draws of t per text (stratified)")
+    s.add_argument("--seed", type=int, default=0, help="text i uses seed + i")
+    s.add_argument("--format", choices=["jsonl", "text"], default="jsonl",
+                   help="jsonl: {\"text\", \"nelbo\"} per line (default); text: NELBO<TAB>text per line")
+    s.add_argument("--per-token", action="store_true",
+                   help="with --format jsonl: each token's NELBO term (nats; they add up with \"prior\" to \"nelbo\")")
     _add_loading_flags(s)
     s.add_argument("--quiet", action="store_true", help="no progress (bar or log lines)")
     s.set_defaults(func=_cmd_score)
@@ -409,7 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="run an evaluation suite: a YAML file or a shipped one (quickstart, zero_shot, "
                                     "process_comparison); `textdiff eval sft MODEL` scores an SFT model's exact-match accuracy")
     e.add_argument("suite", help="a suite YAML, or the name of a shipped suite, e.g. quickstart")
-    e.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. models.0.path=runs/x/final output_dir=runs/eval/x")
+    e.add_argument("overrides", nargs="*", default=[], help="dotted key=value overrides, e.g. models.0.path=runs/x/final output_dir=runs/eval/x")
     e.add_argument("--quiet", action="store_true", help="no progress (bars or log lines)")
     e.add_argument("--overwrite", action="store_true", help="replace the suite's output_dir if it is a report folder textdiff wrote")
     e.set_defaults(func=_cmd_eval)
@@ -425,7 +481,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     ls = sub.add_parser("list", help="list registered processes, schedules and samplers")
     ls.set_defaults(func=_cmd_list)
+    p.commands = {name: parser for name, parser in sub.choices.items() if name != "lm-eval"}
     return p
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """The command line, flags anywhere: ``train quickstart a=1 --resume b=2`` is one recipe, two
+    overrides and a flag (each command parses intermixed; argparse's own ``parse_args`` would stop the
+    overrides at the first flag)."""
+    parser = build_parser()
+    if argv and argv[0] in parser.commands:
+        args = parser.commands[argv[0]].parse_intermixed_args(argv[1:])
+        args.command = argv[0]
+        return args
+    return parser.parse_args(argv)
 
 
 #: the libraries each command uses whose own progress bars it silences (only those are imported:
@@ -471,7 +540,7 @@ def main(argv=None) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 2
         return 0
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     _quiet_libraries(args.command)
     try:
         args.func(args)

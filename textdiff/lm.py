@@ -182,6 +182,18 @@ class DiffusionLM:
         config.kept = kept  # an attribute, not a field: never saved
         return config
 
+    def cache_rules(self, use_cache, block_size: Optional[int] = None, options: Optional[dict] = None):
+        """``(block_size, lookback, options)`` for an approximate cache (``use_cache`` "prefix" / "dual"):
+        the family's released rules (``generation_defaults["cached"]``; Dream: Fast-dLLM's block 32,
+        ``lookback=0``, ``first_commit="leftmost"``) for whatever the caller left unset (None)."""
+        options = dict(options or {})
+        rules = self.generation_defaults.get("cached") if use_cache in ("prefix", "dual") else None
+        if not rules:
+            return block_size, None, options
+        if "first_commit" in rules and "first_commit" not in options:
+            options["first_commit"] = rules["first_commit"]
+        return (block_size if block_size is not None else rules.get("block_size")), rules.get("lookback"), options
+
     def encode_prompts(self, prompts: Sequence[str]) -> list[list[int]]:
         """Token ids of each prompt: a string as it is, or a chat (a list of ``{"role", "content"}``
         messages) through the tokenizer's chat template with the assistant turn opened."""
@@ -261,7 +273,14 @@ class DiffusionLM:
             block_size = self.generation_defaults.get("block_size")
             if block_size is not None and max_new_tokens <= block_size:
                 block_size = None  # one window
-        s = self.make_sampler(sampler, **_sampler_options(sampler_options, temperature=temperature, top_k=top_k, top_p=top_p))
+        options = _sampler_options(sampler_options, temperature=temperature, top_k=top_k, top_p=top_p)
+        if self.generation_defaults.get("cached"):  # e.g. Dream's caches: Fast-dLLM's rules unless given
+            block_size, lookback, ruled = self.cache_rules(kwargs.get("use_cache"), block_size, options)
+            if lookback is not None:
+                kwargs.setdefault("lookback", lookback)
+            if sampler is None or isinstance(sampler, (str, dict)):  # a config object is taken as it is
+                options = {k: v for k, v in ruled.items() if not (isinstance(sampler, dict) and k in sampler)}
+        s = self.make_sampler(sampler, **options)
         if guidance_weight:
             from .guidance import ClassifierFreeGuidance
 
