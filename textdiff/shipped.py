@@ -16,18 +16,20 @@ RECIPES_DIR = Path(__file__).resolve().parent / "recipes"  # package data (a lin
 
 
 def shipped_recipes() -> list[str]:
-    """Names of the shipped recipes, then the accelerate launch configs as ``accelerate/NAME``."""
+    """Names of the shipped recipes, then the accelerate launch configs as ``accelerate/NAME`` (and the
+    SLURM script ``accelerate/slurm.sh``)."""
     return (sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
-            + sorted(f"accelerate/{p.stem}" for p in (RECIPES_DIR / "accelerate").glob("*.yaml")))
+            + sorted(f"accelerate/{p.stem}" for p in (RECIPES_DIR / "accelerate").glob("*.yaml"))
+            + sorted(f"accelerate/{p.name}" for p in (RECIPES_DIR / "accelerate").glob("*.sh")))
 
 
 def shipped_recipe(name: str) -> Path:
     """The file of the shipped recipe ``name`` (``quickstart``, ``recipes/quickstart.yaml``,
     ``accelerate/ddp``); a one-line error listing them otherwise."""
     stem = str(name).removeprefix("recipes/").removesuffix(".yaml")
-    path = RECIPES_DIR / f"{stem}.yaml"
-    if stem and ".." not in Path(stem).parts and path.is_file():
-        return path
+    for path in (RECIPES_DIR / f"{stem}.yaml", RECIPES_DIR / stem):  # a YAML recipe, or a file such as accelerate/slurm.sh
+        if stem and ".." not in Path(stem).parts and path.is_file():
+            return path
     raise ConfigError(f"{name!r} is not a shipped recipe; `textdiff recipes` lists them: {', '.join(shipped_recipes())}")
 
 
@@ -46,6 +48,6 @@ def recipe_file(name) -> Path:
 def summary(path: Path) -> str:
     """The first comment line of a recipe file (what it is), without the ``#``."""
     for line in path.read_text(encoding="utf-8").splitlines():
-        if line.startswith("#"):
+        if line.startswith("#") and not line.startswith(("#!", "#SBATCH")):
             return line.lstrip("# ").strip()
     return ""
