@@ -401,10 +401,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sampler", default=None,
                    help="sampler name (default: the model's saved sampler; another name keeps the saved options it shares, "
                         "e.g. temperature)")
-    g.add_argument("--temperature", type=float, default=None)
-    g.add_argument("--top-k", type=int, default=None)
-    g.add_argument("--top-p", type=float, default=None)
-    g.add_argument("--block-size", type=int, default=None, help="decode blocks of this many tokens left to right")
+    g.add_argument("--temperature", type=float, default=None, help="0 = greedy (default: the model's saved sampler's)")
+    g.add_argument("--top-k", type=int, default=None, help="keep the k most likely tokens (default: the saved sampler's)")
+    g.add_argument("--top-p", type=float, default=None, help="nucleus mass in (0, 1] (default: the saved sampler's)")
+    g.add_argument("--block-size", type=int, default=None,
+                   help="decode blocks of this many tokens left to right (default: the model's, e.g. 32 for LLaDA; one window otherwise)")
     g.add_argument("--seed", type=int, default=0, help="prompt i uses seed + i (repeatable, batch-invariant)")
     g.add_argument("--sampler-option", action="append", metavar="KEY=VALUE",
                    help="any field of the chosen sampler's config, e.g. temperature=0, threshold=0.8 or ordering=margin (repeatable; "
@@ -413,7 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--guidance-uncond", choices=["mask", "drop"], default="mask",
                    help="unconditional branch: prompt replaced by [MASK] or hidden from attention")
     g.add_argument("--cache", choices=["auto", "none", "exact", "prefix", "dual"], default="auto",
-                   help="KV cache mode for block-wise decoding (prefix/dual are approximate)")
+                   help="KV cache mode for block-wise decoding (prefix/dual are approximate; Dream's take Fast-dLLM's "
+                        "rules: blocks of 32, first_commit=leftmost, lookback 0, unless given)")
     g.add_argument("--format", choices=["text", "jsonl"], default="text")
     g.add_argument("--output", help="write samples here instead of stdout")
     _add_loading_flags(g)

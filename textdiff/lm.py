@@ -238,9 +238,14 @@ class DiffusionLM:
         (``generation_defaults``, e.g. 32 for LLaDA); answers end at EOS or a ``stop_token_ids`` token.
 
         sampler: a name (``"first_hitting"``, ``"confidence"``, ...), mapping or config; default the
-        saved one. sampler_options: its other config fields, e.g. ``{"threshold": 0.8}``.
-        block_size: decode in windows of this many tokens (default: the model's block size for
-        block-causal models such as BD3-LM, one window otherwise). seed: row b uses seed + b (batch-invariant). guidance_weight: classifier-free guidance
+        saved one. A name keeps the saved options it shares (LLaDA's ``temperature=0`` with
+        ``"threshold"``); a mapping or config is the whole spec (:meth:`sampler_config_for`).
+        sampler_options: any field of the chosen sampler's config, e.g. ``{"threshold": 0.8}`` or
+        ``{"temperature": 0}``; unknown fields are one-line errors.
+        block_size: decode in windows of this many tokens (default: the model's released block size,
+        e.g. 32 for LLaDA, when ``max_new_tokens`` exceeds it; the block size of block-causal models
+        such as BD3-LM; with ``use_cache="prefix"|"dual"`` the family's cache rules, e.g. Dream's 32;
+        one window otherwise). seed: row b uses seed + b (batch-invariant). guidance_weight: classifier-free guidance
         weight w (0 = none; see :mod:`textdiff.guidance`), guidance_uncond: "mask" or "drop".
         progress: a tqdm bar of sampler steps with tokens/s on stderr (None: when stderr is a terminal).
         Other keyword arguments go to :func:`textdiff.generation.generate` (``use_cache``,
