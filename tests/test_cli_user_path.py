@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from textdiff.cli import main as cli, parse_args, read_messages_file
+from textdiff.cli import main as cli, parse_args
+from textdiff.cli_commands import read_messages_file
 from textdiff.errors import TextDiffError
 from textdiff.models.format.writer import apply_umask, commit
 

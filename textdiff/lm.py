@@ -20,7 +20,7 @@ from typing import Optional, Sequence, Union
 import torch
 
 from . import arguments
-from .config import resolve_section, to_dict
+from .config import resolve_section
 from .errors import ConfigError
 from .processes.base import build_process
 from .samplers.base import build_sampler
