@@ -87,16 +87,18 @@ class RLConfig:
     # ---- feedback -------------------------------------------------------------------------------
     eval_every: int = 0  # held-out evaluation with the same rewards every N steps (0: never)
     num_generations_eval: int = 1  # completions per held-out prompt
+    eval_prompts: int = 64  # held-out prompts per evaluation (the first N of the held-out split)
+    eval_temperature: float = 0.0  # decoding temperature of held-out completions (0: greedy, comparable over time)
 
     def validate(self) -> None:
         at_least("rl", self, 1, "num_generations", "num_iterations", "max_completion_length", "steps",
-                 "elbo_t_samples", "num_generations_eval")
+                 "elbo_t_samples", "num_generations_eval", "eval_prompts")
         at_least("rl", self, 1, "max_prompt_length", "block_size", "generation_batch_size", optional=True)
         at_least("rl", self, 0, "eval_every")
         if self.num_generations < 2:
             raise ConfigError(f"rl.num_generations={self.num_generations}: group-relative advantages need at least 2 "
                               "completions per prompt (a group of 1 has advantage 0)")
-        for name in ("beta", "epsilon", "temperature"):
+        for name in ("beta", "epsilon", "temperature", "eval_temperature"):
             finite(f"rl.{name}", getattr(self, name))
             if getattr(self, name) < 0:
                 raise ConfigError(f"rl.{name}={getattr(self, name)} must be >= 0")
