@@ -130,3 +130,15 @@ def test_bad_rl_settings_are_one_line_errors(tiny_trained, tmp_path, change, err
         load_recipe(raw=raw)
     assert words in str(e.value) and "\n" not in str(e.value)
     assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+def test_names_checked_in_the_config_are_the_implemented_ones():
+    """rl/config.py checks reward names and cache modes without importing rewards / contexts (layers)."""
+    import typing
+
+    from textdiff.contexts import CACHE_MODES
+    from textdiff.rl.config import REWARD_NAMES, RLConfig
+    from textdiff.rl.rewards import BUILTINS
+
+    assert sorted(BUILTINS) == sorted(REWARD_NAMES)
+    assert set(typing.get_args(typing.get_type_hints(RLConfig)["use_cache"])) == set(CACHE_MODES)
