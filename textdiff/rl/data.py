@@ -12,8 +12,9 @@ rewards instead of likelihood. Each example becomes one row in TRL's dataset con
   response as ``answer`` (e.g. ``"What is 17 + 25?\\n"`` -> ``"42"``);
 * a ``.jsonl`` file: ``{sft.prompt_field, sft.response_field, ...}`` rows (GSM8K: ``prompt_field:
   question``, ``response_field: answer``: the ``#### 72`` line is what ``exact_answer`` reads), or
-  chat rows ``{messages: [...]}`` whose last assistant message is the answer and whose earlier
-  messages are the prompt (rendered with the tokenizer's chat template at rollout time). A row
+  chat rows ``{messages: [...]}`` whose earlier messages are the prompt (rendered with the
+  tokenizer's chat template at rollout time) and whose last message, when it is the assistant's,
+  is the answer (else the ``sft.response_field`` column is, e.g. GSM8K's ``answer``). A row
   without a response is kept (rewards that need no answer); ``exact_answer`` then gives None.
 
 The held-out prompts (``sft.val_source`` or the ``sft.val_fraction`` split) feed the held-out
@@ -37,7 +38,7 @@ def prompt_row(row: dict, cfg: SFTConfig) -> dict:
         messages = row[cfg.messages_field]
         if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
             raise DataError(f"{where}: '{cfg.messages_field}' must be a non-empty list of {{role, content}} objects")
-        answer = None
+        answer = row.get(cfg.response_field)  # a gold-answer column beside prompt-only messages
         if messages[-1].get("role") == "assistant":
             answer, messages = str(messages[-1].get("content") or ""), messages[:-1]
         if not messages:
