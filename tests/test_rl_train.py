@@ -142,3 +142,16 @@ def test_names_checked_in_the_config_are_the_implemented_ones():
 
     assert sorted(BUILTINS) == sorted(REWARD_NAMES)
     assert set(typing.get_args(typing.get_type_hints(RLConfig)["use_cache"])) == set(CACHE_MODES)
+
+
+@pytest.mark.slow
+def test_quickstart_recipe_runs_two_steps(tiny_trained, tmp_path):
+    """recipes/rl-quickstart.yaml as shipped, from the tiny trained model instead of the SFT quickstart's."""
+    root = Path(__file__).resolve().parents[1]
+    recipe = load_recipe(root / "recipes" / "rl-quickstart.yaml", [
+        f"output_dir={tmp_path / 'run'}", f"train.init_from={tiny_trained.final}", "data.seq_len=32", "train.max_steps=2",
+        "train.batch_size=16", "rl.eval_prompts=4", "rl.eval_every=2", "sft.num_examples=200", "sft.val_fraction=0.05"])
+    train(recipe)
+    got = lines(tmp_path / "run")
+    assert [m["step"] for m in got if "train_loss" in m] == [1, 2]
+    assert [m["step"] for m in got if "eval_reward" in m] == [0, 2]
