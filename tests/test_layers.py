@@ -116,7 +116,7 @@ FLOORS = [
     ["textdiff.schedules"],
     ["textdiff.processes"],
     ["textdiff.samplers"],
-    ["textdiff.sft", "textdiff.tokenization"],  # their section configs sit below config
+    ["textdiff.sft", "textdiff.tokenization", "textdiff.rl.config"],  # their section configs sit below config
     ["textdiff.config"],
 ]
 

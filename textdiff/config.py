@@ -33,6 +33,7 @@ from .errors import ConfigError, IncompatibleError, warn
 from .processes.base import process_class
 from .registry import lookup
 from .samplers.base import default_sampler
+from .rl.config import RLConfig
 from .sft import SFTConfig
 from .tokenization import TokenizerConfig
 
@@ -241,6 +242,7 @@ class Recipe:
     sft: Optional[SFTConfig] = None  # supervised fine-tuning options (see textdiff.sft)
     denoiser: Optional[DenoiserConfig] = None  # external denoiser (see textdiff.models.external)
     lora: Optional[LoraConfig] = None  # train low-rank adapters only (see textdiff.lora)
+    rl: Optional[RLConfig] = None  # reinforcement learning from rewards on the sft section's prompts (see textdiff.rl)
 
     def __post_init__(self) -> None:
         if self.process is None:
@@ -283,6 +285,26 @@ class Recipe:
             raise ConfigError("train.cond_dropout drops SFT prompts; it needs an sft section (or set train.cond_dropout=0)")
         if self.train.init_from is not None and self.denoiser is not None:
             raise ConfigError("give either a denoiser section (a Hugging Face network) or train.init_from (a saved run), not both")
+        if self.rl is not None:
+            self._validate_rl(process)
+
+    def _validate_rl(self, process) -> None:
+        """RL's cross-section rules: prompts from the sft section, groups whole on each process, an
+        absorbing (masked) process whose log-probabilities the estimators can read."""
+        rl, tc = self.rl, self.train
+        if self.sft is None:
+            raise ConfigError("the rl section trains on the prompts of an sft section; add one (sft.source: a .jsonl "
+                              "of prompts and answers, or synthetic with sft.tasks)")
+        if tc.batch_size % rl.num_generations:
+            raise ConfigError(f"train.batch_size={tc.batch_size} counts completions per process and must be a multiple of "
+                              f"rl.num_generations={rl.num_generations} (whole groups); e.g. train.batch_size={rl.num_generations * max(1, tc.batch_size // rl.num_generations)}")
+        if not getattr(process, "needs_mask_token", False) or process.required_attention == "block_causal":
+            raise IncompatibleError(f"rl needs a masked-diffusion process (bidirectional, with [MASK]); process "
+                                    f"{self.process.name!r} is not served by the RL log-probability estimators")
+        if tc.cond_dropout > 0:
+            raise ConfigError("train.cond_dropout drops SFT prompts and does not apply to rl; set train.cond_dropout=0")
+        if rl.eval_every and self.sft.val_fraction == 0 and self.sft.val_source is None:
+            raise ConfigError("rl.eval_every needs held-out prompts: set sft.val_fraction > 0 or sft.val_source (or rl.eval_every=0)")
 
 
 # --------------------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ class Run:
     val_rows: Optional[Any]
     val_unigram_ppl: Optional[float]
     decoding: Any = None  # the sampler, generate defaults and stop tokens final/ is saved with (.decoding)
+    objective: Any = None  # None: the process's NELBO; else the object owning each step (RL: textdiff.rl.trainer)
 
 
 def _diff_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
@@ -111,7 +112,12 @@ def prepare_run(recipe: Recipe, resume: bool = False, is_main: bool = True) -> R
         raise ConfigError(f"train.cond_dropout={cfg.cond_dropout} must be in [0, 1)")
 
     clock = time.perf_counter()
-    if recipe.sft is not None:  # instruction data replaces the corpus (textdiff.sft)
+    if recipe.rl is not None:  # RL: the sft section's prompts and answers (textdiff.rl.data)
+        from ..rl.data import load_prompts, prompt_texts_of
+
+        train_docs, val_docs = load_prompts(recipe.sft)
+        corpus_texts = prompt_texts_of(train_docs)
+    elif recipe.sft is not None:  # instruction data replaces the corpus (textdiff.sft)
         from ..sft import example_texts, load_examples
 
         train_docs, val_docs = load_examples(recipe.sft)
@@ -161,7 +167,11 @@ def prepare_run(recipe: Recipe, resume: bool = False, is_main: bool = True) -> R
         how = f"trained {recipe.tokenizer.train}"
     clock = _phase(is_main, "tokenizer", f"{how}, {len(tokenizer)} tokens, saved to {tok_dir}", clock)
 
-    if recipe.sft is not None:
+    if recipe.rl is not None:  # prompt rows; the held-out ones go to the RL evaluation, not the NELBO one
+        from ..rl.data import as_dataset
+
+        train_rows, val_rows = as_dataset(train_docs), None
+    elif recipe.sft is not None:
         from ..sft import build_rows
 
         train_rows = build_rows(train_docs, tokenizer, recipe.data.seq_len, recipe.sft)
@@ -208,7 +218,12 @@ def prepare_run(recipe: Recipe, resume: bool = False, is_main: bool = True) -> R
         model = apply_lora(model, recipe.lora)
     n_params = sum(p.numel() for p in model.parameters())
     _phase(is_main, "model", f"{type(model).__name__}, {n_params / 1e6:.2f} M parameters, process {type(process).__name__}", clock)
-    return Run(recipe, tokenizer, process, model, train_rows, val_rows, val_ppl, decoding)
+    objective = None
+    if recipe.rl is not None:  # before any update: the reference policy is this model
+        from ..rl.trainer import RLObjective, stop_tokens
+
+        objective = RLObjective(recipe, tokenizer, process, model, val_docs, stop_tokens(tokenizer, published, init_path if cfg.init_from else None))
+    return Run(recipe, tokenizer, process, model, train_rows, val_rows, val_ppl, decoding, objective)
 
 
 def _phase(is_main: bool, name: str, message: str, since: float) -> float:
