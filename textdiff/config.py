@@ -363,11 +363,18 @@ def load_yaml(path: str | Path, what: str = "recipe", example: str = "recipes/qu
 def load_recipe(path: str | Path | None = None, overrides: list[str] | None = None, raw: dict | None = None) -> Recipe:
     """Read a recipe YAML (or a dict), apply ``key=value`` overrides, validate strictly."""
     if raw is None:
+        if path is not None:
+            from .shipped import recipe_file
+
+            path = recipe_file(path)  # a file, or a shipped recipe by name (textdiff train quickstart)
         raw = load_yaml(path) if path is not None else {}
         if path is not None:
             raw.setdefault("name", Path(path).stem)
     raw = apply_overrides(raw, overrides or [])
-    return from_dict(Recipe, raw, "recipe")
+    recipe = from_dict(Recipe, raw, "recipe")
+    given = raw.get("sampler")  # what the recipe set itself: a run from a model keeps the rest (training/decoding.py)
+    recipe.sampler_given = sorted({"name"} if isinstance(given, str) else set(given) if isinstance(given, dict) else set())
+    return recipe
 
 
 def save_recipe(recipe: Recipe, path: str | Path) -> None:

@@ -20,7 +20,7 @@ from typing import Optional, Sequence, Union
 import torch
 
 from . import arguments
-from .config import resolve_section, to_dict
+from .config import resolve_section
 from .errors import ConfigError
 from .processes.base import build_process
 from .samplers.base import build_sampler
@@ -165,17 +165,34 @@ class DiffusionLM:
 
     # ---- sampling -----------------------------------------------------------------------------
     def make_sampler(self, sampler=None, **overrides):
-        """A sampler from a name, mapping or config (default: the saved one), with field overrides."""
-        if sampler is None:
-            spec = to_dict(self.sampler_config)
-        elif isinstance(sampler, str):
-            spec = {"name": sampler}
-        elif isinstance(sampler, dict):
-            spec = dict(sampler)
-        else:
-            spec = to_dict(sampler)
-        spec.update({k: v for k, v in overrides.items() if v is not None})
-        return build_sampler(resolve_section("sampler", spec, "sampler"), self.process)
+        """A sampler from a name, mapping or config (default: the saved one), with field overrides
+        (:meth:`sampler_config_for`)."""
+        return build_sampler(self.sampler_config_for(sampler, **overrides), self.process)
+
+    def sampler_config_for(self, sampler=None, **options):
+        """The sampler config :meth:`generate` decodes with for ``sampler`` and its ``options`` (None
+        values ignored): naming another sampler keeps the saved options that apply to it (LLaDA's
+        ``temperature=0`` stays 0 with ``"threshold"``), a mapping or config is the whole spec, and
+        explicit options override (:func:`~textdiff.samplers.base.compose_sampler_spec`). Its
+        ``kept`` attribute lists what was carried over from the saved sampler."""
+        from .samplers.base import compose_sampler_spec
+
+        spec, kept = compose_sampler_spec(self.sampler_config, sampler, {k: v for k, v in options.items() if v is not None})
+        config = resolve_section("sampler", spec, "sampler")
+        config.kept = kept  # an attribute, not a field: never saved
+        return config
+
+    def cache_rules(self, use_cache, block_size: Optional[int] = None, options: Optional[dict] = None):
+        """``(block_size, lookback, options)`` for an approximate cache (``use_cache`` "prefix" / "dual"):
+        the family's released rules (``generation_defaults["cached"]``; Dream: Fast-dLLM's block 32,
+        ``lookback=0``, ``first_commit="leftmost"``) for whatever the caller left unset (None)."""
+        options = dict(options or {})
+        rules = self.generation_defaults.get("cached") if use_cache in ("prefix", "dual") else None
+        if not rules:
+            return block_size, None, options
+        if "first_commit" in rules and "first_commit" not in options:
+            options["first_commit"] = rules["first_commit"]
+        return (block_size if block_size is not None else rules.get("block_size")), rules.get("lookback"), options
 
     def encode_prompts(self, prompts: Sequence[str]) -> list[list[int]]:
         """Token ids of each prompt: a string as it is, or a chat (a list of ``{"role", "content"}``
@@ -221,9 +238,14 @@ class DiffusionLM:
         (``generation_defaults``, e.g. 32 for LLaDA); answers end at EOS or a ``stop_token_ids`` token.
 
         sampler: a name (``"first_hitting"``, ``"confidence"``, ...), mapping or config; default the
-        saved one. sampler_options: its other config fields, e.g. ``{"threshold": 0.8}``.
-        block_size: decode in windows of this many tokens (default: the model's block size for
-        block-causal models such as BD3-LM, one window otherwise). seed: row b uses seed + b (batch-invariant). guidance_weight: classifier-free guidance
+        saved one. A name keeps the saved options it shares (LLaDA's ``temperature=0`` with
+        ``"threshold"``); a mapping or config is the whole spec (:meth:`sampler_config_for`).
+        sampler_options: any field of the chosen sampler's config, e.g. ``{"threshold": 0.8}`` or
+        ``{"temperature": 0}``; unknown fields are one-line errors.
+        block_size: decode in windows of this many tokens (default: the model's released block size,
+        e.g. 32 for LLaDA, when ``max_new_tokens`` exceeds it; the block size of block-causal models
+        such as BD3-LM; with ``use_cache="prefix"|"dual"`` the family's cache rules, e.g. Dream's 32;
+        one window otherwise). seed: row b uses seed + b (batch-invariant). guidance_weight: classifier-free guidance
         weight w (0 = none; see :mod:`textdiff.guidance`), guidance_uncond: "mask" or "drop".
         progress: a tqdm bar of sampler steps with tokens/s on stderr (None: when stderr is a terminal).
         Other keyword arguments go to :func:`textdiff.generation.generate` (``use_cache``,
@@ -256,7 +278,14 @@ class DiffusionLM:
             block_size = self.generation_defaults.get("block_size")
             if block_size is not None and max_new_tokens <= block_size:
                 block_size = None  # one window
-        s = self.make_sampler(sampler, temperature=temperature, top_k=top_k, top_p=top_p, **(sampler_options or {}))
+        options = _sampler_options(sampler_options, temperature=temperature, top_k=top_k, top_p=top_p)
+        if self.generation_defaults.get("cached"):  # e.g. Dream's caches: Fast-dLLM's rules unless given
+            block_size, lookback, ruled = self.cache_rules(kwargs.get("use_cache"), block_size, options)
+            if lookback is not None:
+                kwargs.setdefault("lookback", lookback)
+            if sampler is None or isinstance(sampler, (str, dict)):  # a config object is taken as it is
+                options = {k: v for k, v in ruled.items() if not (isinstance(sampler, dict) and k in sampler)}
+        s = self.make_sampler(sampler, **options)
         if guidance_weight:
             from .guidance import ClassifierFreeGuidance
 
@@ -345,6 +374,19 @@ class DiffusionLM:
             warnings.warn(f"{unknown} token(s) of the scored text are {self.tokenizer.unk_token!r}: the tokenizer cannot "
                           "represent that text, so its NELBO is not the text's; use a tokenizer with byte fallback", stacklevel=2)
         return results
+
+
+def _sampler_options(options: Optional[dict], **named) -> dict:
+    """``sampler_options`` with generate()'s named sampler arguments; the same field given both ways
+    with different values is a one-line error."""
+    out = dict(options or {})
+    for key, value in named.items():
+        if value is None:
+            continue
+        if key in out and out[key] != value:
+            raise ConfigError(f"{key} is given twice ({key}={value!r} and sampler_options[{key!r}]={out[key]!r}); give it once")
+        out[key] = value
+    return out
 
 
 def _is_chat(prompt) -> bool:

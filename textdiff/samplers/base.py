@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar, Optional
+from typing import Any, ClassVar, Optional, Sequence
 
 import torch
 
@@ -171,3 +171,59 @@ def default_sampler(process) -> str:
         if lookup("sampler", name).serves(process):
             return name
     return "ancestral"
+
+
+def compose_sampler_spec(saved: Any, sampler: Any = None, options: Optional[dict] = None) -> tuple[dict, list[str]]:
+    """The sampler spec a model decodes with when the caller picks ``sampler`` and ``options`` over the
+    model's ``saved`` sampler config; returns ``(spec, kept)``, ``kept`` the fields carried from ``saved``
+    to a sampler of another name.
+
+    - ``sampler`` None or the saved sampler's name: the saved config, with ``options`` over it;
+    - another NAME: that sampler's defaults, then every saved field its config also has (a family's
+      greedy ``temperature=0`` stays 0 from ``confidence`` to ``threshold``), then ``options``;
+    - a mapping with ``name`` or a config object: the whole spec as given (defaults for the rest), then
+      ``options``.
+
+    ``kept`` lists the carried fields whose value differs from the new sampler's default. Unknown option names are one-line :class:`~textdiff.errors.ConfigError` s listing the sampler's fields.
+    """
+    import dataclasses
+
+    from ..dataclass_io import to_dict
+
+    saved = to_dict(make_config("sampler", saved)) if saved is not None else {"name": "ancestral"}
+    options = dict(options or {})
+    if "name" in options:
+        raise ConfigError("a sampler option cannot be 'name'; pick the sampler with sampler= / --sampler")
+    kept: list[str] = []
+    if sampler is None or sampler == saved["name"]:
+        spec = dict(saved)
+    elif isinstance(sampler, str):
+        defaults = to_dict(make_config("sampler", sampler))
+        shared = [k for k in saved if k in defaults and k != "name"]
+        kept = sorted(k for k in shared if saved[k] != defaults[k])  # what the switch would otherwise reset
+        spec = {"name": sampler, **{k: saved[k] for k in shared}}
+    else:
+        spec = to_dict(make_config("sampler", sampler))
+    cls = type(make_config("sampler", spec["name"]))
+    known = {f.name for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ConfigError(f"sampler {spec['name']!r}: unknown key(s) {unknown}; its options are "
+                          f"{sorted(known - {'name'})} (check the spelling)")
+    spec.update(options)
+    return spec, [k for k in kept if k not in options]
+
+
+def describe_sampler(config: Any, kept: Sequence[str] = (), source: str = "") -> str:
+    """One line naming a sampler config and the fields that differ from its defaults (temperature
+    always), e.g. ``sampler: threshold temperature=0.0 threshold=0.9 (kept from the model's confidence
+    sampler: temperature)``."""
+    import dataclasses
+
+    defaults = type(config)()
+    shown = [f"{f.name}={getattr(config, f.name)!r}" for f in dataclasses.fields(config)
+             if f.name != "name" and (f.name == "temperature" or getattr(config, f.name) != getattr(defaults, f.name))]
+    line = f"sampler: {config.name} " + " ".join(shown)
+    if kept:
+        line += f" (kept from the model's {source or 'saved'} sampler: {', '.join(kept)})"
+    return line

@@ -101,15 +101,14 @@ class Admission:
     def _sampler(self, req) -> str:
         """The sampler's full config as canonical JSON (equal configs share batches)."""
         opts = req.textdiff
-        spec = {"name": opts.sampler} if opts.sampler else to_dict(self.lm.sampler_config)
-        spec.update(opts.sampler_options)
+        options = dict(opts.sampler_options)  # a named sampler keeps the model's options it shares (lm.sampler_config_for)
         for key in ("temperature", "top_p"):
             if getattr(req, key) is not None:
-                spec[key] = getattr(req, key)
+                options[key] = getattr(req, key)
         if opts.top_k is not None:
-            spec["top_k"] = opts.top_k
+            options["top_k"] = opts.top_k
         try:
-            sampler = self.lm.make_sampler(spec)
+            sampler = self.lm.make_sampler(opts.sampler or None, **options)
         except TextDiffError as e:
             raise ApiError(400, str(e), param="textdiff.sampler", code="invalid_value") from None
         return json.dumps(to_dict(sampler.config), sort_keys=True)

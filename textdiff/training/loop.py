@@ -83,6 +83,10 @@ def _setup_and_train(recipe: Recipe, resume: bool, stop_at: int | None, overwrit
     from accelerate import Accelerator
 
     cfg = recipe.train
+    if recipe.lora is not None:  # before anything is read or written
+        from ..extras import require
+
+        require("peft", "lora", "LoRA (the recipe's lora section)")
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     precision = resolve_precision(cfg.mixed_precision)
@@ -235,11 +239,12 @@ def _train(acc, recipe: Recipe, resume: bool, stop_at: int | None) -> Path:
             with ema.swapped_in(raw_model) if ema is not None else nullcontext():
                 line = {"step": step, **evaluate(raw_model, process, run.val_rows, cfg.batch_size, cfg.eval_batches,
                                                  cfg.eval_t_samples, acc.device)}
-            if first_eval:
+            if first_eval and run.val_unigram_ppl is not None:  # none for SFT answers
                 line["val_unigram_ppl"] = run.val_unigram_ppl
                 first_eval = False
             _log(acc, metrics, line)
-            bar.write(validation_line(line, run.val_unigram_ppl))
+            objective = "sft" if recipe.sft is not None else "nelbo" if process.is_diffusion else "nll"
+            bar.write(validation_line(line, run.val_unigram_ppl, objective))
         if step % cfg.save_every == 0 or last:  # every process: sharded state is gathered collectively
             trainer_state = {"step": step, "rows_seen": rows_seen, "elapsed": elapsed}
             if hasattr(stream, "position"):  # streaming: where each process's stream resumes
@@ -355,7 +360,8 @@ def _trackers(names):
         if importlib.util.find_spec(module) is not None:
             wanted.append(name)
         elif os.environ.get("RANK", "0") == "0":  # once, from the main process of a launch
-            print(f"warning: train.trackers names {name!r}, which is not installed (pip install {module}); "
+            how = "pip install 'textdiff[tensorboard]'" if name == "tensorboard" else f"pip install {module}"
+            print(f"warning: train.trackers names {name!r}, which is not installed ({how}); "
                   "it is skipped: metrics still go to metrics.jsonl (train.trackers=[] silences this)")
     return wanted or None
 
