@@ -104,6 +104,11 @@ class RLObjective:
     # ---- wiring ---------------------------------------------------------------------------------
     def attach(self, acc, prepared, stream, saved: dict | None = None) -> None:
         """Called by the loop after ``accelerate.prepare``; ``saved``: this rank's buffer from a checkpoint."""
+        from ..training.distributed import is_sharded, uses_deepspeed
+
+        if is_sharded(acc.unwrap_model(prepared)) or uses_deepspeed(acc):
+            raise ConfigError("rl runs on one process or under DDP (recipes/accelerate/ddp.yaml); FSDP and DeepSpeed "
+                              "shard the weights that rollouts read whole, which is not wired yet")
         self.acc, self.stream = acc, stream
         self.raw = acc.unwrap_model(prepared)
         if self.reference is not None:

@@ -243,8 +243,8 @@ def _train(acc, recipe: Recipe, resume: bool, stop_at: int | None) -> Path:
                 line["val_unigram_ppl"] = run.val_unigram_ppl
                 first_eval = False
             _log(acc, metrics, line)
-            kind = "sft" if recipe.sft is not None else "nelbo" if process.is_diffusion else "nll"
-            bar.write(validation_line(line, run.val_unigram_ppl, kind))
+            loss_kind = "sft" if recipe.sft is not None else "nelbo" if process.is_diffusion else "nll"  # not `objective`: the step hook
+            bar.write(validation_line(line, run.val_unigram_ppl, loss_kind))
         if step % cfg.save_every == 0 or last:  # every process: sharded state is gathered collectively
             trainer_state = {"step": step, "rows_seen": rows_seen, "elapsed": elapsed}
             if hasattr(stream, "position"):  # streaming: where each process's stream resumes
