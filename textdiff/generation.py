@@ -47,6 +47,7 @@ from . import arguments
 from .contexts import make_context
 from .errors import ConfigError, IncompatibleError
 from .generation_io import GenerationOutput, Layout, StepInfo, _Counted, _model_call, left_pad  # noqa: F401 (importable here)
+from .signatures import checked
 
 # ---------------------------------------------------------------------------------------------
 # Generators and times
@@ -241,6 +242,7 @@ def _loop(sampler, ctx, counted, x, frozen, windows, steps_per, gens, P, lengths
     )
 
 
+@checked
 def generate(
     model,
     process,

@@ -24,6 +24,7 @@ from .config import resolve_section, to_dict
 from .errors import ConfigError
 from .processes.base import build_process
 from .samplers.base import build_sampler
+from .signatures import check_keywords, checked, forwarded
 from .tokenization import count_unknown
 
 
@@ -43,6 +44,7 @@ class DiffusionLM:
 
     # ---- loading and saving -------------------------------------------------------------------
     @classmethod
+    @checked
     def from_pretrained(cls, name_or_path: Union[str, Path], device: Optional[str] = None, dtype: Optional[torch.dtype] = None,
                         *, tokenizer=None, revision: Optional[str] = None, trust_remote_code: bool = False,
                         allow_pickle: bool = False, device_map=None, max_memory: Optional[dict] = None,
@@ -95,6 +97,9 @@ class DiffusionLM:
         model, tokenizer, meta = read_model_folder(path, device, dtype, trust_remote_code, allow_pickle, placement)
         process = build_process(meta["process"], vocab_size=model.config.vocab_size, mask_id=tokenizer.mask_token_id)
         sampler = resolve_section("sampler", meta.get("sampler") or "ancestral", "sampler")
+        from .models.fit import check_folder_pipeline
+
+        check_folder_pipeline(model, process, sampler, path / "textdiff.json")  # one line when it does not fit
         lm = cls(model, tokenizer, process, sampler, seq_len=meta.get("seq_len"), generation=meta.get("generation"),
                  stop_token_ids=meta.get("stop_token_ids"))
         lm.source_dir = path  # its recipe and metrics.jsonl feed the model card of a re-save
@@ -107,6 +112,7 @@ class DiffusionLM:
         return pipeline(self.process.config, self.sampler_config, self.tokenizer, self.seq_len,
                         self.generation_defaults, self.stop_token_ids)
 
+    @checked
     def save_pretrained(self, path: Union[str, Path], remote_code: bool = True, model_card: bool = True,
                         repo_id: Optional[str] = None, overwrite: bool = False) -> None:
         """Write the folder :meth:`from_pretrained` reads, atomically: into a new temporary folder beside
@@ -130,6 +136,7 @@ class DiffusionLM:
                           remote_code=remote_code, model_card=model_card, repo_id=repo_id, overwrite=overwrite,
                           sources=[source])
 
+    @checked
     def push_to_hub(self, repo_id: str, private: Optional[bool] = None, token: Optional[str] = None,
                     commit_message: str = "Upload textdiff model", revision: Optional[str] = None,
                     remote_code: bool = True, model_card: bool = True) -> str:
@@ -164,6 +171,7 @@ class DiffusionLM:
         return input_device(self.model)
 
     # ---- sampling -----------------------------------------------------------------------------
+    @checked
     def make_sampler(self, sampler=None, **overrides):
         """A sampler from a name, mapping or config (default: the saved one), with field overrides."""
         if sampler is None:
@@ -177,6 +185,7 @@ class DiffusionLM:
         spec.update({k: v for k, v in overrides.items() if v is not None})
         return build_sampler(resolve_section("sampler", spec, "sampler"), self.process)
 
+    @checked
     def encode_prompts(self, prompts: Sequence[str]) -> list[list[int]]:
         """Token ids of each prompt: a string as it is, or a chat (a list of ``{"role", "content"}``
         messages) through the tokenizer's chat template with the assistant turn opened."""
@@ -189,11 +198,12 @@ class DiffusionLM:
                 for p in prompts]  # a prompt is a string, a chat or a list of token ids
 
     def _chat_ids(self, messages) -> list[int]:
-        if not getattr(self.tokenizer, "chat_template", None):
-            raise ConfigError("this model's tokenizer has no chat template; pass plain strings as prompts")
-        text = self.tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
+        from .chat_template import render_chat
+
+        text = render_chat(self.tokenizer, list(messages), add_generation_prompt=True)  # bounded; one-line errors
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
+    @checked
     def generate(
         self,
         prompts: Sequence[str],
@@ -230,6 +240,7 @@ class DiffusionLM:
         ``callback``, ``template``, ...)."""
         from .generation import generate
 
+        check_keywords("DiffusionLM.generate", kwargs, forwarded(DiffusionLM.generate, generate, _SET_BY_GENERATE))
         if _is_chat(prompts):
             prompts = [prompts]
         if isinstance(prompts, (list, tuple)) and any(_is_chat(p) for p in prompts):  # chats (and strings / ids)
@@ -309,6 +320,7 @@ class DiffusionLM:
         return (texts, out) if return_output else texts
 
     # ---- likelihood ---------------------------------------------------------------------------
+    @checked
     @torch.no_grad()
     def score(self, texts: Sequence[str], t_samples: int = 32, seed: int = 0, progress: Optional[bool] = False) -> list[float]:
         """NELBO (nats, an upper bound on −log p) of each text with EOS appended, averaged over
@@ -345,6 +357,10 @@ class DiffusionLM:
             warnings.warn(f"{unknown} token(s) of the scored text are {self.tokenizer.unk_token!r}: the tokenizer cannot "
                           "represent that text, so its NELBO is not the text's; use a tokenizer with byte fallback", stacklevel=2)
         return results
+
+
+#: the arguments of textdiff.generation.generate that DiffusionLM.generate sets itself
+_SET_BY_GENERATE = ("model", "process", "sampler", "prompts", "batch_size", "pad_token_id", "eos_token_id", "generator")
 
 
 def _is_chat(prompt) -> bool:

@@ -37,6 +37,7 @@ from ..dataclass_io import make_config
 from ..errors import ConfigError, IncompatibleError
 from ..processes.base import ForwardProcess, process_class
 from ..registry import available, lookup
+from ..signatures import checked
 from .filters import LogitFilter
 
 
@@ -156,9 +157,13 @@ class Sampler(ABC):
         return f"{type(self).__name__}({self.config})"
 
 
+@checked
 def build_sampler(spec: Any, process) -> Sampler:
     """A sampler from a name, a mapping with ``name`` or a sampler config, bound to ``process``;
     raises :class:`~textdiff.errors.IncompatibleError` if it cannot serve the process."""
+    if not isinstance(process, ForwardProcess):
+        raise ConfigError(f"build_sampler needs the built process (build_process(...) or lm.process), got "
+                          f"{type(process).__name__} {process!r:.60}")
     cfg = make_config("sampler", spec)
     return lookup("sampler", cfg.name)(cfg, process)
 
