@@ -68,6 +68,11 @@ def texts(name: str, value: Any) -> list[str]:
     return list(value)
 
 
+#: what a chat prompt looks like, for the errors of prompts given in another shape
+CHAT_SHAPE = ("a chat is a list of {'role': ..., 'content': ...} mappings only, e.g. "
+              "generate([[{'role': 'user', 'content': 'hi'}]]); a prompt is a string, a chat or a list of token ids")
+
+
 def prompts(name: str, value: Any) -> list:
     """A string, or a non-empty list whose items are strings or token-id lists (``DiffusionLM.generate``)."""
     if isinstance(value, str):
@@ -82,10 +87,16 @@ def prompts(name: str, value: Any) -> list:
             out.append(v)
         elif isinstance(v, (list, tuple)) or hasattr(v, "tolist"):
             ids = v.tolist() if hasattr(v, "tolist") else list(v)
+            if any(isinstance(tok, dict) for tok in ids):  # a chat with something else in it, not token ids
+                other = next(tok for tok in ids if not isinstance(tok, dict))
+                raise ConfigError(f"{name}[{i}] looks like a chat but item {ids.index(other)} is a {type(other).__name__} "
+                                  f"{_show(other)}; {CHAT_SHAPE}")
             for j, tok in enumerate(ids):
                 if isinstance(tok, bool) or not isinstance(tok, numbers.Integral):
                     raise ConfigError(f"{name}[{i}][{j}] must be an integer token id, got {type(tok).__name__} {_show(tok)}")
             out.append([int(t) for t in ids])
+        elif isinstance(v, dict):
+            raise ConfigError(f"{name}[{i}] is a single message {_show(v)} among other prompts; {CHAT_SHAPE}")
         else:
             raise ConfigError(f"{name}[{i}] must be a string or a list of token ids, got {type(v).__name__} {_show(v)}")
     return out

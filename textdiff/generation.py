@@ -43,7 +43,7 @@ from typing import Callable, Optional, Sequence, Union
 import torch
 
 from .categorical import make_generators
-from . import arguments
+from . import arguments, bounds
 from .contexts import make_context
 from .errors import ConfigError, IncompatibleError
 from .generation_io import GenerationOutput, Layout, StepInfo, _Counted, _model_call, left_pad  # noqa: F401 (importable here)
@@ -143,6 +143,8 @@ def _run(
     if max_new_tokens < 1:
         raise ConfigError(f"max_new_tokens={max_new_tokens} must be at least 1")
     N = max_new_tokens
+    bounds.check_steps(steps, N)  # before any allocation: the time grid alone is 8 bytes a step
+    bounds.check_memory(B, min(block_size or N, N), process.vocab_size, device)
     gens = _generators(seed, generator, B, device)
 
     prompt_ids, prompt_valid = left_pad(prompts, pad_token_id, device)  # [B, P]

@@ -21,11 +21,13 @@ import torch
 
 from . import arguments
 from .config import resolve_section, to_dict
+from .bounds import check_memory
 from .errors import ConfigError
+from .errors import warn as _warn
 from .processes.base import build_process
-from .samplers.base import build_sampler
+from .samplers.base import build_sampler, unused_steps_note
 from .signatures import check_keywords, checked, forwarded
-from .tokenization import count_unknown
+from .tokenization import count_unknown, encode_text
 
 
 class DiffusionLM:
@@ -65,12 +67,14 @@ class DiffusionLM:
             Weights go shard by shard straight to their device; exclusive with ``device``.
         """
         from .models import dispatch
+        from .models.fit import check_dtype
         from .models.format import PUBLISHED, folder_kind
         from .models.loading import resolve_model_path
 
         dispatch.check_arguments(device_map, max_memory, offload_folder, device)
         if device_map is None:
             device = arguments.device(device) or ("cuda" if torch.cuda.is_available() else "cpu")
+        check_dtype(dtype, device, device_map)  # a torch dtype; float16 on CPU: one warning line
         path = resolve_model_path(name_or_path, revision=revision, allow_pickle=allow_pickle)
         if folder_kind(path) == PUBLISHED:
             from .models.published import LoadOptions, load_published
@@ -193,15 +197,16 @@ class DiffusionLM:
             prompts = [prompts]
         if len(prompts) == 0:
             raise ConfigError("prompts is empty; pass a list of strings (use [''] for an unconditional sample)")
-        return [self._chat_ids(p) if _is_chat(p) else self.tokenizer(p, add_special_tokens=False)["input_ids"]
+        mask_id = getattr(self.process, "mask_id", None)  # its spelling in a string prompt is text (tokenization.encode_text)
+        return [self._chat_ids(p) if _is_chat(p) else encode_text(self.tokenizer, p, mask_id, f"prompt {i}")
                 if isinstance(p, str) or _is_chat(p) else [int(i) for i in p]
-                for p in prompts]  # a prompt is a string, a chat or a list of token ids
+                for i, p in enumerate(prompts)]  # a prompt is a string, a chat or a list of token ids
 
     def _chat_ids(self, messages) -> list[int]:
         from .chat_template import render_chat
 
         text = render_chat(self.tokenizer, list(messages), add_generation_prompt=True)  # bounded; one-line errors
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return encode_text(self.tokenizer, text, getattr(self.process, "mask_id", None), "the chat")
 
     @checked
     def generate(
@@ -262,16 +267,19 @@ class DiffusionLM:
             raise ConfigError(f"sampler_options must be a dict of sampler fields, got {type(sampler_options).__name__}")
         if sampler is not None and not isinstance(sampler, (str, dict)) and not hasattr(sampler, "name"):
             raise ConfigError(f"sampler must be a name, a mapping or a sampler config, got {type(sampler).__name__}")
+        check_memory(len(prompts), min(block_size or max_new_tokens, max_new_tokens), self.process.vocab_size, self.device)
         ids = self.encode_prompts(prompts)
         if block_size is None:
             block_size = self.generation_defaults.get("block_size")
             if block_size is not None and max_new_tokens <= block_size:
                 block_size = None  # one window
         s = self.make_sampler(sampler, temperature=temperature, top_k=top_k, top_p=top_p, **(sampler_options or {}))
+        _note(unused_steps_note(steps, s, self.process))  # an explicit steps the decoding ignores: one warning line
         if guidance_weight:
-            from .guidance import ClassifierFreeGuidance
+            from .guidance import ClassifierFreeGuidance, trained_for_guidance
 
-            kwargs["denoise"] = ClassifierFreeGuidance(self.model, self.process, guidance_weight, uncond=guidance_uncond)
+            kwargs["denoise"] = ClassifierFreeGuidance(self.model, self.process, guidance_weight, uncond=guidance_uncond,
+                                                       trained=trained_for_guidance(self.source_dir))
         if self.process.logits_shift:  # next-token (AR) models: one token per window
             ids = [[self.process.start_token] + p for p in ids]  # the start token predicts the first token
             block_size = 1 if block_size is None else block_size
@@ -346,6 +354,7 @@ class DiffusionLM:
                 ids += [self.tokenizer.eos_token_id] * (block - len(ids) % block)
             if self.seq_len and len(ids) > self.seq_len:
                 raise ConfigError(f"text {i} has {len(ids)} tokens, more than the model's {self.seq_len}; split it")
+            check_memory(t_samples, len(ids), self.process.vocab_size, self.device, "use fewer t_samples", item_bytes=4)
             x0 = torch.tensor([ids] * t_samples, device=self.device)  # [S, L]
             g = torch.Generator().manual_seed(seed + i)
             t = self.process.sample_t(t_samples, device=self.device, generator=g, seq_len=x0.shape[1])  # block: one t per block
@@ -361,6 +370,11 @@ class DiffusionLM:
 
 #: the arguments of textdiff.generation.generate that DiffusionLM.generate sets itself
 _SET_BY_GENERATE = ("model", "process", "sampler", "prompts", "batch_size", "pad_token_id", "eos_token_id", "generator")
+
+
+def _note(message: Optional[str]) -> None:
+    if message:
+        _warn(message)
 
 
 def _is_chat(prompt) -> bool:

@@ -32,3 +32,20 @@ def check_folder_pipeline(model, process, sampler_config, origin) -> None:
     note = causal_diffusion_note(process.config.name, have, process.is_diffusion, process.required_attention)
     if note is not None:
         warn(f"{origin}: {note}")
+
+
+def check_dtype(dtype, device, device_map=None) -> None:
+    """``dtype`` of ``from_pretrained``: None or a torch floating dtype (one-line error otherwise);
+    float16 on a CPU is accepted with one warning line (CPU kernels compute half precision slowly or
+    not at all, and its range overflows where bfloat16's does not)."""
+    import torch
+
+    if dtype is None:
+        return
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise IncompatibleError(f"dtype must be a torch floating dtype such as torch.bfloat16 or torch.float32, got "
+                                f"{type(dtype).__name__} {dtype!r:.40}")
+    on_cpu = device_map in ("cpu", None) and str(device or "cpu").startswith("cpu")
+    if dtype == torch.float16 and on_cpu:
+        warn("dtype=float16 on CPU: CPU kernels run half precision slowly (some not at all) and float16 overflows "
+             "where bfloat16 does not; use torch.bfloat16 or torch.float32 on CPU")

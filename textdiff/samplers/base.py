@@ -72,6 +72,8 @@ class Sampler(ABC):
     requires: ClassVar[dict[str, Any]] = {}
     #: True if a committed (clean) token may change again (ReMDM-style remasking)
     revises: ClassVar[bool] = False
+    #: False when the number of steps is not a knob of this sampler (first hitting: one step per mask)
+    uses_steps: ClassVar[bool] = True
 
     def __init__(self, config: SamplerConfig, process):
         config.validate()
@@ -176,3 +178,18 @@ def default_sampler(process) -> str:
         if lookup("sampler", name).serves(process):
             return name
     return "ancestral"
+
+
+def unused_steps_note(steps, sampler: "Sampler", process) -> Optional[str]:
+    """Why an explicit ``steps`` will not be used, or None: the sampler does not take a number of steps
+    (first hitting), or the process decodes one token per step (autoregressive)."""
+    if steps is None:
+        return None
+    if not process.is_diffusion or getattr(process, "logits_shift", 0):
+        return (f"steps={steps} is not used: process {process.config.name!r} decodes one token per step "
+                "(max_new_tokens steps); drop steps")
+    if not type(sampler).uses_steps:
+        return (f"steps={steps} is not used: sampler {sampler.config.name!r} takes one step per masked position; "
+                "drop steps (or pick a sampler with a step count, e.g. ancestral)")
+    return None
+
