@@ -324,7 +324,10 @@ def _api_calls(lm, tiny):
     from textdiff.eval import evaluate_likelihood, sample_texts
     from textdiff.harness.run import main as harness_main
     from textdiff.processes.base import build_process
+    from textdiff.processes.masked import MaskedConfig
+    from textdiff.samplers.ancestral import AncestralConfig
     from textdiff.samplers.base import build_sampler
+    from textdiff.schedules import LogLinearConfig
 
     return {
         "generate-stepz": ("stepz", lambda: lm.generate("hi", stepz=3)),
@@ -338,6 +341,10 @@ def _api_calls(lm, tiny):
         "generation.generate-stepz": ("stepz", lambda: generation.generate(lm.model, lm.process, "ancestral", [[1]], stepz=2)),
         "load_recipe-pth": ("pth", lambda: load_recipe(pth="x.yaml")),
         "ModelConfig-hiden": ("hiden", lambda: ModelConfig(hiden_size=3)),
+        "MaskedConfig-antithetc": ("antithetc", lambda: MaskedConfig(antithetc=True)),
+        "AncestralConfig-temprature": ("temprature", lambda: AncestralConfig(temprature=0.5)),
+        "LogLinearConfig-epss": ("epss", lambda: LogLinearConfig(epss=0.1)),
+        "stream-stepz": ("stepz", lambda: generation.stream(lm.model, lm.process, "ancestral", [[1]], stepz=2)),
         "evaluate_likelihood-batch": ("batchsize", lambda: evaluate_likelihood(lm.model, lm.process, [], batchsize=2)),
         "sample_texts-stepz": ("stepz", lambda: sample_texts(lm, stepz=2)),
         "harness-overwrit": ("overwrit", lambda: harness_main(["quickstart"], overwrit=True)),

@@ -47,7 +47,7 @@ from . import arguments, bounds
 from .contexts import make_context
 from .errors import ConfigError, IncompatibleError
 from .generation_io import GenerationOutput, Layout, StepInfo, _Counted, _model_call, left_pad  # noqa: F401 (importable here)
-from .signatures import checked
+from .signatures import check_keywords, checked, forwarded
 
 # ---------------------------------------------------------------------------------------------
 # Generators and times
@@ -330,6 +330,7 @@ def stream(model, process, sampler, prompts=None, **kwargs) -> GenerationStream:
     """
     if "callback" in kwargs:
         raise ConfigError("stream() yields every step itself; drop the callback argument")
+    check_keywords("stream", kwargs, forwarded(stream, generate, ("model", "process", "sampler", "prompts", "callback")))
     return GenerationStream(_run(model, process, sampler, prompts, **kwargs))
 
 

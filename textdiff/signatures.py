@@ -66,3 +66,12 @@ def forwarded(outer: Callable, inner: Callable, exclude: Iterable[str] = ()) -> 
     own = _accepted(inspect.signature(outer))
     skip = set(own) | set(exclude)
     return own + [n for n in _accepted(inspect.signature(inner)) if n not in skip]
+
+
+def checked_config(owner: type) -> None:
+    """Wrap the ``__init__`` of the config dataclass ``owner`` declares (``config_class``) with
+    :func:`checked`, once: ``MaskedConfig(antithetc=True)`` in Python is then the same one-line error
+    as the misspelt key in a recipe. Called by the registered base classes' ``__init_subclass__``."""
+    config = owner.__dict__.get("config_class")
+    if isinstance(config, type) and "__init__" in config.__dict__ and not hasattr(config.__init__, "__wrapped__"):
+        config.__init__ = checked(config.__init__)

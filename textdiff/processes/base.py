@@ -26,7 +26,7 @@ from ..dataclass_io import make_config, resolve_section
 from ..errors import ConfigError, IncompatibleError
 from ..registry import lookup
 from ..schedules import build_schedule
-from ..signatures import checked
+from ..signatures import checked, checked_config
 
 
 @dataclass
@@ -89,6 +89,10 @@ class ForwardProcess(ABC):
     """Base class: one subclass per family, with the math in its docstrings."""
 
     config_class = ProcessConfig
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        checked_config(cls)  # MaskedConfig(bad_keyword=...) is a one-line ConfigError
 
     # ---- what the process offers, DECLARED (read by the samplers, the generation loop, the recipe
     # ---- rules and the evaluation code; class attributes, so they are known before anything is built)
@@ -307,3 +311,6 @@ def causal_diffusion_note(process_name: str, attention: Optional[str], is_diffus
     return (f"process {process_name!r} with causal attention: each position sees only the tokens before it, so a "
             "[MASK] cannot read the text after it; diffusion denoisers use attention=bidirectional "
             "(use process ar for a left-to-right model)")
+
+
+checked_config(ForwardProcess)  # ProcessConfig(...) itself

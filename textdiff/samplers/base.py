@@ -37,7 +37,7 @@ from ..dataclass_io import make_config
 from ..errors import ConfigError, IncompatibleError
 from ..processes.base import ForwardProcess, process_class
 from ..registry import available, lookup
-from ..signatures import checked
+from ..signatures import checked, checked_config
 from .filters import LogitFilter
 
 
@@ -67,6 +67,10 @@ class Sampler(ABC):
     """Base class. Subclasses set ``requires`` (the process capabilities they need) and ``revises``."""
 
     config_class: ClassVar[type] = SamplerConfig
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        checked_config(cls)  # AncestralConfig(bad_keyword=...) is a one-line ConfigError
     #: capabilities a process must DECLARE for this sampler to serve it: attribute of
     #: :class:`~textdiff.processes.base.ForwardProcess` -> required value (:meth:`serves`)
     requires: ClassVar[dict[str, Any]] = {}
@@ -193,3 +197,6 @@ def unused_steps_note(steps, sampler: "Sampler", process) -> Optional[str]:
                 "drop steps (or pick a sampler with a step count, e.g. ancestral)")
     return None
 
+
+
+checked_config(Sampler)  # SamplerConfig(...) itself
