@@ -30,7 +30,8 @@ def one_line(e) -> str:
 
 
 def warnings_of(err: str) -> list[str]:
-    lines = [ln for ln in err.splitlines() if ln.strip()]
+    """The lines of stderr, all of which must be warnings (transformers' loading bars aside)."""
+    lines = [ln for ln in err.replace("\r", "\n").splitlines() if ln.strip() and "Loading weights" not in ln]
     assert all(ln.startswith("warning: ") for ln in lines), err
     return lines
 
@@ -369,14 +370,35 @@ WRONG_TYPES = {
         __import__("textdiff.processes.masked", fromlist=["x"]).MaskedConfig(antithetic="yes"), vocab_size=300, mask_id=1),
     "config-class-not-instance": lambda lm: __import__("textdiff.samplers.base", fromlist=["x"]).build_sampler(
         type(lm.make_sampler().config), lm.process),
+    "from_pretrained-path-int": lambda lm: DiffusionLM.from_pretrained(3),
+    "from_pretrained-tokenizer-int": lambda lm: DiffusionLM.from_pretrained("x", tokenizer=5),
+    "from_pretrained-trust_remote_code-str": lambda lm: DiffusionLM.from_pretrained("x", trust_remote_code="yes"),
+    "from_pretrained-revision-int": lambda lm: DiffusionLM.from_pretrained("x", revision=3),
+    "save_pretrained-path-int": lambda lm: lm.save_pretrained(3),
+    "save_pretrained-remote_code-str": lambda lm: lm.save_pretrained("never-written", remote_code="yes"),
+    "save_pretrained-repo_id-int": lambda lm: lm.save_pretrained("never-written", repo_id=5),
+    "make_sampler-int": lambda lm: lm.make_sampler(3),
+    "encode_prompts-int": lambda lm: lm.encode_prompts(3),
+    "generate-progress-str": lambda lm: lm.generate("hi", max_new_tokens=4, progress="yes"),
+    "generate-callback-str": lambda lm: lm.generate("hi", max_new_tokens=4, callback="print"),
+    "generate-template-str": lambda lm: lm.generate("hi", max_new_tokens=4, template="abc"),
+    "score-progress-str": lambda lm: lm.score("hi", progress="x"),
 }
 
 
 @pytest.mark.parametrize("call", list(WRONG_TYPES.values()), ids=list(WRONG_TYPES))
-def test_wrong_argument_types_are_one_line_errors(lm, call):
+def test_wrong_argument_types_are_one_line_errors(lm, call, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     with pytest.raises(TextDiffError) as e:
         call(lm)
     one_line(e)
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_a_tokenizer_given_for_a_folder_with_its_own_is_one_warning(tiny_trained, capsys):
+    DiffusionLM.from_pretrained(tiny_trained.final, device="cpu", tokenizer=str(tiny_trained.final))
+    (line,) = warnings_of(capsys.readouterr().err)
+    assert "tokenizer= is not used" in line
 
 
 def test_lm_eval_model_args_of_the_wrong_type_and_a_missing_chat_template(lm):

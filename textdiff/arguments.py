@@ -167,3 +167,32 @@ def generation(*, max_new_tokens, steps, block_size, max_context, pad_token_id, 
         raise ConfigError(f"use_cache must be True/False or a cache mode name, got {type(use_cache).__name__} {_show(use_cache)}")
     if denoise is not None and not callable(denoise):
         raise ConfigError(f"denoise must be callable, got {type(denoise).__name__}")
+
+
+def path(name: str, value: Any, what: str = "a folder path"):
+    """A filesystem path (or hub id): a non-blank str or os.PathLike (not a number, None or bytes)."""
+    import os
+
+    if isinstance(value, bool) or not isinstance(value, (str, os.PathLike)) or not str(value).strip():
+        raise ConfigError(f"{name} must be {what} (a string or Path), got {type(value).__name__} {_show(value)}")
+    return value
+
+
+def optional_flag(name: str, value: Any) -> Optional[bool]:
+    """None or True/False (``progress=None``: decide from the terminal)."""
+    return None if value is None else flag(name, value)
+
+
+def optional_text(name: str, value: Any) -> Optional[str]:
+    if value is not None and not isinstance(value, str):
+        raise ConfigError(f"{name} must be a string or None, got {type(value).__name__} {_show(value)}")
+    return value
+
+
+def tokenizer_spec(name: str, value: Any) -> Any:
+    """None, a tokenizer's folder / hub id, or a tokenizer object (it encodes and maps tokens to ids)."""
+    import os
+
+    if value is None or isinstance(value, (str, os.PathLike)) or (callable(value) and hasattr(value, "convert_tokens_to_ids")):
+        return value
+    raise ConfigError(f"{name} must be a tokenizer, its folder or its hub id, got {type(value).__name__} {_show(value)}")

@@ -134,7 +134,11 @@ def _run(
         marker = process.mask_id if infill_id is None else infill_id
         if marker is None:
             raise ConfigError("this process has no mask token; pass infill_id= to mark the template's blanks")
-        template = torch.as_tensor(template, dtype=torch.long, device=device)
+        try:
+            template = torch.as_tensor(template, dtype=torch.long, device=device)
+        except (TypeError, ValueError, RuntimeError):
+            raise ConfigError(f"template must be [N] or [B, N] token ids (a tensor or lists of ints), got "
+                              f"{type(template).__name__}") from None
         if template.dim() == 1:
             template = template[None].expand(B, -1)
         if template.dim() != 2 or template.shape[0] != B:

@@ -72,6 +72,7 @@ class DiffusionLM:
         from .models.loading import resolve_model_path
 
         dispatch.check_arguments(device_map, max_memory, offload_folder, device)
+        _check_loading(name_or_path, tokenizer, revision, trust_remote_code, allow_pickle)
         if device_map is None:
             device = arguments.device(device) or ("cuda" if torch.cuda.is_available() else "cpu")
         check_dtype(dtype, device, device_map)  # a torch dtype; float16 on CPU: one warning line
@@ -91,6 +92,8 @@ class DiffusionLM:
             return lm
         placement = None if device_map is None else {"device_map": device_map, "max_memory": max_memory,
                                                       "offload_folder": offload_folder}
+        _note(tokenizer is not None and f"tokenizer= is not used: {path} is a textdiff model folder with its own "
+                                        "tokenizer (tokenizer= is for published folders that ship none)")
         return cls._from_textdiff_folder(path, device, dtype, trust_remote_code, allow_pickle, placement)
 
     @classmethod
@@ -132,6 +135,10 @@ class DiffusionLM:
         from .models.format import RECIPE_FILE, save_model_folder
 
         arguments.flag("overwrite", overwrite)
+        arguments.path("path", path)
+        arguments.flag("remote_code", remote_code)
+        arguments.flag("model_card", model_card)
+        arguments.optional_text("repo_id", repo_id)
         source = getattr(self, "source_dir", None)
         recipe = Path(source) / RECIPE_FILE if source is not None else None
         save_model_folder(path, self.model, self.tokenizer, self.pipeline(),
@@ -178,6 +185,8 @@ class DiffusionLM:
     @checked
     def make_sampler(self, sampler=None, **overrides):
         """A sampler from a name, mapping or config (default: the saved one), with field overrides."""
+        if sampler is not None and not isinstance(sampler, (str, dict)) and not hasattr(sampler, "name"):
+            raise ConfigError(f"sampler must be a name, a mapping or a sampler config, got {type(sampler).__name__}")
         if sampler is None:
             spec = to_dict(self.sampler_config)
         elif isinstance(sampler, str):
@@ -195,6 +204,8 @@ class DiffusionLM:
         messages) through the tokenizer's chat template with the assistant turn opened."""
         if isinstance(prompts, str) or _is_chat(prompts):
             prompts = [prompts]
+        if not isinstance(prompts, (list, tuple)):
+            raise ConfigError(f"prompts must be a string, a chat or a list of them, got {type(prompts).__name__}")
         if len(prompts) == 0:
             raise ConfigError("prompts is empty; pass a list of strings (use [''] for an unconditional sample)")
         mask_id = getattr(self.process, "mask_id", None)  # its spelling in a string prompt is text (tokenization.encode_text)
@@ -263,6 +274,9 @@ class DiffusionLM:
         arguments.flag("return_output", return_output)
         arguments.number("guidance_weight", guidance_weight)
         arguments.choice("guidance_uncond", guidance_uncond, ("mask", "drop"))
+        arguments.optional_flag("progress", progress)
+        if kwargs.get("callback") is not None and not callable(kwargs["callback"]):
+            raise ConfigError(f"callback must be callable (it receives a StepInfo), got {type(kwargs['callback']).__name__}")
         if sampler_options is not None and not isinstance(sampler_options, dict):
             raise ConfigError(f"sampler_options must be a dict of sampler fields, got {type(sampler_options).__name__}")
         if sampler is not None and not isinstance(sampler, (str, dict)) and not hasattr(sampler, "name"):
@@ -342,6 +356,7 @@ class DiffusionLM:
 
         texts = arguments.texts("texts", texts)
         t_samples = arguments.integer("t_samples", t_samples, minimum=1)
+        arguments.optional_flag("progress", progress)
         seed = arguments.integer("seed", seed)
         results = []
         unknown = 0
@@ -370,6 +385,15 @@ class DiffusionLM:
 
 #: the arguments of textdiff.generation.generate that DiffusionLM.generate sets itself
 _SET_BY_GENERATE = ("model", "process", "sampler", "prompts", "batch_size", "pad_token_id", "eos_token_id", "generator")
+
+
+def _check_loading(name_or_path, tokenizer, revision, trust_remote_code, allow_pickle) -> None:
+    """The types of from_pretrained's arguments (values are checked where they are used)."""
+    arguments.path("name_or_path", name_or_path, "a model folder or hub id")
+    arguments.tokenizer_spec("tokenizer", tokenizer)
+    arguments.optional_text("revision", revision)
+    arguments.flag("trust_remote_code", trust_remote_code)
+    arguments.flag("allow_pickle", allow_pickle)
 
 
 def _note(message: Optional[str]) -> None:
