@@ -151,8 +151,8 @@ def test_requests_larger_than_the_memory_are_refused_before_any_work(lm):
     free = free_memory("cpu")
     if free is None:
         pytest.skip("this system does not say how much memory is free")
-    rows = int(free // (4 * 300 * 8)) + 1  # 4 new positions x 300 tokens x float64 per row: just past free memory
-    assert lm.process.vocab_size == 300 and rows * 4 * 300 * 8 > free and free / GIB > 0.01
+    rows = int(free // (4 * 300 * 4)) + 1  # 4 new positions x 300 float32 logits per row: just past free memory
+    assert lm.process.vocab_size == 300 and rows * 4 * 300 * 4 > free and free / GIB > 0.01
     with pytest.raises(ConfigError, match="GiB free") as e:
         lm.generate([""] * rows, max_new_tokens=4, steps=2)
     with pytest.raises(ConfigError, match="GiB free"):

@@ -5,9 +5,10 @@ allow, with a one-line error instead of a process that allocates until it is kil
   :data:`STEPS_PER_POSITION` steps per position to decode changes nothing measurable (the grid is
   already finer than any decision it makes) and only costs time. ``steps=10**12`` would also
   allocate its time grid (8 bytes a step) before the first step.
-* memory: every step holds at least one float64 row of probabilities per position of the window,
-  ``rows × window × vocabulary × 8`` bytes (a LOWER bound: the network's activations come on top).
-  When even that exceeds the memory the device has free, the request cannot run.
+* memory: every step holds at least the network's logits of the window, ``rows × window ×
+  vocabulary`` numbers of the network's dtype (a LOWER bound: activations, caches and the
+  samplers' float64 chunks come on top). When even that exceeds the memory the device has free,
+  the request cannot run.
 """
 from __future__ import annotations
 
@@ -29,9 +30,9 @@ def check_steps(steps: int, positions: int) -> None:
 
 
 def check_memory(rows: int, window: int, vocab_size: int, device=None,
-                 advice: str = "use fewer prompts or fewer new tokens per window (block_size)", item_bytes: int = 8) -> None:
-    """The probabilities (float64: ``item_bytes`` = 8) of ``rows`` x ``window`` positions x
-    ``vocab_size`` against the memory free on ``device`` (no check when it cannot be read)."""
+                 advice: str = "use fewer prompts or fewer new tokens per window (block_size)", item_bytes: int = 4) -> None:
+    """``rows`` x ``window`` positions x ``vocab_size`` numbers of ``item_bytes`` each (the logits)
+    against the memory free on ``device`` (no check when it cannot be read)."""
     need = rows * window * vocab_size * item_bytes
     free = free_memory(device)
     if free is None or need <= free:
@@ -66,3 +67,11 @@ def free_memory(device=None) -> Optional[int]:
 
 def _name(device) -> str:
     return "this machine" if device is None or str(device).startswith("cpu") else str(device)
+
+
+def logit_bytes(model) -> int:
+    """Bytes per logit of ``model``: its parameters' element size (2 for bf16 / fp16), else 2."""
+    try:
+        return int(next(model.parameters()).element_size())
+    except (AttributeError, StopIteration, TypeError):
+        return 2

@@ -148,7 +148,7 @@ def _run(
         raise ConfigError(f"max_new_tokens={max_new_tokens} must be at least 1")
     N = max_new_tokens
     bounds.check_steps(steps, N)  # before any allocation: the time grid alone is 8 bytes a step
-    bounds.check_memory(B, min(block_size or N, N), process.vocab_size, device)
+    bounds.check_memory(B, min(block_size or N, N), process.vocab_size, device, item_bytes=bounds.logit_bytes(model))
     gens = _generators(seed, generator, B, device)
 
     prompt_ids, prompt_valid = left_pad(prompts, pad_token_id, device)  # [B, P]

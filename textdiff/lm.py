@@ -21,7 +21,7 @@ import torch
 
 from . import arguments
 from .config import resolve_section, to_dict
-from .bounds import check_memory
+from .bounds import check_memory, logit_bytes
 from .errors import ConfigError
 from .errors import warn as _warn
 from .processes.base import build_process
@@ -281,7 +281,8 @@ class DiffusionLM:
             raise ConfigError(f"sampler_options must be a dict of sampler fields, got {type(sampler_options).__name__}")
         if sampler is not None and not isinstance(sampler, (str, dict)) and not hasattr(sampler, "name"):
             raise ConfigError(f"sampler must be a name, a mapping or a sampler config, got {type(sampler).__name__}")
-        check_memory(len(prompts), min(block_size or max_new_tokens, max_new_tokens), self.process.vocab_size, self.device)
+        check_memory(len(prompts), min(block_size or max_new_tokens, max_new_tokens), self.process.vocab_size, self.device,
+                     item_bytes=logit_bytes(self.model))  # the logits alone exceed free memory: one line, before any work
         ids = self.encode_prompts(prompts)
         if block_size is None:
             block_size = self.generation_defaults.get("block_size")
@@ -369,7 +370,8 @@ class DiffusionLM:
                 ids += [self.tokenizer.eos_token_id] * (block - len(ids) % block)
             if self.seq_len and len(ids) > self.seq_len:
                 raise ConfigError(f"text {i} has {len(ids)} tokens, more than the model's {self.seq_len}; split it")
-            check_memory(t_samples, len(ids), self.process.vocab_size, self.device, "use fewer t_samples", item_bytes=4)
+            check_memory(t_samples, len(ids), self.process.vocab_size, self.device, "use fewer t_samples",
+                         item_bytes=logit_bytes(self.model))
             x0 = torch.tensor([ids] * t_samples, device=self.device)  # [S, L]
             g = torch.Generator().manual_seed(seed + i)
             t = self.process.sample_t(t_samples, device=self.device, generator=g, seq_len=x0.shape[1])  # block: one t per block
