@@ -144,7 +144,7 @@ def test_absurd_steps_are_refused_before_any_work(lm, tiny_trained, capsys):
     assert time.monotonic() - start < 10 and one_line(e)
 
 
-def test_requests_larger_than_the_memory_are_refused_before_any_work(lm):
+def test_requests_larger_than_the_memory_are_refused_before_any_work(lm, tiny_trained, tmp_path, capsys):
     from textdiff.bounds import GIB, free_memory
     from textdiff.generation import generate
 
@@ -160,6 +160,11 @@ def test_requests_larger_than_the_memory_are_refused_before_any_work(lm):
     with pytest.raises(ConfigError, match="use fewer t_samples"):
         lm.score("hi", t_samples=10**9)
     assert one_line(e)
+    output = tmp_path / "samples.txt"
+    code, out, err = run_cli(["generate", "--model", tiny_trained.final, "--max-new-tokens", "4", "--num-samples", str(rows),
+                              "--output", output], capsys)
+    assert_one_line_error(code, out, err)
+    assert "--num-samples" in err and not output.exists()
 
 
 # ---------------------------------------------------------------------------------------------
