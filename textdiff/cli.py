@@ -145,6 +145,10 @@ def _cmd_generate(args) -> None:
     prompts = _read_prompts(args)  # before the model loads: a bad prompt file costs nothing
     options = _sampler_options(args.sampler_option)
     lm = _load_lm(args)
+    from .bounds import check_memory, logit_bytes
+
+    check_memory(len(prompts) * args.num_samples, min(args.block_size or args.max_new_tokens, args.max_new_tokens),
+                 lm.process.vocab_size, lm.device, "use a smaller --num-samples or fewer prompts", logit_bytes(lm.model))
     from .lm import _sampler_options as named_options
     from .samplers.base import describe_sampler
 

@@ -30,10 +30,11 @@ import yaml
 from .dataclass_io import DEFAULT_NAMES, from_dict, resolve_section, to_dict  # noqa: F401  (re-exported)
 from .dataclass_io import at_least, finite, in_range, not_blank
 from .errors import ConfigError, IncompatibleError, warn
-from .processes.base import process_class
+from .processes.base import causal_diffusion_note, process_class
 from .registry import lookup
 from .samplers.base import default_sampler
 from .rl.config import RLConfig
+from .signatures import checked
 from .sft import SFTConfig
 from .tokenization import TokenizerConfig
 
@@ -266,6 +267,9 @@ class Recipe:
             raise IncompatibleError(f"process {self.process.name!r} needs model.attention={need}, "
                                     f"not {self.model.attention}; set model.attention={need} (or leave it out)")
         attention = need or self.model.attention
+        note = causal_diffusion_note(self.process.name, attention, process.is_diffusion, need)
+        if note is not None:
+            warn(f"{note} (model.attention=causal)")
         declared = process.config_block_size(self.process)  # block diffusion: L' of the process
         block = declared or self.model.block_size
         if attention == "block_causal":
@@ -378,8 +382,15 @@ def recipe_file(name) -> Path:
                       "lists the shipped ones, e.g. `textdiff train quickstart`")
 
 
+@checked
 def load_recipe(path: str | Path | None = None, overrides: list[str] | None = None, raw: dict | None = None) -> Recipe:
     """Read a recipe YAML (or a dict), apply ``key=value`` overrides, validate strictly."""
+    if path is not None and not isinstance(path, (str, Path)):
+        raise ConfigError(f"load_recipe: path must be a recipe file path, got {type(path).__name__} {path!r:.60}")
+    if raw is not None and not isinstance(raw, dict):
+        raise ConfigError(f"load_recipe: raw must be a mapping of recipe sections, got {type(raw).__name__}")
+    if overrides is not None and (isinstance(overrides, str) or not isinstance(overrides, (list, tuple))):
+        raise ConfigError(f"load_recipe: overrides must be a list of 'key=value' strings, got {overrides!r:.60}")
     if raw is None:
         if path is not None:
             path = recipe_file(path)  # a file, or a shipped recipe by name (textdiff train quickstart)
@@ -395,3 +406,7 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] | None = No
 
 def save_recipe(recipe: Recipe, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(to_dict(recipe), sort_keys=False))
+
+
+for _section in (DataConfig, ModelConfig, TrainConfig, DenoiserConfig, LoraConfig, Recipe):  # Python-built configs:
+    _section.__init__ = checked(_section.__init__)  # an unknown keyword is a one-line ConfigError listing the fields

@@ -325,6 +325,12 @@ def resolve_precision(requested: str) -> str:
         if not native:
             print("warning: this CPU has no native bfloat16; training in float32 instead")
             return "no"
+    if requested == "fp16" and not torch.cuda.is_available():  # accelerate would run it without autocast or scaler
+        from ..errors import warn
+
+        warn("train.mixed_precision=fp16 needs a GPU (CPUs have no float16 autocast with loss scaling); training in "
+             "float32 instead (use bf16 or no on CPU)")
+        return "no"
     return requested
 
 

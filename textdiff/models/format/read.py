@@ -32,6 +32,7 @@ def read_model_folder(path: Path, device, dtype, trust_remote_code: bool = False
     weight_files(path, allow_pickle)  # one-line errors for missing shards / pickle-only folders
     meta = read_pipeline(path)
     read_json(path / "config.json")  # a damaged config.json: one line, before the tokenizer reads it
+    check_network_config(path)  # a bad value in it (num_heads: 0) is the config's error, not the tokenizer's
     tok_source = path if (path / "tokenizer_config.json").is_file() else path.parent / "tokenizer"
     if not (tok_source / "tokenizer_config.json").is_file() and not (tok_source / "tokenizer.json").is_file():
         raise ConfigError(f"model folder {str(path)!r} has no tokenizer (tokenizer.json / tokenizer_config.json); "
@@ -39,6 +40,27 @@ def read_model_folder(path: Path, device, dtype, trust_remote_code: bool = False
     tokenizer = load_tokenizer(str(tok_source))
     model = read_network(path, kind, device, dtype, trust_remote_code, allow_pickle, placement)
     return model, tokenizer, meta
+
+
+def check_network_config(path: Path) -> None:
+    """The config.json of a folder of textdiff's own networks, built as its config class would build
+    it: a value the class refuses is a one-line error naming the file (transformers would otherwise
+    fail later, inside the tokenizer's or the network's loading, under their names)."""
+    from .. import NATIVE_MODEL_TYPES
+
+    if model_type(path) not in NATIVE_MODEL_TYPES:
+        return
+    from transformers import AutoConfig
+
+    from ..auto import register_auto_classes
+
+    register_auto_classes()
+    try:
+        AutoConfig.from_pretrained(str(path), trust_remote_code=False)
+    except Exception as e:  # noqa: BLE001  the config class's own check (ValueError, ZeroDivisionError, TypeError)
+        why = " ".join(str(e).split())[:200]
+        raise ConfigError(f"{path / 'config.json'} has a value its network cannot be built with ({type(e).__name__}: "
+                          f"{why}); fix that value or re-save the model") from None
 
 
 def read_network(path: Path, kind: str, device=None, dtype=None, trust_remote_code: bool = False,
