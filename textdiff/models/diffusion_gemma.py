@@ -19,7 +19,8 @@ the canvas embeddings (zeros at the first step); ``self_conditioning_mask`` [B] 
   causal, so a committed canvas's keys never depend on what follows it (``attention = "causal"``:
   textdiff's exact block cache serves it unchanged, for canvases of any length).
 * without a cache the call holds a whole row and its canvas is the last ``logits_to_keep`` positions
-  (an int; 0: the whole row is the canvas, no prompt): the prefix is encoded into a fresh cache first.
+  (an int; 0: the whole row is the canvas, read after one ``<bos>``): the prefix is encoded into a fresh
+  cache first.
   Both paths give the same logits.
 * positions are column indices of the row (padding included), as transformers' ``generate`` numbers
   them; textdiff's ``position_ids`` are not used (rotary embeddings see only offsets, and the pads are
@@ -83,13 +84,18 @@ class DiffusionGemmaDenoiser(nn.Module):
         self.config = DiffusionGemmaInfo(hf_model.config)
 
     @property
+    def network(self) -> nn.Module:
+        """transformers' model itself (under LoRA, ``self.hf`` is the peft wrapper around it)."""
+        return self.hf.get_base_model() if hasattr(self.hf, "get_base_model") else self.hf
+
+    @property
     def device(self) -> torch.device:
-        return self.hf.lm_head.weight.device
+        return self.network.lm_head.weight.device
 
     def new_hf_cache(self):
         from transformers import DynamicCache
 
-        return DynamicCache(config=self.hf.config.get_text_config(decoder=True))
+        return DynamicCache(config=self.network.config.get_text_config(decoder=True))
 
     # ---- the two passes ---------------------------------------------------------------------------
     def encode(self, ids: torch.Tensor, valid: torch.Tensor, hf_cache, cached_valid: Optional[torch.Tensor]):
@@ -98,7 +104,14 @@ class DiffusionGemmaDenoiser(nn.Module):
         start = 0 if cached_valid is None else cached_valid.shape[1]
         mask = valid if cached_valid is None else torch.cat([cached_valid, valid], 1)  # [B, C + L]
         positions = torch.arange(start, start + ids.shape[1], device=ids.device)[None]  # [1, L] column indices
-        self.hf.model.encoder(input_ids=ids, attention_mask=mask.bool(), cache=hf_cache, position_ids=positions)
+        self.network.model.encoder(input_ids=ids, attention_mask=mask.bool(), cache=hf_cache, position_ids=positions)
+
+    def encode_bos(self, B: int, hf_cache, device) -> torch.Tensor:
+        """Encode one ``<bos>`` per row (the context of a row that has none); returns its validity [B, 1]."""
+        bos = torch.full((B, 1), int(self.network.config.bos_token_id), dtype=torch.long, device=device)
+        valid = torch.ones(B, 1, dtype=torch.bool, device=device)
+        self.encode(bos, valid, hf_cache, None)
+        return valid
 
     def decode(self, canvas: torch.Tensor, hf_cache, cached_valid: Optional[torch.Tensor], canvas_valid=None,
                self_conditioning_logits=None, self_conditioning_mask=None) -> torch.Tensor:
@@ -109,8 +122,8 @@ class DiffusionGemmaDenoiser(nn.Module):
         mask = own if cached_valid is None else torch.cat([cached_valid.bool(), own], 1)  # [B, C + W]
         positions = torch.arange(start, start + W, device=canvas.device)[None]  # [1, W]
         if self_conditioning_logits is not None:
-            self_conditioning_logits = self_conditioning_logits.to(self.hf.lm_head.weight.dtype)
-        return self.hf(cache=hf_cache, decoder_input_ids=canvas, decoder_attention_mask=mask,
+            self_conditioning_logits = self_conditioning_logits.to(self.network.lm_head.weight.dtype)
+        return self.network(cache=hf_cache, decoder_input_ids=canvas, decoder_attention_mask=mask,
                        decoder_position_ids=positions, self_conditioning_logits=self_conditioning_logits,
                        self_conditioning_mask=self_conditioning_mask).logits
 
@@ -130,10 +143,11 @@ class DiffusionGemmaDenoiser(nn.Module):
                 raise IncompatibleError("DiffusionGemma decodes a canvas at the end of the row: logits_to_keep must be an int")
             W = int(logits_to_keep) or L
             hf_cache = self.new_hf_cache()
-            cached = None
             if W < L:
                 self.encode(input_ids[:, :L - W], valid[:, :L - W], hf_cache, None)
                 cached = valid[:, :L - W]
+            else:  # no context: the canvas is read after <bos>, as every Gemma sequence starts
+                cached = self.encode_bos(B, hf_cache, input_ids.device)
             logits = self.decode(input_ids[:, L - W:], hf_cache, cached, valid[:, L - W:], self_conditioning_logits,
                                  self_conditioning_mask)
             return TextDiffOutput(logits=logits)
@@ -203,12 +217,12 @@ class DiffusionGemmaDenoiser(nn.Module):
 
     def _canvases(self, prompt, prompt_valid, noisy, clean, canvas_valid, sc_logits=None, sc_mask=None):
         """Logits [B, W, V] of the noisy canvases after the left-padded prompt [B, P] (see :meth:`teacher_forced`)."""
-        if prompt.shape[1] == 0:  # no context: the row is read after <bos>, as every Gemma sequence starts
-            prompt = torch.full((noisy.shape[0], 1), int(self.hf.config.bos_token_id), dtype=torch.long, device=noisy.device)
-            prompt_valid = torch.ones_like(prompt, dtype=torch.bool)
         cache = self.new_hf_cache()
-        self.encode(prompt, prompt_valid, cache, None)
-        cached = prompt_valid
+        if prompt.shape[1] == 0:  # no context: the row is read after <bos>, as every Gemma sequence starts
+            cached = self.encode_bos(noisy.shape[0], cache, noisy.device)
+        else:
+            self.encode(prompt, prompt_valid, cache, None)
+            cached = prompt_valid
         C, W, outs = self.config.canvas_length, noisy.shape[1], []
         for lo in range(0, W, C):
             hi = min(lo + C, W)
@@ -223,12 +237,89 @@ class DiffusionGemmaDenoiser(nn.Module):
     def save_pretrained(self, path, safe_serialization: bool = True, state_dict=None, network=None, **kwargs) -> None:
         """The released layout (config.json + model.safetensors), loadable by transformers and textdiff."""
         if state_dict is not None:
-            state_dict = {k[3:] if k.startswith("hf.") else k: v for k, v in state_dict.items()}
-        (network or self.hf).save_pretrained(Path(path), safe_serialization=safe_serialization, state_dict=state_dict,
+            state_dict = released_keys({k[3:] if k.startswith("hf.") else k: v for k, v in state_dict.items()})
+        (network or self.network).save_pretrained(Path(path), safe_serialization=safe_serialization, state_dict=state_dict,
                                              **kwargs)
+
+    # ---- LoRA (textdiff.lora) -------------------------------------------------------------------------
+    #: never adapted: the vision tower (text-only fine-tuning)
+    lora_exclude = r".*(vision_tower|embed_vision).*"
+    #: the projections whose adapters the encoder shares with the decoder
+    SHARED = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+              "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
+
+    def share_adapters(self) -> None:
+        """Make the encoder's and the decoder's text projections ONE module: their weights are tied in the
+        released model, so their adapters must be too (one ΔW for both passes). Called before peft injects
+        the adapters (it then adapts the module once, under the encoder's name) and after (the decoder takes
+        the adapted module; after a merge, both take the merged linear layer)."""
+        net = self.network.model
+        for enc, dec in zip(net.encoder.language_model.layers, net.decoder.layers):
+            for path in self.SHARED:
+                owner, name = path.split(".")
+                e, d = getattr(getattr(enc, owner), name, None), getattr(getattr(dec, owner), name, None)
+                if e is None or d is None or e is d:
+                    continue
+                chosen = d
+                for m in (e, d):
+                    if hasattr(m, "base_layer"):  # a LoRA layer (merged: its merged linear layer)
+                        chosen = m.get_base_layer() if getattr(m, "merged", False) else m
+                        break
+                setattr(getattr(enc, owner), name, chosen)
+                setattr(getattr(dec, owner), name, chosen)
+
+    def resize_token_embeddings(self, n: int):
+        self.network.resize_token_embeddings(n)
+        self.config.vocab_size = n
+
+    def gradient_checkpointing_enable(self, **kwargs):
+        self.network.gradient_checkpointing_enable(**kwargs)
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """Accept the network's own key names as well as the wrapper's (``hf.`` prefix)."""
         if state_dict and not any(k.startswith("hf.") for k in state_dict):
             state_dict = {f"hf.{k}": v for k, v in state_dict.items()}
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+
+def load_diffusion_gemma(path, dtype=None, options=None) -> DiffusionGemmaDenoiser:
+    """A DiffusionGemma folder (released, or written by ``save_pretrained`` / ``convert`` / a fine-tuning
+    run) as the denoiser, by transformers' own class, every weight required (no random initialisation of
+    a missing tensor). ``options``: a :class:`~textdiff.models.published.LoadOptions` (device, device_map)."""
+    network_class = require_diffusion_gemma()
+    kwargs = {"trust_remote_code": False, **({} if dtype is None else {"dtype": dtype})}
+    if dtype == torch.float64:
+        kwargs["experts_implementation"] = "eager"  # the grouped expert matmul takes no float64
+    device_map = getattr(options, "device_map", None)
+    if device_map is not None:
+        kwargs.update(device_map=device_map, max_memory=options.max_memory, offload_folder=options.offload_folder)
+    try:
+        hf, info = network_class.from_pretrained(str(path), output_loading_info=True, **kwargs)
+    except (OSError, ValueError, KeyError) as e:
+        first = (str(e).strip().splitlines() or [""])[0][:160]
+        raise ConfigError(f"DiffusionGemma folder {str(path)!r} cannot be loaded ({type(e).__name__}: {first})") from None
+    missing = sorted(info.get("missing_keys") or [])
+    if missing:
+        raise ConfigError(f"DiffusionGemma folder {str(path)!r} lacks tensor {missing[0]!r} ({len(missing)} missing); "
+                          "the weights are incomplete")
+    if device_map is None and getattr(options, "device", None) is not None:
+        hf.to(options.device)
+    return DiffusionGemmaDenoiser(hf.eval())
+
+
+ENCODER_TEXT = "model.encoder.language_model."
+
+
+def released_keys(state: dict) -> dict:
+    """A state dict with the text weights stored once, under ``model.decoder`` (the released layout): an
+    encoder copy of a text weight (a merged LoRA weight is reported under the encoder's name when the
+    module is shared, :meth:`DiffusionGemmaDenoiser.share_adapters`) replaces the decoder's entry; only
+    the encoder's own ``layer_scalar`` buffers stay."""
+    out = dict(state)
+    for key, value in state.items():
+        if key.startswith(ENCODER_TEXT) and not key.endswith("layer_scalar"):
+            twin = "model.decoder." + key[len(ENCODER_TEXT):]
+            if twin in out:
+                out[twin] = value
+            del out[key]
+    return out

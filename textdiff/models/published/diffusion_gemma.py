@@ -29,8 +29,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from ...errors import ConfigError
 from ..loading import read_json
 from .family import Family, LoadOptions, Published, read_tokenizer
@@ -88,33 +86,14 @@ class DiffusionGemma(Family):
 
     @classmethod
     def load(cls, folder: Path, config: dict, options: LoadOptions) -> Published:
-        from ..diffusion_gemma import DiffusionGemmaDenoiser, require_diffusion_gemma
+        from ..diffusion_gemma import load_diffusion_gemma
 
-        network_class = require_diffusion_gemma()
         check_config(config)
         decoding = released_decoding(folder)
         tokenizer = read_tokenizer(folder, options, cls.tokenizer_default)
-        kwargs = {"trust_remote_code": False}
-        dtype = options.dtype
-        if dtype is not None:
-            kwargs["dtype"] = dtype
-        if dtype == torch.float64:
-            kwargs["experts_implementation"] = "eager"  # the grouped expert matmul takes no float64
-        if options.device_map is not None:
-            kwargs.update(device_map=options.device_map, max_memory=options.max_memory,
-                          offload_folder=options.offload_folder)
-        try:
-            hf, info = network_class.from_pretrained(str(folder), output_loading_info=True, **kwargs)
-        except (OSError, ValueError, KeyError) as e:
-            first = (str(e).strip().splitlines() or [""])[0][:160]
-            raise ConfigError(f"DiffusionGemma checkpoint {str(folder)!r} cannot be loaded ({type(e).__name__}: {first})") from None
-        missing = sorted(info.get("missing_keys") or [])
-        if missing:
-            raise ConfigError(f"DiffusionGemma checkpoint {str(folder)!r} lacks tensor {missing[0]!r} "
-                              f"({len(missing)} missing); the weights are incomplete")
-        if options.device_map is None and options.device is not None:
-            hf.to(options.device)
-        model = DiffusionGemmaDenoiser(hf.eval())
+        model = load_diffusion_gemma(folder, options.dtype, options)
+        if tokenizer.mask_token is None and "<mask>" in tokenizer.get_vocab():  # Gemma's own (id 4); never grown
+            tokenizer.mask_token = "<mask>"
         if tokenizer.pad_token_id is None and decoding["pad_token_id"] is not None:
             tokenizer.pad_token = tokenizer.convert_ids_to_tokens(int(decoding["pad_token_id"]))
         stops = [i for i in decoding["eos_token_id"] if i != tokenizer.eos_token_id]
