@@ -104,6 +104,7 @@ class DiffusionGemmaDenoiser(nn.Module):
         start = 0 if cached_valid is None else cached_valid.shape[1]
         mask = valid if cached_valid is None else torch.cat([cached_valid, valid], 1)  # [B, C + L]
         positions = torch.arange(start, start + ids.shape[1], device=ids.device)[None]  # [1, L] column indices
+        hf_cache.all_valid = bool(mask.all())  # (a flag on the cache: decode passes no mask when nothing is padded)
         self.network.model.encoder(input_ids=ids, attention_mask=mask.bool(), cache=hf_cache, position_ids=positions)
 
     def encode_bos(self, B: int, hf_cache, device) -> torch.Tensor:
@@ -121,6 +122,8 @@ class DiffusionGemmaDenoiser(nn.Module):
         own = torch.ones(B, W, dtype=torch.bool, device=canvas.device) if canvas_valid is None else canvas_valid.bool()
         mask = own if cached_valid is None else torch.cat([cached_valid.bool(), own], 1)  # [B, C + W]
         positions = torch.arange(start, start + W, device=canvas.device)[None]  # [1, W]
+        if canvas_valid is None and (cached_valid is None or getattr(hf_cache, "all_valid", False)):
+            mask = None  # nothing padded: the network's own full-attention shortcut
         if self_conditioning_logits is not None:
             self_conditioning_logits = self_conditioning_logits.to(self.network.lm_head.weight.dtype)
         return self.network(cache=hf_cache, decoder_input_ids=canvas, decoder_attention_mask=mask,
@@ -160,7 +163,8 @@ class DiffusionGemmaDenoiser(nn.Module):
             keep = L if isinstance(logits_to_keep, int) and logits_to_keep == 0 else (
                 logits_to_keep.numel() if isinstance(logits_to_keep, torch.Tensor) else int(logits_to_keep))
             return TextDiffOutput(logits=torch.zeros(B, keep, self.config.vocab_size, device=input_ids.device))
-        logits = self.decode(input_ids, cache.hf, cache.valid, valid, self_conditioning_logits, self_conditioning_mask)
+        logits = self.decode(input_ids, cache.hf, cache.valid, None if bool(valid.all()) else valid,
+                             self_conditioning_logits, self_conditioning_mask)
         if isinstance(logits_to_keep, torch.Tensor):
             logits = logits[:, logits_to_keep.to(logits.device)]
         elif logits_to_keep:

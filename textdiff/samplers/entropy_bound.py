@@ -175,7 +175,8 @@ class EntropyBoundSampler(Sampler):
         if not self.absorbing:
             x_s = torch.where(accept, x_s, renoise)  # the rest is redrawn from the uniform prior
         argmax = z.argmax(-1)
-        self._stop_rule(x_t, x_s, argmax, z, entropy if cfg.rng == "rows" else None)
+        same_law = cfg.rng == "torch" or not self.filter.active  # the acceptance entropy is the stop rule's
+        self._stop_rule(x_t, x_s, argmax, z, entropy if same_law else None)
         return StepOutput(x_s=self._x_s, x0_pred=self.argmax)
 
     def accepted(self, entropy: torch.Tensor, candidate: torch.Tensor) -> torch.Tensor:
@@ -212,6 +213,7 @@ class EntropyBoundSampler(Sampler):
         """Freeze the stopped rows; update the argmax canvas, the conditioning logits and the stop rule."""
         done = self.done
         if self.argmax is not None and bool(done.any()):
+            entropy = None  # z changes on the stopped rows: recompute
             argmax = torch.where(done[:, None], self.argmax, argmax)
             x_s = torch.where(done[:, None], x_t, x_s)
             z = torch.where(done[:, None, None], self.conditioning, z)
@@ -232,8 +234,11 @@ class EntropyBoundSampler(Sampler):
         return stable
 
     def _confident(self, z, entropy):
-        """[B]: the window's mean entropy of the tempered logits is below ``confidence_threshold``."""
-        if self.config.rng == "torch" or entropy is None:
+        """[B]: the window's mean entropy of the tempered logits is below ``confidence_threshold``
+        (``entropy``: that of z, already computed; None: compute it)."""
+        if entropy is not None:
+            h = entropy
+        elif self.config.rng == "torch":
             h = entropy_reference(z)
         else:
             h = entropy64(z)
