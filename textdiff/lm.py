@@ -308,7 +308,7 @@ class DiffusionLM:
         ids = self.encode_prompts(prompts)
         if block_size is None:
             block_size = self.generation_defaults.get("block_size")
-            if block_size is not None and max_new_tokens <= block_size:
+            if block_size is not None and max_new_tokens <= block_size and not self.generation_defaults.get("whole_blocks"):
                 block_size = None  # one window
         options = _sampler_options(sampler_options, temperature=temperature, top_k=top_k, top_p=top_p)
         if self.generation_defaults.get("cached"):  # e.g. Dream's caches: Fast-dLLM's rules unless given
@@ -330,6 +330,13 @@ class DiffusionLM:
             steps = max_new_tokens
         if block_size is None and getattr(self.model.config, "attention", None) == "block_causal":
             block_size = self.model.config.block_size  # block diffusion (BD3-LM) decodes block by block (exact KV cache)
+        eos = self.tokenizer.eos_token_id
+        if block_size and self.generation_defaults.get("whole_blocks"):  # DiffusionGemma: whole canvases only
+            max_new_tokens = -(-max_new_tokens // block_size) * block_size
+            steps = steps or int(self.generation_defaults.get("steps_per_block", block_size)) * (max_new_tokens // block_size)
+        if self.generation_defaults.get("pad_after_eos"):  # every stop token ends a row; finished rows are padded
+            eos = [eos] + [i for i in self.stop_token_ids if i != eos]
+            kwargs.setdefault("pad_after_eos", True)
         tails = None
         if self.generation_defaults.get("blocks_from") == "sequence_start" and block_size and "template" not in kwargs:
             # blocks counted from the sequence start (LLaDA 2.0): the prompt's last partial block is decoded with the answer
@@ -357,7 +364,7 @@ class DiffusionLM:
             out = generate(
                 self.model, self.process, s, ids, max_new_tokens=max_new_tokens, steps=planned,
                 seed=seed, block_size=block_size, pad_token_id=self.tokenizer.pad_token_id,
-                eos_token_id=self.tokenizer.eos_token_id, callback=on_step if (bar.shown or user_callback) else None,
+                eos_token_id=eos, callback=on_step if (bar.shown or user_callback) else None,
                 **kwargs,
             )
         if self.process.logits_shift:

@@ -14,6 +14,9 @@ name               serves (what it requires of the process)    what it is
                                                                a commit schedule
 ``threshold``      masked, block, sedd_absorb                  Fast-dLLM: commit all with p > τ
 ``remdm``          masked, block, sedd_absorb                  ReMDM remasking: revises tokens
+``entropy_bound``  masked, block, uniform (x0 logits)          EB sampler (Ben-Hamu+25): accept the
+                                                               lowest-entropy prefix, renoise the rest;
+                                                               DiffusionGemma's released decoding
 =================  ==========================================  =====================================
 
 Every sampler takes ``temperature``, ``top_k`` and ``top_p`` (see ``SamplerConfig``) and draws in
@@ -31,6 +34,7 @@ from .base import Sampler, SamplerConfig, StepOutput, build_sampler, default_sam
 from .confidence import ConfidenceConfig, ConfidenceSampler, ThresholdConfig, ThresholdSampler
 from .euler import AnalyticConfig, AnalyticSampler, EulerConfig, EulerSampler
 from .first_hitting import FirstHittingConfig, FirstHittingSampler
+from .entropy_bound import EntropyBoundConfig, EntropyBoundSampler
 from .remdm import ReMDMConfig, ReMDMSampler
 
 __all__ = [
@@ -40,4 +44,5 @@ __all__ = [
     "EulerConfig", "EulerSampler", "AnalyticConfig", "AnalyticSampler",
     "FirstHittingConfig", "FirstHittingSampler",
     "ReMDMConfig", "ReMDMSampler",
+    "EntropyBoundConfig", "EntropyBoundSampler",
 ]

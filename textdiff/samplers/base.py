@@ -122,12 +122,23 @@ class Sampler(ABC):
         self.num_steps = int(num_steps)
         self.timesteps = torch.linspace(1.0, 0.0, num_steps + 1, dtype=torch.float64, device=device)
 
-    def begin(self, x_t: torch.Tensor, generator: Generator = None) -> None:
+    def begin(self, x_t: torch.Tensor, generator: Generator = None) -> Optional[torch.Tensor]:
         """Called once per window after :meth:`set_timesteps`, with the initial x_t [B, L].
 
         The default does nothing; a sampler whose grid depends on the state (first-hitting) draws it
-        here, replacing ``timesteps`` with a per-row grid [B, N + 1].
+        here, replacing ``timesteps`` with a per-row grid [B, N + 1]. A sampler that draws the window's
+        starting state itself returns it ([B, L]; the loop keeps the frozen positions).
         """
+        return None
+
+    def denoiser_inputs(self) -> dict:
+        """Extra keyword inputs of the next model call (e.g. DiffusionGemma's self-conditioning
+        logits, :mod:`.entropy_bound`); default none."""
+        return {}
+
+    def end(self, x_t: torch.Tensor) -> torch.Tensor:
+        """The window's result once its steps are done (default: x_t [B, L] as it is)."""
+        return x_t
 
     def pairs(self):
         """Consecutive (t, s) of the grid, s <= t: floats for a shared grid, [B] tensors per row."""

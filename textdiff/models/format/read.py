@@ -70,6 +70,10 @@ def read_network(path: Path, kind: str, device=None, dtype=None, trust_remote_co
     tokenizer that gained tokens)."""
     if placement is not None or is_bidirectional_folder(path):  # shard by shard, maybe a device_map
         model = load_bidirectional(path, device, dtype, allow_pickle, placement)
+    elif model_type(path) == "diffusion_gemma":  # transformers' own class (models/diffusion_gemma.py)
+        from ..diffusion_gemma import load_diffusion_gemma
+
+        model = load_diffusion_gemma(path, dtype)
     elif kind == EXTERNAL:  # a Hugging Face network trained as a denoiser (models/external.py)
         from ..external import load_external_denoiser
 
@@ -81,7 +85,7 @@ def read_network(path: Path, kind: str, device=None, dtype=None, trust_remote_co
 
         register_auto_classes()  # AutoModel reads the folder's config.json: textdiff's classes must be known
         model = load_strict(AutoModel, path, dtype)
-    if vocab_size is not None and kind != EXTERNAL:
+    if vocab_size is not None and kind != EXTERNAL and model_type(path) != "diffusion_gemma":
         grow_vocabulary(model, vocab_size)
     if placement is None and device is not None:
         model.to(device)  # (already there when read shard by shard)
