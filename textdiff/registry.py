@@ -41,6 +41,7 @@ BUILTINS: dict[str, dict[str, str]] = {
         "confidence": "textdiff.samplers.confidence",
         "threshold": "textdiff.samplers.confidence",
         "remdm": "textdiff.samplers.remdm",
+        "editing": "textdiff.samplers.editing",
     },
 }
 _REGISTRY: dict[str, dict[str, type]] = {k: {} for k in KINDS}

@@ -14,6 +14,8 @@ name               serves (what it requires of the process)    what it is
                                                                a commit schedule
 ``threshold``      masked, block, sedd_absorb                  Fast-dLLM: commit all with p > τ
 ``remdm``          masked, block, sedd_absorb                  ReMDM remasking: revises tokens
+``editing``        masked, block, sedd_absorb                  LLaDA 2.1 token editing: threshold
+                                                               commits + token-to-token edits
 =================  ==========================================  =====================================
 
 Every sampler takes ``temperature``, ``top_k`` and ``top_p`` (see ``SamplerConfig``) and draws in
@@ -29,6 +31,7 @@ the weights' bit patterns, never a sort (:mod:`.nucleus`). The last step (s = 0)
 from .ancestral import AncestralConfig, AncestralSampler
 from .base import Sampler, SamplerConfig, StepOutput, build_sampler, default_sampler
 from .confidence import ConfidenceConfig, ConfidenceSampler, ThresholdConfig, ThresholdSampler
+from .editing import EditingConfig, EditingSampler
 from .euler import AnalyticConfig, AnalyticSampler, EulerConfig, EulerSampler
 from .first_hitting import FirstHittingConfig, FirstHittingSampler
 from .remdm import ReMDMConfig, ReMDMSampler
@@ -39,5 +42,5 @@ __all__ = [
     "ConfidenceConfig", "ConfidenceSampler", "ThresholdConfig", "ThresholdSampler",
     "EulerConfig", "EulerSampler", "AnalyticConfig", "AnalyticSampler",
     "FirstHittingConfig", "FirstHittingSampler",
-    "ReMDMConfig", "ReMDMSampler",
+    "ReMDMConfig", "ReMDMSampler", "EditingConfig", "EditingSampler",
 ]

@@ -71,6 +71,9 @@ class Sampler(ABC):
     requires: ClassVar[dict[str, Any]] = {}
     #: True if a committed (clean) token may change again (ReMDM-style remasking)
     revises: ClassVar[bool] = False
+    #: True if ``step`` reads the logits of committed positions too (token editing): the loop then
+    #: computes every row of the window, not only the noisy ones
+    reads_committed: ClassVar[bool] = False
 
     def __init__(self, config: SamplerConfig, process):
         config.validate()

@@ -52,7 +52,9 @@ score of positions whose candidate is one of those tokens by ``deprioritize_by``
 threshold: 1.0 puts them after every other candidate), so an early EOS / EOT is committed last.
 ``commit_rounding = "floor"`` with ``time_eps`` = ε gives Dream's schedule: the grid
 t_i = 1 − i (1 − ε) / N and k = ⌊n (1 − s / t)⌋ (possibly 0) with everything at the last step.
-``first_commit = "leftmost"`` makes the first step of every window commit only its leftmost [MASK]
+``mask_logit = "keep"`` leaves the [MASK] logit in the softmax that gives candidates and scores
+(the probability normaliser of LLaDA 2.1's generate, which ranks by a softmax over the whole
+vocabulary; the default ``"drop"`` is SUBS, p over the clean tokens). ``first_commit = "leftmost"`` makes the first step of every window commit only its leftmost [MASK]
 (Fast-dLLM's block-wise Dream decoding fixes the block's first token at the forward that refreshes
 its cache; the other steps follow the rule, on the rest of the grid).
 
@@ -98,6 +100,13 @@ class _Unmasker(Sampler):
             self._scratch = Buffers()
         return self._scratch
 
+    def x0_rows(self, rows):
+        """The gathered logit rows [c, V] (the caller's copy) as the publisher normalises them: the
+        process's log p_θ(x0 | x_t) ([MASK] at −∞) or, with ``mask_logit = "keep"``, as they are."""
+        if self.config.mask_logit == "keep":
+            return rows if rows.dtype in (torch.float32, torch.float64) else rows.float()
+        return self.process.x0_logits_rows(rows, fresh=True)
+
     def suppress(self, rows):
         """Logit rows [c, V] (the caller's own copy) with ``suppress_ids`` set to −∞ in place."""
         ids = self.config.suppress_ids
@@ -142,7 +151,7 @@ class _Unmasker(Sampler):
         for sl in row_chunks(bi.shape[0], logits.shape[-1]):
             b, l = bi[sl], li[sl]
             mine = kernel.bufs.get("rows", (b.numel(), logits.shape[-1]), logits.dtype, logits.device)
-            rows = self.suppress(self.process.x0_logits_rows(gather_rows(logits, b, l, out=mine), fresh=True))  # [c, V]
+            rows = self.suppress(self.x0_rows(gather_rows(logits, b, l, out=mine)))  # [c, V]
             if fused:  # score (and draw) from p̃ = softmax(l / T) after top-p, as float64 weights
                 top, m = argmax_rows(rows) if draw == "argmax" or kind == "margin" else (None, None)
                 f = filtered_weights(rows, cfg.temperature or 1.0, cfg.top_p, kernel.bufs, m, entropy=kind == "entropy",
@@ -190,7 +199,7 @@ class _Unmasker(Sampler):
         for sl in row_chunks(bi.shape[0], logits.shape[-1]):
             b, l = bi[sl], li[sl]
             mine = self._buffers.get("rows", (b.numel(), logits.shape[-1]), logits.dtype, logits.device)
-            rows = self.suppress(self.process.x0_logits_rows(gather_rows(logits, b, l, out=mine), fresh=True))
+            rows = self.suppress(self.x0_rows(gather_rows(logits, b, l, out=mine)))
             x0_hat[b, l], lo[b, l], hi[b, l] = greedy_confidence_bounds(rows)  # (rows overwritten)
         exact = ExactScores(lambda where: self.deprioritize(
             self.candidates(logits, x_t, where, torch.zeros(B, L, dtype=torch.float64))[1], x0_hat), lo)
@@ -216,9 +225,14 @@ class _UnmaskerKnobs:
     #: the first step of each window: "ranked" = the sampler's own rule, "leftmost" = commit only the
     #: window's leftmost [MASK] (Fast-dLLM's block-wise Dream decoding, at its cache-refresh forward)
     first_commit: Literal["ranked", "leftmost"] = "ranked"
+    #: the softmax that gives candidates and scores: "drop" = over the clean tokens ([MASK] at −∞,
+    #: SUBS), "keep" = over the whole vocabulary, [MASK] included (LLaDA 2.1's generate)
+    mask_logit: Literal["drop", "keep"] = "drop"
 
     def validate(self) -> None:
         super().validate()
+        if self.mask_logit not in ("drop", "keep"):
+            raise ConfigError(f"sampler.mask_logit={self.mask_logit!r} must be 'drop' or 'keep'")
         if self.score_from not in ("model", "sampling"):
             raise ConfigError(f"sampler.score_from={self.score_from!r} must be 'model' or 'sampling'")
         if self.first_commit not in ("ranked", "leftmost"):
