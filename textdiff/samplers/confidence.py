@@ -73,7 +73,7 @@ from ..categorical import Buffers, gather_rows, row_chunks
 from ..errors import ConfigError
 from ..registry import register
 from .base import Sampler, SamplerConfig, StepOutput
-from .draws import step_uniforms
+from .draws import step_uniforms, torch_order_draw
 from .nucleus import filtered_weights
 from .unmask_rows import (ExactScores, RowKernel, argmax_rows, greedy_confidence_bounds, rank_commit,
                           rank_commit_bounded)
@@ -167,6 +167,23 @@ class _Unmasker(Sampler):
                 score[b, l] = sc
         return x0_hat, score
 
+    def torch_candidates(self, logits, x_t, noise, generator=None):
+        """(x̂0 [B, L], p̃(x̂0) [B, L] float64; −∞ off ``noise``) drawn as the publisher draws them
+        (``rng = "torch"``): every position of the window in one multinomial (one per row with a list of
+        per-row generators), scored by the probability of the filtered softmax it was drawn from."""
+        cfg = self.config
+        B, L, V = logits.shape
+        rows = self.suppress(self.x0_rows(logits.reshape(B * L, V).clone()))  # [B·L, V]
+        if isinstance(generator, (list, tuple)):
+            drawn = [torch_order_draw(rows[b * L:(b + 1) * L], cfg.temperature, cfg.top_k, cfg.top_p, g)
+                     for b, g in enumerate(generator)]
+            tok, p = torch.cat([d[0] for d in drawn]), torch.cat([d[1] for d in drawn])
+        else:
+            tok, p = torch_order_draw(rows, cfg.temperature, cfg.top_k, cfg.top_p, generator)
+        x0_hat = torch.where(noise, tok.view(B, L), x_t)
+        score = torch.where(noise, p.view(B, L).double(), torch.full((B, L), float("-inf"), dtype=torch.float64))
+        return x0_hat, score
+
     def leftmost_first(self, logits, t, x_t, noise, generator=None):
         """With ``first_commit = "leftmost"``, on the first step of a window (t = 1): the StepOutput that
         commits the candidate x̂0 at each row's leftmost [MASK] only (one logit row read per row);
@@ -225,12 +242,20 @@ class _UnmaskerKnobs:
     #: the first step of each window: "ranked" = the sampler's own rule, "leftmost" = commit only the
     #: window's leftmost [MASK] (Fast-dLLM's block-wise Dream decoding, at its cache-refresh forward)
     first_commit: Literal["ranked", "leftmost"] = "ranked"
+    #: where the random numbers come from: "rows" = textdiff's per-row float64 draws (batch-invariant),
+    #: "torch" = one float32 ``torch.multinomial`` over the window per step, in the publisher's order
+    #: (SDAR; a reference mode for parity tests, see :func:`~.draws.torch_order_draw`)
+    rng: Literal["rows", "torch"] = "rows"
     #: the softmax that gives candidates and scores: "drop" = over the clean tokens ([MASK] at −∞,
     #: SUBS), "keep" = over the whole vocabulary, [MASK] included (LLaDA 2.1's generate)
     mask_logit: Literal["drop", "keep"] = "drop"
 
     def validate(self) -> None:
         super().validate()
+        if self.rng not in ("rows", "torch"):
+            raise ConfigError(f"sampler.rng={self.rng!r} must be 'rows' or 'torch'")
+        if self.rng == "torch" and self.temperature == 0:
+            raise ConfigError("sampler.rng='torch' reproduces a sampling publisher (SDAR); it needs temperature > 0")
         if self.mask_logit not in ("drop", "keep"):
             raise ConfigError(f"sampler.mask_logit={self.mask_logit!r} must be 'drop' or 'keep'")
         if self.score_from not in ("model", "sampling"):
@@ -255,6 +280,8 @@ class ConfidenceConfig(_UnmaskerKnobs, SamplerConfig):
 
     def validate(self) -> None:
         super().validate()
+        if self.rng == "torch" and (self.ordering != "confidence" or self.order_temperature > 0):
+            raise ConfigError("sampler.rng='torch' draws as SDAR does; it goes with ordering='confidence' only")
         if self.order_temperature < 0:
             raise ConfigError(f"sampler.order_temperature={self.order_temperature} must be >= 0")
         if not 0.0 <= self.time_eps < 1.0:
@@ -302,6 +329,10 @@ class ConfidenceSampler(_Unmasker):
             return first
         cfg = self.config
         k = self.commit_counts(noise.sum(1), self.rows(t, x_t), self.rows(s, x_t))
+        if cfg.rng == "torch" and cfg.ordering == "confidence":  # the publisher's stream (SDAR "static")
+            x0_hat, score = self.torch_candidates(logits, x_t, noise, generator)
+            commit = rank_commit(self.deprioritize(score, x0_hat), noise, k)
+            return StepOutput(x_s=torch.where(commit, x0_hat, x_t), x0_pred=x0_hat)
         if self.bounded(logits):  # greedy confidence: float64 only where the top-k is in doubt
             x0_hat, lo, hi, exact = self.candidate_bounds(logits, x_t, noise)
             commit = rank_commit_bounded(lo, hi, noise, k, exact)
@@ -368,6 +399,10 @@ class ThresholdSampler(_Unmasker):
         k = self.min_commits(t, x_t)  # [B]
         last = noise & (self.rows(s, x_t) <= 0)[:, None]  # the last step commits everything
         tau = self.config.threshold
+        if self.config.rng == "torch":  # the publisher's random stream (SDAR): no bounded shortcut
+            x0_hat, conf = self.torch_candidates(logits, x_t, noise, generator)
+            commit = (noise & (conf > tau)) | rank_commit(conf, noise, k) | last
+            return StepOutput(x_s=torch.where(commit, x0_hat, x_t), x0_pred=x0_hat)
         if self.bounded(logits):  # greedy: float64 only where the threshold or the best k are in doubt
             x0_hat, lo, hi, exact = self.candidate_bounds(logits, x_t, noise)
             unsure = noise & (lo <= tau) & (hi > tau)

@@ -36,6 +36,7 @@ FAMILIES = {
     "llada_moe": "llada_moe.LLaDAMoE",
     "llada2": "llada2.LLaDA2",
     "llada21": "llada21.LLaDA21",
+    "sdar": "sdar.SDAR",
 }
 
 #: layouts recognised only to say why they cannot load: (pattern on model_type / architectures, reason)
