@@ -39,7 +39,7 @@ BUILTINS: dict[str, dict[str, str]] = {
         "euler": "textdiff.samplers.euler",
         "analytic": "textdiff.samplers.euler",
         "confidence": "textdiff.samplers.confidence",
-        "threshold": "textdiff.samplers.confidence",
+        "threshold": "textdiff.samplers.threshold",
         "remdm": "textdiff.samplers.remdm",
         "editing": "textdiff.samplers.editing",
     },

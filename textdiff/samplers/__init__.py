@@ -30,7 +30,8 @@ the weights' bit patterns, never a sort (:mod:`.nucleus`). The last step (s = 0)
 """
 from .ancestral import AncestralConfig, AncestralSampler
 from .base import Sampler, SamplerConfig, StepOutput, build_sampler, default_sampler
-from .confidence import ConfidenceConfig, ConfidenceSampler, ThresholdConfig, ThresholdSampler
+from .confidence import ConfidenceConfig, ConfidenceSampler
+from .threshold import ThresholdConfig, ThresholdSampler
 from .editing import EditingConfig, EditingSampler
 from .euler import AnalyticConfig, AnalyticSampler, EulerConfig, EulerSampler
 from .first_hitting import FirstHittingConfig, FirstHittingSampler

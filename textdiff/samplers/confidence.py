@@ -241,7 +241,8 @@ class _UnmaskerKnobs:
     score_from: Literal["model", "sampling"] = "model"
     #: the first step of each window: "ranked" = the sampler's own rule, "leftmost" = commit only the
     #: window's leftmost [MASK] (Fast-dLLM's block-wise Dream decoding, at its cache-refresh forward)
-    first_commit: Literal["ranked", "leftmost"] = "ranked"
+    #: (threshold sampler) "block_start" = commit only a window's first position when it is [MASK] (Fast-dLLM v2)
+    first_commit: Literal["ranked", "leftmost", "block_start"] = "ranked"
     #: where the random numbers come from: "rows" = textdiff's per-row float64 draws (batch-invariant),
     #: "torch" = one float32 ``torch.multinomial`` over the window per step, in the publisher's order
     #: (SDAR; a reference mode for parity tests, see :func:`~.draws.torch_order_draw`)
@@ -260,8 +261,10 @@ class _UnmaskerKnobs:
             raise ConfigError(f"sampler.mask_logit={self.mask_logit!r} must be 'drop' or 'keep'")
         if self.score_from not in ("model", "sampling"):
             raise ConfigError(f"sampler.score_from={self.score_from!r} must be 'model' or 'sampling'")
-        if self.first_commit not in ("ranked", "leftmost"):
-            raise ConfigError(f"sampler.first_commit={self.first_commit!r} must be 'ranked' or 'leftmost'")
+        if self.first_commit not in ("ranked", "leftmost", "block_start"):
+            raise ConfigError(f"sampler.first_commit={self.first_commit!r} must be 'ranked', 'leftmost' or 'block_start'")
+        if self.first_commit == "block_start" and self.name != "threshold":
+            raise ConfigError("sampler.first_commit='block_start' is the threshold sampler's (Fast-dLLM v2)")
 
 
 @dataclass
@@ -353,69 +356,4 @@ class ConfidenceSampler(_Unmasker):
         commit = rank_commit(score, noise, k)
         if later:  # the same uniforms u[..., 0] as a draw at every position: the same x_s
             x0_hat = self.candidates(logits, x_t, commit, u[..., 0])[0]
-        return StepOutput(x_s=torch.where(commit, x0_hat, x_t), x0_pred=x0_hat)
-
-
-@dataclass
-class ThresholdConfig(_UnmaskerKnobs, SamplerConfig):
-    name: str = "threshold"
-    #: commit every masked position whose confidence p(x̂0) exceeds this (Fast-dLLM's τ)
-    threshold: float = 0.9
-    #: the fewest commits per step: "one" = the most confident one (Fast-dLLM), "even_split" = the step's
-    #: share of the window split evenly over the steps, remainder first (LLaDA 2.0's generate)
-    min_commit: Literal["one", "even_split"] = "one"
-
-    def validate(self) -> None:
-        super().validate()
-        if not 0.0 <= self.threshold <= 1.0:
-            raise ConfigError(f"sampler.threshold={self.threshold} must be in [0, 1]")
-        if self.min_commit not in ("one", "even_split"):
-            raise ConfigError(f"sampler.min_commit={self.min_commit!r} must be 'one' or 'even_split'")
-
-
-@register("sampler", "threshold")
-class ThresholdSampler(_Unmasker):
-    config_class = ThresholdConfig
-
-    def min_commits(self, t, x_t) -> torch.Tensor:
-        """k [B]: the fewest commits this step (the most confident k go even below τ).
-
-        ``one``: 1. ``even_split``: step i of N (t = 1 − i / N) over a window of W positions commits
-        at least ⌊W / N⌋, plus one for the first W mod N steps (so N steps cover the window).
-        """
-        B = x_t.shape[0]
-        if self.config.min_commit == "one":
-            return torch.ones(B, dtype=torch.long, device=x_t.device)
-        n_steps = self.timesteps.shape[-1] - 1
-        i = torch.round((1.0 - self.rows(t, x_t)) * n_steps).long()  # [B] this step's index
-        base, extra = divmod(x_t.shape[1], n_steps)
-        return base + (i < extra).long()
-
-    def step(self, logits, t, s, x_t, generator=None):
-        noise = self.process.is_noise(x_t)  # [B, L]
-        first = self.leftmost_first(logits, t, x_t, noise, generator)
-        if first is not None:
-            return first
-        k = self.min_commits(t, x_t)  # [B]
-        last = noise & (self.rows(s, x_t) <= 0)[:, None]  # the last step commits everything
-        tau = self.config.threshold
-        if self.config.rng == "torch":  # the publisher's random stream (SDAR): no bounded shortcut
-            x0_hat, conf = self.torch_candidates(logits, x_t, noise, generator)
-            commit = (noise & (conf > tau)) | rank_commit(conf, noise, k) | last
-            return StepOutput(x_s=torch.where(commit, x0_hat, x_t), x0_pred=x0_hat)
-        if self.bounded(logits):  # greedy: float64 only where the threshold or the best k are in doubt
-            x0_hat, lo, hi, exact = self.candidate_bounds(logits, x_t, noise)
-            unsure = noise & (lo <= tau) & (hi > tau)
-            commit = noise & (lo > tau)
-            if bool(unsure.any()):
-                commit |= unsure & (exact(unsure) > tau)
-            commit |= rank_commit_bounded(lo, hi, noise, k, exact) | last
-            return StepOutput(x_s=torch.where(commit, x0_hat, x_t), x0_pred=x0_hat)
-        greedy = self.config.temperature == 0  # argmax candidates: no noise is drawn
-        u = torch.zeros(x_t.shape, dtype=torch.float64) if greedy else step_uniforms(x_t, 1, generator)[..., 0]
-        x0_hat, conf = self.candidates(logits, x_t, noise, u)  # conf = p_θ(x̂0 | x_t) float64
-        conf = self.deprioritize(conf, x0_hat)
-        commit = noise & (conf > tau)
-        commit |= rank_commit(conf, noise, k)  # at least the k most confident while masks remain
-        commit |= last
         return StepOutput(x_s=torch.where(commit, x0_hat, x_t), x0_pred=x0_hat)

@@ -37,6 +37,7 @@ FAMILIES = {
     "llada2": "llada2.LLaDA2",
     "llada21": "llada21.LLaDA21",
     "sdar": "sdar.SDAR",
+    "fast_dllm_v2": "fast_dllm_v2.FastDLLMv2",
 }
 
 #: layouts recognised only to say why they cannot load: (pattern on model_type / architectures, reason)
