@@ -42,6 +42,7 @@ BUILTINS: dict[str, dict[str, str]] = {
         "threshold": "textdiff.samplers.threshold",
         "remdm": "textdiff.samplers.remdm",
         "editing": "textdiff.samplers.editing",
+        "multi_block": "textdiff.samplers.multi_block",
     },
 }
 _REGISTRY: dict[str, dict[str, type]] = {k: {} for k in KINDS}

@@ -16,6 +16,8 @@ name               serves (what it requires of the process)    what it is
 ``remdm``          masked, block, sedd_absorb                  ReMDM remasking: revises tokens
 ``editing``        masked, block, sedd_absorb                  LLaDA 2.1 token editing: threshold
                                                                commits + token-to-token edits
+``multi_block``    masked, block, sedd_absorb                  d3LLM / D2F pipelined blocks: the next
+                                                               block starts before this one is done
 =================  ==========================================  =====================================
 
 Every sampler takes ``temperature``, ``top_k`` and ``top_p`` (see ``SamplerConfig``) and draws in
@@ -33,6 +35,7 @@ from .base import Sampler, SamplerConfig, StepOutput, build_sampler, default_sam
 from .confidence import ConfidenceConfig, ConfidenceSampler
 from .threshold import ThresholdConfig, ThresholdSampler
 from .editing import EditingConfig, EditingSampler
+from .multi_block import MultiBlockConfig, MultiBlockSampler
 from .euler import AnalyticConfig, AnalyticSampler, EulerConfig, EulerSampler
 from .first_hitting import FirstHittingConfig, FirstHittingSampler
 from .remdm import ReMDMConfig, ReMDMSampler
@@ -44,4 +47,5 @@ __all__ = [
     "EulerConfig", "EulerSampler", "AnalyticConfig", "AnalyticSampler",
     "FirstHittingConfig", "FirstHittingSampler",
     "ReMDMConfig", "ReMDMSampler", "EditingConfig", "EditingSampler",
+    "MultiBlockConfig", "MultiBlockSampler",
 ]

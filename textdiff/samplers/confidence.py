@@ -103,9 +103,21 @@ class _Unmasker(Sampler):
     def x0_rows(self, rows):
         """The gathered logit rows [c, V] (the caller's copy) as the publisher normalises them: the
         process's log p_θ(x0 | x_t) ([MASK] at −∞) or, with ``mask_logit = "keep"``, as they are."""
-        if self.config.mask_logit == "keep":
+        if self.config.mask_logit == "keep" and not getattr(self, "_drop_mask", False):
             return rows if rows.dtype in (torch.float32, torch.float64) else rows.float()
         return self.process.x0_logits_rows(rows, fresh=True)
+
+    def no_mask_left(self, logits, x_t, x0_hat, where, u):
+        """x̂0 [B, L] with the positions ``where`` whose candidate is [MASK] itself (possible with
+        ``mask_logit = "keep"``) drawn again without it: the step to s = 0 leaves no [MASK]."""
+        again = where & self.process.is_noise(x0_hat)
+        if not bool(again.any()):
+            return x0_hat
+        self._drop_mask = True
+        try:
+            return torch.where(again, self.candidates(logits, x_t, again, u)[0], x0_hat)
+        finally:
+            self._drop_mask = False
 
     def suppress(self, rows):
         """Logit rows [c, V] (the caller's own copy) with ``suppress_ids`` set to −∞ in place."""

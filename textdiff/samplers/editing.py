@@ -107,7 +107,9 @@ class EditingSampler(_Unmasker):
         conf = self.deprioritize(conf, x0_hat)
         m2t = noise & (conf > cfg.threshold)
         m2t |= rank_commit(conf, noise, self.min_commits(x_t))
-        m2t |= noise & (self.rows(s, x_t) <= 0)[:, None]  # the step to s = 0 leaves no [MASK]
+        end = noise & (self.rows(s, x_t) <= 0)[:, None]  # the step to s = 0 leaves no [MASK]
+        m2t |= end
+        x0_hat = self.no_mask_left(logits, x_t, x0_hat, end, u)
         t2t = editable & (conf > cfg.editing_threshold) & (x0_hat != x_t)
         live = ~self._done  # [B]
         change = (m2t | t2t) & live[:, None]
