@@ -190,7 +190,7 @@ def test_an_unknown_name_is_a_one_line_error_naming_the_known_ones():
     from textdiff.errors import ConfigError
     from textdiff.registry import lookup
 
-    with pytest.raises(ConfigError, match=r"unknown sampler 'ancestor'; available: analytic, ancestral, confidence, entropy_bound, euler, first_hitting, remdm, threshold$"):
+    with pytest.raises(ConfigError, match=r"unknown sampler 'ancestor'; available: analytic, ancestral, confidence, editing, entropy_bound, euler, first_hitting, multi_block, remdm, threshold$"):
         lookup("sampler", "ancestor")
 
 

@@ -199,7 +199,7 @@ def _run(
                        cache=use_cache, max_context=max_context, lookback=lookback)
     windows = [(P + lo, P + min(lo + (block_size or N), N)) for lo in range(0, N, block_size or N)]
     # a process whose clean positions carry over (SUBS) reads no logits there: compute the noise rows only
-    read = process.is_noise if process.clean_logits_unused else None
+    read = process.is_noise if process.clean_logits_unused and not sampler.reads_committed else None
     return _loop(sampler, ctx, counted, x, frozen, windows, max(1, steps // len(windows)), gens, P, lengths,
                  eos_token_id if stop_at_eos else None, block_size, read, pad_after_eos, pad_token_id)
 

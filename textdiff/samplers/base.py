@@ -78,6 +78,9 @@ class Sampler(ABC):
     revises: ClassVar[bool] = False
     #: False when the number of steps is not a knob of this sampler (first hitting: one step per mask)
     uses_steps: ClassVar[bool] = True
+    #: True if ``step`` reads the logits of committed positions too (token editing): the loop then
+    #: computes every row of the window, not only the noisy ones
+    reads_committed: ClassVar[bool] = False
 
     def __init__(self, config: SamplerConfig, process):
         config.validate()
