@@ -117,7 +117,8 @@ FLOORS = [
     ["textdiff.schedules"],
     ["textdiff.processes"],
     ["textdiff.samplers"],
-    ["textdiff.sft", "textdiff.tokenization", "textdiff.rl.config"],  # their section configs sit below config
+    ["textdiff.sft", "textdiff.tokenization", "textdiff.rl.config", "textdiff.adapt.config",
+     "textdiff.adapt.block_schedule"],  # their section configs sit below config
     ["textdiff.config"],
 ]
 

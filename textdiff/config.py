@@ -27,6 +27,7 @@ from typing import Any, Literal, Optional
 
 import yaml
 
+from .adapt.config import AdaptConfig
 from .dataclass_io import DEFAULT_NAMES, from_dict, resolve_section, to_dict  # noqa: F401  (re-exported)
 from .dataclass_io import at_least, finite, in_range, not_blank
 from .errors import ConfigError, IncompatibleError, warn
@@ -244,6 +245,7 @@ class Recipe:
     denoiser: Optional[DenoiserConfig] = None  # external denoiser (see textdiff.models.external)
     lora: Optional[LoraConfig] = None  # train low-rank adapters only (see textdiff.lora)
     rl: Optional[RLConfig] = None  # reinforcement learning from rewards on the sft section's prompts (see textdiff.rl)
+    adapt: Optional[AdaptConfig] = None  # train.init_from is a causal LM to turn into a diffusion LM (textdiff.adapt)
 
     def __post_init__(self) -> None:
         if self.process is None:
@@ -291,6 +293,8 @@ class Recipe:
             raise ConfigError("give either a denoiser section (a Hugging Face network) or train.init_from (a saved run), not both")
         if self.rl is not None:
             self._validate_rl(process)
+        if self.adapt is not None:
+            self._check_adapt()
 
     def _validate_rl(self, process) -> None:
         """RL's cross-section rules: prompts from the sft section, groups whole on each process, an
@@ -309,6 +313,27 @@ class Recipe:
             raise ConfigError("train.cond_dropout drops SFT prompts and does not apply to rl; set train.cond_dropout=0")
         if rl.eval_every and self.sft.val_fraction == 0 and self.sft.val_source is None:
             raise ConfigError("rl.eval_every needs held-out prompts: set sft.val_fraction > 0 or sft.val_source (or rl.eval_every=0)")
+
+    def _check_adapt(self) -> None:
+        """``adapt:`` turns ``train.init_from`` (a causal LM) into the denoiser of the recipe's process."""
+        adapt = self.adapt
+        if self.train.init_from is None:
+            raise ConfigError("the adapt section adapts train.init_from; set train.init_from=<causal LM folder or hub id>")
+        if self.denoiser is not None:
+            raise ConfigError("the adapt section builds its own denoiser from train.init_from; remove the denoiser section")
+        want = "block" if adapt.target == "block" else "masked"
+        if self.process.name != want:
+            raise IncompatibleError(f"adapt.target={adapt.target} trains process {want!r}, not {self.process.name!r}; "
+                                    f"set process.name={want}")
+        if getattr(self.process, "time_conditioning", False):
+            raise IncompatibleError("an adapted causal LM takes no time input; set process.time_conditioning=false")
+        if want == "block" and self.process.block_size != adapt.block_size:
+            raise IncompatibleError(f"process.block_size={self.process.block_size} differs from adapt.block_size="
+                                    f"{adapt.block_size}; they must be equal (the target block size)")
+        if want == "block":
+            from .adapt.block_schedule import BlockSchedule
+
+            BlockSchedule(adapt.block_schedule, adapt.block_size).check_divides(self.data.seq_len)
 
 
 # --------------------------------------------------------------------------------------------

@@ -177,6 +177,7 @@ def _train(acc, recipe: Recipe, resume: bool, stop_at: int | None) -> Path:
     while step < cfg.max_steps:
         # ---- one optimizer step over grad_accum micro-batches on every process ------------------
         scheduler.apply(step, time.perf_counter() - started)  # before backward: DeepSpeed steps inside it
+        run.hooks.before_step(step, raw_model, process)  # e.g. adaptation: attention annealing, block size
         base = rows_seen  # global index of the first row of this step
         report = objective.step(model, step) if objective is not None else None  # RL: rollouts, rewards, backward
         if report is not None:
@@ -202,7 +203,7 @@ def _train(acc, recipe: Recipe, resume: bool, stop_at: int | None) -> Path:
                 sync = acc.no_sync(model) if j < cfg.grad_accum - 1 else nullcontext()  # DDP: all-reduce on the last only
                 net = with_prompt_dropout(model, prompt, cfg.cond_dropout, process.mask_id, cfg.seed, base + offset)
                 with sync, acc.autocast():
-                    terms = nelbo_terms(net, process, x0, loss_mask=mask, t=t, frozen=prompt, generator=gens)
+                    terms = run.hooks.nelbo_terms(net, process, x0, loss_mask=mask, t=t, frozen=prompt, generator=gens)
                     loss = terms.loss.sum() * world / global_tokens * scale  # DDP averages over processes
                 acc.backward(loss)
                 step_loss += terms.loss.sum().detach()

@@ -3,7 +3,7 @@ model; plus the deterministic row stream and the final save."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -15,6 +15,7 @@ from ..errors import ConfigError
 from ..processes.base import build_process
 from .checks import check_continues
 from .checkpoint import writer_tag
+from .hooks import TrainHooks
 from .runfolder import check_run_folder, run_id
 
 _MAY_CHANGE_ON_RESUME = {"train.max_steps", "train.max_minutes", "train.eval_every", "train.save_every",
@@ -36,6 +37,7 @@ class Run:
     val_unigram_ppl: Optional[float]
     decoding: Any = None  # the sampler, generate defaults and stop tokens final/ is saved with (.decoding)
     objective: Any = None  # None: the process's NELBO; else the object owning each step (RL: textdiff.rl.trainer)
+    hooks: TrainHooks = field(default_factory=TrainHooks)  # what a recipe section changes in the loop (adapt: textdiff.adapt.training)
 
 
 def _diff_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
@@ -84,6 +86,7 @@ def prepare_run(recipe: Recipe, resume: bool = False, is_main: bool = True) -> R
     torch.manual_seed(cfg.seed)
     published = None  # a published checkpoint (MDLM, BD3-LM, SEDD, ...) to fine-tune, converted on load
     base_meta = None  # the textdiff.json of a textdiff folder to fine-tune
+    hooks = _hooks(recipe)
     if cfg.init_from is not None:
         from ..models.format import PIPELINE_FILE, PUBLISHED, folder_kind
         from ..models.loading import resolve_model_path
@@ -92,7 +95,7 @@ def prepare_run(recipe: Recipe, resume: bool = False, is_main: bool = True) -> R
             raise ConfigError("give either a denoiser section (a Hugging Face network) or train.init_from (a saved run), not both")
         init_path = resolve_model_path(cfg.init_from, what="train.init_from folder")
         init_kind = folder_kind(init_path)  # one-line error for a textdiff.json beside another architecture
-        if init_kind == PUBLISHED:
+        if init_kind == PUBLISHED and recipe.adapt is None:  # (adapt: a causal LM, read by the hooks)
             from ..models.published import LoadOptions, load_published
 
             published = load_published(init_path, LoadOptions(tokenizer=recipe.tokenizer.path))
@@ -194,6 +197,8 @@ def prepare_run(recipe: Recipe, resume: bool = False, is_main: bool = True) -> R
         from ..models.external import build_external_denoiser  # external HF denoisers (issue 7)
 
         model = build_external_denoiser(recipe.denoiser, tokenizer, process)
+    elif recipe.adapt is not None:  # a causal LM turned into the denoiser of the process (textdiff.adapt)
+        model = hooks.build_model(init_path, init_kind, tokenizer, process, recipe.data.seq_len)
     elif published is not None:
         model = published.model
         if vocab > model.config.vocab_size:
@@ -223,7 +228,16 @@ def prepare_run(recipe: Recipe, resume: bool = False, is_main: bool = True) -> R
         from ..rl.trainer import RLObjective, stop_tokens
 
         objective = RLObjective(recipe, tokenizer, process, model, val_docs, stop_tokens(tokenizer, published, init_path if cfg.init_from else None))
-    return Run(recipe, tokenizer, process, model, train_rows, val_rows, val_ppl, decoding, objective)
+    return Run(recipe, tokenizer, process, model, train_rows, val_rows, val_ppl, decoding, objective, hooks)
+
+
+def _hooks(recipe: Recipe) -> TrainHooks:
+    """The loop's hooks for this recipe: adaptation of a causal LM, or none."""
+    if recipe.adapt is None:
+        return TrainHooks()
+    from ..adapt.training import Adaptation
+
+    return Adaptation(recipe.adapt, recipe.data.seq_len)
 
 
 def _phase(is_main: bool, name: str, message: str, since: float) -> float:

@@ -68,12 +68,16 @@ def read_network(path: Path, kind: str, device=None, dtype=None, trust_remote_co
     """The network of a textdiff (``kind="textdiff"``) or external folder, in eval mode, on ``device``
     (or spread by ``placement``). ``vocab_size``: grow the embeddings to it (fine-tuning with a
     tokenizer that gained tokens)."""
+    from ..adapted import adapted_spec
+
     if placement is not None or is_bidirectional_folder(path):  # shard by shard, maybe a device_map
         model = load_bidirectional(path, device, dtype, allow_pickle, placement)
     elif model_type(path) == "diffusion_gemma":  # transformers' own class (models/diffusion_gemma.py)
         from ..diffusion_gemma import load_diffusion_gemma
 
         model = load_diffusion_gemma(path, dtype)
+    elif kind == EXTERNAL and adapted_spec(path) is not None:  # a causal LM adapted to diffusion (models/adapted.py)
+        model = load_adapted(path, dtype, vocab_size)
     elif kind == EXTERNAL:  # a Hugging Face network trained as a denoiser (models/external.py)
         from ..external import load_external_denoiser
 
@@ -90,6 +94,26 @@ def read_network(path: Path, kind: str, device=None, dtype=None, trust_remote_co
     if placement is None and device is not None:
         model.to(device)  # (already there when read shard by shard)
     return model.eval()
+
+
+def load_adapted(path: Path, dtype, vocab_size: Optional[int] = None):
+    """An adapted causal LM: its network (a textdiff AR model or a transformers causal LM, the installed
+    package's classes, every weight present) wrapped by its saved spec."""
+    from ..adapted import adapted_spec, from_spec
+    from .layout import model_type
+
+    if model_type(path) == "textdiff":
+        from transformers import AutoModel
+
+        from ..auto import register_auto_classes
+
+        register_auto_classes()
+        network = load_strict(AutoModel, path, dtype)
+    else:
+        from transformers import AutoModelForCausalLM
+
+        network = load_strict(AutoModelForCausalLM, path, dtype)
+    return from_spec(network, adapted_spec(path), path, vocab_size)
 
 
 def grow_vocabulary(model, vocab_size: int) -> None:
