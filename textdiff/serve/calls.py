@@ -94,6 +94,7 @@ class ModelCalls:
         self.pad_id = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
         self.forwards = 0  # network forwards run
 
+    @torch.no_grad()
     def run(self, calls: list[Call]) -> None:
         """Answer every call (logits or an error); one forward for the mergeable ones of equal time rank."""
         groups: dict = {}
