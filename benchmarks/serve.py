@@ -41,6 +41,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # this checkout's textdiff (as the server gets it)
 from report import machine, save  # noqa: E402
 from serve_engine import gpu_benchmark  # noqa: E402,F401  (benchmarks/gpu.py's serving hook)
 
@@ -206,19 +207,35 @@ def load_test(server: Server, args) -> None:
                          "p90 TTFT s": round(percentile([r["ttft"] for r in done], 0.9), 3)})
         rows[-1]["x sequential tokens/s"] = round(rows[-1]["tokens/s"] / rows[-2]["tokens/s"], 2)
         rows[-1]["p50 latency / solo"] = round(rows[-1]["p50 latency s"] / rows[-2]["p50 latency s"], 2)
+    ceiling = forward_ceiling(args.model, args.clients)
     meta = {"machine": machine(), "model": args.model, "clients": args.clients, "requests": args.requests,
             "max_tokens": args.max_tokens, "steps": args.steps, "max_batch": args.max_batch, "rounds": args.rounds,
             "mismatches": mismatches, "compared": compared, "threads": os.environ.get("OMP_NUM_THREADS"),
-            "load average (1 min) at the end": os.getloadavg()[0]}
+            "load average (1 min) at the end": os.getloadavg()[0], "batching ceiling": ceiling}
     keys = [k for k in rows[-1] if k != "section"]
     lines = [f"# textdiff serve: {args.clients} clients vs one at a time ({meta['machine']})", "",
              f"Model `{args.model}`, {args.requests} seeded requests (max_tokens={args.max_tokens}, steps={args.steps}, "
              f"half streamed), --max-batch {args.max_batch}, {args.rounds} interleaved rounds. Answers that differ from "
              f"the sequential ones: {mismatches} of {compared}. Load average at the end: {os.getloadavg()[0]:.1f} "
-             f"(OMP_NUM_THREADS={meta['threads']}).", "",
+             f"(OMP_NUM_THREADS={meta['threads']}). Batching ceiling here (after the run, same process "
+             f"settings): one forward of {ceiling['rows']} rows x {ceiling['width']} positions took "
+             f"{ceiling['batched_forward_ms']:.1f} ms against {ceiling['one_row_forward_ms']:.1f} ms per row alone: "
+             f"at most {ceiling['ceiling_x']:.2f}x from merging forwards.", "",
              "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     lines += ["| " + " | ".join(str(r.get(k, "")) for k in keys) + " |" for r in rows]
     save(args.name, rows, meta, "\n".join(lines))
+
+
+def forward_ceiling(model: str, rows: int) -> dict:
+    """:func:`serve_engine.batching_ceiling` for the served model, loaded in this process."""
+    import torch
+    from serve_engine import batching_ceiling
+
+    from textdiff.lm import DiffusionLM
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or torch.get_num_threads()))
+    out = batching_ceiling(DiffusionLM.from_pretrained(model, device="cpu"), rows=rows)
+    return {k: round(v, 3) if isinstance(v, float) else v for k, v in out.items()}
 
 
 def soak(server: Server, args) -> None:

@@ -147,6 +147,42 @@ def compare(lm, requests: list[dict], clients: int, max_batch: int, max_seconds:
             "engine_steps": steps}
 
 
+def batching_ceiling(lm, rows: int = 8, width: int = 80, repeats: int = 5) -> dict:
+    """The most any batching can gain on this machine: one forward of ``rows`` rows against ``rows``
+    forwards of one row (``width`` positions, no padding), medians of interleaved repeats. When the
+    forward is compute-bound (a small model on a busy CPU) the ratio is near 1 and concurrency cannot
+    raise throughput much; on a GPU it is large."""
+    from textdiff.serve.calls import Call, ModelCalls
+
+    calls = ModelCalls(lm)
+    device = next(lm.model.parameters()).device
+    ids = torch.randint(0, lm.process.vocab_size - 3, (rows, width), device=device)
+    mask = torch.ones(rows, width, dtype=torch.long, device=device)
+    pos = torch.arange(width, device=device)[None].expand(rows, width)
+    t = torch.full((rows,), 0.5, device=device)
+
+    def one(b0, b1):
+        calls.run([Call((ids[b0:b1], t[b0:b1], mask[b0:b1], pos[b0:b1], None, False), 0)])
+
+    def timed(fn):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - started
+
+    one(0, rows)  # warm-up
+    alone, together = [], []
+    for _ in range(repeats):
+        alone.append(timed(lambda: [one(b, b + 1) for b in range(rows)]))
+        together.append(timed(lambda: one(0, rows)))
+    a, b = sorted(alone)[repeats // 2], sorted(together)[repeats // 2]
+    return {"rows": rows, "width": width, "one_row_forward_ms": 1000 * a / rows, "batched_forward_ms": 1000 * b,
+            "ceiling_x": a / b}
+
+
 _LMS: dict = {}
 
 
@@ -163,4 +199,7 @@ def gpu_benchmark(concurrency: int, *, device: str, dry_run: bool, max_seconds: 
     requests = jobs(count, seed=concurrency, vocab=SHAPES[shape]["vocab"], max_tokens=N, steps=steps)
     row = compare(lm, requests, concurrency, max(8, concurrency), max_seconds)
     row["model"] = f"random {shape}"
+    ceiling = batching_ceiling(lm, rows=max(2, min(concurrency, 32)), width=16 if dry_run else 80,
+                               repeats=2 if dry_run else 5)
+    row["batched_forward_ceiling_x"] = ceiling["ceiling_x"]
     return row

@@ -64,6 +64,7 @@ def test_dry_run_reports_every_section(dry_run):
     for r in serving:
         assert r["tokens_per_s"] > 0 and r["sequential_tokens_per_s"] > 0 and r["errors"] == 0
         assert r["compared"] >= 1 and r["mismatches"] == 0  # the same answers at every concurrency
+        assert r["batched_forward_ceiling_x"] > 0  # one merged forward against one forward per row, timed
     assert all(math.isfinite(x) for x in numbers(data)), "a non-finite number in the report"
     assert data["meta"]["dry_run"] and "DRY RUN" in md
     assert "| model | params_M |" in md and "| gen_length | batch | method |" in md

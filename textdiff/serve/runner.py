@@ -1,5 +1,8 @@
-"""Phase 1 runner: one batch of rows with equal :class:`~textdiff.serve.engine.DecodeSettings`,
-decoded to the end by :meth:`textdiff.lm.DiffusionLM.generate` with one seed per row.
+"""The runner: rows with equal :class:`~textdiff.serve.engine.DecodeSettings` decoded to the end by
+:meth:`textdiff.lm.DiffusionLM.generate` with one seed per row. Phase 1's scheduler hands it whole
+batches; the continuous engine (:mod:`.continuous`) hands it one row at a time with a ``denoise``
+hook that parks the model call (:class:`~textdiff.serve.calls.Parked`), so the row's forwards are
+merged with the other running rows'.
 
 Streaming reads the rows after every sampler step (``generate``'s ``callback``) and sends the text
 of each row's FINAL prefix: the longest run of answer positions, from the first, that no later step
