@@ -308,7 +308,8 @@ def in_process(args) -> None:
         r = se.compare(lm, requests, args.clients, args.max_batch, args.duration / args.rounds)
         rows.append({"section": "in-process", "round": rnd + 1, **{k: round(v, 3) if isinstance(v, float) else v
                                                                       for k, v in r.items()}})
-    meta = {"machine": machine(), "shape": args.in_process, "clients": args.clients, "requests": args.requests,
+    ceiling = {k: round(v, 3) if isinstance(v, float) else v for k, v in se.batching_ceiling(lm, rows=args.clients).items()}
+    meta = {"batching ceiling": ceiling, "machine": machine(), "shape": args.in_process, "clients": args.clients, "requests": args.requests,
             "max_tokens": args.max_tokens, "steps": args.steps, "max_batch": args.max_batch,
             "threads": os.environ.get("OMP_NUM_THREADS"), "load average (1 min) at the end": os.getloadavg()[0]}
     keys = [k for k in rows[-1] if k != "section"]
@@ -316,7 +317,9 @@ def in_process(args) -> None:
              f"Random-weight masked-diffusion model `{args.in_process}` ({se.SHAPES[args.in_process]}), {args.requests} "
              f"seeded requests (max_tokens={args.max_tokens}, steps={args.steps}, half streamed), --max-batch "
              f"{args.max_batch}; no HTTP. Load average at the end: {os.getloadavg()[0]:.1f} "
-             f"(OMP_NUM_THREADS={meta['threads']}).", "",
+             f"(OMP_NUM_THREADS={meta['threads']}). Batching ceiling: one forward of {ceiling['rows']} rows x "
+             f"{ceiling['width']} positions {ceiling['batched_forward_ms']:.1f} ms against "
+             f"{ceiling['one_row_forward_ms']:.1f} ms per row alone ({ceiling['ceiling_x']:.2f}x).", "",
              "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     lines += ["| " + " | ".join(str(r.get(k, "")) for k in keys) + " |" for r in rows]
     save(args.name + "_engine_" + args.in_process, rows, meta, "\n".join(lines))
