@@ -89,6 +89,7 @@ class DiffusionLM:
             lm = cls(pub.model, pub.tokenizer, process, sampler, seq_len=pub.seq_len,
                      generation=pub.notes.get("generation"), stop_token_ids=pub.notes.get("stop_token_ids"))
             lm.source_dir = path  # never overwritten by a save
+            lm.published = pub.notes.get("published")  # config.json kept for convert --to published
             return lm
         placement = None if device_map is None else {"device_map": device_map, "max_memory": max_memory,
                                                       "offload_folder": offload_folder}
@@ -110,6 +111,7 @@ class DiffusionLM:
         lm = cls(model, tokenizer, process, sampler, seq_len=meta.get("seq_len"), generation=meta.get("generation"),
                  stop_token_ids=meta.get("stop_token_ids"))
         lm.source_dir = path  # its recipe and metrics.jsonl feed the model card of a re-save
+        lm.published = meta.get("published")  # kept by a re-save
         return lm
 
     def pipeline(self) -> dict:
@@ -117,7 +119,7 @@ class DiffusionLM:
         from .models.format import pipeline
 
         return pipeline(self.process.config, self.sampler_config, self.tokenizer, self.seq_len,
-                        self.generation_defaults, self.stop_token_ids)
+                        self.generation_defaults, self.stop_token_ids, getattr(self, "published", None))
 
     @checked
     def save_pretrained(self, path: Union[str, Path], remote_code: bool = True, model_card: bool = True,
