@@ -61,6 +61,17 @@ class KVCache:
         self.positions = self.positions[:, -keep_last:]
         self.valid = self.valid[:, -keep_last:]
 
+    def drop_last(self, count: int) -> None:
+        """Forget the newest ``count`` cached tokens (they are fed again with the next window)."""
+        if count <= 0:
+            return
+        for i in range(len(self.keys)):
+            if self.keys[i] is not None:
+                self.keys[i] = self.keys[i][:, :, :-count]
+                self.values[i] = self.values[i][:, :, :-count]
+        self.positions = self.positions[:, :-count]
+        self.valid = self.valid[:, :-count]
+
     def select_rows(self, index: torch.Tensor) -> "KVCache":
         """A new cache holding rows ``index`` of this one."""
         out = KVCache(len(self.keys))

@@ -32,6 +32,7 @@ def read_model_folder(path: Path, device, dtype, trust_remote_code: bool = False
     weight_files(path, allow_pickle)  # one-line errors for missing shards / pickle-only folders
     meta = read_pipeline(path)
     read_json(path / "config.json")  # a damaged config.json: one line, before the tokenizer reads it
+    check_network_config(path)  # a bad value in it (num_heads: 0) is the config's error, not the tokenizer's
     tok_source = path if (path / "tokenizer_config.json").is_file() else path.parent / "tokenizer"
     if not (tok_source / "tokenizer_config.json").is_file() and not (tok_source / "tokenizer.json").is_file():
         raise ConfigError(f"model folder {str(path)!r} has no tokenizer (tokenizer.json / tokenizer_config.json); "
@@ -39,6 +40,27 @@ def read_model_folder(path: Path, device, dtype, trust_remote_code: bool = False
     tokenizer = load_tokenizer(str(tok_source))
     model = read_network(path, kind, device, dtype, trust_remote_code, allow_pickle, placement)
     return model, tokenizer, meta
+
+
+def check_network_config(path: Path) -> None:
+    """The config.json of a folder of textdiff's own networks, built as its config class would build
+    it: a value the class refuses is a one-line error naming the file (transformers would otherwise
+    fail later, inside the tokenizer's or the network's loading, under their names)."""
+    from .. import NATIVE_MODEL_TYPES
+
+    if model_type(path) not in NATIVE_MODEL_TYPES:
+        return
+    from transformers import AutoConfig
+
+    from ..auto import register_auto_classes
+
+    register_auto_classes()
+    try:
+        AutoConfig.from_pretrained(str(path), trust_remote_code=False)
+    except Exception as e:  # noqa: BLE001  the config class's own check (ValueError, ZeroDivisionError, TypeError)
+        why = " ".join(str(e).split())[:200]
+        raise ConfigError(f"{path / 'config.json'} has a value its network cannot be built with ({type(e).__name__}: "
+                          f"{why}); fix that value or re-save the model") from None
 
 
 def read_network(path: Path, kind: str, device=None, dtype=None, trust_remote_code: bool = False,
@@ -50,6 +72,10 @@ def read_network(path: Path, kind: str, device=None, dtype=None, trust_remote_co
 
     if placement is not None or is_bidirectional_folder(path):  # shard by shard, maybe a device_map
         model = load_bidirectional(path, device, dtype, allow_pickle, placement)
+    elif model_type(path) == "diffusion_gemma":  # transformers' own class (models/diffusion_gemma.py)
+        from ..diffusion_gemma import load_diffusion_gemma
+
+        model = load_diffusion_gemma(path, dtype)
     elif kind == EXTERNAL and adapted_spec(path) is not None:  # a causal LM adapted to diffusion (models/adapted.py)
         model = load_adapted(path, dtype, vocab_size)
     elif kind == EXTERNAL:  # a Hugging Face network trained as a denoiser (models/external.py)
@@ -63,7 +89,7 @@ def read_network(path: Path, kind: str, device=None, dtype=None, trust_remote_co
 
         register_auto_classes()  # AutoModel reads the folder's config.json: textdiff's classes must be known
         model = load_strict(AutoModel, path, dtype)
-    if vocab_size is not None and kind != EXTERNAL:
+    if vocab_size is not None and kind != EXTERNAL and model_type(path) != "diffusion_gemma":
         grow_vocabulary(model, vocab_size)
     if placement is None and device is not None:
         model.to(device)  # (already there when read shard by shard)
