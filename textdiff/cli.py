@@ -155,14 +155,19 @@ def _cmd_generate(args) -> None:
     options = named_options(options, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
     block_size, _, options = lm.cache_rules(args.cache, args.block_size, options)  # Dream's caches: Fast-dLLM's rules
     sampler = lm.sampler_config_for(args.sampler, **options)
-    if not args.quiet:  # what decodes, in one line: a switch of sampler never silently resets an option
-        print(describe_sampler(sampler, sampler.kept, lm.sampler_config.name), file=sys.stderr)
+    announce = None
+    if not args.quiet:  # what decodes, in one line, once decoding starts (after every check): a switch of
+        line = describe_sampler(sampler, sampler.kept, lm.sampler_config.name)  # sampler never silently resets an option
+
+        def announce(info, shown=[]):
+            if not shown:
+                shown.append(print(line, file=sys.stderr))
     prompts = [p for p in prompts for _ in range(args.num_samples)]
     texts, out = lm.generate(
         prompts, max_new_tokens=args.max_new_tokens, steps=args.steps, sampler=sampler, seed=args.seed,
         block_size=block_size, return_output=True, guidance_weight=args.guidance,
         guidance_uncond=args.guidance_uncond,
-        use_cache=args.cache, progress=None if not args.quiet else False,
+        use_cache=args.cache, progress=None if not args.quiet else False, callback=announce,
     )
     chunks = []
     for i, (prompt, text) in enumerate(zip(prompts, texts)):
