@@ -155,3 +155,26 @@ def test_quickstart_recipe_runs_two_steps(tiny_trained, tmp_path):
     got = lines(tmp_path / "run")
     assert [m["step"] for m in got if "train_loss" in m] == [1, 2]
     assert [m["step"] for m in got if "eval_reward" in m] == [0, 2]
+
+
+@pytest.mark.slow
+def test_fsdp_launch_is_a_one_line_error(tiny_trained, tmp_path):
+    """Rollouts read the whole weights: under FSDP2 (2 CPU processes) rl refuses with one line."""
+    import os
+    import subprocess
+    import sys
+
+    from test_distributed import BACKENDS, ROOT, free_port
+
+    recipe_file = tmp_path / "fsdp.yaml"
+    recipe_file.write_text(yaml.safe_dump(rl_recipe(tiny_trained, tmp_path / "run", eval_every=0)))
+    extra, target = BACKENDS["fsdp"]
+    env = {**os.environ, **extra, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ROOT / "recipes/accelerate/fsdp.yaml"),
+           "--num_processes", "2", "--main_process_port", str(free_port()), "--mixed_precision", "no",
+           *target, "train", str(recipe_file), "train.batch_size=4"]
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    said = [ln for ln in done.stderr.splitlines() if ln.startswith("error: ")]
+    assert said and all("rl runs on one process or under DDP" in ln for ln in said), done.stderr[-2000:]
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()

@@ -71,6 +71,16 @@ def stop_tokens(tokenizer, published=None, init_path=None) -> list[int]:
     return [int(i) for i in dict.fromkeys(ids) if i is not None]
 
 
+def check_launch() -> None:
+    """One-line error under FSDP / DeepSpeed (read from accelerate's state, before anything is written)."""
+    from accelerate.state import AcceleratorState
+    from accelerate.utils import DistributedType
+
+    if AcceleratorState._shared_state and AcceleratorState().distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        raise ConfigError("rl runs on one process or under DDP (recipes/accelerate/ddp.yaml); FSDP and DeepSpeed "
+                          "shard the weights that rollouts read whole, which is not wired yet")
+
+
 def inner_network(model):
     """The network under LoRA / wrappers, to read what it accepts (``logits_to_keep``)."""
     if hasattr(model, "peft"):
@@ -82,6 +92,7 @@ class RLObjective:
     """diffu-GRPO / sequence-ELBO policy optimisation as the loop's step (module docstring)."""
 
     def __init__(self, recipe, tokenizer, process, model, val_rows, stop_token_ids):
+        check_launch()
         cfg = recipe.rl
         self.cfg, self.train_cfg, self.tokenizer, self.process = cfg, recipe.train, tokenizer, process
         self.val_rows = (val_rows or [])[: cfg.eval_prompts] if cfg.eval_every else []
@@ -104,11 +115,6 @@ class RLObjective:
     # ---- wiring ---------------------------------------------------------------------------------
     def attach(self, acc, prepared, stream, saved: dict | None = None) -> None:
         """Called by the loop after ``accelerate.prepare``; ``saved``: this rank's buffer from a checkpoint."""
-        from ..training.distributed import is_sharded, uses_deepspeed
-
-        if is_sharded(acc.unwrap_model(prepared)) or uses_deepspeed(acc):
-            raise ConfigError("rl runs on one process or under DDP (recipes/accelerate/ddp.yaml); FSDP and DeepSpeed "
-                              "shard the weights that rollouts read whole, which is not wired yet")
         self.acc, self.stream = acc, stream
         self.raw = acc.unwrap_model(prepared)
         if self.reference is not None:
