@@ -145,6 +145,10 @@ def _cmd_generate(args) -> None:
     prompts = _read_prompts(args)  # before the model loads: a bad prompt file costs nothing
     options = _sampler_options(args.sampler_option)
     lm = _load_lm(args)
+    from .bounds import check_memory, logit_bytes
+
+    check_memory(len(prompts) * args.num_samples, min(args.block_size or args.max_new_tokens, args.max_new_tokens),
+                 lm.process.vocab_size, lm.device, "use a smaller --num-samples or fewer prompts", logit_bytes(lm.model))
     from .lm import _sampler_options as named_options
     from .samplers.base import describe_sampler
 
@@ -225,6 +229,15 @@ def _cmd_convert(args) -> None:
 
     # before the (maybe long) load: never the source, a file, the working folder or a folder the user did not ask to replace
     check_target(args.dst, "model", overwrite=args.overwrite, sources=[args.model], what="DST", flag="--overwrite")
+    if args.to == "published":
+        from .models.loading import resolve_model_path
+        from .models.published.export import write_published
+
+        if args.dtype is not None:
+            raise TextDiffError("--to published writes the tensors as they are stored; drop --dtype")
+        write_published(resolve_model_path(args.model), args.dst, overwrite=args.overwrite)
+        print(f"saved {args.dst} in the publisher's layout (config.json and tensors as published)")
+        return
     lm = _load_lm(args)  # --dtype: cast as each tensor is read
     lm.save_pretrained(args.dst, overwrite=args.overwrite)
     print(f"saved {args.dst} (loads with DiffusionLM.from_pretrained, no converter needed)")
@@ -392,6 +405,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("model", metavar="SRC", help="the published folder (or hub id)")
     c.add_argument("dst", metavar="DST", help="the textdiff folder to write")
     c.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None, help="cast the weights before saving")
+    c.add_argument("--to", choices=["textdiff", "published"], default="textdiff",
+                   help="published: write a folder converted from a block-causal family other engines serve "
+                        "(LLaDA 2.0) back in its publisher's layout, for SGLang / vLLM")
     c.add_argument("--overwrite", action="store_true",
                    help="replace DST if it is a model folder textdiff wrote (never the source, a file or the working folder)")
     _add_loading_flags(c)

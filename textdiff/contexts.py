@@ -82,14 +82,16 @@ def takes_logits_to_keep(fn) -> bool:
         return False
 
 
-def call_keeping(fn, args, keep, accepts: Optional[bool] = None):
-    """``fn(*args)`` returning only the rows ``keep`` selects: passed on as ``logits_to_keep`` when
-    ``fn`` takes it, else the full output is cut; an output that still has every row is cut too."""
+def call_keeping(fn, args, keep, accepts: Optional[bool] = None, inputs: Optional[dict] = None):
+    """``fn(*args, **inputs)`` returning only the rows ``keep`` selects: passed on as ``logits_to_keep``
+    when ``fn`` takes it, else the full output is cut; an output that still has every row is cut too.
+    ``inputs``: extra keyword inputs of the denoiser (a sampler's :meth:`denoiser_inputs`)."""
     fed = args[0].shape[1]
+    inputs = inputs or {}
     if keep is None or (isinstance(keep, int) and keep == 0):
-        return fn(*args)
+        return fn(*args, **inputs)
     accepts = takes_logits_to_keep(fn) if accepts is None else accepts
-    out = fn(*args, logits_to_keep=keep) if accepts else fn(*args)
+    out = fn(*args, logits_to_keep=keep, **inputs) if accepts else fn(*args, **inputs)
     wanted = int(keep.numel()) if isinstance(keep, torch.Tensor) else int(keep)
     if out.shape[1] == fed and wanted != fed:
         out = apply_keep(out, keep)
@@ -116,6 +118,8 @@ class Context(ABC):
         self.positions = positions  # [B, T] absolute positions
         self.shift = shift  # 1 for next-token models: logits for position i live at i - 1
         self._accepts = takes_logits_to_keep(denoise)  # looked up once, not every step (inspect is slow)
+        #: extra keyword inputs of the next sampling call (the loop sets the sampler's ``denoiser_inputs()``)
+        self.inputs: dict = {}
 
     def _place(self, part: torch.Tensor, cols: Optional[torch.Tensor], width: int) -> torch.Tensor:
         """Logits [B, n, V] of the window offsets ``cols`` written into this context's buffer
@@ -131,7 +135,7 @@ class Context(ABC):
 
     def _call(self, args, keep):
         """The denoiser on ``args`` (input_ids first) cut to the rows ``keep`` selects."""
-        return call_keeping(self.denoise, args, keep, self._accepts)
+        return call_keeping(self.denoise, args, keep, self._accepts, self.inputs if not args[5] else None)
 
     @abstractmethod
     def logits(self, x: torch.Tensor, lo: int, hi: int, t: torch.Tensor, rows: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -178,11 +182,15 @@ class BlockCache(Context):
     only the newest cached tokens (a sliding window: exact for a model that sees only that window).
     """
 
-    def __init__(self, denoise, valid, positions, cache: KVCache, max_cache: Optional[int] = None, shift: int = 0):
+    def __init__(self, denoise, valid, positions, cache: KVCache, max_cache: Optional[int] = None, shift: int = 0,
+                 lookback: int = 0):
         super().__init__(denoise, valid, positions, shift)
         self.cache = cache
         self.filled = 0  # row coordinate up to which the cache holds keys
         self.max_cache = max_cache  # sliding window length (None: unbounded)
+        #: tokens before the window fed with it (not cached yet): a block-causal denoiser with shifted
+        #: logits (Fast-dLLM v2) reads the window's first logits from the output of the token before it
+        self.lookback = int(lookback)
 
     def _feed(self, x, lo, hi, t, update: bool, keep=0):
         """Run rows [lo, hi) against the cache; with ``update`` append their keys (and slide)."""
@@ -197,12 +205,17 @@ class BlockCache(Context):
     def logits(self, x, lo, hi, t, rows=None):
         final = hi - self.shift <= lo  # everything before the window is final: so is every fed token
         lo, hi = lo - self.shift, hi - self.shift
-        if lo > self.filled:  # prompt prefill, or the blocks committed since the last call, at t = 0
+        start = max(lo - self.lookback, 0)  # the first fed row: the window, or the token(s) before it
+        if start > self.filled:  # prompt prefill, or the blocks committed since the last call, at t = 0
             self._feed(x, self.filled, lo, torch.zeros_like(t), True, keep=1)  # only keys are wanted
+            if lo > start:  # whole blocks were cached (exact); the lookback tokens are fed again with the window
+                self.cache.drop_last(lo - start)
+                self.filled = start
         if final:  # next-token model with one-token windows: cache the fed token in the same call
             return self._feed(x, lo, hi, torch.zeros_like(t), True)
         cols = read_columns(rows)
-        return self._place(self._feed(x, lo, hi, t, False, keep=keep_spec(0, hi - lo, hi - lo, cols)), cols, hi - lo)
+        keep = keep_spec(lo - start, hi - start, hi - start, cols)
+        return self._place(self._feed(x, start, hi, t, False, keep=keep), cols, hi - lo)
 
     def commit(self, x, lo, hi):
         """Nothing yet: the committed block's keys are computed at t = 0 when the next window asks
@@ -339,7 +352,8 @@ def make_context(model, process, denoise, valid, positions, block_size=None, cac
         if limit is not None and max_context + block_size > limit:
             raise ConfigError(f"max_context={max_context} + block_size={block_size} exceeds the model's context ({limit}); lower max_context")
     if use_exact:
-        return BlockCache(denoise, valid, positions, KVCache.for_model(model), max_context, shift=shift)
+        return BlockCache(denoise, valid, positions, KVCache.for_model(model), max_context, shift=shift,
+                          lookback=int(getattr(config, "logits_shift", 0) or 0))
     if lookback is None:
         lookback = int(getattr(config, "lookback", 0) or 0)
     if cache == "prefix":

@@ -25,6 +25,7 @@ import torch
 from ..config import to_dict
 from ..errors import ConfigError
 from ..progress import Progress
+from ..signatures import checked
 from .corpora import lambada_pairs, load_corpus
 from .suite import ConditionalTask, GenerationTask, LikelihoodTask, load_suite, output_dir, resolve
 
@@ -233,6 +234,7 @@ def _version(name: str):
         return None
 
 
+@checked
 def main(argv=None, progress=None, overwrite: bool = False) -> Path:
     """Run the suite named by argv[0] with key=value overrides argv[1:]; returns the report.json path.
     The report folder is written as every textdiff folder is (:mod:`textdiff.models.format.writer`):

@@ -14,6 +14,13 @@ name               serves (what it requires of the process)    what it is
                                                                a commit schedule
 ``threshold``      masked, block, sedd_absorb                  Fast-dLLM: commit all with p > τ
 ``remdm``          masked, block, sedd_absorb                  ReMDM remasking: revises tokens
+``entropy_bound``  masked, block, uniform (x0 logits)          EB sampler (Ben-Hamu+25): accept the
+                                                               lowest-entropy prefix, renoise the rest;
+                                                               DiffusionGemma's released decoding
+``editing``        masked, block, sedd_absorb                  LLaDA 2.1 token editing: threshold
+                                                               commits + token-to-token edits
+``multi_block``    masked, block, sedd_absorb                  d3LLM / D2F pipelined blocks: the next
+                                                               block starts before this one is done
 =================  ==========================================  =====================================
 
 Every sampler takes ``temperature``, ``top_k`` and ``top_p`` (see ``SamplerConfig``) and draws in
@@ -28,9 +35,13 @@ the weights' bit patterns, never a sort (:mod:`.nucleus`). The last step (s = 0)
 """
 from .ancestral import AncestralConfig, AncestralSampler
 from .base import Sampler, SamplerConfig, StepOutput, build_sampler, default_sampler
-from .confidence import ConfidenceConfig, ConfidenceSampler, ThresholdConfig, ThresholdSampler
+from .confidence import ConfidenceConfig, ConfidenceSampler
+from .threshold import ThresholdConfig, ThresholdSampler
+from .editing import EditingConfig, EditingSampler
+from .multi_block import MultiBlockConfig, MultiBlockSampler
 from .euler import AnalyticConfig, AnalyticSampler, EulerConfig, EulerSampler
 from .first_hitting import FirstHittingConfig, FirstHittingSampler
+from .entropy_bound import EntropyBoundConfig, EntropyBoundSampler
 from .remdm import ReMDMConfig, ReMDMSampler
 
 __all__ = [
@@ -39,5 +50,7 @@ __all__ = [
     "ConfidenceConfig", "ConfidenceSampler", "ThresholdConfig", "ThresholdSampler",
     "EulerConfig", "EulerSampler", "AnalyticConfig", "AnalyticSampler",
     "FirstHittingConfig", "FirstHittingSampler",
-    "ReMDMConfig", "ReMDMSampler",
+    "ReMDMConfig", "ReMDMSampler", "EditingConfig", "EditingSampler",
+    "MultiBlockConfig", "MultiBlockSampler",
+    "EntropyBoundConfig", "EntropyBoundSampler",
 ]

@@ -11,6 +11,7 @@ from typing import Optional, Union
 
 from ..dataclass_io import to_dict
 from ..errors import TextDiffError
+from ..tokenization import encode_text
 from .engine import DecodeSettings, Request
 from .protocol import MAX_SEED, ApiError, ChatRequest, CompletionRequest
 
@@ -91,7 +92,7 @@ class Admission:
 
     def _ids(self, prompt, index: int) -> list[int]:
         if isinstance(prompt, str):
-            return self.lm.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            return encode_text(self.lm.tokenizer, prompt, getattr(self.lm.process, "mask_id", None), f"prompt[{index}]")
         bad = [t for t in prompt if t >= self.vocab_size]
         if bad:
             raise ApiError(400, f"prompt[{index}] has token id {bad[0]}, outside the vocabulary [0, {self.vocab_size})",

@@ -3,7 +3,7 @@ model; plus the deterministic row stream and the final save."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -15,6 +15,7 @@ from ..errors import ConfigError
 from ..processes.base import build_process
 from .checks import check_continues
 from .checkpoint import writer_tag
+from .hooks import TrainHooks
 from .runfolder import check_run_folder, run_id
 
 _MAY_CHANGE_ON_RESUME = {"train.max_steps", "train.max_minutes", "train.eval_every", "train.save_every",
@@ -35,6 +36,8 @@ class Run:
     val_rows: Optional[Any]
     val_unigram_ppl: Optional[float]
     decoding: Any = None  # the sampler, generate defaults and stop tokens final/ is saved with (.decoding)
+    objective: Any = None  # None: the process's NELBO; else the object owning each step (RL: textdiff.rl.trainer)
+    hooks: TrainHooks = field(default_factory=TrainHooks)  # what a recipe section changes in the loop (adapt: textdiff.adapt.training)
 
 
 def _diff_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
@@ -83,6 +86,7 @@ def prepare_run(recipe: Recipe, resume: bool = False, is_main: bool = True) -> R
     torch.manual_seed(cfg.seed)
     published = None  # a published checkpoint (MDLM, BD3-LM, SEDD, ...) to fine-tune, converted on load
     base_meta = None  # the textdiff.json of a textdiff folder to fine-tune
+    hooks = _hooks(recipe)
     if cfg.init_from is not None:
         from ..models.format import PIPELINE_FILE, PUBLISHED, folder_kind
         from ..models.loading import resolve_model_path
@@ -91,7 +95,7 @@ def prepare_run(recipe: Recipe, resume: bool = False, is_main: bool = True) -> R
             raise ConfigError("give either a denoiser section (a Hugging Face network) or train.init_from (a saved run), not both")
         init_path = resolve_model_path(cfg.init_from, what="train.init_from folder")
         init_kind = folder_kind(init_path)  # one-line error for a textdiff.json beside another architecture
-        if init_kind == PUBLISHED:
+        if init_kind == PUBLISHED and recipe.adapt is None:  # (adapt: a causal LM, read by the hooks)
             from ..models.published import LoadOptions, load_published
 
             published = load_published(init_path, LoadOptions(tokenizer=recipe.tokenizer.path))
@@ -111,7 +115,12 @@ def prepare_run(recipe: Recipe, resume: bool = False, is_main: bool = True) -> R
         raise ConfigError(f"train.cond_dropout={cfg.cond_dropout} must be in [0, 1)")
 
     clock = time.perf_counter()
-    if recipe.sft is not None:  # instruction data replaces the corpus (textdiff.sft)
+    if recipe.rl is not None:  # RL: the sft section's prompts and answers (textdiff.rl.data)
+        from ..rl.data import load_prompts, prompt_texts_of
+
+        train_docs, val_docs = load_prompts(recipe.sft)
+        corpus_texts = prompt_texts_of(train_docs)
+    elif recipe.sft is not None:  # instruction data replaces the corpus (textdiff.sft)
         from ..sft import example_texts, load_examples
 
         train_docs, val_docs = load_examples(recipe.sft)
@@ -161,7 +170,11 @@ def prepare_run(recipe: Recipe, resume: bool = False, is_main: bool = True) -> R
         how = f"trained {recipe.tokenizer.train}"
     clock = _phase(is_main, "tokenizer", f"{how}, {len(tokenizer)} tokens, saved to {tok_dir}", clock)
 
-    if recipe.sft is not None:
+    if recipe.rl is not None:  # prompt rows; the held-out ones go to the RL evaluation, not the NELBO one
+        from ..rl.data import as_dataset
+
+        train_rows, val_rows = as_dataset(train_docs), None
+    elif recipe.sft is not None:
         from ..sft import build_rows
 
         train_rows = build_rows(train_docs, tokenizer, recipe.data.seq_len, recipe.sft)
@@ -184,6 +197,8 @@ def prepare_run(recipe: Recipe, resume: bool = False, is_main: bool = True) -> R
         from ..models.external import build_external_denoiser  # external HF denoisers (issue 7)
 
         model = build_external_denoiser(recipe.denoiser, tokenizer, process)
+    elif recipe.adapt is not None:  # a causal LM turned into the denoiser of the process (textdiff.adapt)
+        model = hooks.build_model(init_path, init_kind, tokenizer, process, recipe.data.seq_len)
     elif published is not None:
         model = published.model
         if vocab > model.config.vocab_size:
@@ -208,7 +223,21 @@ def prepare_run(recipe: Recipe, resume: bool = False, is_main: bool = True) -> R
         model = apply_lora(model, recipe.lora)
     n_params = sum(p.numel() for p in model.parameters())
     _phase(is_main, "model", f"{type(model).__name__}, {n_params / 1e6:.2f} M parameters, process {type(process).__name__}", clock)
-    return Run(recipe, tokenizer, process, model, train_rows, val_rows, val_ppl, decoding)
+    objective = None
+    if recipe.rl is not None:  # before any update: the reference policy is this model
+        from ..rl.trainer import RLObjective, stop_tokens
+
+        objective = RLObjective(recipe, tokenizer, process, model, val_docs, stop_tokens(tokenizer, published, init_path if cfg.init_from else None))
+    return Run(recipe, tokenizer, process, model, train_rows, val_rows, val_ppl, decoding, objective, hooks)
+
+
+def _hooks(recipe: Recipe) -> TrainHooks:
+    """The loop's hooks for this recipe: adaptation of a causal LM, or none."""
+    if recipe.adapt is None:
+        return TrainHooks()
+    from ..adapt.training import Adaptation
+
+    return Adaptation(recipe.adapt, recipe.data.seq_len)
 
 
 def _phase(is_main: bool, name: str, message: str, since: float) -> float:
