@@ -18,6 +18,13 @@ def test_switching_sampler_keeps_the_saved_options_it_shares():
     assert spec["temperature"] == 0.0 and set(spec) <= {"name", "temperature", "top_k", "top_p", "cache_unchanged"}
 
 
+def test_a_shared_field_that_does_not_fit_the_new_sampler_stays_at_its_default():
+    spec, kept = compose_sampler_spec({"name": "threshold", "min_commit": "even_split", "temperature": 0.0}, "editing")
+    assert "min_commit" not in spec and spec["temperature"] == 0.0  # editing's min_commit is a count
+    assert kept == ["temperature", "threshold"] and spec["threshold"] == 0.9  # the saved 0.9 over editing's 0.95
+    assert resolve_section("sampler", spec, "sampler").min_commit == 1
+
+
 def test_an_explicit_option_overrides_and_none_keeps_the_saved_sampler():
     spec, kept = compose_sampler_spec(LLADA, "threshold", {"temperature": 0.7, "threshold": 0.5})
     assert (spec["temperature"], spec["threshold"], kept) == (0.7, 0.5, [])
