@@ -3,7 +3,6 @@ chat prompts from the CLI, Dream's caches with Fast-dLLM's rules by default, per
 import json
 import os
 import stat
-import subprocess
 import sys
 
 import pytest
@@ -64,18 +63,16 @@ def test_messages_file_reads_chats_and_rejects_bad_lines(tmp_path):
 
 
 @pytest.mark.slow
-def test_chat_from_the_cli_is_the_apis_chat(tmp_path):
+def test_chat_from_the_cli_is_the_apis_chat(tmp_path, capsys):
     from published_llm_helpers import FIXTURES, load_fixture
 
     llada = load_fixture("llada")
     msgs = [{"role": "user", "content": "w1 w2 w3"}]
     want = llada.generate([msgs], max_new_tokens=8, seed=0)
     (tmp_path / "m.jsonl").write_text(json.dumps({"messages": msgs}) + "\n")
-    run = subprocess.run([sys.executable, "-m", "textdiff.cli", "generate", "--model", str(FIXTURES / "llada"), "--chat",
-                          "--prompt", "w1 w2 w3", "--messages-file", str(tmp_path / "m.jsonl"), "--max-new-tokens", "8",
-                          "--format", "jsonl", "--quiet"], capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr
-    rows = [json.loads(x) for x in run.stdout.splitlines()]
+    assert cli(["generate", "--model", str(FIXTURES / "llada"), "--chat", "--prompt", "w1 w2 w3", "--messages-file",
+                str(tmp_path / "m.jsonl"), "--max-new-tokens", "8", "--format", "jsonl", "--quiet", "--device", "cpu"]) == 0
+    rows = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert [r["prompt"] for r in rows] == [msgs, msgs] and [r["text"] for r in rows] == want * 2
 
 

@@ -1,5 +1,7 @@
 """A run from a model keeps that model's decoding setup unless the recipe changes it, and says so
 (issue 30, item 1; the per-family LoRA runs are in test_sft_published.py)."""
+import pytest
+
 from textdiff.config import load_recipe, to_dict
 from textdiff.training.decoding import base_decoding, given_sampler_keys, run_decoding
 
@@ -42,3 +44,24 @@ def test_no_base_model_saves_the_recipe_sampler(tiny):
     assert d.sampler is recipe.sampler and d.note is None and d.generation == {}
     meta = {"process": {"name": "masked"}, "sampler": LLADA["sampler"], "generation": {"block_size": 8}}
     assert base_decoding(None, meta) == {"sampler": LLADA["sampler"], "generation": {"block_size": 8}, "stop_token_ids": []}
+
+
+@pytest.mark.slow
+def test_fine_tuning_a_textdiff_folder_keeps_its_decoding(tiny_trained, tiny, tmp_path, capsys):
+    from textdiff.config import resolve_section
+    from textdiff.lm import DiffusionLM
+    from textdiff.training.loop import train
+
+    base = DiffusionLM.from_pretrained(tiny_trained.final, device="cpu")  # a copy: the session's model stays as it is
+    base.sampler_config = resolve_section("sampler", {"name": "confidence", "temperature": 0.0, "ordering": "margin"}, "sampler")
+    base.generation_defaults, base.stop_token_ids = {"block_size": 8}, [5]
+    base.save_pretrained(tmp_path / "base")
+    raw = tiny(output_dir=str(tmp_path / "tuned"), train={"init_from": str(tmp_path / "base"), "max_steps": 1, "eval_every": 1,
+                                                          "save_every": 1})
+    del raw["sampler"], raw["tokenizer"]  # the recipe says nothing about decoding
+    tuned = DiffusionLM.from_pretrained(train(load_recipe(raw=raw)), device="cpu")
+    assert tuned.sampler_config == base.sampler_config
+    assert (tuned.generation_defaults, tuned.stop_token_ids) == ({"block_size": 8}, [5])
+    out = capsys.readouterr().out
+    assert "decoding: kept the base model's (sampler confidence, generate defaults {'block_size': 8}, stop token ids [5])" in out
+    assert f"tokenizer: copied from the checkpoint {tmp_path / 'base'}" in out

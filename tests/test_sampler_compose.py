@@ -1,10 +1,8 @@
 """Sampler choice and options compose (issue 30, item 2): naming a sampler keeps the model's saved
 options that apply to it, an explicit option overrides, unknown options are one-line errors."""
-import subprocess
-import sys
-
 import pytest
 
+from textdiff.cli import main as cli
 from textdiff.config import resolve_section
 from textdiff.errors import ConfigError
 from textdiff.samplers.base import compose_sampler_spec, describe_sampler
@@ -18,6 +16,13 @@ def test_switching_sampler_keeps_the_saved_options_it_shares():
     assert "ordering" not in spec and "commit_schedule" not in spec  # confidence-only fields are dropped
     spec, kept = compose_sampler_spec(LLADA, "ancestral")
     assert spec["temperature"] == 0.0 and set(spec) <= {"name", "temperature", "top_k", "top_p", "cache_unchanged"}
+
+
+def test_a_shared_field_that_does_not_fit_the_new_sampler_stays_at_its_default():
+    spec, kept = compose_sampler_spec({"name": "threshold", "min_commit": "even_split", "temperature": 0.0}, "editing")
+    assert "min_commit" not in spec and spec["temperature"] == 0.0  # editing's min_commit is a count
+    assert kept == ["temperature", "threshold"] and spec["threshold"] == 0.9  # the saved 0.9 over editing's 0.95
+    assert resolve_section("sampler", spec, "sampler").min_commit == 1
 
 
 def test_an_explicit_option_overrides_and_none_keeps_the_saved_sampler():
@@ -52,7 +57,7 @@ def test_the_line_names_the_sampler_and_what_was_kept():
 
 
 @pytest.mark.slow
-def test_llada_api_and_cli_keep_greedy_decoding(tmp_path):
+def test_llada_api_and_cli_keep_greedy_decoding(capsys):
     from published_llm_helpers import FIXTURES, load_fixture
 
     llada = load_fixture("llada")
@@ -63,11 +68,10 @@ def test_llada_api_and_cli_keep_greedy_decoding(tmp_path):
     assert llada.make_sampler("threshold").config.temperature == 0.0
     with pytest.raises(ConfigError, match="given twice"):
         llada.generate(["w1 w2"], temperature=0.5, sampler_options={"temperature": 0}, **kw)
-    run = subprocess.run([sys.executable, "-m", "textdiff.cli", "generate", "--model", str(FIXTURES / "llada"),
-                          "--prompt", "w1 w2", "--max-new-tokens", "8", "--sampler", "threshold",
-                          "--sampler-option", "threshold=0.5"], capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr
-    assert "sampler: threshold temperature=0.0 threshold=0.5 (kept from the model's confidence sampler: temperature)" in run.stderr
-    bad = subprocess.run([sys.executable, "-m", "textdiff.cli", "generate", "--model", str(FIXTURES / "llada"),
-                          "--sampler-option", "ordering=margin", "--sampler", "threshold"], capture_output=True, text=True)
-    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "unknown key(s) ['ordering']" in bad.stderr
+    assert cli(["generate", "--model", str(FIXTURES / "llada"), "--prompt", "w1 w2", "--max-new-tokens", "8",
+                "--sampler", "threshold", "--sampler-option", "threshold=0.5", "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    assert "sampler: threshold temperature=0.0 threshold=0.5 (kept from the model's confidence sampler: temperature)" in err
+    assert cli(["generate", "--model", str(FIXTURES / "llada"), "--sampler-option", "ordering=margin", "--sampler", "threshold"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown key(s) ['ordering']" in err

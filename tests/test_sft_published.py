@@ -12,6 +12,7 @@ import torch
 
 pytest.importorskip("peft", reason="LoRA needs peft: pip install 'textdiff[lora]'")
 
+import textdiff.training.hooks as hooks  # noqa: E402
 import textdiff.training.loop as loop  # noqa: E402
 from textdiff.config import load_recipe  # noqa: E402
 from textdiff.lm import DiffusionLM  # noqa: E402
@@ -61,7 +62,8 @@ def test_lora_sft_recipe_trains_on_the_published_fixture_and_merges(family, tmp_
             return model(input_ids, **call)
         return nelbo_terms(shown, process, x0, frozen=frozen, **kw)
 
-    monkeypatch.setattr(loop, "nelbo_terms", spy)
+    monkeypatch.setattr(loop, "nelbo_terms", spy)  # validation
+    monkeypatch.setattr(hooks, "nelbo_terms", spy)  # the training step (TrainHooks.nelbo_terms)
     final = loop.train(recipe)
 
     mask_id = base.tokenizer.mask_token_id

@@ -34,7 +34,7 @@ def test_recipes_by_name_from_any_folder(tmp_path, monkeypatch, capsys):
     assert load_recipe("quickstart").name == "quickstart"
     (tmp_path / "quickstart").write_text("name: mine\n")  # a file of that name wins
     assert load_recipe("quickstart").name == "mine"
-    with pytest.raises(ConfigError, match="does not exist and is not a shipped recipe"):
+    with pytest.raises(ConfigError, match="neither a YAML file nor a shipped recipe"):
         recipe_file("../etc/passwd")
     assert "quickstart" in shipped_recipes() and "accelerate/ddp" in shipped_recipes()
     assert cli(["recipes"]) == 0

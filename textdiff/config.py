@@ -389,25 +389,6 @@ def load_yaml(path: str | Path, what: str = "recipe", example: str = "recipes/qu
     return raw
 
 
-#: the shipped recipes: package data (``textdiff/recipes``, a link to the repository's ``recipes/``);
-#: listed and printed by :mod:`textdiff.shipped` (``textdiff recipes``)
-RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
-
-
-def recipe_file(name) -> Path:
-    """A recipe argument: an existing YAML file, else the shipped recipe of that name (``quickstart``,
-    or ``recipes/quickstart.yaml`` from a folder without one); a one-line error otherwise."""
-    path = Path(name).expanduser()
-    if path.is_file():
-        return path
-    stem = str(name).removeprefix("recipes/").removesuffix(".yaml")
-    if stem and ".." not in Path(stem).parts and (RECIPES_DIR / f"{stem}.yaml").is_file():
-        return RECIPES_DIR / f"{stem}.yaml"
-    raise ConfigError(f"recipe file {str(name)!r} does not exist and is not a shipped recipe; `textdiff recipes` "
-                      "lists the shipped ones, e.g. `textdiff train quickstart`")
-
-
-@checked
 def load_recipe(path: str | Path | None = None, overrides: list[str] | None = None, raw: dict | None = None) -> Recipe:
     """Read a recipe YAML (or a dict), apply ``key=value`` overrides, validate strictly."""
     if path is not None and not isinstance(path, (str, Path)):
@@ -418,6 +399,8 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] | None = No
         raise ConfigError(f"load_recipe: overrides must be a list of 'key=value' strings, got {overrides!r:.60}")
     if raw is None:
         if path is not None:
+            from .shipped import recipe_file
+
             path = recipe_file(path)  # a file, or a shipped recipe by name (textdiff train quickstart)
         raw = load_yaml(path) if path is not None else {}
         if path is not None:

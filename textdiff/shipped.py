@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .config import RECIPES_DIR, recipe_file  # noqa: F401  (the lookup a recipe argument goes through)
 from .errors import ConfigError
+
+#: package data (``textdiff/recipes``, a link to the repository's ``recipes/`` in a checkout)
+RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 
 
 def shipped_recipes() -> list[str]:
@@ -30,6 +32,19 @@ def shipped_recipe(name: str) -> Path:
         if stem and ".." not in Path(stem).parts and path.is_file():
             return path
     raise ConfigError(f"{name!r} is not a shipped recipe; `textdiff recipes` lists them: {', '.join(shipped_recipes())}")
+
+
+def recipe_file(name) -> Path:
+    """A recipe argument: an existing YAML file, else the shipped recipe of that name (``quickstart``,
+    or ``recipes/quickstart.yaml`` from a folder without one); a one-line error otherwise."""
+    path = Path(name).expanduser()
+    if path.is_file():
+        return path
+    stem = str(name).removeprefix("recipes/").removesuffix(".yaml")
+    if stem and ".." not in Path(stem).parts and (RECIPES_DIR / f"{stem}.yaml").is_file():
+        return RECIPES_DIR / f"{stem}.yaml"
+    raise ConfigError(f"recipe {str(name)!r} is neither a YAML file nor a shipped recipe; `textdiff recipes` lists "
+                      "the shipped ones, e.g. `textdiff train quickstart`")
 
 
 def summary(path: Path) -> str:

@@ -224,7 +224,7 @@ def compose_sampler_spec(saved: Any, sampler: Any = None, options: Optional[dict
         spec = dict(saved)
     elif isinstance(sampler, str):
         defaults = to_dict(make_config("sampler", sampler))
-        shared = [k for k in saved if k in defaults and k != "name"]
+        shared = [k for k in saved if k in defaults and k != "name" and _fits(sampler, k, saved[k])]
         kept = sorted(k for k in shared if saved[k] != defaults[k])  # what the switch would otherwise reset
         spec = {"name": sampler, **{k: saved[k] for k in shared}}
     else:
@@ -270,3 +270,13 @@ def unused_steps_note(steps, sampler: "Sampler", process) -> Optional[str]:
 
 
 checked_config(Sampler)  # SamplerConfig(...) itself
+
+
+def _fits(name: str, field: str, value) -> bool:
+    """Whether ``field=value`` is valid for sampler ``name`` (a field two samplers share may differ in
+    type or meaning, e.g. ``min_commit``: "even_split" for threshold, a count for editing)."""
+    try:
+        make_config("sampler", {"name": name, field: value})
+    except ConfigError:
+        return False
+    return True
