@@ -162,6 +162,7 @@ def test_early_stop_saves_denoiser_calls_and_finished_rows_are_padded(lm64, expe
             assert all(tok == 0 for tok in row[ends[0] + 1:])
 
 
+@pytest.mark.slow
 def test_default_rng_is_batch_invariant(lm):
     """textdiff's own draws (per-row float64 generators): a row of a batch equals the row decoded alone."""
     prompts = [[2, 5, 11, 20, 21, 6, 5, 12], [2, 5, 11, 30, 6, 5, 12]]
@@ -206,6 +207,7 @@ def test_score_is_the_uniform_nelbo_of_the_canvases(lm, monkeypatch):
     assert context is None and x0.shape == (2, 3) and x0[0].tolist() == lm.tokenizer("w1 w2")["input_ids"] + [1]
 
 
+@pytest.mark.slow
 def test_cached_decoding_equals_uncached(lm):
     """The encoder cache of committed canvases is exact: decoding with it (default) and feeding the whole
     row every step (use_cache='none') give the same tokens, over two canvases with self-conditioning."""

@@ -41,6 +41,7 @@ def test_uniform_step_renoises_what_it_does_not_accept():
     assert len(set(others.flatten().tolist())) == 6  # uniform redraws over all six tokens
 
 
+@pytest.mark.slow
 def test_eb_sampler_reproduces_the_law_and_the_bound_controls_the_error():
     """γ → 0: one token per step from the exact conditionals, in an entropy order that depends on the
     state only: the joint law exactly. γ large: every token at once from its marginal: far from it."""
