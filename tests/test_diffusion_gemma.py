@@ -217,3 +217,22 @@ def test_cached_decoding_equals_uncached(lm):
     _, full = lm.generate(prompts, use_cache="none", **kw)
     assert torch.equal(cached.sequences, full.sequences)
     assert full.model_calls == full.nfe and cached.model_calls > cached.nfe  # the cached run's encoder passes
+
+
+@pytest.mark.slow
+def test_bf16_and_device_map_load_through_transformers(expected):
+    """bf16 weights give transformers' own bf16 logits (the tiny random network is far from its fp32 logits
+    in bf16 either way); a device_map load goes through transformers' placement and decodes."""
+    from transformers import DiffusionGemmaForBlockDiffusion
+
+    lm16 = load_fixture("diffusion_gemma", dtype=torch.bfloat16)
+    assert lm16.model.network.dtype == torch.bfloat16
+    theirs = DiffusionGemmaForBlockDiffusion.from_pretrained(str(FOLDER), dtype=torch.bfloat16).eval()
+    with torch.no_grad():
+        want = theirs(expected["prompt"], decoder_input_ids=expected["canvas"]).logits
+    assert relative(logits_of(lm16.model, expected, "logits", True), want) < 1e-5
+    from textdiff.lm import DiffusionLM
+
+    spread = DiffusionLM.from_pretrained(FOLDER, device_map="cpu")
+    assert relative(logits_of(spread.model, expected, "logits", True), expected["logits"]) < 1e-5
+    assert len(spread.generate(["w1 w2"], max_new_tokens=4, block_size=4, steps=2, seed=0)) == 1
