@@ -236,3 +236,16 @@ def test_bf16_and_device_map_load_through_transformers(expected):
     spread = DiffusionLM.from_pretrained(FOLDER, device_map="cpu")
     assert relative(logits_of(spread.model, expected, "logits", True), expected["logits"]) < 1e-5
     assert len(spread.generate(["w1 w2"], max_new_tokens=4, block_size=4, steps=2, seed=0)) == 1
+
+
+def test_conditional_likelihood_reads_the_prompt_through_the_encoder(lm):
+    """The harness's conditional NLL (lm-eval's loglikelihood): the prompt is the encoder's clean context,
+    the answer the corrupted canvas; finite, repeatable, and it depends on the prompt."""
+    from textdiff.eval.conditional import conditional_nll
+
+    ids = lambda s: lm.tokenizer(s, add_special_tokens=False)["input_ids"]  # noqa: E731
+    a = conditional_nll(lm.model, lm.process, [2] + ids("w1 w2 w3"), ids("w4 w5"), mc_samples=4)
+    assert a == conditional_nll(lm.model, lm.process, [2] + ids("w1 w2 w3"), ids("w4 w5"), mc_samples=4)
+    b = conditional_nll(lm.model, lm.process, [2] + ids("w9 w9 w9"), ids("w4 w5"), mc_samples=4)
+    # (a random network with peaky logits: the uniform NELBO's 1/t weight makes single draws large)
+    assert 0 < a.nll < float("inf") and a.answer_tokens == 2 and a.prompt_tokens == 4 and a.nll != b.nll
