@@ -157,7 +157,9 @@ def test_an_sft_model_answers_prompts_through_generate(tiny, tmp_path):
 def test_sft_recipes_load_and_validate(path):
     recipe = load_recipe(path)
     assert recipe.sft is not None and recipe.sft.eos_policy in ("first", "all", "weighted")
-    assert recipe.process.name == ("block" if "llada2" in path.stem else "masked")  # LLaDA 2.0 is block diffusion
+    block = ("llada2", "sdar", "fast-dllm-v2")  # block diffusion: LLaDA 2.x, SDAR, Fast-dLLM v2
+    expected = "uniform" if "diffusion-gemma" in path.stem else "block" if any(b in path.stem for b in block) else "masked"
+    assert recipe.process.name == expected
 
 
 def test_condition_dropout_without_sft_data_is_refused(tiny):

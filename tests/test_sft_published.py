@@ -19,7 +19,9 @@ from textdiff.lora import load_lora  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures" / "published"
-FAMILIES = [f for f in ("llada", "dream", "llada_moe", "llada2") if (FIXTURES / f / "config.json").is_file()]
+FAMILIES = [f for f in ("llada", "dream", "llada_moe", "llada2", "llada21", "sdar", "fast_dllm_v2")
+            if (FIXTURES / f / "config.json").is_file()]
+BLOCK = {"llada2": 32, "llada21": 32, "fast_dllm_v2": 32, "sdar": 4}  # block diffusion: seq_len in whole blocks
 
 
 def chat_jsonl(path: Path, words: list[str], n: int = 12) -> Path:
@@ -35,7 +37,7 @@ def chat_jsonl(path: Path, words: list[str], n: int = 12) -> Path:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("family", FAMILIES)
-def test_lora_sft_recipe_trains_on_the_published_fixture_and_merges(family, tmp_path, monkeypatch):
+def test_lora_sft_recipe_trains_on_the_published_fixture_and_merges(family, tmp_path, monkeypatch, capsys):
     fixture = FIXTURES / family
     base = DiffusionLM.from_pretrained(str(fixture))
     vocab = base.tokenizer.get_vocab()
@@ -43,10 +45,11 @@ def test_lora_sft_recipe_trains_on_the_published_fixture_and_merges(family, tmp_
     data = chat_jsonl(tmp_path / "chat.jsonl", words)
     recipe = load_recipe(ROOT / "recipes" / f"sft-{family.replace('_', '-')}-lora.yaml", [
         f"output_dir={tmp_path / 'run'}", f"train.init_from={fixture}", f"sft.source={data}", "sft.val_fraction=0.2",
-        f"data.seq_len={64 if family == 'llada2' else 24}", "train.max_steps=3", "train.batch_size=2", "train.grad_accum=1", "train.warmup_steps=1",
+        f"data.seq_len={64 if BLOCK.get(family) == 32 else 24}", "train.max_steps=3", "train.batch_size=2", "train.grad_accum=1", "train.warmup_steps=1",
         "train.lr=0.05", "train.eval_every=3", "train.eval_batches=1", "train.save_every=3", "train.log_every=1",
         "train.mixed_precision=no", "train.trackers=[]", "lora.dropout=0.0"])
     assert recipe.train.gradient_checkpointing and recipe.lora is not None and recipe.denoiser is None
+    assert recipe.process.name == ("block" if family in BLOCK else "masked") and recipe.sampler.name == {"llada21": "editing"}.get(family, base.sampler_config.name)
 
     seen = []  # what the denoiser was shown, with the clean rows and their prompt masks
     nelbo_terms = loop.nelbo_terms
@@ -81,6 +84,12 @@ def test_lora_sft_recipe_trains_on_the_published_fixture_and_merges(family, tmp_
     assert any(float(v.abs().max()) > 0 for k, v in adapters.items() if "lora_B" in k)  # the adapters trained
 
     tuned = DiffusionLM.from_pretrained(str(final))  # native reload: no converter, no remote code
+    # the base model's decoding setup survives fine-tuning (issue 30): sampler and options, block size, stop tokens
+    assert tuned.sampler_config == base.sampler_config
+    assert tuned.generation_defaults == base.generation_defaults and tuned.stop_token_ids == base.stop_token_ids
+    printed = capsys.readouterr().out
+    assert f"decoding: kept the base model's (sampler {base.sampler_config.name}" in printed
+    assert f"tokenizer: copied from the checkpoint {fixture}" in printed
     assert json.loads((final / "config.json").read_text())["model_type"].startswith("textdiff_")
     assert type(tuned.model) is type(base.model) and not any("lora" in n for n, _ in tuned.model.named_parameters())
     merged = load_lora(base.model, final, merge=True).eval()  # the fixture's weights + the saved adapters

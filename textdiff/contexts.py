@@ -182,11 +182,15 @@ class BlockCache(Context):
     only the newest cached tokens (a sliding window: exact for a model that sees only that window).
     """
 
-    def __init__(self, denoise, valid, positions, cache: KVCache, max_cache: Optional[int] = None, shift: int = 0):
+    def __init__(self, denoise, valid, positions, cache: KVCache, max_cache: Optional[int] = None, shift: int = 0,
+                 lookback: int = 0):
         super().__init__(denoise, valid, positions, shift)
         self.cache = cache
         self.filled = 0  # row coordinate up to which the cache holds keys
         self.max_cache = max_cache  # sliding window length (None: unbounded)
+        #: tokens before the window fed with it (not cached yet): a block-causal denoiser with shifted
+        #: logits (Fast-dLLM v2) reads the window's first logits from the output of the token before it
+        self.lookback = int(lookback)
 
     def _feed(self, x, lo, hi, t, update: bool, keep=0):
         """Run rows [lo, hi) against the cache; with ``update`` append their keys (and slide)."""
@@ -201,12 +205,17 @@ class BlockCache(Context):
     def logits(self, x, lo, hi, t, rows=None):
         final = hi - self.shift <= lo  # everything before the window is final: so is every fed token
         lo, hi = lo - self.shift, hi - self.shift
-        if lo > self.filled:  # prompt prefill, or the blocks committed since the last call, at t = 0
+        start = max(lo - self.lookback, 0)  # the first fed row: the window, or the token(s) before it
+        if start > self.filled:  # prompt prefill, or the blocks committed since the last call, at t = 0
             self._feed(x, self.filled, lo, torch.zeros_like(t), True, keep=1)  # only keys are wanted
+            if lo > start:  # whole blocks were cached (exact); the lookback tokens are fed again with the window
+                self.cache.drop_last(lo - start)
+                self.filled = start
         if final:  # next-token model with one-token windows: cache the fed token in the same call
             return self._feed(x, lo, hi, torch.zeros_like(t), True)
         cols = read_columns(rows)
-        return self._place(self._feed(x, lo, hi, t, False, keep=keep_spec(0, hi - lo, hi - lo, cols)), cols, hi - lo)
+        keep = keep_spec(lo - start, hi - start, hi - start, cols)
+        return self._place(self._feed(x, start, hi, t, False, keep=keep), cols, hi - lo)
 
     def commit(self, x, lo, hi):
         """Nothing yet: the committed block's keys are computed at t = 0 when the next window asks
@@ -343,7 +352,8 @@ def make_context(model, process, denoise, valid, positions, block_size=None, cac
         if limit is not None and max_context + block_size > limit:
             raise ConfigError(f"max_context={max_context} + block_size={block_size} exceeds the model's context ({limit}); lower max_context")
     if use_exact:
-        return BlockCache(denoise, valid, positions, KVCache.for_model(model), max_context, shift=shift)
+        return BlockCache(denoise, valid, positions, KVCache.for_model(model), max_context, shift=shift,
+                          lookback=int(getattr(config, "logits_shift", 0) or 0))
     if lookback is None:
         lookback = int(getattr(config, "lookback", 0) or 0)
     if cache == "prefix":

@@ -43,10 +43,11 @@ from typing import Callable, Optional, Sequence, Union
 import torch
 
 from .categorical import make_generators
-from . import arguments
+from . import arguments, bounds
 from .contexts import make_context
 from .errors import ConfigError, IncompatibleError
 from .generation_io import GenerationOutput, Layout, StepInfo, _Counted, _model_call, left_pad  # noqa: F401 (importable here)
+from .signatures import check_keywords, checked, forwarded
 
 # ---------------------------------------------------------------------------------------------
 # Generators and times
@@ -138,7 +139,11 @@ def _run(
         marker = process.mask_id if infill_id is None else infill_id
         if marker is None:
             raise ConfigError("this process has no mask token; pass infill_id= to mark the template's blanks")
-        template = torch.as_tensor(template, dtype=torch.long, device=device)
+        try:
+            template = torch.as_tensor(template, dtype=torch.long, device=device)
+        except (TypeError, ValueError, RuntimeError):
+            raise ConfigError(f"template must be [N] or [B, N] token ids (a tensor or lists of ints), got "
+                              f"{type(template).__name__}") from None
         if template.dim() == 1:
             template = template[None].expand(B, -1)
         if template.dim() != 2 or template.shape[0] != B:
@@ -147,6 +152,8 @@ def _run(
     if max_new_tokens < 1:
         raise ConfigError(f"max_new_tokens={max_new_tokens} must be at least 1")
     N = max_new_tokens
+    bounds.check_steps(steps, N)  # before any allocation: the time grid alone is 8 bytes a step
+    bounds.check_memory(B, min(block_size or N, N), process.vocab_size, device, item_bytes=bounds.logit_bytes(model))
     gens = _generators(seed, generator, B, device)
 
     prompt_ids, prompt_valid = left_pad(prompts, pad_token_id, device)  # [B, P]
@@ -192,7 +199,7 @@ def _run(
                        cache=use_cache, max_context=max_context, lookback=lookback)
     windows = [(P + lo, P + min(lo + (block_size or N), N)) for lo in range(0, N, block_size or N)]
     # a process whose clean positions carry over (SUBS) reads no logits there: compute the noise rows only
-    read = process.is_noise if process.clean_logits_unused else None
+    read = process.is_noise if process.clean_logits_unused and not sampler.reads_committed else None
     return _loop(sampler, ctx, counted, x, frozen, windows, max(1, steps // len(windows)), gens, P, lengths,
                  eos_token_id if stop_at_eos else None, block_size, read, pad_after_eos, pad_token_id)
 
@@ -263,6 +270,7 @@ def _loop(sampler, ctx, counted, x, frozen, windows, steps_per, gens, P, lengths
     )
 
 
+@checked
 def generate(
     model,
     process,
@@ -352,6 +360,7 @@ def stream(model, process, sampler, prompts=None, **kwargs) -> GenerationStream:
     """
     if "callback" in kwargs:
         raise ConfigError("stream() yields every step itself; drop the callback argument")
+    check_keywords("stream", kwargs, forwarded(stream, generate, ("model", "process", "sampler", "prompts", "callback")))
     return GenerationStream(_run(model, process, sampler, prompts, **kwargs))
 
 

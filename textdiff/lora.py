@@ -38,11 +38,9 @@ ADAPTER_DIR = "adapter"
 
 
 def _peft():
-    try:
-        import peft
-    except ImportError:
-        raise ImportError("LoRA needs the peft package: pip install 'textdiff[lora]' (or pip install peft)") from None
-    return peft
+    from .extras import require
+
+    return require("peft", "lora", "LoRA (the recipe's lora section)")
 
 
 def _network(model) -> tuple[nn.Module, Optional[nn.Module]]:

@@ -39,9 +39,11 @@ BUILTINS: dict[str, dict[str, str]] = {
         "euler": "textdiff.samplers.euler",
         "analytic": "textdiff.samplers.euler",
         "confidence": "textdiff.samplers.confidence",
-        "threshold": "textdiff.samplers.confidence",
+        "threshold": "textdiff.samplers.threshold",
         "remdm": "textdiff.samplers.remdm",
         "entropy_bound": "textdiff.samplers.entropy_bound",
+        "editing": "textdiff.samplers.editing",
+        "multi_block": "textdiff.samplers.multi_block",
     },
 }
 _REGISTRY: dict[str, dict[str, type]] = {k: {} for k in KINDS}

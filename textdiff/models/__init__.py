@@ -9,7 +9,7 @@ from __future__ import annotations
 #: config.json model_types that textdiff loads natively from a folder with textdiff.json: its own
 #: network and transformers' decoders run bidirectionally (modeling_bidirectional / modeling_moe;
 #: tests/test_model.py checks this list against their classes)
-NATIVE_MODEL_TYPES = ("textdiff", "textdiff_llama", "textdiff_qwen2", "textdiff_qwen3_moe", "textdiff_glm4_moe")
+NATIVE_MODEL_TYPES = ("textdiff", "textdiff_llama", "textdiff_qwen2", "textdiff_qwen3", "textdiff_qwen3_moe", "textdiff_glm4_moe")
 
 _LAZY = {"KVCache": "cache", "TextDiffConfig": "configuration_textdiff", "TextDiffModel": "modeling_textdiff",
          "TextDiffOutput": "modeling_textdiff", "register_auto_classes": "auto"}

@@ -27,6 +27,10 @@ class KVCache:
 
     @classmethod
     def for_model(cls, model) -> "KVCache":
+        """An empty cache for ``model``; a model that keeps another kind (an adapted causal LM) makes its own."""
+        make = getattr(model, "new_cache", None)
+        if make is not None:
+            return make()
         return cls(model.config.num_layers)
 
     @property
@@ -56,6 +60,17 @@ class KVCache:
                 self.values[i] = self.values[i][:, :, -keep_last:]
         self.positions = self.positions[:, -keep_last:]
         self.valid = self.valid[:, -keep_last:]
+
+    def drop_last(self, count: int) -> None:
+        """Forget the newest ``count`` cached tokens (they are fed again with the next window)."""
+        if count <= 0:
+            return
+        for i in range(len(self.keys)):
+            if self.keys[i] is not None:
+                self.keys[i] = self.keys[i][:, :, :-count]
+                self.values[i] = self.values[i][:, :, :-count]
+        self.positions = self.positions[:, :-count]
+        self.valid = self.valid[:, :-count]
 
     def select_rows(self, index: torch.Tensor) -> "KVCache":
         """A new cache holding rows ``index`` of this one."""

@@ -98,6 +98,8 @@ def weight_files(folder: Union[str, Path], allow_pickle: bool = False) -> list[P
                 raise ConfigError(f"{str(folder)!r} lacks {len(missing)} of {len(shards)} weight shards "
                                   f"({', '.join(missing[:3])}); download the missing files")
             return [folder / s for s in shards]
+    if (folder / "model.safetensors").is_file():  # one file, as transformers names it: other files are not weights
+        return [folder / "model.safetensors"]
     safes = sorted(folder.glob("*.safetensors"))
     if safes:
         return safes

@@ -27,7 +27,8 @@ from typing import Optional, Union
 
 import torch
 import torch.nn as nn
-from transformers import LlamaConfig, LlamaModel, LlamaPreTrainedModel, Qwen2Config, Qwen2Model, Qwen2PreTrainedModel
+from transformers import (LlamaConfig, LlamaModel, LlamaPreTrainedModel, Qwen2Config, Qwen2Model, Qwen2PreTrainedModel,
+                          Qwen3Config, Qwen3Model, Qwen3PreTrainedModel)
 
 from .cache import KVCache, default_positions
 from .modeling_textdiff import TextDiffOutput, structural_mask
@@ -73,6 +74,17 @@ class DiffusionQwen2Config(DenoiserConfigMixin, Qwen2Config):
     """``Qwen2Config`` of a bidirectional masked-diffusion denoiser (Dream: ``logits_shift=1``)."""
 
     model_type = "textdiff_qwen2"
+
+    def __init__(self, mask_token_id: Optional[int] = None, logits_shift: int = 0, attention: str = "bidirectional",
+                 block_size: Optional[int] = None, **kwargs):
+        _denoiser_fields(self, mask_token_id, logits_shift, attention, block_size)
+        super().__init__(**kwargs)
+
+
+class DiffusionQwen3Config(DenoiserConfigMixin, Qwen3Config):
+    """``Qwen3Config`` of a block-diffusion denoiser (SDAR / TraDo: ``attention="block_causal"``)."""
+
+    model_type = "textdiff_qwen3"
 
     def __init__(self, mask_token_id: Optional[int] = None, logits_shift: int = 0, attention: str = "bidirectional",
                  block_size: Optional[int] = None, **kwargs):
@@ -224,5 +236,17 @@ class DiffusionQwen2Model(_BidirectionalDenoiser, Qwen2PreTrainedModel):
         self._setup(config, Qwen2Model)
 
 
+class DiffusionQwen3Model(_BidirectionalDenoiser, Qwen3PreTrainedModel):
+    """Qwen3 denoiser (q/k RMSNorm per head; SDAR / TraDo attend block-causally)."""
+
+    config_class = DiffusionQwen3Config
+    _no_split_modules = ["Qwen3DecoderLayer"]
+
+    def __init__(self, config: DiffusionQwen3Config):
+        Qwen3PreTrainedModel.__init__(self, config)
+        self._setup(config, Qwen3Model)
+
+
 NATIVE_CLASSES = {"textdiff_llama": (DiffusionLlamaConfig, DiffusionLlamaModel),
-                  "textdiff_qwen2": (DiffusionQwen2Config, DiffusionQwen2Model)}
+                  "textdiff_qwen2": (DiffusionQwen2Config, DiffusionQwen2Model),
+                  "textdiff_qwen3": (DiffusionQwen3Config, DiffusionQwen3Model)}

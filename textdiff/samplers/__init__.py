@@ -17,6 +17,10 @@ name               serves (what it requires of the process)    what it is
 ``entropy_bound``  masked, block, uniform (x0 logits)          EB sampler (Ben-Hamu+25): accept the
                                                                lowest-entropy prefix, renoise the rest;
                                                                DiffusionGemma's released decoding
+``editing``        masked, block, sedd_absorb                  LLaDA 2.1 token editing: threshold
+                                                               commits + token-to-token edits
+``multi_block``    masked, block, sedd_absorb                  d3LLM / D2F pipelined blocks: the next
+                                                               block starts before this one is done
 =================  ==========================================  =====================================
 
 Every sampler takes ``temperature``, ``top_k`` and ``top_p`` (see ``SamplerConfig``) and draws in
@@ -31,7 +35,10 @@ the weights' bit patterns, never a sort (:mod:`.nucleus`). The last step (s = 0)
 """
 from .ancestral import AncestralConfig, AncestralSampler
 from .base import Sampler, SamplerConfig, StepOutput, build_sampler, default_sampler
-from .confidence import ConfidenceConfig, ConfidenceSampler, ThresholdConfig, ThresholdSampler
+from .confidence import ConfidenceConfig, ConfidenceSampler
+from .threshold import ThresholdConfig, ThresholdSampler
+from .editing import EditingConfig, EditingSampler
+from .multi_block import MultiBlockConfig, MultiBlockSampler
 from .euler import AnalyticConfig, AnalyticSampler, EulerConfig, EulerSampler
 from .first_hitting import FirstHittingConfig, FirstHittingSampler
 from .entropy_bound import EntropyBoundConfig, EntropyBoundSampler
@@ -43,6 +50,7 @@ __all__ = [
     "ConfidenceConfig", "ConfidenceSampler", "ThresholdConfig", "ThresholdSampler",
     "EulerConfig", "EulerSampler", "AnalyticConfig", "AnalyticSampler",
     "FirstHittingConfig", "FirstHittingSampler",
-    "ReMDMConfig", "ReMDMSampler",
+    "ReMDMConfig", "ReMDMSampler", "EditingConfig", "EditingSampler",
+    "MultiBlockConfig", "MultiBlockSampler",
     "EntropyBoundConfig", "EntropyBoundSampler",
 ]

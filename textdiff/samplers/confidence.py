@@ -52,7 +52,9 @@ score of positions whose candidate is one of those tokens by ``deprioritize_by``
 threshold: 1.0 puts them after every other candidate), so an early EOS / EOT is committed last.
 ``commit_rounding = "floor"`` with ``time_eps`` = ε gives Dream's schedule: the grid
 t_i = 1 − i (1 − ε) / N and k = ⌊n (1 − s / t)⌋ (possibly 0) with everything at the last step.
-``first_commit = "leftmost"`` makes the first step of every window commit only its leftmost [MASK]
+``mask_logit = "keep"`` leaves the [MASK] logit in the softmax that gives candidates and scores
+(the probability normaliser of LLaDA 2.1's generate, which ranks by a softmax over the whole
+vocabulary; the default ``"drop"`` is SUBS, p over the clean tokens). ``first_commit = "leftmost"`` makes the first step of every window commit only its leftmost [MASK]
 (Fast-dLLM's block-wise Dream decoding fixes the block's first token at the forward that refreshes
 its cache; the other steps follow the rule, on the rest of the grid).
 
@@ -71,7 +73,7 @@ from ..categorical import Buffers, gather_rows, row_chunks
 from ..errors import ConfigError
 from ..registry import register
 from .base import Sampler, SamplerConfig, StepOutput
-from .draws import step_uniforms
+from .draws import step_uniforms, torch_order_draw
 from .nucleus import filtered_weights
 from .unmask_rows import (ExactScores, RowKernel, argmax_rows, greedy_confidence_bounds, rank_commit,
                           rank_commit_bounded)
@@ -97,6 +99,25 @@ class _Unmasker(Sampler):
         if getattr(self, "_scratch", None) is None:
             self._scratch = Buffers()
         return self._scratch
+
+    def x0_rows(self, rows):
+        """The gathered logit rows [c, V] (the caller's copy) as the publisher normalises them: the
+        process's log p_θ(x0 | x_t) ([MASK] at −∞) or, with ``mask_logit = "keep"``, as they are."""
+        if self.config.mask_logit == "keep" and not getattr(self, "_drop_mask", False):
+            return rows if rows.dtype in (torch.float32, torch.float64) else rows.float()
+        return self.process.x0_logits_rows(rows, fresh=True)
+
+    def no_mask_left(self, logits, x_t, x0_hat, where, u):
+        """x̂0 [B, L] with the positions ``where`` whose candidate is [MASK] itself (possible with
+        ``mask_logit = "keep"``) drawn again without it: the step to s = 0 leaves no [MASK]."""
+        again = where & self.process.is_noise(x0_hat)
+        if not bool(again.any()):
+            return x0_hat
+        self._drop_mask = True
+        try:
+            return torch.where(again, self.candidates(logits, x_t, again, u)[0], x0_hat)
+        finally:
+            self._drop_mask = False
 
     def suppress(self, rows):
         """Logit rows [c, V] (the caller's own copy) with ``suppress_ids`` set to −∞ in place."""
@@ -142,7 +163,7 @@ class _Unmasker(Sampler):
         for sl in row_chunks(bi.shape[0], logits.shape[-1]):
             b, l = bi[sl], li[sl]
             mine = kernel.bufs.get("rows", (b.numel(), logits.shape[-1]), logits.dtype, logits.device)
-            rows = self.suppress(self.process.x0_logits_rows(gather_rows(logits, b, l, out=mine), fresh=True))  # [c, V]
+            rows = self.suppress(self.x0_rows(gather_rows(logits, b, l, out=mine)))  # [c, V]
             if fused:  # score (and draw) from p̃ = softmax(l / T) after top-p, as float64 weights
                 top, m = argmax_rows(rows) if draw == "argmax" or kind == "margin" else (None, None)
                 f = filtered_weights(rows, cfg.temperature or 1.0, cfg.top_p, kernel.bufs, m, entropy=kind == "entropy",
@@ -156,6 +177,23 @@ class _Unmasker(Sampler):
                 x0_hat[b, l] = tok
             if sc is not None:
                 score[b, l] = sc
+        return x0_hat, score
+
+    def torch_candidates(self, logits, x_t, noise, generator=None):
+        """(x̂0 [B, L], p̃(x̂0) [B, L] float64; −∞ off ``noise``) drawn as the publisher draws them
+        (``rng = "torch"``): every position of the window in one multinomial (one per row with a list of
+        per-row generators), scored by the probability of the filtered softmax it was drawn from."""
+        cfg = self.config
+        B, L, V = logits.shape
+        rows = self.suppress(self.x0_rows(logits.reshape(B * L, V).clone()))  # [B·L, V]
+        if isinstance(generator, (list, tuple)):
+            drawn = [torch_order_draw(rows[b * L:(b + 1) * L], cfg.temperature, cfg.top_k, cfg.top_p, g)
+                     for b, g in enumerate(generator)]
+            tok, p = torch.cat([d[0] for d in drawn]), torch.cat([d[1] for d in drawn])
+        else:
+            tok, p = torch_order_draw(rows, cfg.temperature, cfg.top_k, cfg.top_p, generator)
+        x0_hat = torch.where(noise, tok.view(B, L), x_t)
+        score = torch.where(noise, p.view(B, L).double(), torch.full((B, L), float("-inf"), dtype=torch.float64))
         return x0_hat, score
 
     def leftmost_first(self, logits, t, x_t, noise, generator=None):
@@ -190,7 +228,7 @@ class _Unmasker(Sampler):
         for sl in row_chunks(bi.shape[0], logits.shape[-1]):
             b, l = bi[sl], li[sl]
             mine = self._buffers.get("rows", (b.numel(), logits.shape[-1]), logits.dtype, logits.device)
-            rows = self.suppress(self.process.x0_logits_rows(gather_rows(logits, b, l, out=mine), fresh=True))
+            rows = self.suppress(self.x0_rows(gather_rows(logits, b, l, out=mine)))
             x0_hat[b, l], lo[b, l], hi[b, l] = greedy_confidence_bounds(rows)  # (rows overwritten)
         exact = ExactScores(lambda where: self.deprioritize(
             self.candidates(logits, x_t, where, torch.zeros(B, L, dtype=torch.float64))[1], x0_hat), lo)
@@ -215,14 +253,30 @@ class _UnmaskerKnobs:
     score_from: Literal["model", "sampling"] = "model"
     #: the first step of each window: "ranked" = the sampler's own rule, "leftmost" = commit only the
     #: window's leftmost [MASK] (Fast-dLLM's block-wise Dream decoding, at its cache-refresh forward)
-    first_commit: Literal["ranked", "leftmost"] = "ranked"
+    #: (threshold sampler) "block_start" = commit only a window's first position when it is [MASK] (Fast-dLLM v2)
+    first_commit: Literal["ranked", "leftmost", "block_start"] = "ranked"
+    #: where the random numbers come from: "rows" = textdiff's per-row float64 draws (batch-invariant),
+    #: "torch" = one float32 ``torch.multinomial`` over the window per step, in the publisher's order
+    #: (SDAR; a reference mode for parity tests, see :func:`~.draws.torch_order_draw`)
+    rng: Literal["rows", "torch"] = "rows"
+    #: the softmax that gives candidates and scores: "drop" = over the clean tokens ([MASK] at −∞,
+    #: SUBS), "keep" = over the whole vocabulary, [MASK] included (LLaDA 2.1's generate)
+    mask_logit: Literal["drop", "keep"] = "drop"
 
     def validate(self) -> None:
         super().validate()
+        if self.rng not in ("rows", "torch"):
+            raise ConfigError(f"sampler.rng={self.rng!r} must be 'rows' or 'torch'")
+        if self.rng == "torch" and self.temperature == 0:
+            raise ConfigError("sampler.rng='torch' reproduces a sampling publisher (SDAR); it needs temperature > 0")
+        if self.mask_logit not in ("drop", "keep"):
+            raise ConfigError(f"sampler.mask_logit={self.mask_logit!r} must be 'drop' or 'keep'")
         if self.score_from not in ("model", "sampling"):
             raise ConfigError(f"sampler.score_from={self.score_from!r} must be 'model' or 'sampling'")
-        if self.first_commit not in ("ranked", "leftmost"):
-            raise ConfigError(f"sampler.first_commit={self.first_commit!r} must be 'ranked' or 'leftmost'")
+        if self.first_commit not in ("ranked", "leftmost", "block_start"):
+            raise ConfigError(f"sampler.first_commit={self.first_commit!r} must be 'ranked', 'leftmost' or 'block_start'")
+        if self.first_commit == "block_start" and self.name != "threshold":
+            raise ConfigError("sampler.first_commit='block_start' is the threshold sampler's (Fast-dLLM v2)")
 
 
 @dataclass
@@ -241,6 +295,8 @@ class ConfidenceConfig(_UnmaskerKnobs, SamplerConfig):
 
     def validate(self) -> None:
         super().validate()
+        if self.rng == "torch" and (self.ordering != "confidence" or self.order_temperature > 0):
+            raise ConfigError("sampler.rng='torch' draws as SDAR does; it goes with ordering='confidence' only")
         if self.order_temperature < 0:
             raise ConfigError(f"sampler.order_temperature={self.order_temperature} must be >= 0")
         if not 0.0 <= self.time_eps < 1.0:
@@ -288,6 +344,10 @@ class ConfidenceSampler(_Unmasker):
             return first
         cfg = self.config
         k = self.commit_counts(noise.sum(1), self.rows(t, x_t), self.rows(s, x_t))
+        if cfg.rng == "torch" and cfg.ordering == "confidence":  # the publisher's stream (SDAR "static")
+            x0_hat, score = self.torch_candidates(logits, x_t, noise, generator)
+            commit = rank_commit(self.deprioritize(score, x0_hat), noise, k)
+            return StepOutput(x_s=torch.where(commit, x0_hat, x_t), x0_pred=x0_hat)
         if self.bounded(logits):  # greedy confidence: float64 only where the top-k is in doubt
             x0_hat, lo, hi, exact = self.candidate_bounds(logits, x_t, noise)
             commit = rank_commit_bounded(lo, hi, noise, k, exact)
@@ -308,65 +368,4 @@ class ConfidenceSampler(_Unmasker):
         commit = rank_commit(score, noise, k)
         if later:  # the same uniforms u[..., 0] as a draw at every position: the same x_s
             x0_hat = self.candidates(logits, x_t, commit, u[..., 0])[0]
-        return StepOutput(x_s=torch.where(commit, x0_hat, x_t), x0_pred=x0_hat)
-
-
-@dataclass
-class ThresholdConfig(_UnmaskerKnobs, SamplerConfig):
-    name: str = "threshold"
-    #: commit every masked position whose confidence p(x̂0) exceeds this (Fast-dLLM's τ)
-    threshold: float = 0.9
-    #: the fewest commits per step: "one" = the most confident one (Fast-dLLM), "even_split" = the step's
-    #: share of the window split evenly over the steps, remainder first (LLaDA 2.0's generate)
-    min_commit: Literal["one", "even_split"] = "one"
-
-    def validate(self) -> None:
-        super().validate()
-        if not 0.0 <= self.threshold <= 1.0:
-            raise ConfigError(f"sampler.threshold={self.threshold} must be in [0, 1]")
-        if self.min_commit not in ("one", "even_split"):
-            raise ConfigError(f"sampler.min_commit={self.min_commit!r} must be 'one' or 'even_split'")
-
-
-@register("sampler", "threshold")
-class ThresholdSampler(_Unmasker):
-    config_class = ThresholdConfig
-
-    def min_commits(self, t, x_t) -> torch.Tensor:
-        """k [B]: the fewest commits this step (the most confident k go even below τ).
-
-        ``one``: 1. ``even_split``: step i of N (t = 1 − i / N) over a window of W positions commits
-        at least ⌊W / N⌋, plus one for the first W mod N steps (so N steps cover the window).
-        """
-        B = x_t.shape[0]
-        if self.config.min_commit == "one":
-            return torch.ones(B, dtype=torch.long, device=x_t.device)
-        n_steps = self.timesteps.shape[-1] - 1
-        i = torch.round((1.0 - self.rows(t, x_t)) * n_steps).long()  # [B] this step's index
-        base, extra = divmod(x_t.shape[1], n_steps)
-        return base + (i < extra).long()
-
-    def step(self, logits, t, s, x_t, generator=None):
-        noise = self.process.is_noise(x_t)  # [B, L]
-        first = self.leftmost_first(logits, t, x_t, noise, generator)
-        if first is not None:
-            return first
-        k = self.min_commits(t, x_t)  # [B]
-        last = noise & (self.rows(s, x_t) <= 0)[:, None]  # the last step commits everything
-        tau = self.config.threshold
-        if self.bounded(logits):  # greedy: float64 only where the threshold or the best k are in doubt
-            x0_hat, lo, hi, exact = self.candidate_bounds(logits, x_t, noise)
-            unsure = noise & (lo <= tau) & (hi > tau)
-            commit = noise & (lo > tau)
-            if bool(unsure.any()):
-                commit |= unsure & (exact(unsure) > tau)
-            commit |= rank_commit_bounded(lo, hi, noise, k, exact) | last
-            return StepOutput(x_s=torch.where(commit, x0_hat, x_t), x0_pred=x0_hat)
-        greedy = self.config.temperature == 0  # argmax candidates: no noise is drawn
-        u = torch.zeros(x_t.shape, dtype=torch.float64) if greedy else step_uniforms(x_t, 1, generator)[..., 0]
-        x0_hat, conf = self.candidates(logits, x_t, noise, u)  # conf = p_θ(x̂0 | x_t) float64
-        conf = self.deprioritize(conf, x0_hat)
-        commit = noise & (conf > tau)
-        commit |= rank_commit(conf, noise, k)  # at least the k most confident while masks remain
-        commit |= last
         return StepOutput(x_s=torch.where(commit, x0_hat, x_t), x0_pred=x0_hat)

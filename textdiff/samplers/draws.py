@@ -65,3 +65,28 @@ def draw_transition(probs_fn, logits, x_t, t, s, u, filt: Optional[LogitFilter] 
             probs = filt.transition(probs, x)
         out[sl] = inverse_cdf(probs[:, 0].to(torch.float64), flat_u[sl])
     return out.view(B, L)
+
+
+def torch_order_draw(rows: torch.Tensor, temperature: float, top_k, top_p: float, generator=None):
+    """(token [n], its probability [n] float32): one ``torch.multinomial`` over the rows [n, V] in their
+    own float32, in the order torch's generator gives (``generator``, or torch's global one) — the
+    draw of SDAR's ``sample_with_temperature_topk_topp`` (logits / T when T ≠ 1, top-k, then top-p
+    with the first token kept, softmax), for the samplers' reference-RNG mode (``rng = "torch"``).
+
+    Not textdiff's own draw: it exists to reproduce a publisher's random stream in tests; the default
+    per-row float64 draws (:func:`step_uniforms`) make results batch-invariant."""
+    lg = rows.float()
+    if temperature != 1.0:
+        lg = lg / temperature
+    if top_k:
+        kth = torch.topk(lg, int(top_k), dim=-1).values[..., -1:]
+        lg = torch.where(lg < kth, torch.full_like(lg, float("-inf")), lg)
+    if top_p < 1.0:
+        ordered, index = torch.sort(lg, descending=True)
+        beyond = torch.softmax(ordered, dim=-1).cumsum(-1) > top_p  # [n, V] in the sorted order
+        beyond[..., 1:] = beyond[..., :-1].clone()
+        beyond[..., 0] = False  # the best token always stays
+        lg = lg.masked_fill(torch.zeros_like(beyond).scatter(-1, index, beyond), float("-inf"))
+    probs = torch.softmax(lg, dim=-1)
+    token = torch.multinomial(probs, num_samples=1, generator=generator)  # [n, 1]
+    return token[:, 0], probs.gather(-1, token)[:, 0]

@@ -44,6 +44,7 @@ AUTO_MAP = {
 #: models/modeling_bidirectional.py; LLaDA-MoE / LLaDA 2.0 in models/modeling_moe.py, which imports it.
 BIDIRECTIONAL_CLASSES = {"textdiff_llama": ("modeling_bidirectional", "DiffusionLlamaConfig", "DiffusionLlamaModel"),
                          "textdiff_qwen2": ("modeling_bidirectional", "DiffusionQwen2Config", "DiffusionQwen2Model"),
+                         "textdiff_qwen3": ("modeling_bidirectional", "DiffusionQwen3Config", "DiffusionQwen3Model"),
                          "textdiff_qwen3_moe": ("modeling_moe", "DiffusionQwen3MoeConfig", "DiffusionQwen3MoeModel"),
                          "textdiff_glm4_moe": ("modeling_moe", "DiffusionGlm4MoeConfig", "DiffusionGlm4MoeModel")}
 BIDIRECTIONAL_FILES = ("modeling_bidirectional.py", *REMOTE_CODE_FILES)

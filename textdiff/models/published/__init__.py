@@ -37,7 +37,16 @@ FAMILIES = {
     "llada_moe": "llada_moe.LLaDAMoE",
     "llada2": "llada2.LLaDA2",
     "diffusion_gemma": "diffusion_gemma.DiffusionGemma",
+    "llada21": "llada21.LLaDA21",
+    "sdar": "sdar.SDAR",
+    "fast_dllm_v2": "fast_dllm_v2.FastDLLMv2",
 }
+
+#: layouts recognised only to say why they cannot load: (pattern on model_type / architectures, reason)
+REFUSED = (
+    (r"llada[-_.]?2[-_.]?2", "LLaDA 2.2's modeling and decoding code (Levenshtein editing: keep / substitute / delete / "
+                             "insert) is not public, so textdiff cannot convert it or prove parity; no textdiff version loads it yet"),
+)
 
 __all__ = ["FAMILIES", "Family", "LoadOptions", "Published", "available", "detect_family", "family", "load_published"]
 
@@ -74,10 +83,21 @@ def detect_family(folder: Path, config: Optional[dict] = None) -> Optional[type]
     return hits[0] if hits else None
 
 
+def refuse_unpublished(folder: Path, config: dict) -> None:
+    """A one-line error for a layout in :data:`REFUSED` (known, but its code is not public)."""
+    import re
+
+    names = [str(config.get("model_type") or "")] + [str(a) for a in config.get("architectures") or []]
+    for pattern, reason in REFUSED:
+        if any(re.search(pattern, n, re.IGNORECASE) for n in names):
+            raise ConfigError(f"{str(folder)!r} holds a {names[0] or names[-1]!r} model: {reason}")
+
+
 def load_published(folder: Path, options: Optional[LoadOptions] = None) -> Published:
     """Convert the published checkpoint in ``folder``; a one-line error for an unknown layout."""
     options = options or LoadOptions()
     config = folder_config(folder)
+    refuse_unpublished(folder, config)
     found = detect_family(folder, config)
     if found is None:
         kind = config.get("model_type") or (config.get("architectures") or [None])[0]
