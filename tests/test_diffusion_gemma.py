@@ -162,6 +162,7 @@ def test_early_stop_saves_denoiser_calls_and_finished_rows_are_padded(lm64, expe
             assert all(tok == 0 for tok in row[ends[0] + 1:])
 
 
+@pytest.mark.slow
 def test_default_rng_is_batch_invariant(lm):
     """textdiff's own draws (per-row float64 generators): a row of a batch equals the row decoded alone."""
     prompts = [[2, 5, 11, 20, 21, 6, 5, 12], [2, 5, 11, 30, 6, 5, 12]]
@@ -206,6 +207,7 @@ def test_score_is_the_uniform_nelbo_of_the_canvases(lm, monkeypatch):
     assert context is None and x0.shape == (2, 3) and x0[0].tolist() == lm.tokenizer("w1 w2")["input_ids"] + [1]
 
 
+@pytest.mark.slow
 def test_cached_decoding_equals_uncached(lm):
     """The encoder cache of committed canvases is exact: decoding with it (default) and feeding the whole
     row every step (use_cache='none') give the same tokens, over two canvases with self-conditioning."""
@@ -215,3 +217,35 @@ def test_cached_decoding_equals_uncached(lm):
     _, full = lm.generate(prompts, use_cache="none", **kw)
     assert torch.equal(cached.sequences, full.sequences)
     assert full.model_calls == full.nfe and cached.model_calls > cached.nfe  # the cached run's encoder passes
+
+
+@pytest.mark.slow
+def test_bf16_and_device_map_load_through_transformers(expected):
+    """bf16 weights give transformers' own bf16 logits (the tiny random network is far from its fp32 logits
+    in bf16 either way); a device_map load goes through transformers' placement and decodes."""
+    from transformers import DiffusionGemmaForBlockDiffusion
+
+    lm16 = load_fixture("diffusion_gemma", dtype=torch.bfloat16)
+    assert lm16.model.network.dtype == torch.bfloat16
+    theirs = DiffusionGemmaForBlockDiffusion.from_pretrained(str(FOLDER), dtype=torch.bfloat16).eval()
+    with torch.no_grad():
+        want = theirs(expected["prompt"], decoder_input_ids=expected["canvas"]).logits
+    assert relative(logits_of(lm16.model, expected, "logits", True), want) < 1e-5
+    from textdiff.lm import DiffusionLM
+
+    spread = DiffusionLM.from_pretrained(FOLDER, device_map="cpu")
+    assert relative(logits_of(spread.model, expected, "logits", True), expected["logits"]) < 1e-5
+    assert len(spread.generate(["w1 w2"], max_new_tokens=4, block_size=4, steps=2, seed=0)) == 1
+
+
+def test_conditional_likelihood_reads_the_prompt_through_the_encoder(lm):
+    """The harness's conditional NLL (lm-eval's loglikelihood): the prompt is the encoder's clean context,
+    the answer the corrupted canvas; finite, repeatable, and it depends on the prompt."""
+    from textdiff.eval.conditional import conditional_nll
+
+    ids = lambda s: lm.tokenizer(s, add_special_tokens=False)["input_ids"]  # noqa: E731
+    a = conditional_nll(lm.model, lm.process, [2] + ids("w1 w2 w3"), ids("w4 w5"), mc_samples=4)
+    assert a == conditional_nll(lm.model, lm.process, [2] + ids("w1 w2 w3"), ids("w4 w5"), mc_samples=4)
+    b = conditional_nll(lm.model, lm.process, [2] + ids("w9 w9 w9"), ids("w4 w5"), mc_samples=4)
+    # (a random network with peaky logits: the uniform NELBO's 1/t weight makes single draws large)
+    assert 0 < a.nll < float("inf") and a.answer_tokens == 2 and a.prompt_tokens == 4 and a.nll != b.nll

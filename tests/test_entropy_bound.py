@@ -41,6 +41,7 @@ def test_uniform_step_renoises_what_it_does_not_accept():
     assert len(set(others.flatten().tolist())) == 6  # uniform redraws over all six tokens
 
 
+@pytest.mark.slow
 def test_eb_sampler_reproduces_the_law_and_the_bound_controls_the_error():
     """γ → 0: one token per step from the exact conditionals, in an entropy order that depends on the
     state only: the joint law exactly. γ large: every token at once from its marginal: far from it."""
@@ -67,3 +68,22 @@ def test_temperature_schedule_is_linear_over_the_steps():
     smp.set_timesteps(4)
     temps = [float(smp.temperature(t)) for t, _ in smp.pairs()]
     assert temps == pytest.approx([0.8, 0.7, 0.6, 0.5])
+
+
+def test_masked_argmax_output_keeps_committed_tokens_and_the_stop_rule_works():
+    """On a masked process with DiffusionGemma's options the window ends as the argmax canvas at the [MASK]
+    positions only (committed tokens stay), and a confident, stable window stops early."""
+    from test_sampler_contract import tiny_model
+
+    from textdiff.generation import generate
+
+    process = textdiff.build_process("masked", vocab_size=10, mask_id=9)
+    smp = textdiff.build_sampler({"name": "entropy_bound", "output": "argmax", "t_max": 0.5, "t_min": 0.1,
+                                  "stability_threshold": 0, "confidence_threshold": 50.0}, process)
+    states = []
+    out = generate(tiny_model("masked"), process, smp, [[1, 2, 3]], max_new_tokens=8, steps=8, seed=0,
+                   callback=lambda info: states.append(info.x.clone()))
+    assert out.nfe == 1  # stop rule met at once (threshold above any entropy, no stability needed)
+    committed = states[0][0, 3:] != 9
+    assert torch.equal(out.sequences[0, 3:][committed], states[0][0, 3:][committed])
+    assert not bool((out.sequences == 9).any())

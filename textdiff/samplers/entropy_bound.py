@@ -174,7 +174,8 @@ class EntropyBoundSampler(Sampler):
         x_s = torch.where(accept, x0_hat, x_t)
         if not self.absorbing:
             x_s = torch.where(accept, x_s, renoise)  # the rest is redrawn from the uniform prior
-        argmax = z.argmax(-1)
+        argmax = z.argmax(-1) if not self.absorbing else torch.where(candidate, z.argmax(-1), x_t)  # clean stays
+        self._candidate = candidate
         same_law = cfg.rng == "torch" or not self.filter.active  # the acceptance entropy is the stop rule's
         self._stop_rule(x_t, x_s, argmax, z, entropy if same_law else None)
         return StepOutput(x_s=self._x_s, x0_pred=self.argmax)
@@ -242,4 +243,7 @@ class EntropyBoundSampler(Sampler):
             h = entropy_reference(z)
         else:
             h = entropy64(z)
+        if self.absorbing:  # masked: the mean over the positions still [MASK] (0 when none is left)
+            c = self._candidate
+            return (h.masked_fill(~c, 0.0).sum(-1) / c.sum(-1).clamp_min(1)) < self.config.confidence_threshold
         return h.mean(-1) < self.config.confidence_threshold
