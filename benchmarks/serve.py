@@ -3,6 +3,11 @@ requests, on the same server, interleaved in rounds; and a bounded soak.
 
     OMP_NUM_THREADS=1 python benchmarks/serve.py --model runs/quickstart/final --clients 8 --requests 48
     OMP_NUM_THREADS=1 python benchmarks/serve.py --model runs/quickstart/final --soak 10      # 10 minutes
+    OMP_NUM_THREADS=1 python benchmarks/serve.py --in-process 6x384 --clients 8 --requests 24  # random weights, no HTTP
+
+``gpu_benchmark(concurrency, *, device, dry_run, max_seconds)`` is ``benchmarks/gpu.py``'s serving
+hook (:mod:`serve_engine`: the continuous engine in process, random weights). ``--in-process SHAPE``
+runs the same comparison here on the CPU (shapes: ``quickstart``, ``6x384`` = 6 layers x 384, V = 50,257).
 
 (The server inherits OMP_NUM_THREADS. On a busy machine give it 1: with more OpenMP threads than
 free cores the quickstart model's forward ran 10-20x slower here.)
@@ -35,10 +40,15 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import httpx
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # this checkout's textdiff (as the server gets it)
 from report import machine, save  # noqa: E402
+from serve_engine import gpu_benchmark  # noqa: E402,F401  (benchmarks/gpu.py's serving hook)
+
+try:  # the GPU image may lack httpx: only the HTTP modes need it
+    import httpx
+except ImportError:  # pragma: no cover
+    httpx = None
 
 TEXT = ("The list type is a mutable sequence. Dictionaries map keys to values. A function returns a value "
         "to its caller. Strings are immutable sequences of characters. The module defines a class and "
@@ -197,19 +207,35 @@ def load_test(server: Server, args) -> None:
                          "p90 TTFT s": round(percentile([r["ttft"] for r in done], 0.9), 3)})
         rows[-1]["x sequential tokens/s"] = round(rows[-1]["tokens/s"] / rows[-2]["tokens/s"], 2)
         rows[-1]["p50 latency / solo"] = round(rows[-1]["p50 latency s"] / rows[-2]["p50 latency s"], 2)
+    ceiling = forward_ceiling(args.model, args.clients)
     meta = {"machine": machine(), "model": args.model, "clients": args.clients, "requests": args.requests,
             "max_tokens": args.max_tokens, "steps": args.steps, "max_batch": args.max_batch, "rounds": args.rounds,
             "mismatches": mismatches, "compared": compared, "threads": os.environ.get("OMP_NUM_THREADS"),
-            "load average (1 min) at the end": os.getloadavg()[0]}
+            "load average (1 min) at the end": os.getloadavg()[0], "batching ceiling": ceiling}
     keys = [k for k in rows[-1] if k != "section"]
     lines = [f"# textdiff serve: {args.clients} clients vs one at a time ({meta['machine']})", "",
              f"Model `{args.model}`, {args.requests} seeded requests (max_tokens={args.max_tokens}, steps={args.steps}, "
              f"half streamed), --max-batch {args.max_batch}, {args.rounds} interleaved rounds. Answers that differ from "
              f"the sequential ones: {mismatches} of {compared}. Load average at the end: {os.getloadavg()[0]:.1f} "
-             f"(OMP_NUM_THREADS={meta['threads']}).", "",
+             f"(OMP_NUM_THREADS={meta['threads']}). Batching ceiling here (after the run, same process "
+             f"settings): one forward of {ceiling['rows']} rows x {ceiling['width']} positions took "
+             f"{ceiling['batched_forward_ms']:.1f} ms against {ceiling['one_row_forward_ms']:.1f} ms per row alone: "
+             f"at most {ceiling['ceiling_x']:.2f}x from merging forwards.", "",
              "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     lines += ["| " + " | ".join(str(r.get(k, "")) for k in keys) + " |" for r in rows]
     save(args.name, rows, meta, "\n".join(lines))
+
+
+def forward_ceiling(model: str, rows: int) -> dict:
+    """:func:`serve_engine.batching_ceiling` for the served model, loaded in this process."""
+    import torch
+    from serve_engine import batching_ceiling
+
+    from textdiff.lm import DiffusionLM
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or torch.get_num_threads()))
+    out = batching_ceiling(DiffusionLM.from_pretrained(model, device="cpu"), rows=rows)
+    return {k: round(v, 3) if isinstance(v, float) else v for k, v in out.items()}
 
 
 def soak(server: Server, args) -> None:
@@ -271,9 +297,39 @@ def soak(server: Server, args) -> None:
     save(args.name + "_soak", rows, meta, "\n".join(lines))
 
 
+def in_process(args) -> None:
+    """The continuous engine in this process (random weights of ``--in-process`` shape), no HTTP."""
+    import serve_engine as se
+
+    lm = se.random_lm(args.in_process)
+    requests = se.jobs(args.requests, args.seed, se.SHAPES[args.in_process]["vocab"], args.max_tokens, args.steps)
+    rows = []
+    for rnd in range(args.rounds):
+        r = se.compare(lm, requests, args.clients, args.max_batch, args.duration / args.rounds)
+        rows.append({"section": "in-process", "round": rnd + 1, **{k: round(v, 3) if isinstance(v, float) else v
+                                                                      for k, v in r.items()}})
+    ceiling = {k: round(v, 3) if isinstance(v, float) else v for k, v in se.batching_ceiling(lm, rows=args.clients).items()}
+    meta = {"batching ceiling": ceiling, "machine": machine(), "shape": args.in_process, "clients": args.clients, "requests": args.requests,
+            "max_tokens": args.max_tokens, "steps": args.steps, "max_batch": args.max_batch,
+            "threads": os.environ.get("OMP_NUM_THREADS"), "load average (1 min) at the end": os.getloadavg()[0]}
+    keys = [k for k in rows[-1] if k != "section"]
+    lines = [f"# textdiff serve engine in process: {args.clients} clients vs one at a time ({meta['machine']})", "",
+             f"Random-weight masked-diffusion model `{args.in_process}` ({se.SHAPES[args.in_process]}), {args.requests} "
+             f"seeded requests (max_tokens={args.max_tokens}, steps={args.steps}, half streamed), --max-batch "
+             f"{args.max_batch}; no HTTP. Load average at the end: {os.getloadavg()[0]:.1f} "
+             f"(OMP_NUM_THREADS={meta['threads']}). Batching ceiling: one forward of {ceiling['rows']} rows x "
+             f"{ceiling['width']} positions {ceiling['batched_forward_ms']:.1f} ms against "
+             f"{ceiling['one_row_forward_ms']:.1f} ms per row alone ({ceiling['ceiling_x']:.2f}x).", "",
+             "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join(str(r.get(k, "")) for k in keys) + " |" for r in rows]
+    save(args.name + "_engine_" + args.in_process, rows, meta, "\n".join(lines))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="a model folder textdiff serve can load")
+    p.add_argument("--model", help="a model folder textdiff serve can load")
+    p.add_argument("--in-process", choices=["quickstart", "6x384"], default=None,
+                   help="the engine in this process with a random-weight model of this shape (no HTTP, no --model)")
     p.add_argument("--clients", type=int, default=8)
     p.add_argument("--requests", type=int, default=None, help="requests per phase (default 48); soak: in all (default 100000)")
     p.add_argument("--max-tokens", type=int, default=64)
@@ -288,6 +344,10 @@ def main() -> None:
     args = p.parse_args()
     if args.requests is None:
         args.requests = 100_000 if args.soak is not None else 48
+    if args.in_process:
+        return in_process(args)
+    if args.model is None or httpx is None:
+        p.error("give --model (and install httpx), or --in-process SHAPE")
     server = Server(args)
     try:
         soak(server, args) if args.soak is not None else load_test(server, args)

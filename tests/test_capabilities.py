@@ -84,6 +84,7 @@ SERVED = {
     "multi_block": {"masked", "block", "sedd_absorb"},
     "euler": {"uniform", "sedd_absorb", "sedd_uniform"},
     "analytic": {"sedd_absorb", "sedd_uniform"},
+    "entropy_bound": {"masked", "block", "uniform"},  # x0 logits, no shift (issue 23)
 }
 
 
@@ -139,7 +140,7 @@ def test_a_new_process_is_served_by_what_it_declares():
     register("process", "test_plain_absorbing")(PlainAbsorbing)
     try:
         served = {s for s in SAMPLERS if lookup("sampler", s).serves("test_plain_absorbing")}
-        assert served == {"first_hitting", "confidence", "threshold", "remdm", "editing", "multi_block"}
+        assert served == {"first_hitting", "confidence", "threshold", "remdm", "entropy_bound", "editing", "multi_block"}
         assert issubclass(PlainAbsorbing, ForwardProcess)
     finally:
         del _REGISTRY["process"]["test_plain_absorbing"]

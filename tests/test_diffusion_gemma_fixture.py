@@ -29,6 +29,15 @@ def model():
 
 
 @pytest.fixture(scope="module")
+def model64():
+    """generate is recorded in float64 (see make_diffusion_gemma.py: in float32, near-equal entropies of
+    a tiny random network order differently on different CPUs); the grouped expert matmul takes no
+    float64, so the experts run in transformers' eager loop."""
+    return DiffusionGemmaForBlockDiffusion.from_pretrained(str(FOLDER), dtype=torch.float64,
+                                                           experts_implementation="eager").eval()
+
+
+@pytest.fixture(scope="module")
 def expected():
     return load_file(str(FOLDER / "expected.safetensors"))
 
@@ -99,8 +108,10 @@ def test_left_padding_is_invisible(model, expected):
     assert relative(alone[0], expected["logits_padded"][1]) < 1e-5
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(recorded_settings()))
-def test_generate_matches_the_recording(model, expected, name):
+def test_generate_matches_the_recording(model64, expected, name):
+    model = model64
     setting = recorded_settings()[name]
     kwargs = dict(setting["kwargs"])
     if "entropy_bound" in kwargs:

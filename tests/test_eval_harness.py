@@ -165,19 +165,25 @@ def test_cli_prints_one_line_error_and_exits_2(folders, tmp_path, capsys, monkey
     assert code == 2 and err.startswith("error:") and "unknown metric" in err and "\n" not in err
 
 
-def test_mauve_without_extra_is_a_one_line_error(folders, tmp_path, monkeypatch):
+def test_mauve_and_plots_without_their_extras_are_skipped_with_one_line(folders, tmp_path, monkeypatch, capsys):
     from textdiff.harness.run import main
     from textdiff.eval.mauve import mauve_score
 
     monkeypatch.setitem(sys.modules, "mauve", None)  # as if mauve-text were not installed
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # ... and matplotlib (the plain install)
     with pytest.raises(MissingExtraError) as e:
         mauve_score([[0.0, 1.0]] * 4, [[1.0, 0.0]] * 4)
     assert "textdiff[mauve]" in str(e.value) and "\n" not in str(e.value)
     gen = {"metric": "generation", "name": "g", "steps": [2], "num_samples": 2, "max_new_tokens": 8,
-           "reference": {"path": str(folders["ar"])}, "metrics": ["mauve"],
+           "reference": {"path": str(folders["ar"])}, "metrics": ["mauve", "diversity"],
            "mauve": {"dataset": {"path": str(folders["root"] / "data.txt")}}}
-    with pytest.raises(TextDiffError):
-        main([str(_suite(folders, tmp_path, tasks=[gen]))])
+    report = json.loads(Path(main([str(_suite(folders, tmp_path, tasks=[gen]))])).read_text())
+    err = capsys.readouterr().err
+    assert "note: task 'g': MAUVE skipped (mauve is not installed): pip install 'textdiff[mauve]'" in err
+    assert "note: the report's plots skipped (matplotlib is not installed): pip install 'textdiff[eval]'" in err
+    entry = [r for r in report["results"] if r["metric"] == "generation"][0]
+    assert "mauve" not in entry and "diversity" in entry  # the other metrics ran
+    assert not list((tmp_path / "out").glob("*.png"))
 
 
 def test_lm_eval_adapter_needs_its_extra(monkeypatch):

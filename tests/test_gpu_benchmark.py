@@ -59,7 +59,12 @@ def test_dry_run_reports_every_section(dry_run):
         if sec["status"] == "skipped":
             assert sec["reason"], key  # a skipped section says why
         assert sec["title"] in md and f"Status: {sec['status']}" in md
-    assert sections["serving"]["status"] == "skipped"  # no textdiff serve in this checkout yet
+    serving = sections["serving"]["rows"]  # benchmarks/serve.py's gpu_benchmark: the continuous engine, a toy model
+    assert [r["concurrency"] for r in serving] == list(gpu.CONCURRENCY)
+    for r in serving:
+        assert r["tokens_per_s"] > 0 and r["sequential_tokens_per_s"] > 0 and r["errors"] == 0
+        assert r["compared"] >= 1 and r["mismatches"] == 0  # the same answers at every concurrency
+        assert r["batched_forward_ceiling_x"] > 0  # one merged forward against one forward per row, timed
     assert all(math.isfinite(x) for x in numbers(data)), "a non-finite number in the report"
     assert data["meta"]["dry_run"] and "DRY RUN" in md
     assert "| model | params_M |" in md and "| gen_length | batch | method |" in md
@@ -155,12 +160,13 @@ def test_a_failing_section_is_recorded_and_the_next_ones_still_run(tmp_path, mon
         raise RuntimeError("CUDA error: an illegal memory access was encountered\nmore lines")
 
     monkeypatch.setattr(gpu_training, "section_training", broken)
+    monkeypatch.setattr(gpu, "serving_entry", lambda: (lambda c, **kw: {"tokens_per_s": 1.0 * c}, None))
     assert gpu.main([str(tmp_path), "--dry-run", "--sections", "training,serving"]) == 1
     sections = json.loads((tmp_path / "gpu.json").read_text())["sections"]
     assert sections["training"]["status"] == "failed"
     assert sections["training"]["reason"] == ("RuntimeError: CUDA error: an illegal memory access was encountered "
                                               f"(raised at {Path(__file__).name}:{broken.__code__.co_firstlineno + 1})")
     assert sections["bd3"] == {**sections["bd3"], "status": "skipped", "reason": "not in --sections"}
-    assert sections["serving"]["status"] == "skipped" and "serve" in sections["serving"]["reason"]
+    assert sections["serving"]["status"] == "done" and sections["serving"]["rows"][-1]["tokens_per_s"] == 32.0
     md = (tmp_path / "gpu.md").read_text()
     assert "Status: failed: RuntimeError: CUDA error" in md and not list(tmp_path.glob(".*.tmp"))

@@ -110,13 +110,15 @@ def test_no_import_circle_in_textdiff():
 
 #: the lower floors, lowest first (DESIGN.md, "Layers"): a module imports only from its own floor or below
 FLOORS = [
-    ["textdiff.errors", "textdiff.categorical", "textdiff.models.masks"],  # masks: torch only (a leaf)
-    ["textdiff.registry"],
+    ["textdiff.errors", "textdiff.categorical", "textdiff.models.masks",  # masks: torch only (a leaf)
+     "textdiff.signatures", "textdiff.chat_template"],  # errors only (chat_template: transformers when called)
+    ["textdiff.registry", "textdiff.shipped"],  # shipped: where the packaged recipes are (errors only)
     ["textdiff.dataclass_io"],
     ["textdiff.schedules"],
     ["textdiff.processes"],
     ["textdiff.samplers"],
-    ["textdiff.sft", "textdiff.tokenization"],  # their section configs sit below config
+    ["textdiff.sft", "textdiff.tokenization", "textdiff.rl.config", "textdiff.adapt.config",
+     "textdiff.adapt.block_schedule"],  # their section configs sit below config
     ["textdiff.config"],
 ]
 
@@ -189,7 +191,7 @@ def test_an_unknown_name_is_a_one_line_error_naming_the_known_ones():
     from textdiff.errors import ConfigError
     from textdiff.registry import lookup
 
-    with pytest.raises(ConfigError, match=r"unknown sampler 'ancestor'; available: analytic, ancestral, confidence, editing, euler, first_hitting, multi_block, remdm, threshold$"):
+    with pytest.raises(ConfigError, match=r"unknown sampler 'ancestor'; available: analytic, ancestral, confidence, editing, entropy_bound, euler, first_hitting, multi_block, remdm, threshold$"):
         lookup("sampler", "ancestor")
 
 

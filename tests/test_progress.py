@@ -136,3 +136,9 @@ def test_generate_score_and_eval_progress_lines_count_items_and_eta(monkeypatch,
     monkeypatch.setenv("TEXTDIFF_PROGRESS_EVERY", "soon")
     with pytest.raises(ConfigError, match="TEXTDIFF_PROGRESS_EVERY='soon' is not a number of seconds"):
         Progress(3, "score")
+
+
+def test_validation_line_prints_only_what_means_something_for_the_objective():
+    line = {"step": 5, "val_nelbo": 2.0, "val_ppl_bound": 7.389056}
+    assert validation_line(line, 300.0, "sft") == "step 5: validation NELBO 2.000 nats/answer token (given the prompts), PPL bound 7.4"
+    assert validation_line(line, 300.0, "nll") == "step 5: validation NLL 2.000 nats/token, PPL 7.4 (unigram PPL 300.0, ratio 0.025)"

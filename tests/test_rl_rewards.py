@@ -124,7 +124,7 @@ def test_defaults_validate_and_round_trip():
     ({"reward_funcs": ["exact_answer", "exact_answer"]}, "names a reward twice"),
     ({"reward_funcs": ["/data/model/reward.py:f"]}, "file path"),
     ({"reward_kwargs": {"length": {"target": 3}}}, "not in rl.reward_funcs"),
-    ({"use_cache": "fast"}, "rl.use_cache='fast'"),
+    ({"use_cache": "fast"}, "rl.use_cache: 'fast' is not one of"),
     ({"objective": "ppo"}, "not one of"),
     ({"loss_type": "sum"}, "not one of"),
     ({"num_generation": 4}, "unknown key"),

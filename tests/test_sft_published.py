@@ -37,7 +37,7 @@ def chat_jsonl(path: Path, words: list[str], n: int = 12) -> Path:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("family", FAMILIES)
-def test_lora_sft_recipe_trains_on_the_published_fixture_and_merges(family, tmp_path, monkeypatch):
+def test_lora_sft_recipe_trains_on_the_published_fixture_and_merges(family, tmp_path, monkeypatch, capsys):
     fixture = FIXTURES / family
     base = DiffusionLM.from_pretrained(str(fixture))
     vocab = base.tokenizer.get_vocab()
@@ -84,6 +84,12 @@ def test_lora_sft_recipe_trains_on_the_published_fixture_and_merges(family, tmp_
     assert any(float(v.abs().max()) > 0 for k, v in adapters.items() if "lora_B" in k)  # the adapters trained
 
     tuned = DiffusionLM.from_pretrained(str(final))  # native reload: no converter, no remote code
+    # the base model's decoding setup survives fine-tuning (issue 30): sampler and options, block size, stop tokens
+    assert tuned.sampler_config == base.sampler_config
+    assert tuned.generation_defaults == base.generation_defaults and tuned.stop_token_ids == base.stop_token_ids
+    printed = capsys.readouterr().out
+    assert f"decoding: kept the base model's (sampler {base.sampler_config.name}" in printed
+    assert f"tokenizer: copied from the checkpoint {fixture}" in printed
     assert json.loads((final / "config.json").read_text())["model_type"].startswith("textdiff_")
     assert type(tuned.model) is type(base.model) and not any("lora" in n for n, _ in tuned.model.named_parameters())
     merged = load_lora(base.model, final, merge=True).eval()  # the fixture's weights + the saved adapters

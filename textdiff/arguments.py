@@ -68,6 +68,11 @@ def texts(name: str, value: Any) -> list[str]:
     return list(value)
 
 
+#: what a chat prompt looks like, for the errors of prompts given in another shape
+CHAT_SHAPE = ("a chat is a list of {'role': ..., 'content': ...} mappings only, e.g. "
+              "generate([[{'role': 'user', 'content': 'hi'}]]); a prompt is a string, a chat or a list of token ids")
+
+
 def prompts(name: str, value: Any) -> list:
     """A string, or a non-empty list whose items are strings or token-id lists (``DiffusionLM.generate``)."""
     if isinstance(value, str):
@@ -82,10 +87,16 @@ def prompts(name: str, value: Any) -> list:
             out.append(v)
         elif isinstance(v, (list, tuple)) or hasattr(v, "tolist"):
             ids = v.tolist() if hasattr(v, "tolist") else list(v)
+            if any(isinstance(tok, dict) for tok in ids):  # a chat with something else in it, not token ids
+                other = next(tok for tok in ids if not isinstance(tok, dict))
+                raise ConfigError(f"{name}[{i}] looks like a chat but item {ids.index(other)} is a {type(other).__name__} "
+                                  f"{_show(other)}; {CHAT_SHAPE}")
             for j, tok in enumerate(ids):
                 if isinstance(tok, bool) or not isinstance(tok, numbers.Integral):
                     raise ConfigError(f"{name}[{i}][{j}] must be an integer token id, got {type(tok).__name__} {_show(tok)}")
             out.append([int(t) for t in ids])
+        elif isinstance(v, dict):
+            raise ConfigError(f"{name}[{i}] is a single message {_show(v)} among other prompts; {CHAT_SHAPE}")
         else:
             raise ConfigError(f"{name}[{i}] must be a string or a list of token ids, got {type(v).__name__} {_show(v)}")
     return out
@@ -156,3 +167,32 @@ def generation(*, max_new_tokens, steps, block_size, max_context, pad_token_id, 
         raise ConfigError(f"use_cache must be True/False or a cache mode name, got {type(use_cache).__name__} {_show(use_cache)}")
     if denoise is not None and not callable(denoise):
         raise ConfigError(f"denoise must be callable, got {type(denoise).__name__}")
+
+
+def path(name: str, value: Any, what: str = "a folder path"):
+    """A filesystem path (or hub id): a non-blank str or os.PathLike (not a number, None or bytes)."""
+    import os
+
+    if isinstance(value, bool) or not isinstance(value, (str, os.PathLike)) or not str(value).strip():
+        raise ConfigError(f"{name} must be {what} (a string or Path), got {type(value).__name__} {_show(value)}")
+    return value
+
+
+def optional_flag(name: str, value: Any) -> Optional[bool]:
+    """None or True/False (``progress=None``: decide from the terminal)."""
+    return None if value is None else flag(name, value)
+
+
+def optional_text(name: str, value: Any) -> Optional[str]:
+    if value is not None and not isinstance(value, str):
+        raise ConfigError(f"{name} must be a string or None, got {type(value).__name__} {_show(value)}")
+    return value
+
+
+def tokenizer_spec(name: str, value: Any) -> Any:
+    """None, a tokenizer's folder / hub id, or a tokenizer object (it encodes and maps tokens to ids)."""
+    import os
+
+    if value is None or isinstance(value, (str, os.PathLike)) or (callable(value) and hasattr(value, "convert_tokens_to_ids")):
+        return value
+    raise ConfigError(f"{name} must be a tokenizer, its folder or its hub id, got {type(value).__name__} {_show(value)}")

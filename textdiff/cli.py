@@ -1,4 +1,5 @@
-"""The ``textdiff`` command line: ``train``, ``generate``, ``score``, ``convert``, ``serve``, ``eval``, ``lm-eval``, ``list``.
+"""The ``textdiff`` command line: ``train``, ``generate``, ``score``, ``convert``, ``serve``, ``eval``, ``lm-eval``,
+``recipes``, ``list``.
 
 User mistakes print one line ``error: ...`` and exit with status 2, never a traceback. Progress goes
 to stderr: a bar on a terminal, a plain line every 30 s in a log (``textdiff.progress``); ``--quiet``
@@ -27,10 +28,19 @@ def _cmd_train(args) -> None:
         print(f"saved {final}")
 
 
-def _read_prompts(args) -> list[str]:
+def _read_prompts(args) -> list:
+    """Strings, or chats (lists of messages) with ``--chat`` / ``--messages-file``."""
     prompts = list(args.prompt or [])
     if args.prompt_file:
         prompts += read_prompt_file(args.prompt_file)
+    if args.chat:  # each prompt is one user turn, through the model's chat template
+        if not prompts:
+            raise TextDiffError("--chat needs the user's messages: --prompt TEXT (repeatable) or --prompt-file FILE")
+        prompts = [[{"role": "user", "content": p}] for p in prompts]
+    if args.messages_file:
+        from .cli_commands import read_messages_file
+
+        prompts += read_messages_file(args.messages_file)
     return prompts or [""]
 
 
@@ -135,12 +145,23 @@ def _cmd_generate(args) -> None:
     prompts = _read_prompts(args)  # before the model loads: a bad prompt file costs nothing
     options = _sampler_options(args.sampler_option)
     lm = _load_lm(args)
+    from .bounds import check_memory, logit_bytes
+
+    check_memory(len(prompts) * args.num_samples, min(args.block_size or args.max_new_tokens, args.max_new_tokens),
+                 lm.process.vocab_size, lm.device, "use a smaller --num-samples or fewer prompts", logit_bytes(lm.model))
+    from .lm import _sampler_options as named_options
+    from .samplers.base import describe_sampler
+
+    options = named_options(options, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
+    block_size, _, options = lm.cache_rules(args.cache, args.block_size, options)  # Dream's caches: Fast-dLLM's rules
+    sampler = lm.sampler_config_for(args.sampler, **options)
+    if not args.quiet:  # what decodes, in one line: a switch of sampler never silently resets an option
+        print(describe_sampler(sampler, sampler.kept, lm.sampler_config.name), file=sys.stderr)
     prompts = [p for p in prompts for _ in range(args.num_samples)]
     texts, out = lm.generate(
-        prompts, max_new_tokens=args.max_new_tokens, steps=args.steps, sampler=args.sampler,
-        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
-        block_size=args.block_size, return_output=True, guidance_weight=args.guidance,
-        guidance_uncond=args.guidance_uncond, sampler_options=options,
+        prompts, max_new_tokens=args.max_new_tokens, steps=args.steps, sampler=sampler, seed=args.seed,
+        block_size=block_size, return_output=True, guidance_weight=args.guidance,
+        guidance_uncond=args.guidance_uncond,
         use_cache=args.cache, progress=None if not args.quiet else False,
     )
     chunks = []
@@ -193,10 +214,13 @@ def _cmd_score(args) -> None:
             raise TextDiffError(f"--file {args.file!r} is not UTF-8 text") from None
         if not texts:
             raise TextDiffError(f"--file {args.file!r} holds no text (one text per non-blank line)")
+    if args.per_token and args.format != "jsonl":
+        raise TextDiffError("--per-token writes lists per text; use it with --format jsonl")
     lm = _load_lm(args)
     scores = lm.score(texts, t_samples=args.t_samples, seed=args.seed, progress=None if not args.quiet else False)
-    for text, nelbo in zip(texts, scores):
-        print(json.dumps({"text": text, "nelbo": nelbo}, ensure_ascii=False))
+    from .cli_commands import print_scores
+
+    print_scores(lm, texts, scores, args)
 
 
 def _cmd_convert(args) -> None:
@@ -205,6 +229,15 @@ def _cmd_convert(args) -> None:
 
     # before the (maybe long) load: never the source, a file, the working folder or a folder the user did not ask to replace
     check_target(args.dst, "model", overwrite=args.overwrite, sources=[args.model], what="DST", flag="--overwrite")
+    if args.to == "published":
+        from .models.loading import resolve_model_path
+        from .models.published.export import write_published
+
+        if args.dtype is not None:
+            raise TextDiffError("--to published writes the tensors as they are stored; drop --dtype")
+        write_published(resolve_model_path(args.model), args.dst, overwrite=args.overwrite)
+        print(f"saved {args.dst} in the publisher's layout (config.json and tensors as published)")
+        return
     lm = _load_lm(args)  # --dtype: cast as each tensor is read
     lm.save_pretrained(args.dst, overwrite=args.overwrite)
     print(f"saved {args.dst} (loads with DiffusionLM.from_pretrained, no converter needed)")
@@ -266,6 +299,12 @@ def _cmd_eval(args) -> None:
     run_suite([args.suite, *args.overrides], progress=None if not args.quiet else False, overwrite=args.overwrite)
 
 
+def _cmd_recipes(args) -> None:
+    from .cli_commands import cmd_recipes
+
+    cmd_recipes(args)
+
+
 def lm_eval_main(argv: list[str]) -> None:
     """``textdiff lm-eval ARGS``: lm-eval's own CLI with the ``textdiff`` model registered; every
     argument goes to lm-eval unchanged (``--model textdiff`` is added when no --model is given)."""
@@ -306,8 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a recipe (YAML) with key=value overrides")
-    t.add_argument("recipe", help="recipe YAML, e.g. recipes/quickstart.yaml")
-    t.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. train.lr=1e-4")
+    t.add_argument("recipe", help="a recipe YAML, or the name of a shipped recipe (textdiff recipes), e.g. quickstart")
+    t.add_argument("overrides", nargs="*", default=[], help="section.key=value overrides, e.g. train.lr=1e-4")
     t.add_argument("--resume", action="store_true", help="continue from the last checkpoint in output_dir")
     t.add_argument("--overwrite", action="store_true",
                    help="replace the run folder output_dir with a fresh run (only a run folder textdiff wrote)")
@@ -317,22 +356,31 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--model", required=True, help="a model folder (a run's final/, a published checkpoint) or hub id")
     g.add_argument("--prompt", action="append", help="a prompt (repeatable)")
     g.add_argument("--prompt-file", help="prompts, one per line (.txt) or {'prompt': ...} per line (.jsonl)")
+    g.add_argument("--chat", action="store_true",
+                   help="each prompt is a user message, sent through the model's chat template (instruct models); "
+                        "the output is the answer")
+    g.add_argument("--messages-file", help="chats, one {\"messages\": [{\"role\": ..., \"content\": ...}]} per line (.jsonl)")
     g.add_argument("--num-samples", type=int, default=1, help="samples per prompt")
     g.add_argument("--max-new-tokens", type=int, default=64)
     g.add_argument("--steps", type=int, default=None, help="sampler steps (default: max-new-tokens)")
-    g.add_argument("--sampler", default=None, help="sampler name (default: the model's saved sampler)")
-    g.add_argument("--temperature", type=float, default=None)
-    g.add_argument("--top-k", type=int, default=None)
-    g.add_argument("--top-p", type=float, default=None)
-    g.add_argument("--block-size", type=int, default=None, help="decode blocks of this many tokens left to right")
+    g.add_argument("--sampler", default=None,
+                   help="sampler name (default: the model's saved sampler; another name keeps the saved options it shares, "
+                        "e.g. temperature)")
+    g.add_argument("--temperature", type=float, default=None, help="0 = greedy (default: the model's saved sampler's)")
+    g.add_argument("--top-k", type=int, default=None, help="keep the k most likely tokens (default: the saved sampler's)")
+    g.add_argument("--top-p", type=float, default=None, help="nucleus mass in (0, 1] (default: the saved sampler's)")
+    g.add_argument("--block-size", type=int, default=None,
+                   help="decode blocks of this many tokens left to right (default: the model's, e.g. 32 for LLaDA; one window otherwise)")
     g.add_argument("--seed", type=int, default=0, help="prompt i uses seed + i (repeatable, batch-invariant)")
     g.add_argument("--sampler-option", action="append", metavar="KEY=VALUE",
-                   help="another field of the sampler's config, e.g. threshold=0.8 or ordering=margin (repeatable)")
+                   help="any field of the chosen sampler's config, e.g. temperature=0, threshold=0.8 or ordering=margin (repeatable; "
+                        "the model's saved options that apply to the chosen sampler are kept unless given)")
     g.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance weight w (0 = none)")
     g.add_argument("--guidance-uncond", choices=["mask", "drop"], default="mask",
                    help="unconditional branch: prompt replaced by [MASK] or hidden from attention")
     g.add_argument("--cache", choices=["auto", "none", "exact", "prefix", "dual"], default="auto",
-                   help="KV cache mode for block-wise decoding (prefix/dual are approximate)")
+                   help="KV cache mode for block-wise decoding (prefix/dual are approximate; Dream's take Fast-dLLM's "
+                        "rules: blocks of 32, first_commit=leftmost, lookback 0, unless given)")
     g.add_argument("--format", choices=["text", "jsonl"], default="text")
     g.add_argument("--output", help="write samples here instead of stdout")
     _add_loading_flags(g)
@@ -341,10 +389,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("score", help="NELBO (nats) of texts under a saved model")
     s.add_argument("--model", required=True)
-    s.add_argument("--text", action="append")
-    s.add_argument("--file")
-    s.add_argument("--t-samples", type=int, default=32)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--text", action="append", help="a text to score (repeatable)")
+    s.add_argument("--file", help="texts to score, one per non-blank line")
+    s.add_argument("--t-samples", type=int, default=32, help="draws of t per text (stratified)")
+    s.add_argument("--seed", type=int, default=0, help="text i uses seed + i")
+    s.add_argument("--format", choices=["jsonl", "text"], default="jsonl",
+                   help="jsonl: {\"text\", \"nelbo\"} per line (default); text: NELBO<TAB>text per line")
+    s.add_argument("--per-token", action="store_true",
+                   help="with --format jsonl: each token's NELBO term (nats; they add up with \"prior\" to \"nelbo\")")
     _add_loading_flags(s)
     s.add_argument("--quiet", action="store_true", help="no progress (bar or log lines)")
     s.set_defaults(func=_cmd_score)
@@ -353,6 +405,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("model", metavar="SRC", help="the published folder (or hub id)")
     c.add_argument("dst", metavar="DST", help="the textdiff folder to write")
     c.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None, help="cast the weights before saving")
+    c.add_argument("--to", choices=["textdiff", "published"], default="textdiff",
+                   help="published: write a folder converted from a block-causal family other engines serve "
+                        "(LLaDA 2.0) back in its publisher's layout, for SGLang / vLLM")
     c.add_argument("--overwrite", action="store_true",
                    help="replace DST if it is a model folder textdiff wrote (never the source, a file or the working folder)")
     _add_loading_flags(c)
@@ -377,9 +432,10 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--quiet", action="store_true", help="only warnings in the log")
     v.set_defaults(func=_cmd_serve)
 
-    e = sub.add_parser("eval", help="run an evaluation suite: a YAML file or a shipped one (quickstart, zero_shot, process_comparison)")
+    e = sub.add_parser("eval", help="run an evaluation suite: a YAML file or a shipped one (quickstart, zero_shot, "
+                                    "process_comparison); `textdiff eval sft MODEL` scores an SFT model's exact-match accuracy")
     e.add_argument("suite", help="a suite YAML, or the name of a shipped suite, e.g. quickstart")
-    e.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. models.0.path=runs/x/final output_dir=runs/eval/x")
+    e.add_argument("overrides", nargs="*", default=[], help="dotted key=value overrides, e.g. models.0.path=runs/x/final output_dir=runs/eval/x")
     e.add_argument("--quiet", action="store_true", help="no progress (bars or log lines)")
     e.add_argument("--overwrite", action="store_true", help="replace the suite's output_dir if it is a report folder textdiff wrote")
     e.set_defaults(func=_cmd_eval)
@@ -388,9 +444,27 @@ def build_parser() -> argparse.ArgumentParser:
                    help="lm-evaluation-harness's own CLI with the textdiff model registered; every argument "
                         "passes through, e.g. --model_args pretrained=runs/x/final --tasks lambada_openai")
 
+    r = sub.add_parser("recipes", help="list the shipped recipes; `recipes show NAME` prints one, `recipes path NAME` its file")
+    r.add_argument("action", nargs="?", choices=["list", "show", "path"], default="list")
+    r.add_argument("name", nargs="?", help="a shipped recipe, e.g. quickstart or accelerate/ddp")
+    r.set_defaults(func=_cmd_recipes)
+
     ls = sub.add_parser("list", help="list registered processes, schedules and samplers")
     ls.set_defaults(func=_cmd_list)
+    p.commands = {name: parser for name, parser in sub.choices.items() if name != "lm-eval"}
     return p
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """The command line, flags anywhere: ``train quickstart a=1 --resume b=2`` is one recipe, two
+    overrides and a flag (each command parses intermixed; argparse's own ``parse_args`` would stop the
+    overrides at the first flag)."""
+    parser = build_parser()
+    if argv and argv[0] in parser.commands:
+        args = parser.commands[argv[0]].parse_intermixed_args(argv[1:])
+        args.command = argv[0]
+        return args
+    return parser.parse_args(argv)
 
 
 #: the libraries each command uses whose own progress bars it silences (only those are imported:
@@ -426,7 +500,17 @@ def main(argv=None) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 2
         return 0
-    args = build_parser().parse_args(argv)
+    if argv[:2] == ["eval", "sft"]:  # the SFT accuracy evaluation parses its own flags
+        from .eval.sft_accuracy import main as sft_main
+
+        _quiet_libraries("generate")
+        try:
+            sft_main(argv[2:], parser_class=_Parser)
+        except TextDiffError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        return 0
+    args = parse_args(argv)
     _quiet_libraries(args.command)
     try:
         args.func(args)

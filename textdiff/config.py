@@ -27,12 +27,15 @@ from typing import Any, Literal, Optional
 
 import yaml
 
+from .adapt.config import AdaptConfig
 from .dataclass_io import DEFAULT_NAMES, from_dict, resolve_section, to_dict  # noqa: F401  (re-exported)
 from .dataclass_io import at_least, finite, in_range, not_blank
 from .errors import ConfigError, IncompatibleError, warn
-from .processes.base import process_class
+from .processes.base import causal_diffusion_note, process_class
 from .registry import lookup
 from .samplers.base import default_sampler
+from .rl.config import RLConfig
+from .signatures import checked
 from .sft import SFTConfig
 from .tokenization import TokenizerConfig
 
@@ -241,6 +244,8 @@ class Recipe:
     sft: Optional[SFTConfig] = None  # supervised fine-tuning options (see textdiff.sft)
     denoiser: Optional[DenoiserConfig] = None  # external denoiser (see textdiff.models.external)
     lora: Optional[LoraConfig] = None  # train low-rank adapters only (see textdiff.lora)
+    rl: Optional[RLConfig] = None  # reinforcement learning from rewards on the sft section's prompts (see textdiff.rl)
+    adapt: Optional[AdaptConfig] = None  # train.init_from is a causal LM to turn into a diffusion LM (textdiff.adapt)
 
     def __post_init__(self) -> None:
         if self.process is None:
@@ -264,6 +269,9 @@ class Recipe:
             raise IncompatibleError(f"process {self.process.name!r} needs model.attention={need}, "
                                     f"not {self.model.attention}; set model.attention={need} (or leave it out)")
         attention = need or self.model.attention
+        note = causal_diffusion_note(self.process.name, attention, process.is_diffusion, need)
+        if note is not None:
+            warn(f"{note} (model.attention=causal)")
         declared = process.config_block_size(self.process)  # block diffusion: L' of the process
         block = declared or self.model.block_size
         if attention == "block_causal":
@@ -283,6 +291,49 @@ class Recipe:
             raise ConfigError("train.cond_dropout drops SFT prompts; it needs an sft section (or set train.cond_dropout=0)")
         if self.train.init_from is not None and self.denoiser is not None:
             raise ConfigError("give either a denoiser section (a Hugging Face network) or train.init_from (a saved run), not both")
+        if self.rl is not None:
+            self._validate_rl(process)
+        if self.adapt is not None:
+            self._check_adapt()
+
+    def _validate_rl(self, process) -> None:
+        """RL's cross-section rules: prompts from the sft section, groups whole on each process, an
+        absorbing (masked) process whose log-probabilities the estimators can read."""
+        rl, tc = self.rl, self.train
+        if self.sft is None:
+            raise ConfigError("the rl section trains on the prompts of an sft section; add one (sft.source: a .jsonl "
+                              "of prompts and answers, or synthetic with sft.tasks)")
+        if tc.batch_size % rl.num_generations:
+            raise ConfigError(f"train.batch_size={tc.batch_size} counts completions per process and must be a multiple of "
+                              f"rl.num_generations={rl.num_generations} (whole groups); e.g. train.batch_size={rl.num_generations * max(1, tc.batch_size // rl.num_generations)}")
+        if not getattr(process, "needs_mask_token", False) or process.required_attention == "block_causal":
+            raise IncompatibleError(f"rl needs a masked-diffusion process (bidirectional, with [MASK]); process "
+                                    f"{self.process.name!r} is not served by the RL log-probability estimators")
+        if tc.cond_dropout > 0:
+            raise ConfigError("train.cond_dropout drops SFT prompts and does not apply to rl; set train.cond_dropout=0")
+        if rl.eval_every and self.sft.val_fraction == 0 and self.sft.val_source is None:
+            raise ConfigError("rl.eval_every needs held-out prompts: set sft.val_fraction > 0 or sft.val_source (or rl.eval_every=0)")
+
+    def _check_adapt(self) -> None:
+        """``adapt:`` turns ``train.init_from`` (a causal LM) into the denoiser of the recipe's process."""
+        adapt = self.adapt
+        if self.train.init_from is None:
+            raise ConfigError("the adapt section adapts train.init_from; set train.init_from=<causal LM folder or hub id>")
+        if self.denoiser is not None:
+            raise ConfigError("the adapt section builds its own denoiser from train.init_from; remove the denoiser section")
+        want = "block" if adapt.target == "block" else "masked"
+        if self.process.name != want:
+            raise IncompatibleError(f"adapt.target={adapt.target} trains process {want!r}, not {self.process.name!r}; "
+                                    f"set process.name={want}")
+        if getattr(self.process, "time_conditioning", False):
+            raise IncompatibleError("an adapted causal LM takes no time input; set process.time_conditioning=false")
+        if want == "block" and self.process.block_size != adapt.block_size:
+            raise IncompatibleError(f"process.block_size={self.process.block_size} differs from adapt.block_size="
+                                    f"{adapt.block_size}; they must be equal (the target block size)")
+        if want == "block":
+            from .adapt.block_schedule import BlockSchedule
+
+            BlockSchedule(adapt.block_schedule, adapt.block_size).check_divides(self.data.seq_len)
 
 
 # --------------------------------------------------------------------------------------------
@@ -338,15 +389,49 @@ def load_yaml(path: str | Path, what: str = "recipe", example: str = "recipes/qu
     return raw
 
 
+#: the shipped recipes: package data (``textdiff/recipes``, a link to the repository's ``recipes/``);
+#: listed and printed by :mod:`textdiff.shipped` (``textdiff recipes``)
+RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
+
+
+def recipe_file(name) -> Path:
+    """A recipe argument: an existing YAML file, else the shipped recipe of that name (``quickstart``,
+    or ``recipes/quickstart.yaml`` from a folder without one); a one-line error otherwise."""
+    path = Path(name).expanduser()
+    if path.is_file():
+        return path
+    stem = str(name).removeprefix("recipes/").removesuffix(".yaml")
+    if stem and ".." not in Path(stem).parts and (RECIPES_DIR / f"{stem}.yaml").is_file():
+        return RECIPES_DIR / f"{stem}.yaml"
+    raise ConfigError(f"recipe file {str(name)!r} does not exist and is not a shipped recipe; `textdiff recipes` "
+                      "lists the shipped ones, e.g. `textdiff train quickstart`")
+
+
+@checked
 def load_recipe(path: str | Path | None = None, overrides: list[str] | None = None, raw: dict | None = None) -> Recipe:
     """Read a recipe YAML (or a dict), apply ``key=value`` overrides, validate strictly."""
+    if path is not None and not isinstance(path, (str, Path)):
+        raise ConfigError(f"load_recipe: path must be a recipe file path, got {type(path).__name__} {path!r:.60}")
+    if raw is not None and not isinstance(raw, dict):
+        raise ConfigError(f"load_recipe: raw must be a mapping of recipe sections, got {type(raw).__name__}")
+    if overrides is not None and (isinstance(overrides, str) or not isinstance(overrides, (list, tuple))):
+        raise ConfigError(f"load_recipe: overrides must be a list of 'key=value' strings, got {overrides!r:.60}")
     if raw is None:
+        if path is not None:
+            path = recipe_file(path)  # a file, or a shipped recipe by name (textdiff train quickstart)
         raw = load_yaml(path) if path is not None else {}
         if path is not None:
             raw.setdefault("name", Path(path).stem)
     raw = apply_overrides(raw, overrides or [])
-    return from_dict(Recipe, raw, "recipe")
+    recipe = from_dict(Recipe, raw, "recipe")
+    given = raw.get("sampler")  # what the recipe set itself: a run from a model keeps the rest (training/decoding.py)
+    recipe.sampler_given = sorted({"name"} if isinstance(given, str) else set(given) if isinstance(given, dict) else set())
+    return recipe
 
 
 def save_recipe(recipe: Recipe, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(to_dict(recipe), sort_keys=False))
+
+
+for _section in (DataConfig, ModelConfig, TrainConfig, DenoiserConfig, LoraConfig, Recipe):  # Python-built configs:
+    _section.__init__ = checked(_section.__init__)  # an unknown keyword is a one-line ConfigError listing the fields

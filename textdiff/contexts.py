@@ -82,14 +82,16 @@ def takes_logits_to_keep(fn) -> bool:
         return False
 
 
-def call_keeping(fn, args, keep, accepts: Optional[bool] = None):
-    """``fn(*args)`` returning only the rows ``keep`` selects: passed on as ``logits_to_keep`` when
-    ``fn`` takes it, else the full output is cut; an output that still has every row is cut too."""
+def call_keeping(fn, args, keep, accepts: Optional[bool] = None, inputs: Optional[dict] = None):
+    """``fn(*args, **inputs)`` returning only the rows ``keep`` selects: passed on as ``logits_to_keep``
+    when ``fn`` takes it, else the full output is cut; an output that still has every row is cut too.
+    ``inputs``: extra keyword inputs of the denoiser (a sampler's :meth:`denoiser_inputs`)."""
     fed = args[0].shape[1]
+    inputs = inputs or {}
     if keep is None or (isinstance(keep, int) and keep == 0):
-        return fn(*args)
+        return fn(*args, **inputs)
     accepts = takes_logits_to_keep(fn) if accepts is None else accepts
-    out = fn(*args, logits_to_keep=keep) if accepts else fn(*args)
+    out = fn(*args, logits_to_keep=keep, **inputs) if accepts else fn(*args, **inputs)
     wanted = int(keep.numel()) if isinstance(keep, torch.Tensor) else int(keep)
     if out.shape[1] == fed and wanted != fed:
         out = apply_keep(out, keep)
@@ -116,6 +118,8 @@ class Context(ABC):
         self.positions = positions  # [B, T] absolute positions
         self.shift = shift  # 1 for next-token models: logits for position i live at i - 1
         self._accepts = takes_logits_to_keep(denoise)  # looked up once, not every step (inspect is slow)
+        #: extra keyword inputs of the next sampling call (the loop sets the sampler's ``denoiser_inputs()``)
+        self.inputs: dict = {}
 
     def _place(self, part: torch.Tensor, cols: Optional[torch.Tensor], width: int) -> torch.Tensor:
         """Logits [B, n, V] of the window offsets ``cols`` written into this context's buffer
@@ -131,7 +135,7 @@ class Context(ABC):
 
     def _call(self, args, keep):
         """The denoiser on ``args`` (input_ids first) cut to the rows ``keep`` selects."""
-        return call_keeping(self.denoise, args, keep, self._accepts)
+        return call_keeping(self.denoise, args, keep, self._accepts, self.inputs if not args[5] else None)
 
     @abstractmethod
     def logits(self, x: torch.Tensor, lo: int, hi: int, t: torch.Tensor, rows: Optional[torch.Tensor] = None) -> torch.Tensor:

@@ -128,8 +128,8 @@ def resolve_section(kind: str, value: Any, where: str) -> Any:
     """Turn a ``{name: ..., **fields}`` mapping into the config dataclass registered under ``name``."""
     if value is None:
         return None
-    if dataclasses.is_dataclass(value):
-        return value
+    if dataclasses.is_dataclass(value):  # built in Python: checked as a mapping would be (types, ranges)
+        return _checked_instance(kind, value, where)
     if isinstance(value, str):
         value = {"name": value}
     if isinstance(value, dict) and "name" not in value and kind in DEFAULT_NAMES:
@@ -138,6 +138,16 @@ def resolve_section(kind: str, value: Any, where: str) -> Any:
         raise ConfigError(f"{where}: expected a mapping with a 'name' key, got {value!r}")
     cls = config_class(kind, value["name"])
     return from_dict(cls, value, where)
+
+
+def _checked_instance(kind: str, value: Any, where: str) -> Any:
+    """A config object given as it is (``MaskedConfig(...)`` in Python skips :func:`from_dict`): the
+    same one-line errors for a wrong type or value; the object itself is returned unchanged."""
+    if isinstance(value, type):
+        raise ConfigError(f"{where}: got the class {value.__name__}; pass an instance, e.g. {value.__name__}()")
+    fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value) if f.init}
+    from_dict(type(value), fields, where)
+    return value
 
 
 def make_config(kind: str, spec: Any) -> Any:

@@ -43,10 +43,11 @@ from typing import Callable, Optional, Sequence, Union
 import torch
 
 from .categorical import make_generators
-from . import arguments
+from . import arguments, bounds
 from .contexts import make_context
 from .errors import ConfigError, IncompatibleError
 from .generation_io import GenerationOutput, Layout, StepInfo, _Counted, _model_call, left_pad  # noqa: F401 (importable here)
+from .signatures import check_keywords, checked, forwarded
 
 # ---------------------------------------------------------------------------------------------
 # Generators and times
@@ -104,7 +105,7 @@ def _as_time(t, B: int, device, dtype) -> torch.Tensor:
 def _run(
     model, process, sampler, prompts=None, *, max_new_tokens=128, steps=128, batch_size=None,
     block_size=None, use_cache=True, max_context=None, lookback=None, seed=None, generator=None, pad_token_id=0,
-    eos_token_id=None, stop_at_eos=True, template=None, infill_id=None, denoise=None,
+    eos_token_id=None, stop_at_eos=True, template=None, infill_id=None, denoise=None, pad_after_eos=False,
 ):
     """Validate and set up eagerly (errors raise here); return the loop as a generator that yields
     :class:`StepInfo` and returns :class:`GenerationOutput`."""
@@ -125,15 +126,24 @@ def _run(
         raise ConfigError("no prompts given; pass a list of prompts (use [[]] for unconditional samples)")
     arguments.generation(max_new_tokens=None if template is not None else max_new_tokens, steps=steps,
                          block_size=block_size, max_context=max_context, pad_token_id=pad_token_id,
-                         eos_token_id=eos_token_id, infill_id=infill_id, stop_at_eos=stop_at_eos,
+                         eos_token_id=None if isinstance(eos_token_id, (list, tuple)) else eos_token_id,
+                         infill_id=infill_id, stop_at_eos=stop_at_eos,
                          use_cache=use_cache, denoise=denoise, lookback=lookback)
+    if isinstance(eos_token_id, (list, tuple)):  # several tokens end an answer
+        for i, e in enumerate(eos_token_id):
+            arguments.integer(f"eos_token_id[{i}]", e, minimum=0)
+    arguments.flag("pad_after_eos", pad_after_eos)
     if generator is None:
         seed = arguments.seeds("seed", seed, count=B)
     if template is not None:
         marker = process.mask_id if infill_id is None else infill_id
         if marker is None:
             raise ConfigError("this process has no mask token; pass infill_id= to mark the template's blanks")
-        template = torch.as_tensor(template, dtype=torch.long, device=device)
+        try:
+            template = torch.as_tensor(template, dtype=torch.long, device=device)
+        except (TypeError, ValueError, RuntimeError):
+            raise ConfigError(f"template must be [N] or [B, N] token ids (a tensor or lists of ints), got "
+                              f"{type(template).__name__}") from None
         if template.dim() == 1:
             template = template[None].expand(B, -1)
         if template.dim() != 2 or template.shape[0] != B:
@@ -142,6 +152,8 @@ def _run(
     if max_new_tokens < 1:
         raise ConfigError(f"max_new_tokens={max_new_tokens} must be at least 1")
     N = max_new_tokens
+    bounds.check_steps(steps, N)  # before any allocation: the time grid alone is 8 bytes a step
+    bounds.check_memory(B, min(block_size or N, N), process.vocab_size, device, item_bytes=bounds.logit_bytes(model))
     gens = _generators(seed, generator, B, device)
 
     prompt_ids, prompt_valid = left_pad(prompts, pad_token_id, device)  # [B, P]
@@ -189,23 +201,35 @@ def _run(
     # a process whose clean positions carry over (SUBS) reads no logits there: compute the noise rows only
     read = process.is_noise if process.clean_logits_unused and not sampler.reads_committed else None
     return _loop(sampler, ctx, counted, x, frozen, windows, max(1, steps // len(windows)), gens, P, lengths,
-                 eos_token_id if stop_at_eos else None, block_size, read)
+                 eos_token_id if stop_at_eos else None, block_size, read, pad_after_eos, pad_token_id)
+
+
+def _before(row: list, stops: list) -> list:
+    """``row`` up to (without) its first token in ``stops``."""
+    hits = [i for i, tok in enumerate(row) if tok in stops]
+    return row[: hits[0]] if hits else row
 
 
 @torch.no_grad()
-def _loop(sampler, ctx, counted, x, frozen, windows, steps_per, gens, P, lengths, eos_token_id, block_size, read=None):
+def _loop(sampler, ctx, counted, x, frozen, windows, steps_per, gens, P, lengths, eos_token_id, block_size, read=None,
+          pad_after_eos=False, pad_token_id=0):
     """The sampling loop: yields :class:`StepInfo` after every step, returns :class:`GenerationOutput`.
 
     ``read(x_win) -> [B, W]`` bool: the positions whose logits the sampler can read (None: all);
-    the context computes only those rows (the others are zeros)."""
+    the context computes only those rows (the others are zeros). ``eos_token_id``: one id or a list;
+    ``pad_after_eos``: after each block, every token after a row's first EOS becomes ``pad_token_id``."""
     B, device = x.shape[0], x.device
+    eos = None if eos_token_id is None else torch.as_tensor(
+        [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id), dtype=torch.long, device=device)
     nfe, taken, started = 0, 0, time.perf_counter()
     row_gens = gens
     skips = sampler.skips_unchanged
     for lo, hi in windows:
         gens = _fork(row_gens)  # a row's noise in later windows must not depend on other rows' step counts
         sampler.set_timesteps(steps_per, device=device)
-        sampler.begin(x[:, lo:hi], generator=gens)
+        start = sampler.begin(x[:, lo:hi], generator=gens)  # a sampler may draw the window's start itself
+        if start is not None:
+            x[:, lo:hi] = torch.where(frozen[:, lo:hi], x[:, lo:hi], start)
         cached_logits, last_x = None, None
         for t_f, s_f in sampler.pairs():
             x_win = x[:, lo:hi]
@@ -216,6 +240,7 @@ def _loop(sampler, ctx, counted, x, frozen, windows, steps_per, gens, P, lengths
             if reuse:
                 logits = cached_logits
             else:
+                ctx.inputs = sampler.denoiser_inputs()  # e.g. self-conditioning logits
                 logits = ctx.logits(x, lo, hi, t64.float(), rows=None if read is None else read(x_win))  # [B, hi - lo, V]
                 nfe += 1
             out = sampler.step(logits, t64, s64, x_win, generator=gens)
@@ -225,22 +250,27 @@ def _loop(sampler, ctx, counted, x, frozen, windows, steps_per, gens, P, lengths
             x[:, lo:hi] = x_new
             taken += 1
             yield StepInfo(x=x.clone(), window=(lo, hi), t=t_f, s=s_f, nfe=nfe, x0_pred=out.x0_pred)
+        x[:, lo:hi] = torch.where(frozen[:, lo:hi], x[:, lo:hi], sampler.end(x[:, lo:hi]))
         ctx.commit(x, lo, hi)
         if eos_token_id is not None and block_size is not None:
-            if bool((x[:, P:hi] == eos_token_id).any(1).all()):
+            ended = torch.isin(x[:, P:hi], eos)  # [B, hi - P]
+            if pad_after_eos:  # finished rows: every token after the first EOS is padding
+                x[:, P:hi] = x[:, P:hi].masked_fill((ended.cumsum(1) - ended.long()) > 0, pad_token_id)
+            if bool(ended.any(1).all()):
                 x = x[:, :hi]
                 break
     seconds = time.perf_counter() - started
 
     generated = x[:, P:].tolist()
     if eos_token_id is not None:
-        generated = [row[: row.index(eos_token_id)] if eos_token_id in row else row for row in generated]
+        generated = [_before(row, eos.tolist()) for row in generated]
     return GenerationOutput(
         sequences=x, generated=generated, nfe=nfe, seconds=seconds, lengths=[len(g) for g in generated],
         prompt_lengths=lengths.tolist(), model_calls=counted.calls, steps=taken,
     )
 
 
+@checked
 def generate(
     model,
     process,
@@ -257,8 +287,9 @@ def generate(
     seed: Union[int, Sequence[int], None] = None,
     generator=None,
     pad_token_id: int = 0,
-    eos_token_id: Optional[int] = None,
+    eos_token_id: Union[int, Sequence[int], None] = None,
     stop_at_eos: bool = True,
+    pad_after_eos: bool = False,
     template: Optional[torch.Tensor] = None,
     infill_id: Optional[int] = None,
     callback: Optional[Callable[[StepInfo], None]] = None,
@@ -284,8 +315,10 @@ def generate(
         0 leaves the token before the block in the stale cache, as Fast-dLLM's Dream decoding does.
     seed: an int (row b uses seed + b) or one seed per row; gives batch-invariant results.
     generator: a torch.Generator (repeatable, not batch-invariant) or one per row.
-    eos_token_id, stop_at_eos: cut each row before its first EOS; with blocks, stop once every row
-        has produced an EOS.
+    eos_token_id, stop_at_eos: cut each row before its first EOS (an id, or a list of ids that all end
+        an answer); with blocks, stop once every row has produced an EOS.
+    pad_after_eos: with blocks, after each block replace every token after a row's first EOS by
+        ``pad_token_id`` (finished rows are padded, as DiffusionGemma's ``generate`` does).
     template: [N] or [B, N] ids with ``infill_id`` (default ``process.mask_id``) where tokens must be
         generated (infilling at arbitrary positions); other positions are frozen.
     callback: called with a :class:`StepInfo` after every step (streaming); see also :func:`stream`.
@@ -297,7 +330,8 @@ def generate(
     run = _run(model, process, sampler, prompts, max_new_tokens=max_new_tokens, steps=steps,
                batch_size=batch_size, block_size=block_size, use_cache=use_cache, max_context=max_context,
                lookback=lookback, seed=seed, generator=generator, pad_token_id=pad_token_id, eos_token_id=eos_token_id,
-               stop_at_eos=stop_at_eos, template=template, infill_id=infill_id, denoise=denoise)
+               stop_at_eos=stop_at_eos, template=template, infill_id=infill_id, denoise=denoise,
+               pad_after_eos=pad_after_eos)
     stream_ = GenerationStream(run)
     for info in stream_:
         if callback is not None:
@@ -326,6 +360,7 @@ def stream(model, process, sampler, prompts=None, **kwargs) -> GenerationStream:
     """
     if "callback" in kwargs:
         raise ConfigError("stream() yields every step itself; drop the callback argument")
+    check_keywords("stream", kwargs, forwarded(stream, generate, ("model", "process", "sampler", "prompts", "callback")))
     return GenerationStream(_run(model, process, sampler, prompts, **kwargs))
 
 

@@ -71,14 +71,14 @@ def _model_call(model, process):
     a model whose forward names it; other models compute every row and are cut afterwards."""
     accepts = takes_logits_to_keep(model)
 
-    def denoise(ids, t, attention_mask, position_ids, cache, update_cache, logits_to_keep=0):
+    def denoise(ids, t, attention_mask, position_ids, cache, update_cache, logits_to_keep=0, **inputs):
         kwargs = {}
         if process.time_conditioning:
             kwargs["t"] = process.network_time(t)
         if accepts and not (isinstance(logits_to_keep, int) and logits_to_keep == 0):
             kwargs["logits_to_keep"] = logits_to_keep
         out = model(ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache,
-                    update_cache=update_cache, **kwargs)
+                    update_cache=update_cache, **kwargs, **inputs)
         logits = out.logits if hasattr(out, "logits") else out
         if logits.shape[1] == ids.shape[1] and not (isinstance(logits_to_keep, int) and logits_to_keep == 0):
             logits = apply_keep(logits, logits_to_keep)
@@ -95,6 +95,6 @@ class _Counted:
         self.calls = 0
         self.accepts = takes_logits_to_keep(denoise)
 
-    def __call__(self, *args, logits_to_keep=0):
+    def __call__(self, *args, logits_to_keep=0, **inputs):
         self.calls += int(getattr(self.denoise, "forwards_per_call", 1))
-        return call_keeping(self.denoise, args, logits_to_keep, self.accepts)
+        return call_keeping(self.denoise, args, logits_to_keep, self.accepts, inputs)

@@ -62,11 +62,14 @@ class ClassifierFreeGuidance:
     """
 
     def __init__(self, model, process, weight: float, uncond: Literal["mask", "drop"] = "mask",
-                 base: Optional[Callable] = None):
+                 base: Optional[Callable] = None, trained: Optional[bool] = None):
+        """trained: whether the model was trained with condition dropout (``train.cond_dropout`` > 0;
+        None: unknown), for the warning on a negative weight."""
         from .generation import _model_call
 
         if not math.isfinite(float(weight)):
             raise ConfigError(f"guidance weight={weight} must be a finite number (0 = no guidance)")
+        check_weight(float(weight), trained)
         if uncond not in ("mask", "drop"):
             raise ConfigError(f"guidance uncond={uncond!r} must be 'mask' or 'drop'")
         if uncond == "mask" and process.mask_id is None:
@@ -129,3 +132,36 @@ class ClassifierFreeGuidance:
         if u_cache.length > cache.length:  # the context slid its window (max_context): slide ours too
             u_cache.crop(cache.length)
         return u_cache
+
+
+def check_weight(weight: float, trained: Optional[bool]) -> None:
+    """w < −1 inverts the conditional distribution (p_c^(1+w) with 1 + w < 0): an error. −1 <= w < 0
+    pulls samples away from the prompt towards the unconditional prediction: one warning line, which
+    says whether the model was trained for an unconditional prediction at all."""
+    if weight < -1:
+        raise ConfigError(f"guidance weight={weight:g} < -1 inverts the conditional distribution; use w >= 0 "
+                          "(w > 0 follows the prompt more closely, 0 = no guidance)")
+    if weight < 0:
+        from .errors import warn
+
+        why = {True: "", False: " and this model was not trained with condition dropout (train.cond_dropout),",
+               None: " and it is not known whether this model was trained with condition dropout,"}[trained]
+        warn(f"guidance weight={weight:g} < 0 moves samples away from the prompt{why} so its unconditional "
+             "prediction is untested; use w > 0 for guidance towards the prompt")
+
+
+def trained_for_guidance(source_dir) -> Optional[bool]:
+    """Whether the run a model folder came from trained with condition dropout (its config.yaml beside
+    it: ``train.cond_dropout`` > 0); None when the folder has no readable recipe."""
+    if source_dir is None:
+        return None
+    from pathlib import Path
+
+    import yaml
+
+    recipe = Path(source_dir) / "config.yaml"  # models.format.RECIPE_FILE
+    try:
+        raw = yaml.safe_load(recipe.read_text()) if recipe.is_file() else None
+        return None if not isinstance(raw, dict) else float((raw.get("train") or {}).get("cond_dropout", 0) or 0) > 0
+    except (OSError, ValueError, TypeError, AttributeError, yaml.YAMLError):
+        return None

@@ -21,10 +21,13 @@ import torch
 
 from . import arguments
 from .config import resolve_section, to_dict
+from .bounds import check_memory, logit_bytes
 from .errors import ConfigError
+from .errors import warn as _warn
 from .processes.base import build_process
-from .samplers.base import build_sampler
-from .tokenization import count_unknown
+from .samplers.base import build_sampler, unused_steps_note
+from .signatures import check_keywords, checked, forwarded
+from .tokenization import count_unknown, encode_text
 
 
 class DiffusionLM:
@@ -43,6 +46,7 @@ class DiffusionLM:
 
     # ---- loading and saving -------------------------------------------------------------------
     @classmethod
+    @checked
     def from_pretrained(cls, name_or_path: Union[str, Path], device: Optional[str] = None, dtype: Optional[torch.dtype] = None,
                         *, tokenizer=None, revision: Optional[str] = None, trust_remote_code: bool = False,
                         allow_pickle: bool = False, device_map=None, max_memory: Optional[dict] = None,
@@ -63,12 +67,15 @@ class DiffusionLM:
             Weights go shard by shard straight to their device; exclusive with ``device``.
         """
         from .models import dispatch
+        from .models.fit import check_dtype
         from .models.format import PUBLISHED, folder_kind
         from .models.loading import resolve_model_path
 
         dispatch.check_arguments(device_map, max_memory, offload_folder, device)
+        _check_loading(name_or_path, tokenizer, revision, trust_remote_code, allow_pickle)
         if device_map is None:
             device = arguments.device(device) or ("cuda" if torch.cuda.is_available() else "cpu")
+        check_dtype(dtype, device, device_map)  # a torch dtype; float16 on CPU: one warning line
         path = resolve_model_path(name_or_path, revision=revision, allow_pickle=allow_pickle)
         if folder_kind(path) == PUBLISHED:
             from .models.published import LoadOptions, load_published
@@ -82,9 +89,12 @@ class DiffusionLM:
             lm = cls(pub.model, pub.tokenizer, process, sampler, seq_len=pub.seq_len,
                      generation=pub.notes.get("generation"), stop_token_ids=pub.notes.get("stop_token_ids"))
             lm.source_dir = path  # never overwritten by a save
+            lm.published = pub.notes.get("published")  # config.json kept for convert --to published
             return lm
         placement = None if device_map is None else {"device_map": device_map, "max_memory": max_memory,
                                                       "offload_folder": offload_folder}
+        _note(tokenizer is not None and f"tokenizer= is not used: {path} is a textdiff model folder with its own "
+                                        "tokenizer (tokenizer= is for published folders that ship none)")
         return cls._from_textdiff_folder(path, device, dtype, trust_remote_code, allow_pickle, placement)
 
     @classmethod
@@ -95,9 +105,13 @@ class DiffusionLM:
         model, tokenizer, meta = read_model_folder(path, device, dtype, trust_remote_code, allow_pickle, placement)
         process = build_process(meta["process"], vocab_size=model.config.vocab_size, mask_id=tokenizer.mask_token_id)
         sampler = resolve_section("sampler", meta.get("sampler") or "ancestral", "sampler")
+        from .models.fit import check_folder_pipeline
+
+        check_folder_pipeline(model, process, sampler, path / "textdiff.json")  # one line when it does not fit
         lm = cls(model, tokenizer, process, sampler, seq_len=meta.get("seq_len"), generation=meta.get("generation"),
                  stop_token_ids=meta.get("stop_token_ids"))
         lm.source_dir = path  # its recipe and metrics.jsonl feed the model card of a re-save
+        lm.published = meta.get("published")  # kept by a re-save
         return lm
 
     def pipeline(self) -> dict:
@@ -105,8 +119,9 @@ class DiffusionLM:
         from .models.format import pipeline
 
         return pipeline(self.process.config, self.sampler_config, self.tokenizer, self.seq_len,
-                        self.generation_defaults, self.stop_token_ids)
+                        self.generation_defaults, self.stop_token_ids, getattr(self, "published", None))
 
+    @checked
     def save_pretrained(self, path: Union[str, Path], remote_code: bool = True, model_card: bool = True,
                         repo_id: Optional[str] = None, overwrite: bool = False) -> None:
         """Write the folder :meth:`from_pretrained` reads, atomically: into a new temporary folder beside
@@ -122,6 +137,10 @@ class DiffusionLM:
         from .models.format import RECIPE_FILE, save_model_folder
 
         arguments.flag("overwrite", overwrite)
+        arguments.path("path", path)
+        arguments.flag("remote_code", remote_code)
+        arguments.flag("model_card", model_card)
+        arguments.optional_text("repo_id", repo_id)
         source = getattr(self, "source_dir", None)
         recipe = Path(source) / RECIPE_FILE if source is not None else None
         save_model_folder(path, self.model, self.tokenizer, self.pipeline(),
@@ -130,6 +149,7 @@ class DiffusionLM:
                           remote_code=remote_code, model_card=model_card, repo_id=repo_id, overwrite=overwrite,
                           sources=[source])
 
+    @checked
     def push_to_hub(self, repo_id: str, private: Optional[bool] = None, token: Optional[str] = None,
                     commit_message: str = "Upload textdiff model", revision: Optional[str] = None,
                     remote_code: bool = True, model_card: bool = True) -> str:
@@ -164,36 +184,61 @@ class DiffusionLM:
         return input_device(self.model)
 
     # ---- sampling -----------------------------------------------------------------------------
+    @checked
     def make_sampler(self, sampler=None, **overrides):
-        """A sampler from a name, mapping or config (default: the saved one), with field overrides."""
-        if sampler is None:
-            spec = to_dict(self.sampler_config)
-        elif isinstance(sampler, str):
-            spec = {"name": sampler}
-        elif isinstance(sampler, dict):
-            spec = dict(sampler)
-        else:
-            spec = to_dict(sampler)
-        spec.update({k: v for k, v in overrides.items() if v is not None})
-        return build_sampler(resolve_section("sampler", spec, "sampler"), self.process)
+        """A sampler from a name, mapping or config (default: the saved one), with field overrides
+        (:meth:`sampler_config_for`)."""
+        if sampler is not None and not isinstance(sampler, (str, dict)) and not hasattr(sampler, "name"):
+            raise ConfigError(f"sampler must be a name, a mapping or a sampler config, got {type(sampler).__name__}")
+        return build_sampler(self.sampler_config_for(sampler, **overrides), self.process)
 
+    def sampler_config_for(self, sampler=None, **options):
+        """The sampler config :meth:`generate` decodes with for ``sampler`` and its ``options`` (None
+        values ignored): naming another sampler keeps the saved options that apply to it (LLaDA's
+        ``temperature=0`` stays 0 with ``"threshold"``), a mapping or config is the whole spec, and
+        explicit options override (:func:`~textdiff.samplers.base.compose_sampler_spec`). Its
+        ``kept`` attribute lists what was carried over from the saved sampler."""
+        from .samplers.base import compose_sampler_spec
+
+        spec, kept = compose_sampler_spec(self.sampler_config, sampler, {k: v for k, v in options.items() if v is not None})
+        config = resolve_section("sampler", spec, "sampler")
+        config.kept = kept  # an attribute, not a field: never saved
+        return config
+
+    def cache_rules(self, use_cache, block_size: Optional[int] = None, options: Optional[dict] = None):
+        """``(block_size, lookback, options)`` for an approximate cache (``use_cache`` "prefix" / "dual"):
+        the family's released rules (``generation_defaults["cached"]``; Dream: Fast-dLLM's block 32,
+        ``lookback=0``, ``first_commit="leftmost"``) for whatever the caller left unset (None)."""
+        options = dict(options or {})
+        rules = self.generation_defaults.get("cached") if use_cache in ("prefix", "dual") else None
+        if not rules:
+            return block_size, None, options
+        if "first_commit" in rules and "first_commit" not in options:
+            options["first_commit"] = rules["first_commit"]
+        return (block_size if block_size is not None else rules.get("block_size")), rules.get("lookback"), options
+
+    @checked
     def encode_prompts(self, prompts: Sequence[str]) -> list[list[int]]:
         """Token ids of each prompt: a string as it is, or a chat (a list of ``{"role", "content"}``
         messages) through the tokenizer's chat template with the assistant turn opened."""
         if isinstance(prompts, str) or _is_chat(prompts):
             prompts = [prompts]
+        if not isinstance(prompts, (list, tuple)):
+            raise ConfigError(f"prompts must be a string, a chat or a list of them, got {type(prompts).__name__}")
         if len(prompts) == 0:
             raise ConfigError("prompts is empty; pass a list of strings (use [''] for an unconditional sample)")
-        return [self._chat_ids(p) if _is_chat(p) else self.tokenizer(p, add_special_tokens=False)["input_ids"]
+        mask_id = getattr(self.process, "mask_id", None)  # its spelling in a string prompt is text (tokenization.encode_text)
+        return [self._chat_ids(p) if _is_chat(p) else encode_text(self.tokenizer, p, mask_id, f"prompt {i}")
                 if isinstance(p, str) or _is_chat(p) else [int(i) for i in p]
-                for p in prompts]  # a prompt is a string, a chat or a list of token ids
+                for i, p in enumerate(prompts)]  # a prompt is a string, a chat or a list of token ids
 
     def _chat_ids(self, messages) -> list[int]:
-        if not getattr(self.tokenizer, "chat_template", None):
-            raise ConfigError("this model's tokenizer has no chat template; pass plain strings as prompts")
-        text = self.tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        from .chat_template import render_chat
 
+        text = render_chat(self.tokenizer, list(messages), add_generation_prompt=True)  # bounded; one-line errors
+        return encode_text(self.tokenizer, text, getattr(self.process, "mask_id", None), "the chat")
+
+    @checked
     def generate(
         self,
         prompts: Sequence[str],
@@ -221,15 +266,21 @@ class DiffusionLM:
         (``generation_defaults``, e.g. 32 for LLaDA); answers end at EOS or a ``stop_token_ids`` token.
 
         sampler: a name (``"first_hitting"``, ``"confidence"``, ...), mapping or config; default the
-        saved one. sampler_options: its other config fields, e.g. ``{"threshold": 0.8}``.
-        block_size: decode in windows of this many tokens (default: the model's block size for
-        block-causal models such as BD3-LM, one window otherwise). seed: row b uses seed + b (batch-invariant). guidance_weight: classifier-free guidance
+        saved one. A name keeps the saved options it shares (LLaDA's ``temperature=0`` with
+        ``"threshold"``); a mapping or config is the whole spec (:meth:`sampler_config_for`).
+        sampler_options: any field of the chosen sampler's config, e.g. ``{"threshold": 0.8}`` or
+        ``{"temperature": 0}``; unknown fields are one-line errors.
+        block_size: decode in windows of this many tokens (default: the model's released block size,
+        e.g. 32 for LLaDA, when ``max_new_tokens`` exceeds it; the block size of block-causal models
+        such as BD3-LM; with ``use_cache="prefix"|"dual"`` the family's cache rules, e.g. Dream's 32;
+        one window otherwise). seed: row b uses seed + b (batch-invariant). guidance_weight: classifier-free guidance
         weight w (0 = none; see :mod:`textdiff.guidance`), guidance_uncond: "mask" or "drop".
         progress: a tqdm bar of sampler steps with tokens/s on stderr (None: when stderr is a terminal).
         Other keyword arguments go to :func:`textdiff.generation.generate` (``use_cache``,
         ``callback``, ``template``, ...)."""
         from .generation import generate
 
+        check_keywords("DiffusionLM.generate", kwargs, forwarded(DiffusionLM.generate, generate, _SET_BY_GENERATE))
         if _is_chat(prompts):
             prompts = [prompts]
         if isinstance(prompts, (list, tuple)) and any(_is_chat(p) for p in prompts):  # chats (and strings / ids)
@@ -247,26 +298,47 @@ class DiffusionLM:
         arguments.flag("return_output", return_output)
         arguments.number("guidance_weight", guidance_weight)
         arguments.choice("guidance_uncond", guidance_uncond, ("mask", "drop"))
+        arguments.optional_flag("progress", progress)
+        if kwargs.get("callback") is not None and not callable(kwargs["callback"]):
+            raise ConfigError(f"callback must be callable (it receives a StepInfo), got {type(kwargs['callback']).__name__}")
         if sampler_options is not None and not isinstance(sampler_options, dict):
             raise ConfigError(f"sampler_options must be a dict of sampler fields, got {type(sampler_options).__name__}")
         if sampler is not None and not isinstance(sampler, (str, dict)) and not hasattr(sampler, "name"):
             raise ConfigError(f"sampler must be a name, a mapping or a sampler config, got {type(sampler).__name__}")
+        check_memory(len(prompts), min(block_size or max_new_tokens, max_new_tokens), self.process.vocab_size, self.device,
+                     item_bytes=logit_bytes(self.model))  # the logits alone exceed free memory: one line, before any work
         ids = self.encode_prompts(prompts)
         if block_size is None:
             block_size = self.generation_defaults.get("block_size")
-            if block_size is not None and max_new_tokens <= block_size:
+            if block_size is not None and max_new_tokens <= block_size and not self.generation_defaults.get("whole_blocks"):
                 block_size = None  # one window
-        s = self.make_sampler(sampler, temperature=temperature, top_k=top_k, top_p=top_p, **(sampler_options or {}))
+        options = _sampler_options(sampler_options, temperature=temperature, top_k=top_k, top_p=top_p)
+        if self.generation_defaults.get("cached"):  # e.g. Dream's caches: Fast-dLLM's rules unless given
+            block_size, lookback, ruled = self.cache_rules(kwargs.get("use_cache"), block_size, options)
+            if lookback is not None:
+                kwargs.setdefault("lookback", lookback)
+            if sampler is None or isinstance(sampler, (str, dict)):  # a config object is taken as it is
+                options = {k: v for k, v in ruled.items() if not (isinstance(sampler, dict) and k in sampler)}
+        s = self.make_sampler(sampler, **options)
+        _note(unused_steps_note(steps, s, self.process))  # an explicit steps the decoding ignores: one warning line
         if guidance_weight:
-            from .guidance import ClassifierFreeGuidance
+            from .guidance import ClassifierFreeGuidance, trained_for_guidance
 
-            kwargs["denoise"] = ClassifierFreeGuidance(self.model, self.process, guidance_weight, uncond=guidance_uncond)
+            kwargs["denoise"] = ClassifierFreeGuidance(self.model, self.process, guidance_weight, uncond=guidance_uncond,
+                                                       trained=trained_for_guidance(self.source_dir))
         if self.process.logits_shift:  # next-token (AR) models: one token per window
             ids = [[self.process.start_token] + p for p in ids]  # the start token predicts the first token
             block_size = 1 if block_size is None else block_size
             steps = max_new_tokens
         if block_size is None and getattr(self.model.config, "attention", None) == "block_causal":
             block_size = self.model.config.block_size  # block diffusion (BD3-LM) decodes block by block (exact KV cache)
+        eos = self.tokenizer.eos_token_id
+        if block_size and self.generation_defaults.get("whole_blocks"):  # DiffusionGemma: whole canvases only
+            max_new_tokens = -(-max_new_tokens // block_size) * block_size
+            steps = steps or int(self.generation_defaults.get("steps_per_block", block_size)) * (max_new_tokens // block_size)
+        if self.generation_defaults.get("pad_after_eos"):  # every stop token ends a row; finished rows are padded
+            eos = [eos] + [i for i in self.stop_token_ids if i != eos]
+            kwargs.setdefault("pad_after_eos", True)
         tails = None
         if self.generation_defaults.get("blocks_from") == "sequence_start" and block_size and "template" not in kwargs:
             # blocks counted from the sequence start (LLaDA 2.0): the prompt's last partial block is decoded with the answer
@@ -294,7 +366,7 @@ class DiffusionLM:
             out = generate(
                 self.model, self.process, s, ids, max_new_tokens=max_new_tokens, steps=planned,
                 seed=seed, block_size=block_size, pad_token_id=self.tokenizer.pad_token_id,
-                eos_token_id=self.tokenizer.eos_token_id, callback=on_step if (bar.shown or user_callback) else None,
+                eos_token_id=eos, callback=on_step if (bar.shown or user_callback) else None,
                 **kwargs,
             )
         if self.process.logits_shift:
@@ -309,6 +381,7 @@ class DiffusionLM:
         return (texts, out) if return_output else texts
 
     # ---- likelihood ---------------------------------------------------------------------------
+    @checked
     @torch.no_grad()
     def score(self, texts: Sequence[str], t_samples: int = 32, seed: int = 0, progress: Optional[bool] = False) -> list[float]:
         """NELBO (nats, an upper bound on −log p) of each text with EOS appended, averaged over
@@ -322,6 +395,7 @@ class DiffusionLM:
 
         texts = arguments.texts("texts", texts)
         t_samples = arguments.integer("t_samples", t_samples, minimum=1)
+        arguments.optional_flag("progress", progress)
         seed = arguments.integer("seed", seed)
         results = []
         unknown = 0
@@ -334,6 +408,8 @@ class DiffusionLM:
                 ids += [self.tokenizer.eos_token_id] * (block - len(ids) % block)
             if self.seq_len and len(ids) > self.seq_len:
                 raise ConfigError(f"text {i} has {len(ids)} tokens, more than the model's {self.seq_len}; split it")
+            check_memory(t_samples, len(ids), self.process.vocab_size, self.device, "use fewer t_samples",
+                         item_bytes=logit_bytes(self.model))
             x0 = torch.tensor([ids] * t_samples, device=self.device)  # [S, L]
             g = torch.Generator().manual_seed(seed + i)
             t = self.process.sample_t(t_samples, device=self.device, generator=g, seq_len=x0.shape[1])  # block: one t per block
@@ -345,6 +421,37 @@ class DiffusionLM:
             warnings.warn(f"{unknown} token(s) of the scored text are {self.tokenizer.unk_token!r}: the tokenizer cannot "
                           "represent that text, so its NELBO is not the text's; use a tokenizer with byte fallback", stacklevel=2)
         return results
+
+
+def _sampler_options(options: Optional[dict], **named) -> dict:
+    """``sampler_options`` with generate()'s named sampler arguments; the same field given both ways
+    with different values is a one-line error."""
+    out = dict(options or {})
+    for key, value in named.items():
+        if value is None:
+            continue
+        if key in out and out[key] != value:
+            raise ConfigError(f"{key} is given twice ({key}={value!r} and sampler_options[{key!r}]={out[key]!r}); give it once")
+        out[key] = value
+    return out
+
+
+#: the arguments of textdiff.generation.generate that DiffusionLM.generate sets itself
+_SET_BY_GENERATE = ("model", "process", "sampler", "prompts", "batch_size", "pad_token_id", "eos_token_id", "generator")
+
+
+def _check_loading(name_or_path, tokenizer, revision, trust_remote_code, allow_pickle) -> None:
+    """The types of from_pretrained's arguments (values are checked where they are used)."""
+    arguments.path("name_or_path", name_or_path, "a model folder or hub id")
+    arguments.tokenizer_spec("tokenizer", tokenizer)
+    arguments.optional_text("revision", revision)
+    arguments.flag("trust_remote_code", trust_remote_code)
+    arguments.flag("allow_pickle", allow_pickle)
+
+
+def _note(message: Optional[str]) -> None:
+    if message:
+        _warn(message)
 
 
 def _is_chat(prompt) -> bool:

@@ -38,17 +38,19 @@ ADAPTER_DIR = "adapter"
 
 
 def _peft():
-    try:
-        import peft
-    except ImportError:
-        raise ImportError("LoRA needs the peft package: pip install 'textdiff[lora]' (or pip install peft)") from None
-    return peft
+    from .extras import require
+
+    return require("peft", "lora", "LoRA (the recipe's lora section)")
 
 
 def _network(model) -> tuple[nn.Module, Optional[nn.Module]]:
     """(the network to adapt, the external wrapper around it or None)."""
+    from .models.diffusion_gemma import DiffusionGemmaDenoiser
     from .models.external import ExternalDenoiser
 
+    if isinstance(model, DiffusionGemmaDenoiser):
+        model.share_adapters()  # tied encoder / decoder layers: one module each, adapted once
+        return model.hf, model
     if isinstance(model, ExternalDenoiser):
         return model.hf, model
     return model, None
@@ -83,7 +85,8 @@ def apply_lora(model: nn.Module, cfg) -> "LoraDenoiser":
     network, outer = _network(model)
     check_targets(network, list(cfg.target_modules) + list(cfg.modules_to_save))
     config = peft.LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=list(cfg.target_modules),
-                             modules_to_save=list(cfg.modules_to_save) or None)
+                             modules_to_save=list(cfg.modules_to_save) or None,
+                             exclude_modules=getattr(outer, "lora_exclude", None))  # e.g. DiffusionGemma's vision tower
     return LoraDenoiser(peft.get_peft_model(network, config), outer)
 
 
@@ -96,6 +99,8 @@ class LoraDenoiser(nn.Module):
         self.outer = outer  # the ExternalDenoiser whose network is adapted (its .hf is the peft model)
         if outer is not None:
             outer.hf = peft_model
+            if hasattr(outer, "share_adapters"):  # DiffusionGemma: the encoder runs the decoder's adapted layers
+                outer.share_adapters()
 
     @property
     def config(self):
@@ -188,6 +193,8 @@ class LoraDenoiser(nn.Module):
         network = self.peft.merge_and_unload()
         if self.outer is not None:
             self.outer.hf = network
+            if hasattr(self.outer, "share_adapters"):
+                self.outer.share_adapters()
             return self.outer
         return network
 

@@ -44,6 +44,8 @@ def nelbo_terms(
         t = process.sample_t(B, device=x0.device, generator=generator, seq_len=x0.shape[1])
     x_t = process.corrupt(x0, t, frozen=frozen, generator=generator)
     inputs = process.model_inputs(x_t, x0, t)
+    if getattr(getattr(model, "config", None), "reads_clean_context", False):  # DiffusionGemma: encoder + canvases
+        inputs.update(clean_ids=x0, context_mask=frozen, generator=generator)
     if process.time_conditioning:
         inputs.setdefault("t", process.network_time(t))  # model_inputs may give its own (block diffusion: [B, 2L])
     logits = model(**inputs).logits

@@ -41,6 +41,7 @@ BUILTINS: dict[str, dict[str, str]] = {
         "confidence": "textdiff.samplers.confidence",
         "threshold": "textdiff.samplers.threshold",
         "remdm": "textdiff.samplers.remdm",
+        "entropy_bound": "textdiff.samplers.entropy_bound",
         "editing": "textdiff.samplers.editing",
         "multi_block": "textdiff.samplers.multi_block",
     },

@@ -21,6 +21,7 @@ import torch
 from .dataclass_io import make_config
 from .errors import ConfigError
 from .registry import lookup, register
+from .signatures import checked_config
 
 
 @dataclass
@@ -38,6 +39,10 @@ class Schedule(ABC):
     """α(t) and its derivative; σ(t) = −log α(t) follows."""
 
     config_class = ScheduleConfig
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        checked_config(cls)  # LogLinearConfig(bad_keyword=...) is a one-line ConfigError
 
     def __init__(self, config: ScheduleConfig):
         self.config = config
@@ -312,3 +317,6 @@ class Clipped(Schedule):
     def t_from_alpha(self, alpha):
         c = self.config
         return ((1 - alpha - c.beta) / (c.omega - c.beta)).clamp(0.0, 1.0)
+
+
+checked_config(Schedule)  # ScheduleConfig(...) itself

@@ -58,6 +58,7 @@ from typing import Literal, Optional
 
 import torch
 
+from .chat_template import render_chat
 from .dataclass_io import at_least, not_blank
 from .errors import ConfigError, DataError, warn
 
@@ -247,7 +248,7 @@ def split_example(row: dict, tokenizer, cfg: SFTConfig) -> tuple[str, str]:
                 "the data has chat 'messages' but the tokenizer has no chat template; use a tokenizer that has one "
                 "(tokenizer.path, or the init_from / denoiser model's own) or write rows as {prompt, response}"
             )
-        prompt = tokenizer.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
+        prompt = render_chat(tokenizer, messages[:-1], add_generation_prompt=True)
         return prompt, assistant_turn(tokenizer, messages, prompt)
     if cfg.prompt_field not in row:
         raise DataError(f"{where}: no '{cfg.prompt_field}' or '{cfg.messages_field}' field; each row needs a prompt and a response")
@@ -264,7 +265,7 @@ def assistant_turn(tokenizer, messages: list[dict], prompt: str) -> str:
     its turn with the end-of-turn token, and the EOS padding follows it (LLaDA's SFT layout). A
     template whose full rendering does not start with the prompt's gives the bare content."""
     content = str(messages[-1]["content"])
-    full = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
+    full = render_chat(tokenizer, messages, add_generation_prompt=False)
     if full.startswith(prompt) and content in full[len(prompt):]:
         return full[len(prompt):]
     return content

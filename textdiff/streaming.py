@@ -58,6 +58,7 @@ def stream_split(cfg: DataConfig):
     from .data import load_documents
 
     docs = stream_documents(cfg.source, cfg)
+    everything = docs
     val = None
     if cfg.val_source is not None:
         val = load_documents(cfg.val_source, cfg, split="validation")
@@ -65,6 +66,9 @@ def stream_split(cfg: DataConfig):
         val = datasets.Dataset.from_dict({"text": [d["text"] for d in docs.take(cfg.val_documents)]})
         docs = docs.skip(cfg.val_documents)
     sample = [d["text"] for d in docs.take(SAMPLE_DOCUMENTS)]
+    if not sample and next(iter(everything.take(1)), None) is None:  # not the hold-out: nothing but blank text
+        raise DataError(f"every document of {cfg.source!r} is blank (column {cfg.text_field!r}); check data.source "
+                        "and data.text_field")
     if not sample:
         raise DataError(f"no training documents are left in {cfg.source!r} after the {cfg.val_documents} held out; "
                         "lower data.val_documents or give data.val_source")

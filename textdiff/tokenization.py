@@ -148,10 +148,11 @@ def count_unknown(tokenizer, ids: Sequence[int]) -> int:
     return 0 if unk is None else sum(1 for i in ids if i == unk)
 
 
-def ensure_special_tokens(tokenizer):
+def ensure_special_tokens(tokenizer, source: Optional[str] = None):
     """Give ``tokenizer`` a mask token and an EOS token (added when missing) and a PAD token.
 
     Returns the list of tokens that were added (the model's embeddings must grow by that many).
+    source: where the caller's tokenizer came from; a token added to it is said in one warning line.
     """
     added = []
     specials = {}
@@ -170,6 +171,12 @@ def ensure_special_tokens(tokenizer):
         if tokenizer.mask_token is None:
             raise ConfigError("the tokenizer has no mask token and cannot be extended; use one with a [MASK] token")
         added = list(specials.values())[: n or 0]
+        if source is not None and added:
+            from .errors import warn
+
+            names = ", ".join(f"{tok!r} (id {tokenizer.convert_tokens_to_ids(tok)})" for tok in added)
+            warn(f"the tokenizer from {source} had no {' / '.join(k.split('_')[0] for k in specials)} token; added "
+                 f"{names}, so the model's vocabulary grows to {len(tokenizer)}")
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return added
@@ -223,6 +230,7 @@ def build_tokenizer(cfg: TokenizerConfig, texts: Sequence[str] | None = None):
     """The recipe's tokenizer: loaded from ``cfg.path`` or trained on ``texts``."""
     if cfg.path is not None:
         tokenizer = load_tokenizer(cfg.path)
+        ensure_special_tokens(tokenizer, source=f"tokenizer.path={cfg.path}")  # added to the caller's: said
     else:
         if not texts:
             raise ConfigError("tokenizer.train needs training text, and the corpus is empty")
@@ -230,3 +238,29 @@ def build_tokenizer(cfg: TokenizerConfig, texts: Sequence[str] | None = None):
         tokenizer = wrap_fast(raw)
     ensure_special_tokens(tokenizer)
     return tokenizer
+
+
+def encode_text(tokenizer, text: str, mask_id: Optional[int] = None, where: str = "the prompt") -> list[int]:
+    """Token ids of ``text`` (no special tokens added), where the mask token's spelling (``[MASK]``,
+    ``<|mdm_mask|>``) is TEXT, never mask ids: a prompt that mentions it is not a request to fill
+    positions (infilling is asked for with token ids or ``template=``). When it occurs, one warning
+    line says so; a tokenizer that cannot spell it as text is a one-line error."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if mask_id is None or mask_id not in ids:
+        return ids
+    spelling = tokenizer.convert_ids_to_tokens(int(mask_id))
+    pieces = text.split(spelling) if spelling else [text]
+    literal = tokenizer(spelling, add_special_tokens=False, split_special_tokens=True)["input_ids"] if spelling else []
+    out = []
+    for k, piece in enumerate(pieces):
+        if k:
+            out += literal
+        out += tokenizer(piece, add_special_tokens=False)["input_ids"] if piece else []
+    if mask_id in out:
+        raise ConfigError(f"{where} contains the mask token {spelling!r}, which this tokenizer cannot encode as text; "
+                          "remove it (to fill positions, pass token ids with the mask id or use template=)")
+    from .errors import warn
+
+    warn(f"{where} contains the text {spelling!r}: it is encoded as text, not as positions to fill; to fill "
+         "positions pass token ids with the mask id (or template=)")
+    return out

@@ -8,25 +8,10 @@ import numpy as np
 import torch
 
 from ..errors import TextDiffError
+from ..extras import MissingExtraError, require  # noqa: F401  (their home is textdiff.extras)
 
 #: two-sided normal quantiles for the usual confidence levels (CLT intervals)
 _Z = {0.8: 1.2815515655446004, 0.9: 1.6448536269514722, 0.95: 1.959963984540054, 0.99: 2.5758293035489004}
-
-
-class MissingExtraError(TextDiffError, ImportError):
-    """An optional dependency is not installed; the message names the extra to install."""
-
-
-def require(module: str, extra: str, feature: str):
-    """Import ``module`` or raise :class:`MissingExtraError` naming ``pip install 'textdiff[extra]'``."""
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise MissingExtraError(
-            f"{feature} needs the optional package {module!r}; install it with: pip install 'textdiff[{extra}]'"
-        ) from None
 
 
 def z_value(level: float) -> float:

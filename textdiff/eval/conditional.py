@@ -26,6 +26,7 @@ import torch
 
 from ..errors import ConfigError, DataError
 from ..objective import nelbo_terms
+from ..signatures import checked
 from .common import generator_for
 
 
@@ -127,6 +128,7 @@ def conditional_nll_batch(
     return scores
 
 
+@checked
 @torch.no_grad()
 def conditional_nll(
     model,
@@ -175,6 +177,7 @@ def greedy_matches(model, process, pairs: Sequence[tuple[Sequence[int], Sequence
     return [bool(x) for x in out]
 
 
+@checked
 def greedy_match(model, process, prompt_ids: Sequence[int], answer_ids: Sequence[int], *, steps: Optional[int] = None,
                  pad_token_id: int = 0) -> bool:
     """True when greedy decoding (ancestral sampler, temperature 0) of len(answer) positions after the

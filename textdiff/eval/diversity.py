@@ -21,6 +21,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import DataError
+from ..signatures import checked
 
 
 def unigram_entropy(ids: Sequence[int]) -> float:
@@ -37,6 +38,7 @@ def ngrams(ids: Sequence[int], n: int) -> list[tuple]:
     return [tuple(ids[i:i + n]) for i in range(len(ids) - n + 1)]
 
 
+@checked
 def diversity(samples: Sequence[Sequence[int]], ns: Sequence[int] = (1, 2, 3, 4)) -> dict:
     """Entropy, distinct-n and repetition of ``samples`` (token-id lists)."""
     samples = [list(s) for s in samples]

@@ -44,6 +44,7 @@ import torch
 
 from ..errors import ConfigError, DataError
 from ..objective import nelbo_terms
+from ..signatures import checked
 from .common import bootstrap_ratio, generator_for, safe_exp, z_value
 
 T_SAMPLING = ("stratified", "antithetic", "iid")
@@ -115,6 +116,7 @@ def _time_shape(process, L: int) -> int:
     return L // size
 
 
+@checked
 @torch.no_grad()
 def evaluate_likelihood(
     model,

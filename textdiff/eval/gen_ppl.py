@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, DataError
+from ..signatures import checked
 from .common import bootstrap_ratio, safe_exp
 
 
@@ -99,6 +100,7 @@ class ReferenceLM:
         return out
 
 
+@checked
 def load_reference(spec, device=None, dtype=None) -> ReferenceLM:
     """A :class:`ReferenceLM` from a folder path / hub name (str), or a (model, tokenizer) pair."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -164,6 +166,7 @@ def retokenize(texts: Sequence[str], reference: ReferenceLM) -> list[list[int]]:
     return out
 
 
+@checked
 def generative_perplexity(
     reference,
     texts: Optional[Sequence[str]] = None,

@@ -51,12 +51,29 @@ DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfl
           "float16": torch.float16, "fp16": torch.float16}
 
 
-def _flag(value) -> bool:
-    return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
+def _flag(value, name: str = "flag") -> bool:
+    """A model_args flag: a bool, or true/false, yes/no, 1/0 (anything else is a one-line error)."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text not in ("1", "true", "yes", "0", "false", "no"):
+        raise ConfigError(f"model_args {name}={value!r} is not true or false; write {name}=true or {name}=false")
+    return text in ("1", "true", "yes")
 
 
-def _optional_int(value):
-    return None if value in (None, "None", "none", "") else int(value)
+def _int_arg(name: str, value, minimum: int = 0) -> int:
+    """A model_args integer (lm-eval passes strings): a one-line error naming it when it is not one."""
+    try:
+        number = int(str(value).strip()) if not isinstance(value, bool) else None
+    except ValueError:
+        number = None
+    if number is None or number < minimum:
+        raise ConfigError(f"model_args {name}={value!r} must be an integer >= {minimum}, e.g. {name}={max(minimum, 1)}")
+    return number
+
+
+def _optional_int(value, name: str = "steps"):
+    return None if value in (None, "None", "none", "") else _int_arg(name, value, minimum=1)
 
 
 def pick_device(device) -> str:
@@ -88,6 +105,16 @@ class TextDiffLM(LM):
         if kwargs:
             raise ConfigError(f"unknown textdiff model_args {sorted(kwargs)}; use pretrained, mc_samples, t_samples, "
                               "greedy, steps, seed, batch_size, dtype, max_gen_toks, progress")
+        self.mc_samples = _int_arg("mc_samples", mc_samples, minimum=1)  # every model_arg checked before loading
+        self.t_samples = _int_arg("t_samples", t_samples, minimum=1)
+        self.greedy = _flag(greedy, "greedy")
+        self.steps = _optional_int(steps, "steps")
+        self.seed = _int_arg("seed", seed)
+        self.max_gen_toks = _int_arg("max_gen_toks", max_gen_toks, minimum=1)
+        self.progress = _flag(progress, "progress")
+        if str(batch_size).startswith("auto"):  # no memory probing: a fixed size that suits small models
+            batch_size = 16
+        self.batch_size = _int_arg("batch_size", batch_size, minimum=1)
         if lm is None:
             if pretrained is None:
                 raise ConfigError("the textdiff lm-eval model needs --model_args pretrained=<model folder or hub id>")
@@ -96,16 +123,6 @@ class TextDiffLM(LM):
             lm = DiffusionLM.from_pretrained(pretrained, device=pick_device(device),
                                              dtype=None if dtype is None else DTYPES[str(dtype)])
         self.lm = lm
-        self.mc_samples = int(mc_samples)
-        self.t_samples = int(t_samples)
-        self.greedy = _flag(greedy)
-        self.steps = _optional_int(steps)
-        self.seed = int(seed)
-        self.max_gen_toks = int(max_gen_toks)
-        self.progress = _flag(progress)
-        if str(batch_size).startswith("auto"):  # no memory probing: a fixed size that suits small models
-            batch_size = 16
-        self.batch_size = max(1, int(batch_size))
         self.ar = not self.lm.process.is_diffusion
 
     # ---- helpers -----------------------------------------------------------------------------
@@ -126,9 +143,21 @@ class TextDiffLM(LM):
     def tokenizer_name(self) -> str:
         return getattr(self.lm.tokenizer, "name_or_path", "textdiff").replace("/", "__")
 
+    def chat_template(self, chat_template=False):
+        """The template lm-eval records (and applies through :meth:`apply_chat_template`); asking
+        for one on a model whose tokenizer has none is a one-line error, not a raw traceback later."""
+        if not chat_template:
+            return None
+        template = getattr(self.lm.tokenizer, "chat_template", None)
+        if not template:
+            raise ConfigError("--apply_chat_template was given but this model's tokenizer has no chat template; "
+                              "drop --apply_chat_template (or use a model whose tokenizer has one)")
+        return template if isinstance(template, str) else str(template)
+
     def apply_chat_template(self, chat_history, add_generation_prompt: bool = True) -> str:
-        return self.lm.tokenizer.apply_chat_template(chat_history, tokenize=False,
-                                                     add_generation_prompt=add_generation_prompt)
+        from ..chat_template import render_chat
+
+        return render_chat(self.lm.tokenizer, chat_history, add_generation_prompt=add_generation_prompt)
 
     # ---- requests ----------------------------------------------------------------------------
     def loglikelihood(self, requests, disable_tqdm: bool = False):

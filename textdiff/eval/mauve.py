@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, DataError
+from ..signatures import checked
 from .common import require
 
 
@@ -42,6 +43,7 @@ def text_features(reference, texts: Sequence[str], max_length: Optional[int] = N
     return np.stack(feats)
 
 
+@checked
 def mauve_score(
     p_features=None,
     q_features=None,

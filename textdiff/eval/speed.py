@@ -23,9 +23,11 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
+from ..signatures import checked
 from .common import device_name
 
 
+@checked
 def sample_texts(
     model,
     process,

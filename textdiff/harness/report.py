@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -136,6 +137,11 @@ def write_plots(report: dict, out: Path) -> list[Path]:
     """Gen PPL and entropy against steps, and gen PPL against tokens/s (the panels with data only)."""
     gen = [r for r in report["results"] if r["metric"] == "generation"]
     if not gen:
+        return []
+    from ..extras import installed, skip_note
+
+    if not installed("matplotlib"):  # the report's JSON and Markdown are complete without it
+        print(skip_note("the report's plots", "matplotlib", "eval"), file=sys.stderr)
         return []
     import matplotlib
 

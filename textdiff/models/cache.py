@@ -27,6 +27,10 @@ class KVCache:
 
     @classmethod
     def for_model(cls, model) -> "KVCache":
+        """An empty cache for ``model``; a model that keeps another kind (an adapted causal LM) makes its own."""
+        make = getattr(model, "new_cache", None)
+        if make is not None:
+            return make()
         return cls(model.config.num_layers)
 
     @property

@@ -58,6 +58,9 @@ class TextDiffConfig(PretrainedConfig):
             raise ValueError(f"attention={attention!r}; use one of {ATTENTION_KINDS}")
         if attention == "block_causal" and not block_size:
             raise ValueError("attention='block_causal' needs block_size (the block length L')")
+        for name, value in (("hidden_size", hidden_size), ("num_layers", num_layers), ("num_heads", num_heads)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}={value!r} must be a positive integer")
         if hidden_size % num_heads:
             raise ValueError(f"hidden_size={hidden_size} is not divisible by num_heads={num_heads}")
         self.vocab_size = vocab_size

@@ -14,6 +14,7 @@ training and evaluation. Its expectation over t ~ U(0, 1) summed over positions 
 """
 from __future__ import annotations
 
+import numbers
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Optional
@@ -25,6 +26,7 @@ from ..dataclass_io import make_config, resolve_section
 from ..errors import ConfigError, IncompatibleError
 from ..registry import lookup
 from ..schedules import build_schedule
+from ..signatures import checked, checked_config
 
 
 @dataclass
@@ -65,6 +67,7 @@ def cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits, target, reduction="none").float()
 
 
+@checked
 def build_process(spec: Any, vocab_size: int, mask_id: Optional[int] = None) -> "ForwardProcess":
     """A process from a name, a mapping with ``name`` or a process config; ``mask_id`` (the [MASK]
     token) is required by processes that declare ``needs_mask_token``."""
@@ -86,6 +89,10 @@ class ForwardProcess(ABC):
     """Base class: one subclass per family, with the math in its docstrings."""
 
     config_class = ProcessConfig
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        checked_config(cls)  # MaskedConfig(bad_keyword=...) is a one-line ConfigError
 
     # ---- what the process offers, DECLARED (read by the samplers, the generation loop, the recipe
     # ---- rules and the evaluation code; class attributes, so they are known before anything is built)
@@ -131,11 +138,13 @@ class ForwardProcess(ABC):
 
     def __init__(self, config: ProcessConfig, vocab_size: int, mask_id: Optional[int] = None):
         self.config = config
-        self.vocab_size = int(vocab_size)
+        self.vocab_size = _vocab_size(config.name, vocab_size)
         if self.needs_mask_token and mask_id is None:
             raise IncompatibleError(
                 f"process {config.name!r} needs a mask token; give the tokenizer a mask token (textdiff adds one when training a tokenizer)"
             )
+        if self.needs_mask_token:
+            _check_mask_id(config.name, mask_id, self.vocab_size)
         self.mask_id = mask_id
         self.schedule = build_schedule(config.schedule)
 
@@ -276,3 +285,32 @@ class ForwardProcess(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.config})"
+
+
+def _vocab_size(name: str, vocab_size: Any) -> int:
+    """The vocabulary size a process is built with: an integer >= 2 (a negative or zero size would
+    build a process that fails, or silently does nothing, later)."""
+    if isinstance(vocab_size, bool) or not isinstance(vocab_size, numbers.Integral) or vocab_size < 2:
+        raise ConfigError(f"process {name!r} was given vocab_size={vocab_size!r}; it must be an integer >= 2 "
+                          "(the model's config.vocab_size)")
+    return int(vocab_size)
+
+
+def _check_mask_id(name: str, mask_id: Any, vocab_size: int) -> None:
+    if isinstance(mask_id, bool) or not isinstance(mask_id, numbers.Integral) or not 0 <= mask_id < vocab_size:
+        raise IncompatibleError(f"process {name!r} was given mask_id={mask_id!r}, not a token id of the model's "
+                                f"{vocab_size} (0..{vocab_size - 1}); use the tokenizer's mask_token_id with a model "
+                                "whose vocabulary includes it")
+
+
+def causal_diffusion_note(process_name: str, attention: Optional[str], is_diffusion: bool,
+                          required: Optional[str]) -> Optional[str]:
+    """The warning text for a diffusion process on a causal network, else None."""
+    if attention != "causal" or not is_diffusion or required is not None:
+        return None
+    return (f"process {process_name!r} with causal attention: each position sees only the tokens before it, so a "
+            "[MASK] cannot read the text after it; diffusion denoisers use attention=bidirectional "
+            "(use process ar for a left-to-right model)")
+
+
+checked_config(ForwardProcess)  # ProcessConfig(...) itself

@@ -37,12 +37,23 @@ import torch
 
 from ..categorical import Generator, uniform
 from ..registry import register
-from .base import ForwardProcess, ProcessConfig, upcast
+from .base import ForwardProcess, ProcessConfig, cross_entropy, upcast
 
 
 @dataclass
 class UniformConfig(ProcessConfig):
     name: str = "uniform"
+    #: the training loss: "nelbo" (UDLM's continuous-time bound, the default and what evaluation reports)
+    #: or "cross_entropy" (−log p_θ(x0 | x_t) at every position, corrupted or not: DiffusionGemma's SFT
+    #: loss as NeMo defines it; a trained-on surrogate, not a bound)
+    loss: str = "nelbo"
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.loss not in ("nelbo", "cross_entropy"):
+            from ..errors import ConfigError
+
+            raise ConfigError(f"process.loss={self.loss!r}; use 'nelbo' or 'cross_entropy'")
 
 
 @register("process", "uniform")
@@ -84,13 +95,16 @@ class UniformProcess(ForwardProcess):
         return torch.log_softmax(upcast(logits), dim=-1)
 
     def loss(self, logits, x_t, x0, t):
-        """[B, L] closed-form NELBO integrand (module docstring), computed in log space.
+        """[B, L] closed-form NELBO integrand (module docstring), computed in log space; with
+        ``loss = "cross_entropy"`` the plain −log p_θ(x0 | x_t) instead.
 
         With a = α(t): log x̄_θ = logaddexp(log(V a) + log x_θ, log(1 − a)); x̄ has only two values,
         V a + 1 − a at x0 and 1 − a elsewhere.
         """
         V = self.vocab_size
         lg = upcast(logits)
+        if self.config.loss == "cross_entropy":
+            return cross_entropy(logits.flatten(0, 1), x0.flatten()).view(x0.shape)  # [B, L]
         tt = self.per_token(t, x0).double()  # per-position scalars in float64 (1 − α near t = 0)
         a = self.alpha(tt)[..., None]  # [B, L, 1]
         weight = -self.schedule.dalpha(tt)[..., None] / (V * a)  # σ'/V

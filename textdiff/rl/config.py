@@ -31,6 +31,7 @@ arguments, e.g. ``{regex_format: {pattern: "^<answer>.*</answer>$"}}``.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
@@ -41,6 +42,24 @@ OBJECTIVES = ("diffu_grpo", "elbo")
 LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
 SCALE_REWARDS = ("group", "batch", "none")
 KL_ESTIMATORS = ("k3", "k2")
+
+
+#: the built-in rewards of :mod:`textdiff.rl.rewards` (named here so a recipe is checked without importing them)
+REWARD_NAMES = ("exact_answer", "length", "regex_format", "tag_format")
+_IMPORT_PATH = re.compile(r"^[A-Za-z_][\w]*(?:\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*$")
+
+
+def check_reward_name(name: str) -> None:
+    """One-line error unless ``name`` is a built-in or a ``module:function`` import path (nothing is imported)."""
+    if name in REWARD_NAMES:
+        return
+    if isinstance(name, str) and (name.endswith(".py") or "/" in name or "\\" in name):
+        raise ConfigError(f"reward {name!r} looks like a file path; name an importable module:function "
+                          "(e.g. my_rewards:score) on your PYTHONPATH")
+    if not isinstance(name, str) or not _IMPORT_PATH.match(name):
+        raise ConfigError(f"reward {name!r} is neither a built-in ({', '.join(REWARD_NAMES)}) nor a "
+                          "module:function import path")
+
 
 
 def _default_sampler():
@@ -82,21 +101,23 @@ class RLConfig:
     max_completion_length: int = 256  # N: new positions per completion
     steps: int = 128  # sampler steps per completion (split evenly across blocks)
     block_size: Optional[int] = 32  # semi-autoregressive blocks (None: one window of N)
-    use_cache: str = "auto"  # "auto" (exact caches only), "none", or the approximate "prefix" / "dual"
+    use_cache: Literal["auto", "none", "exact", "prefix", "dual"] = "auto"  # textdiff.contexts.CACHE_MODES; "auto" (exact caches only), "none", or the approximate "prefix" / "dual"
     generation_batch_size: Optional[int] = None  # rows per generate() call (None: all rows of the step)
     # ---- feedback -------------------------------------------------------------------------------
     eval_every: int = 0  # held-out evaluation with the same rewards every N steps (0: never)
     num_generations_eval: int = 1  # completions per held-out prompt
+    eval_prompts: int = 64  # held-out prompts per evaluation (the first N of the held-out split)
+    eval_temperature: float = 0.0  # decoding temperature of held-out completions (0: greedy, comparable over time)
 
     def validate(self) -> None:
         at_least("rl", self, 1, "num_generations", "num_iterations", "max_completion_length", "steps",
-                 "elbo_t_samples", "num_generations_eval")
+                 "elbo_t_samples", "num_generations_eval", "eval_prompts")
         at_least("rl", self, 1, "max_prompt_length", "block_size", "generation_batch_size", optional=True)
         at_least("rl", self, 0, "eval_every")
         if self.num_generations < 2:
             raise ConfigError(f"rl.num_generations={self.num_generations}: group-relative advantages need at least 2 "
                               "completions per prompt (a group of 1 has advantage 0)")
-        for name in ("beta", "epsilon", "temperature"):
+        for name in ("beta", "epsilon", "temperature", "eval_temperature"):
             finite(f"rl.{name}", getattr(self, name))
             if getattr(self, name) < 0:
                 raise ConfigError(f"rl.{name}={getattr(self, name)} must be >= 0")
@@ -110,16 +131,10 @@ class RLConfig:
         if self.block_size is not None and self.max_completion_length % self.block_size:
             raise ConfigError(f"rl.block_size={self.block_size} does not divide rl.max_completion_length="
                               f"{self.max_completion_length}; pick a divisor")
-        from ..contexts import CACHE_MODES
-
-        if self.use_cache not in CACHE_MODES:
-            raise ConfigError(f"rl.use_cache={self.use_cache!r}; use one of {', '.join(CACHE_MODES)}")
         not_blank("rl.prompt_field", self.prompt_field)
         self._validate_rewards()
 
     def _validate_rewards(self) -> None:
-        from .rewards import check_reward_name
-
         if not self.reward_funcs:
             raise ConfigError("rl.reward_funcs is empty; name at least one reward (e.g. [exact_answer]) "
                               "or a module:function of your own")

@@ -51,11 +51,11 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from ..errors import ConfigError
+from .config import REWARD_NAMES, check_reward_name  # noqa: F401  (the names are checked where the recipe is)
 
 RewardFunc = Callable[..., list]
 
 NUMBER = re.compile(r"[-−]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?")
-_IMPORT_PATH = re.compile(r"^[A-Za-z_][\w]*(?:\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*$")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -179,18 +179,6 @@ BUILTINS: dict[str, Callable[..., RewardFunc]] = {
 # ---------------------------------------------------------------------------------------------
 # Loading and calling
 # ---------------------------------------------------------------------------------------------
-
-
-def check_reward_name(name: str) -> None:
-    """One-line error unless ``name`` is a built-in or a ``module:function`` import path (nothing is imported)."""
-    if name in BUILTINS:
-        return
-    if isinstance(name, str) and (name.endswith(".py") or "/" in name or "\\" in name):
-        raise ConfigError(f"reward {name!r} looks like a file path; name an importable module:function "
-                          "(e.g. my_rewards:score) on your PYTHONPATH")
-    if not isinstance(name, str) or not _IMPORT_PATH.match(name):
-        raise ConfigError(f"reward {name!r} is neither a built-in ({', '.join(sorted(BUILTINS))}) nor a "
-                          "module:function import path")
 
 
 def load_reward(name: str, kwargs: Optional[dict] = None) -> RewardFunc:

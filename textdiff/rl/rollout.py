@@ -27,6 +27,7 @@ from typing import Optional, Sequence
 
 import torch
 
+from ..chat_template import render_chat
 from ..errors import ConfigError
 from ..generation import generate
 from ..generation_io import left_pad
@@ -81,7 +82,7 @@ def prompt_texts(rows: Sequence[dict], tokenizer, prompt_field: str = "prompt") 
             if not getattr(tokenizer, "chat_template", None):
                 raise ConfigError("the prompts are chat messages but the tokenizer has no chat template; "
                                   "use a tokenizer with one or give plain-text prompts")
-            texts.append(tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True))
+            texts.append(render_chat(tokenizer, p, add_generation_prompt=True))
         elif isinstance(p, str):
             texts.append(p)
         else:

@@ -14,6 +14,9 @@ name               serves (what it requires of the process)    what it is
                                                                a commit schedule
 ``threshold``      masked, block, sedd_absorb                  Fast-dLLM: commit all with p > τ
 ``remdm``          masked, block, sedd_absorb                  ReMDM remasking: revises tokens
+``entropy_bound``  masked, block, uniform (x0 logits)          EB sampler (Ben-Hamu+25): accept the
+                                                               lowest-entropy prefix, renoise the rest;
+                                                               DiffusionGemma's released decoding
 ``editing``        masked, block, sedd_absorb                  LLaDA 2.1 token editing: threshold
                                                                commits + token-to-token edits
 ``multi_block``    masked, block, sedd_absorb                  d3LLM / D2F pipelined blocks: the next
@@ -38,6 +41,7 @@ from .editing import EditingConfig, EditingSampler
 from .multi_block import MultiBlockConfig, MultiBlockSampler
 from .euler import AnalyticConfig, AnalyticSampler, EulerConfig, EulerSampler
 from .first_hitting import FirstHittingConfig, FirstHittingSampler
+from .entropy_bound import EntropyBoundConfig, EntropyBoundSampler
 from .remdm import ReMDMConfig, ReMDMSampler
 
 __all__ = [
@@ -48,4 +52,5 @@ __all__ = [
     "FirstHittingConfig", "FirstHittingSampler",
     "ReMDMConfig", "ReMDMSampler", "EditingConfig", "EditingSampler",
     "MultiBlockConfig", "MultiBlockSampler",
+    "EntropyBoundConfig", "EntropyBoundSampler",
 ]

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar, Optional
+from typing import Any, ClassVar, Optional, Sequence
 
 import torch
 
@@ -37,6 +37,7 @@ from ..dataclass_io import make_config
 from ..errors import ConfigError, IncompatibleError
 from ..processes.base import ForwardProcess, process_class
 from ..registry import available, lookup
+from ..signatures import checked, checked_config
 from .filters import LogitFilter
 
 
@@ -66,11 +67,17 @@ class Sampler(ABC):
     """Base class. Subclasses set ``requires`` (the process capabilities they need) and ``revises``."""
 
     config_class: ClassVar[type] = SamplerConfig
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        checked_config(cls)  # AncestralConfig(bad_keyword=...) is a one-line ConfigError
     #: capabilities a process must DECLARE for this sampler to serve it: attribute of
     #: :class:`~textdiff.processes.base.ForwardProcess` -> required value (:meth:`serves`)
     requires: ClassVar[dict[str, Any]] = {}
     #: True if a committed (clean) token may change again (ReMDM-style remasking)
     revises: ClassVar[bool] = False
+    #: False when the number of steps is not a knob of this sampler (first hitting: one step per mask)
+    uses_steps: ClassVar[bool] = True
     #: True if ``step`` reads the logits of committed positions too (token editing): the loop then
     #: computes every row of the window, not only the noisy ones
     reads_committed: ClassVar[bool] = False
@@ -118,12 +125,23 @@ class Sampler(ABC):
         self.num_steps = int(num_steps)
         self.timesteps = torch.linspace(1.0, 0.0, num_steps + 1, dtype=torch.float64, device=device)
 
-    def begin(self, x_t: torch.Tensor, generator: Generator = None) -> None:
+    def begin(self, x_t: torch.Tensor, generator: Generator = None) -> Optional[torch.Tensor]:
         """Called once per window after :meth:`set_timesteps`, with the initial x_t [B, L].
 
         The default does nothing; a sampler whose grid depends on the state (first-hitting) draws it
-        here, replacing ``timesteps`` with a per-row grid [B, N + 1].
+        here, replacing ``timesteps`` with a per-row grid [B, N + 1]. A sampler that draws the window's
+        starting state itself returns it ([B, L]; the loop keeps the frozen positions).
         """
+        return None
+
+    def denoiser_inputs(self) -> dict:
+        """Extra keyword inputs of the next model call (e.g. DiffusionGemma's self-conditioning
+        logits, :mod:`.entropy_bound`); default none."""
+        return {}
+
+    def end(self, x_t: torch.Tensor) -> torch.Tensor:
+        """The window's result once its steps are done (default: x_t [B, L] as it is)."""
+        return x_t
 
     def pairs(self):
         """Consecutive (t, s) of the grid, s <= t: floats for a shared grid, [B] tensors per row."""
@@ -159,9 +177,13 @@ class Sampler(ABC):
         return f"{type(self).__name__}({self.config})"
 
 
+@checked
 def build_sampler(spec: Any, process) -> Sampler:
     """A sampler from a name, a mapping with ``name`` or a sampler config, bound to ``process``;
     raises :class:`~textdiff.errors.IncompatibleError` if it cannot serve the process."""
+    if not isinstance(process, ForwardProcess):
+        raise ConfigError(f"build_sampler needs the built process (build_process(...) or lm.process), got "
+                          f"{type(process).__name__} {process!r:.60}")
     cfg = make_config("sampler", spec)
     return lookup("sampler", cfg.name)(cfg, process)
 
@@ -174,3 +196,77 @@ def default_sampler(process) -> str:
         if lookup("sampler", name).serves(process):
             return name
     return "ancestral"
+
+
+def compose_sampler_spec(saved: Any, sampler: Any = None, options: Optional[dict] = None) -> tuple[dict, list[str]]:
+    """The sampler spec a model decodes with when the caller picks ``sampler`` and ``options`` over the
+    model's ``saved`` sampler config; returns ``(spec, kept)``, ``kept`` the fields carried from ``saved``
+    to a sampler of another name.
+
+    - ``sampler`` None or the saved sampler's name: the saved config, with ``options`` over it;
+    - another NAME: that sampler's defaults, then every saved field its config also has (a family's
+      greedy ``temperature=0`` stays 0 from ``confidence`` to ``threshold``), then ``options``;
+    - a mapping with ``name`` or a config object: the whole spec as given (defaults for the rest), then
+      ``options``.
+
+    ``kept`` lists the carried fields whose value differs from the new sampler's default. Unknown option names are one-line :class:`~textdiff.errors.ConfigError` s listing the sampler's fields.
+    """
+    import dataclasses
+
+    from ..dataclass_io import to_dict
+
+    saved = to_dict(make_config("sampler", saved)) if saved is not None else {"name": "ancestral"}
+    options = dict(options or {})
+    if "name" in options:
+        raise ConfigError("a sampler option cannot be 'name'; pick the sampler with sampler= / --sampler")
+    kept: list[str] = []
+    if sampler is None or sampler == saved["name"]:
+        spec = dict(saved)
+    elif isinstance(sampler, str):
+        defaults = to_dict(make_config("sampler", sampler))
+        shared = [k for k in saved if k in defaults and k != "name"]
+        kept = sorted(k for k in shared if saved[k] != defaults[k])  # what the switch would otherwise reset
+        spec = {"name": sampler, **{k: saved[k] for k in shared}}
+    else:
+        spec = to_dict(make_config("sampler", sampler))
+    cls = type(make_config("sampler", spec["name"]))
+    known = {f.name for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ConfigError(f"sampler {spec['name']!r}: unknown key(s) {unknown}; its options are "
+                          f"{sorted(known - {'name'})} (check the spelling)")
+    spec.update(options)
+    return spec, [k for k in kept if k not in options]
+
+
+def describe_sampler(config: Any, kept: Sequence[str] = (), source: str = "") -> str:
+    """One line naming a sampler config and the fields that differ from its defaults (temperature
+    always), e.g. ``sampler: threshold temperature=0.0 threshold=0.9 (kept from the model's confidence
+    sampler: temperature)``."""
+    import dataclasses
+
+    defaults = type(config)()
+    shown = [f"{f.name}={getattr(config, f.name)!r}" for f in dataclasses.fields(config)
+             if f.name != "name" and (f.name == "temperature" or getattr(config, f.name) != getattr(defaults, f.name))]
+    line = f"sampler: {config.name} " + " ".join(shown)
+    if kept:
+        line += f" (kept from the model's {source or 'saved'} sampler: {', '.join(kept)})"
+    return line
+
+
+def unused_steps_note(steps, sampler: "Sampler", process) -> Optional[str]:
+    """Why an explicit ``steps`` will not be used, or None: the sampler does not take a number of steps
+    (first hitting), or the process decodes one token per step (autoregressive)."""
+    if steps is None:
+        return None
+    if not process.is_diffusion or getattr(process, "logits_shift", 0):
+        return (f"steps={steps} is not used: process {process.config.name!r} decodes one token per step "
+                "(max_new_tokens steps); drop steps")
+    if not type(sampler).uses_steps:
+        return (f"steps={steps} is not used: sampler {sampler.config.name!r} takes one step per masked position; "
+                "drop steps (or pick a sampler with a step count, e.g. ancestral)")
+    return None
+
+
+
+checked_config(Sampler)  # SamplerConfig(...) itself

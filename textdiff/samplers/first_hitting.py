@@ -52,6 +52,7 @@ class FirstHittingConfig(SamplerConfig):
 @register("sampler", "first_hitting")
 class FirstHittingSampler(Sampler):
     config_class = FirstHittingConfig
+    uses_steps = False  # a row with n masked positions takes exactly n steps
     #: the noisy positions must be known: an absorbing graph (masked, block, sedd_absorb)
     requires = {"graph": "absorbing"}
 

@@ -5,7 +5,9 @@
 ``protocol``       request bodies (strict) and OpenAI-style error bodies
 ``admission``      request -> engine rows: tokens, chat template, sampler, context, seeds
 ``engine``         the engine boundary (rows, events) and the phase-1 batch scheduler
-``runner``         one batch through ``DiffusionLM.generate``; final prefixes for streaming
+``continuous``     the continuous-batching engine ``textdiff serve`` uses: rows join / leave at step boundaries
+``calls``          the adapter to generation: parked model calls, merged into one forward per step
+``runner``         rows through ``DiffusionLM.generate``; final prefixes for streaming
 ``text``           answer text: stop strings, deltas that never split a character
 ``metrics``        ``/metrics`` in Prometheus' text format
 ``server``         uvicorn with graceful shutdown; a server thread for tests and benchmarks

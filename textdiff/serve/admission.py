@@ -11,6 +11,7 @@ from typing import Optional, Union
 
 from ..dataclass_io import to_dict
 from ..errors import TextDiffError
+from ..tokenization import encode_text
 from .engine import DecodeSettings, Request
 from .protocol import MAX_SEED, ApiError, ChatRequest, CompletionRequest
 
@@ -91,7 +92,7 @@ class Admission:
 
     def _ids(self, prompt, index: int) -> list[int]:
         if isinstance(prompt, str):
-            return self.lm.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            return encode_text(self.lm.tokenizer, prompt, getattr(self.lm.process, "mask_id", None), f"prompt[{index}]")
         bad = [t for t in prompt if t >= self.vocab_size]
         if bad:
             raise ApiError(400, f"prompt[{index}] has token id {bad[0]}, outside the vocabulary [0, {self.vocab_size})",
@@ -101,15 +102,14 @@ class Admission:
     def _sampler(self, req) -> str:
         """The sampler's full config as canonical JSON (equal configs share batches)."""
         opts = req.textdiff
-        spec = {"name": opts.sampler} if opts.sampler else to_dict(self.lm.sampler_config)
-        spec.update(opts.sampler_options)
+        options = dict(opts.sampler_options)  # a named sampler keeps the model's options it shares (lm.sampler_config_for)
         for key in ("temperature", "top_p"):
             if getattr(req, key) is not None:
-                spec[key] = getattr(req, key)
+                options[key] = getattr(req, key)
         if opts.top_k is not None:
-            spec["top_k"] = opts.top_k
+            options["top_k"] = opts.top_k
         try:
-            sampler = self.lm.make_sampler(spec)
+            sampler = self.lm.make_sampler(opts.sampler or None, **options)
         except TextDiffError as e:
             raise ApiError(400, str(e), param="textdiff.sampler", code="invalid_value") from None
         return json.dumps(to_dict(sampler.config), sort_keys=True)

@@ -24,7 +24,9 @@ from typing import Optional
 from starlette.requests import Request
 
 from .admission import Admission, Plan, ServeOptions
-from .engine import BatchScheduler, Delta, Failed, Finished, QueueFull, ShuttingDown
+from .calls import ModelCalls
+from .continuous import ContinuousScheduler
+from .engine import Delta, Failed, Finished, QueueFull, ShuttingDown
 from .metrics import Metrics
 from .protocol import ApiError, ChatRequest, CompletionRequest, parse_body
 from .runner import BatchRunner
@@ -164,13 +166,16 @@ class Api:
 
 
 def create_app(lm, options: ServeOptions, engine=None):
-    """The ASGI app serving ``lm``; ``engine`` defaults to a phase-1 :class:`BatchScheduler`."""
+    """The ASGI app serving ``lm``; ``engine`` defaults to the continuous-batching
+    :class:`~textdiff.serve.continuous.ContinuousScheduler`."""
     from fastapi import FastAPI
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, Response
     from starlette.exceptions import HTTPException
 
-    engine = engine or BatchScheduler(BatchRunner(lm), options.max_batch, options.max_tokens_in_flight, options.max_queue)
+    if engine is None:
+        engine = ContinuousScheduler(BatchRunner(lm), ModelCalls(lm), options.max_batch, options.max_tokens_in_flight,
+                                     options.max_queue)
     api = Api(lm, options, engine)
 
     @asynccontextmanager

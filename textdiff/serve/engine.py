@@ -21,8 +21,9 @@ row with the same :class:`DecodeSettings` (in arrival order, up to ``max_batch``
 seeds, so a row's answer is the answer it gets alone (batch invariance of
 :func:`textdiff.generation.generate`).
 
-Phase 2 (continuous batching) keeps this boundary and replaces the runner's "one batch to the end"
-with a step-level engine, without touching the HTTP layer::
+Phase 2 (continuous batching, :mod:`textdiff.serve.continuous`, the engine ``textdiff serve`` uses)
+keeps this boundary and replaces "one batch to the end" with a step-level engine, without touching
+the HTTP layer::
 
     running = []
     while open or running or waiting:

@@ -1,5 +1,8 @@
-"""Phase 1 runner: one batch of rows with equal :class:`~textdiff.serve.engine.DecodeSettings`,
-decoded to the end by :meth:`textdiff.lm.DiffusionLM.generate` with one seed per row.
+"""The runner: rows with equal :class:`~textdiff.serve.engine.DecodeSettings` decoded to the end by
+:meth:`textdiff.lm.DiffusionLM.generate` with one seed per row. Phase 1's scheduler hands it whole
+batches; the continuous engine (:mod:`.continuous`) hands it one row at a time with a ``denoise``
+hook that parks the model call (:class:`~textdiff.serve.calls.Parked`), so the row's forwards are
+merged with the other running rows'.
 
 Streaming reads the rows after every sampler step (``generate``'s ``callback``) and sends the text
 of each row's FINAL prefix: the longest run of answer positions, from the first, that no later step
@@ -21,12 +24,13 @@ from typing import Callable
 import torch
 
 from ..errors import IncompatibleError, TextDiffError
+from .calls import Stopped
 from .engine import Delta, Event, Failed, Finished, Request
 from .text import AnswerText
 
 
-class _Stopped(Exception):
-    """Raised in the step callback to end a batch nobody waits for."""
+# raised in the step callback (or the model-call hook) to end a decoding nobody waits for
+_Stopped = Stopped
 
 
 def tells_noise(process) -> bool:
@@ -57,16 +61,38 @@ class BatchRunner:
         self.lm = lm
         self.stop_token_ids = [i for i in [lm.tokenizer.eos_token_id, *lm.stop_token_ids] if i is not None]
         self.absorbing = tells_noise(lm.process)
-        # LLaDA 2.0 decodes the prompt's last partial block with the answer: its answer is not the
-        # last N columns of the rows, so its text is sent at the end (the generation plan of the
-        # refactor will say where the answer lies)
-        self.streams_steps = lm.generation_defaults.get("blocks_from") != "sequence_start"
         self.batches = 0
 
-    def run(self, rows: list[Request], emit: Callable[[Request, Event], None], stop: Callable[[], bool]) -> None:
+    def answer_backs(self, rows: list[Request]) -> list[int]:
+        """Per row, how many columns before the end of ``generate``'s rows its answer starts.
+
+        Mirrors :meth:`textdiff.lm.DiffusionLM.generate`'s layout (until the generation plan says
+        where the answer lies): the answer is the last N columns, except when blocks are counted
+        from the sequence start (LLaDA 2.0): then the prompt's last partial block (its ``tail``) is
+        decoded with the answer, in N' whole blocks, and the answer starts after that tail."""
+        s = rows[0].settings
+        N, bs, lm = s.max_new_tokens, s.block_size, self.lm
+        if bs is None:
+            bs = lm.generation_defaults.get("block_size")
+            if bs is not None and N <= bs:
+                bs = None
+        if lm.process.logits_shift:
+            return [N] * len(rows)
+        if bs is None and getattr(lm.model.config, "attention", None) == "block_causal":
+            bs = lm.model.config.block_size
+        if not bs or lm.generation_defaults.get("blocks_from") != "sequence_start":
+            return [N] * len(rows)
+        tails = [len(r.prompt_ids) % bs for r in rows]
+        width = -(-(max(tails) + N) // bs) * bs  # N': whole blocks
+        return [width - tail for tail in tails]
+
+    def run(self, rows: list[Request], emit: Callable[[Request, Event], None], stop: Callable[[], bool],
+            denoise=None) -> None:
+        """Decode ``rows`` to the end; ``denoise``: the model-call hook of ``generate`` (the continuous
+        engine's :class:`~textdiff.serve.calls.Parked`; None: the model itself)."""
         texts = [AnswerText(self.lm.tokenizer, r.stop, self.stop_token_ids) for r in rows]
         try:
-            self._decode(rows, texts, emit, stop)
+            self._decode(rows, texts, emit, stop, denoise)
         except _Stopped:
             return
         except TextDiffError as e:
@@ -75,32 +101,31 @@ class BatchRunner:
                 return
             for row, text in zip(rows, texts):  # only the row that cannot be decoded gets the error
                 try:
-                    self._decode([row], [text], emit, stop)
+                    self._decode([row], [text], emit, stop, denoise)
                 except _Stopped:
                     return
                 except TextDiffError as err:
                     emit(row, Failed(400, str(err), "invalid_request_error", "invalid_decoding_settings"))
 
-    def _decode(self, rows: list[Request], texts: list[AnswerText], emit, stop) -> None:
+    def _decode(self, rows: list[Request], texts: list[AnswerText], emit, stop, denoise=None) -> None:
         settings = rows[0].settings
         N = settings.max_new_tokens
         spec = json.loads(settings.sampler)
         clean_is_final = self.absorbing and not type(self.lm.make_sampler(spec)).revises
-        watched = [b for b, r in enumerate(rows) if r.stream] if self.streams_steps else []
+        watched = [b for b, r in enumerate(rows) if r.stream]
+        backs = self.answer_backs(rows)
         seen = [0] * len(rows)
 
         def on_step(info) -> None:
             if stop():
                 raise _Stopped
-            if not watched:
-                return
-            answer = info.x[:, -N:]  # [B, N]
-            lo = info.window[0] - (info.x.shape[1] - N)
-            lengths = final_lengths(answer, lo, clean_is_final, self.lm.process)
             for b in watched:
-                if lengths[b] > seen[b]:
-                    seen[b] = lengths[b]
-                    delta = texts[b].update(answer[b, : lengths[b]].tolist())
+                start = info.x.shape[1] - backs[b]
+                answer = info.x[b: b + 1, start: start + N]  # [1, N] this row's answer positions
+                length = final_lengths(answer, info.window[0] - start, clean_is_final, self.lm.process)[0]
+                if length > seen[b]:
+                    seen[b] = length
+                    delta = texts[b].update(answer[0, :length].tolist())
                     if delta:
                         emit(rows[b], Delta(delta))
 
@@ -108,7 +133,7 @@ class BatchRunner:
         _, out = self.lm.generate(
             [r.prompt_ids for r in rows], max_new_tokens=N, steps=settings.steps, sampler=spec,
             seed=[r.seed for r in rows], block_size=settings.block_size, use_cache=settings.cache,
-            return_output=True, callback=on_step, progress=False)
+            return_output=True, callback=on_step, progress=False, **({} if denoise is None else {"denoise": denoise}))
         for b, row in enumerate(rows):
             answer = out.generated[b]
             text, rest, reason = texts[b].finish(answer, complete=len(answer) < N)

@@ -31,7 +31,7 @@ def _server(app, options: ServeOptions, host: str, port: int, log_level: str, re
             await super().shutdown(sockets)  # ... and then closes the engine (the app's lifespan)
             if report:
                 stats = engine.stats()
-                print(f"stopped after {stats.batches} batches; {stats.waiting + stats.running} rows left", file=sys.stderr)
+                print(f"stopped after {stats.batches} model steps; {stats.waiting + stats.running} rows left", file=sys.stderr)
 
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="on", access_log=False,
                             timeout_graceful_shutdown=int(options.shutdown_timeout) + 5)

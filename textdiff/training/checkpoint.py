@@ -9,6 +9,7 @@ A checkpoint folder ``checkpoint-<step>/`` holds::
     scheduler.pt                       lr schedule state (every .pt is loaded with weights_only=True)
     rng_state-<rank>.safetensors       each process's CPU (and CUDA) random state (dropout), restored on resume
     trainer_state.json                 step, rows consumed, elapsed time
+    objective-<rank>.safetensors       (when the step's objective keeps state, e.g. RL's rollout buffer) per process
     integrity.json                     every other file's size and SHA-256, written LAST (integrity.py)
 
 It is written to a temporary sibling folder (named with the run's id and the writer's pid + random
@@ -43,10 +44,11 @@ _CKPT = re.compile(r"^checkpoint-(\d+)$")
 
 
 def save_checkpoint(acc, out_dir: Path, step: int, model, optimizer, scheduler, ema, state: dict, keep: int,
-                    tag: str = "") -> Path:
+                    tag: str = "", objective_state: Optional[tuple[dict, dict]] = None) -> Path:
     """Write ``checkpoint-<step>``. Call on EVERY process: sharded weights, EMA and optimizer state
     are gathered collectively; the main process writes everything but per-rank DeepSpeed shards.
-    ``tag``: this run's writer tag (the same on every process), naming the temporary folder."""
+    ``tag``: this run's writer tag (the same on every process), naming the temporary folder.
+    ``objective_state``: this process's (tensors, string metadata) of the step's objective, or None."""
     raw = acc.unwrap_model(model)
     weights = full_model_state(model)  # None unless sharded (then the main process saves from ``raw``)
     ema_state = ema.state_dict() if ema is not None else None
@@ -61,6 +63,8 @@ def save_checkpoint(acc, out_dir: Path, step: int, model, optimizer, scheduler, 
     for name, value in optimizer_state.items():
         torch.save(value, tmp / name)
     save_file(_rng_state(), str(tmp / f"rng_state-{acc.process_index}.safetensors"))  # dropout noise resumes exactly
+    if objective_state is not None:
+        save_file(objective_state[0], str(tmp / f"objective-{acc.process_index}.safetensors"), metadata=objective_state[1])
     if acc.is_main_process:
         raw.save_pretrained(tmp, safe_serialization=True, **({} if weights is None else {"state_dict": weights}))
         if ema_state is not None:
@@ -174,3 +178,14 @@ def load_checkpoint(acc, path: Path, model, optimizer, scheduler, ema) -> dict:
         if "cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state(state["cuda"])
     return json.loads((path / "trainer_state.json").read_text())
+
+
+def load_objective_state(path: Path, rank: int) -> Optional[tuple[dict, dict]]:
+    """(tensors, metadata) the objective of process ``rank`` kept in checkpoint ``path``, or None."""
+    file = Path(path) / f"objective-{rank}.safetensors"
+    if not file.is_file():
+        return None
+    from safetensors import safe_open
+
+    with safe_open(str(file), framework="pt") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})

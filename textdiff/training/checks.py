@@ -28,7 +28,7 @@ def check_init_from(recipe: Recipe) -> None:
         if folder.exists() or looks_local(str(source)):
             resolve_model_path(source, what="train.init_from folder")  # "no such folder" / "is a file"
         return  # a hub id: resolved when the run loads it
-    if folder_kind(folder) == PUBLISHED:  # (textdiff.json beside another architecture: its own one-line error)
+    if folder_kind(folder) == PUBLISHED or recipe.adapt is not None:  # (adapt: an AR model, checked when loaded)
         return  # a published checkpoint: its family names the process, checked when the run loads it
     saved = saved_process(folder)
     if saved is not None:  # (a checkpoint-N folder has none)

@@ -53,6 +53,10 @@ def accelerator_kwargs() -> list:
     explicitly, or accelerate falls back to a single process."""
     launched = int(os.environ.get("LOCAL_RANK", -1)) != -1
     deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+    if deepspeed:
+        from ..extras import require
+
+        require("deepspeed", "deepspeed", "a DeepSpeed launch (recipes/accelerate/deepspeed_*.yaml)")
     if launched and deepspeed and not torch.cuda.is_available():
         from accelerate.utils import InitProcessGroupKwargs
 

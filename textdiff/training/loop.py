@@ -23,7 +23,7 @@ from ..errors import ConfigError
 from ..models.format.writer import MARKER, temp_sibling
 from ..objective import nelbo_terms
 from ..sft import with_prompt_dropout
-from .checkpoint import load_checkpoint, save_checkpoint, select_checkpoint, writer_tag
+from .checkpoint import load_checkpoint, load_objective_state, save_checkpoint, select_checkpoint, writer_tag
 from .distributed import accelerator_kwargs, backward_scale, check_launch, configure_deepspeed, full_model_state
 from .ema import EMA
 from .optim import build_optimizer, build_scheduler
@@ -83,6 +83,10 @@ def _setup_and_train(recipe: Recipe, resume: bool, stop_at: int | None, overwrit
     from accelerate import Accelerator
 
     cfg = recipe.train
+    if recipe.lora is not None:  # before anything is read or written
+        from ..extras import require
+
+        require("peft", "lora", "LoRA (the recipe's lora section)")
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     precision = resolve_precision(cfg.mixed_precision)
@@ -162,6 +166,9 @@ def _train(acc, recipe: Recipe, resume: bool, stop_at: int | None) -> Path:
     scale = backward_scale(acc, cfg)
     rows_per_step = cfg.batch_size * cfg.grad_accum * world
     stream = row_stream(run, rank, world, state.get("streams"))
+    objective = run.objective  # None: the process's NELBO below; else it owns each step's forward and backward (RL)
+    if objective is not None:
+        objective.attach(acc, prepared, stream, load_objective_state(ckpt, rank) if ckpt is not None else None)
     bar = TrainBar(acc.is_local_main_process, step, cfg.max_steps, cfg.max_minutes, elapsed)
     spikes = LossSpikes()
     started, window_tokens, window_start = time.perf_counter() - elapsed, 0, time.perf_counter()
@@ -170,31 +177,37 @@ def _train(acc, recipe: Recipe, resume: bool, stop_at: int | None) -> Path:
     while step < cfg.max_steps:
         # ---- one optimizer step over grad_accum micro-batches on every process ------------------
         scheduler.apply(step, time.perf_counter() - started)  # before backward: DeepSpeed steps inside it
+        run.hooks.before_step(step, raw_model, process)  # e.g. adaptation: attention annealing, block size
         base = rows_seen  # global index of the first row of this step
-        t_all = process.sample_t(rows_per_step, device=acc.device, seq_len=recipe.data.seq_len,
-                                 generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + step))  # [G] or [G, L]
-        micro = []
-        for j in range(cfg.grad_accum):
-            offset = (j * world + rank) * cfg.batch_size  # this process's rows within the step
-            batch = stream.rows(base + offset, cfg.batch_size)
-            x0 = batch["input_ids"].to(acc.device)  # [b, L]
-            mask = batch["loss_mask"].to(acc.device).float() if "loss_mask" in batch else torch.ones_like(x0, dtype=torch.float)
-            prompt = batch["prompt_mask"].to(acc.device).bool() if "prompt_mask" in batch else None  # SFT: never corrupted
-            micro.append((offset, x0, mask, prompt))
-        local_tokens = sum(m.sum() for _, _, m, _ in micro)
-        global_tokens = acc.reduce(local_tokens.detach().clone(), reduction="sum")  # normaliser of the step
-        step_loss = torch.zeros((), device=acc.device)
-        for j, (offset, x0, mask, prompt) in enumerate(micro):
-            gens = row_generators(cfg.seed, base + offset, x0.shape[0])
-            t = t_all[offset:offset + x0.shape[0]]
-            acc.sync_gradients = j == cfg.grad_accum - 1  # DeepSpeed steps at this boundary
-            sync = acc.no_sync(model) if j < cfg.grad_accum - 1 else nullcontext()  # DDP: all-reduce on the last only
-            net = with_prompt_dropout(model, prompt, cfg.cond_dropout, process.mask_id, cfg.seed, base + offset)
-            with sync, acc.autocast():
-                terms = nelbo_terms(net, process, x0, loss_mask=mask, t=t, frozen=prompt, generator=gens)
-                loss = terms.loss.sum() * world / global_tokens * scale  # DDP averages over processes
-            acc.backward(loss)
-            step_loss += terms.loss.sum().detach()
+        report = objective.step(model, step) if objective is not None else None  # RL: rollouts, rewards, backward
+        if report is not None:
+            step_loss, global_tokens, step_tokens = report.loss, torch.ones((), device=acc.device), report.tokens
+        else:
+            t_all = process.sample_t(rows_per_step, device=acc.device, seq_len=recipe.data.seq_len,
+                                     generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + step))  # [G] or [G, L]
+            micro = []
+            for j in range(cfg.grad_accum):
+                offset = (j * world + rank) * cfg.batch_size  # this process's rows within the step
+                batch = stream.rows(base + offset, cfg.batch_size)
+                x0 = batch["input_ids"].to(acc.device)  # [b, L]
+                mask = batch["loss_mask"].to(acc.device).float() if "loss_mask" in batch else torch.ones_like(x0, dtype=torch.float)
+                prompt = batch["prompt_mask"].to(acc.device).bool() if "prompt_mask" in batch else None  # SFT: never corrupted
+                micro.append((offset, x0, mask, prompt))
+            local_tokens = sum(m.sum() for _, _, m, _ in micro)
+            global_tokens = acc.reduce(local_tokens.detach().clone(), reduction="sum")  # normaliser of the step
+            step_loss = torch.zeros((), device=acc.device)
+            for j, (offset, x0, mask, prompt) in enumerate(micro):
+                gens = row_generators(cfg.seed, base + offset, x0.shape[0])
+                t = t_all[offset:offset + x0.shape[0]]
+                acc.sync_gradients = j == cfg.grad_accum - 1  # DeepSpeed steps at this boundary
+                sync = acc.no_sync(model) if j < cfg.grad_accum - 1 else nullcontext()  # DDP: all-reduce on the last only
+                net = with_prompt_dropout(model, prompt, cfg.cond_dropout, process.mask_id, cfg.seed, base + offset)
+                with sync, acc.autocast():
+                    terms = run.hooks.nelbo_terms(net, process, x0, loss_mask=mask, t=t, frozen=prompt, generator=gens)
+                    loss = terms.loss.sum() * world / global_tokens * scale  # DDP averages over processes
+                acc.backward(loss)
+                step_loss += terms.loss.sum().detach()
+            step_tokens = rows_per_step * x0.shape[1]
         if cfg.grad_clip > 0:
             acc.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()  # (a no-op under DeepSpeed, whose engine stepped in acc.backward)
@@ -203,7 +216,7 @@ def _train(acc, recipe: Recipe, resume: bool, stop_at: int | None) -> Path:
             ema.update(raw_model, step)
         step += 1
         rows_seen += rows_per_step
-        window_tokens += rows_per_step * x0.shape[1]
+        window_tokens += step_tokens
 
         # ---- bookkeeping: log, validate, checkpoint ---------------------------------------------
         train_loss = float(acc.reduce(step_loss, reduction="sum") / global_tokens)
@@ -216,18 +229,23 @@ def _train(acc, recipe: Recipe, resume: bool, stop_at: int | None) -> Path:
         if step % cfg.log_every == 0 or last:
             tok_s = window_tokens / max(time.perf_counter() - window_start, 1e-9)
             window_tokens, window_start = 0, time.perf_counter()
-            line = {"step": step, "train_loss": train_loss, "lr": scheduler.get_last_lr()[0], "tokens_per_s": tok_s, "elapsed_s": elapsed}
+            line = {"step": step, "train_loss": train_loss, "lr": scheduler.get_last_lr()[0], "tokens_per_s": tok_s, "elapsed_s": elapsed,
+                    **(report.metrics if report is not None else {})}
             _log(acc, metrics, line)
-            bar.show(loss=f"{train_loss:.3f}", tok_s=f"{tok_s:,.0f}")
+            bar.show(loss=f"{train_loss:.3f}", tok_s=f"{tok_s:,.0f}", **(objective.show(line) if objective is not None else {}))
+        for extra in report.lines if report is not None else []:  # the objective's own evaluations (RL: held-out reward)
+            _log(acc, metrics, extra)
+            bar.write(objective.describe(extra))
         if run.val_rows is not None and (step % cfg.eval_every == 0 or last):
             with ema.swapped_in(raw_model) if ema is not None else nullcontext():
                 line = {"step": step, **evaluate(raw_model, process, run.val_rows, cfg.batch_size, cfg.eval_batches,
                                                  cfg.eval_t_samples, acc.device)}
-            if first_eval:
+            if first_eval and run.val_unigram_ppl is not None:  # none for SFT answers
                 line["val_unigram_ppl"] = run.val_unigram_ppl
                 first_eval = False
             _log(acc, metrics, line)
-            bar.write(validation_line(line, run.val_unigram_ppl))
+            loss_kind = "sft" if recipe.sft is not None else "nelbo" if process.is_diffusion else "nll"  # not `objective`: the step hook
+            bar.write(validation_line(line, run.val_unigram_ppl, loss_kind))
         if step % cfg.save_every == 0 or last:  # every process: sharded state is gathered collectively
             trainer_state = {"step": step, "rows_seen": rows_seen, "elapsed": elapsed}
             if hasattr(stream, "position"):  # streaming: where each process's stream resumes
@@ -235,7 +253,8 @@ def _train(acc, recipe: Recipe, resume: bool, stop_at: int | None) -> Path:
 
                 trainer_state["streams"] = {"world": world, "batch_size": cfg.batch_size,
                                             "positions": gather_object([stream.position(rows_seen)])}
-            save_checkpoint(acc, out, step, prepared, optimizer, scheduler, ema, trainer_state, cfg.keep_checkpoints, tag)
+            save_checkpoint(acc, out, step, prepared, optimizer, scheduler, ema, trainer_state, cfg.keep_checkpoints, tag,
+                            objective.state(step) if objective is not None else None)
         if compile_start is not None:  # the first step traced and compiled the model
             bar.write(f"compile: torch.compile, first step {time.perf_counter() - compile_start:.1f} s")
             compile_start = None
@@ -259,6 +278,8 @@ def _train(acc, recipe: Recipe, resume: bool, stop_at: int | None) -> Path:
         plot = plot_curves(out / "metrics.jsonl", out / "training_curves.png")
         if plot is not None:
             print(f"training curves: {plot}")
+        if objective is not None:
+            objective.finish(out)
     acc.wait_for_everyone()  # every process is done communicating before any closes the group
     acc.free_memory()  # the Accelerator lets go of the prepared objects (DeepSpeed's engine is destroyed)
     acc.end_training()
@@ -305,6 +326,12 @@ def resolve_precision(requested: str) -> str:
         if not native:
             print("warning: this CPU has no native bfloat16; training in float32 instead")
             return "no"
+    if requested == "fp16" and not torch.cuda.is_available():  # accelerate would run it without autocast or scaler
+        from ..errors import warn
+
+        warn("train.mixed_precision=fp16 needs a GPU (CPUs have no float16 autocast with loss scaling); training in "
+             "float32 instead (use bf16 or no on CPU)")
+        return "no"
     return requested
 
 
@@ -340,7 +367,8 @@ def _trackers(names):
         if importlib.util.find_spec(module) is not None:
             wanted.append(name)
         elif os.environ.get("RANK", "0") == "0":  # once, from the main process of a launch
-            print(f"warning: train.trackers names {name!r}, which is not installed (pip install {module}); "
+            how = "pip install 'textdiff[tensorboard]'" if name == "tensorboard" else f"pip install {module}"
+            print(f"warning: train.trackers names {name!r}, which is not installed ({how}); "
                   "it is skipped: metrics still go to metrics.jsonl (train.trackers=[] silences this)")
     return wanted or None
 

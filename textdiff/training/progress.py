@@ -95,11 +95,20 @@ class TrainBar:
             self.lines = None
 
 
-def validation_line(line: dict, unigram_ppl: float | None) -> str:
-    """``step 250: validation NELBO 5.880 nats/token, PPL bound 357.7 (unigram PPL 747.6, ratio 0.478)``."""
-    text = f"step {line['step']}: validation NELBO {line['val_nelbo']:.3f} nats/token, PPL bound {line['val_ppl_bound']:.1f}"
+def validation_line(line: dict, unigram_ppl: float | None, objective: str = "nelbo") -> str:
+    """``step 250: validation NELBO 5.880 nats/token, PPL bound 357.7 (unigram PPL 747.6, ratio 0.478)``:
+    only what means something for the ``objective``: ``nelbo`` (diffusion on a corpus), ``nll`` (an AR
+    model: the exact NLL and PPL), ``sft`` (answers given their prompts: no unigram baseline, which is
+    a corpus figure)."""
+    nelbo, bound = line["val_nelbo"], line["val_ppl_bound"]
+    if objective == "nll":
+        text = f"step {line['step']}: validation NLL {nelbo:.3f} nats/token, PPL {bound:.1f}"
+    elif objective == "sft":
+        return f"step {line['step']}: validation NELBO {nelbo:.3f} nats/answer token (given the prompts), PPL bound {bound:.1f}"
+    else:
+        text = f"step {line['step']}: validation NELBO {nelbo:.3f} nats/token, PPL bound {bound:.1f}"
     if unigram_ppl:
-        text += f" (unigram PPL {unigram_ppl:.1f}, ratio {line['val_ppl_bound'] / unigram_ppl:.3f})"
+        text += f" (unigram PPL {unigram_ppl:.1f}, ratio {bound / unigram_ppl:.3f})"
     return text
 
 

@@ -3,7 +3,7 @@ model; plus the deterministic row stream and the final save."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -15,6 +15,7 @@ from ..errors import ConfigError
 from ..processes.base import build_process
 from .checks import check_continues
 from .checkpoint import writer_tag
+from .hooks import TrainHooks
 from .runfolder import check_run_folder, run_id
 
 _MAY_CHANGE_ON_RESUME = {"train.max_steps", "train.max_minutes", "train.eval_every", "train.save_every",
@@ -34,6 +35,9 @@ class Run:
     train_rows: Any
     val_rows: Optional[Any]
     val_unigram_ppl: Optional[float]
+    decoding: Any = None  # the sampler, generate defaults and stop tokens final/ is saved with (.decoding)
+    objective: Any = None  # None: the process's NELBO; else the object owning each step (RL: textdiff.rl.trainer)
+    hooks: TrainHooks = field(default_factory=TrainHooks)  # what a recipe section changes in the loop (adapt: textdiff.adapt.training)
 
 
 def _diff_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
@@ -81,26 +85,42 @@ def prepare_run(recipe: Recipe, resume: bool = False, is_main: bool = True) -> R
     cfg = recipe.train
     torch.manual_seed(cfg.seed)
     published = None  # a published checkpoint (MDLM, BD3-LM, SEDD, ...) to fine-tune, converted on load
+    base_meta = None  # the textdiff.json of a textdiff folder to fine-tune
+    hooks = _hooks(recipe)
     if cfg.init_from is not None:
-        from ..models.format import PUBLISHED, folder_kind
+        from ..models.format import PIPELINE_FILE, PUBLISHED, folder_kind
         from ..models.loading import resolve_model_path
 
         if recipe.denoiser is not None:
             raise ConfigError("give either a denoiser section (a Hugging Face network) or train.init_from (a saved run), not both")
         init_path = resolve_model_path(cfg.init_from, what="train.init_from folder")
         init_kind = folder_kind(init_path)  # one-line error for a textdiff.json beside another architecture
-        if init_kind == PUBLISHED:
+        if init_kind == PUBLISHED and recipe.adapt is None:  # (adapt: a causal LM, read by the hooks)
             from ..models.published import LoadOptions, load_published
 
             published = load_published(init_path, LoadOptions(tokenizer=recipe.tokenizer.path))
             check_continues(published.process, recipe)  # e.g. a SEDD checkpoint under a masked recipe
+        elif (init_path / PIPELINE_FILE).is_file():
+            from ..models.format import read_pipeline
+
+            base_meta = read_pipeline(init_path)
+    from .decoding import base_decoding, run_decoding
+
+    decoding = run_decoding(recipe, base_decoding(published, base_meta))  # before any work: a bad sampler fails now
+    if is_main and decoding.note:
+        print(decoding.note, flush=True)
     if cfg.cond_dropout > 0 and recipe.sft is None:
         raise ConfigError("train.cond_dropout drops SFT prompts; it needs an sft section (or set train.cond_dropout=0)")
     if not 0.0 <= cfg.cond_dropout < 1.0:
         raise ConfigError(f"train.cond_dropout={cfg.cond_dropout} must be in [0, 1)")
 
     clock = time.perf_counter()
-    if recipe.sft is not None:  # instruction data replaces the corpus (textdiff.sft)
+    if recipe.rl is not None:  # RL: the sft section's prompts and answers (textdiff.rl.data)
+        from ..rl.data import load_prompts, prompt_texts_of
+
+        train_docs, val_docs = load_prompts(recipe.sft)
+        corpus_texts = prompt_texts_of(train_docs)
+    elif recipe.sft is not None:  # instruction data replaces the corpus (textdiff.sft)
         from ..sft import example_texts, load_examples
 
         train_docs, val_docs = load_examples(recipe.sft)
@@ -138,10 +158,23 @@ def prepare_run(recipe: Recipe, resume: bool = False, is_main: bool = True) -> R
         tokenizer.model_max_length = recipe.model.max_seq_len or recipe.data.seq_len
     if is_main and not reloaded:  # rewriting it would race with the other processes reading it
         tokenizer.save_pretrained(tok_dir)
-    how = f"trained {recipe.tokenizer.train}" if recipe.tokenizer.train and not reloaded else "loaded"
+    if reloaded:
+        how = "loaded from the run folder"
+    elif recipe.tokenizer.path is not None:
+        how = f"loaded from {recipe.tokenizer.path}"
+    elif recipe.denoiser is not None:
+        how = "copied from the denoiser's checkpoint"
+    elif cfg.init_from is not None:  # fine-tuning never retrains the model's tokenizer
+        how = f"copied from the checkpoint {cfg.init_from}"
+    else:
+        how = f"trained {recipe.tokenizer.train}"
     clock = _phase(is_main, "tokenizer", f"{how}, {len(tokenizer)} tokens, saved to {tok_dir}", clock)
 
-    if recipe.sft is not None:
+    if recipe.rl is not None:  # prompt rows; the held-out ones go to the RL evaluation, not the NELBO one
+        from ..rl.data import as_dataset
+
+        train_rows, val_rows = as_dataset(train_docs), None
+    elif recipe.sft is not None:
         from ..sft import build_rows
 
         train_rows = build_rows(train_docs, tokenizer, recipe.data.seq_len, recipe.sft)
@@ -153,7 +186,8 @@ def prepare_run(recipe: Recipe, resume: bool = False, is_main: bool = True) -> R
     counted = train_rows  # streaming: unigram counts of the sample the tokenizer was trained on
     if recipe.data.streaming and recipe.sft is None:
         counted = tokenize_rows(datasets.Dataset.from_dict({"text": corpus_texts}), tokenizer, recipe.data)
-    val_ppl = unigram_ppl(val_rows, unigram_log_probs(counted, vocab)) if val_rows is not None else None
+    # a unigram baseline is a corpus figure: none for SFT answers, which are scored given their prompts
+    val_ppl = unigram_ppl(val_rows, unigram_log_probs(counted, vocab)) if val_rows is not None and recipe.sft is None else None
     n_train = "streamed" if recipe.data.streaming and recipe.sft is None else f"{len(train_rows):,}"
     clock = _phase(is_main, "data", f"{n_train} training rows and {len(val_rows) if val_rows is not None else 0:,} validation "
                    f"rows of {recipe.data.seq_len} tokens" + (f"; validation unigram PPL {val_ppl:.1f}" if val_ppl else ""), clock)
@@ -163,6 +197,8 @@ def prepare_run(recipe: Recipe, resume: bool = False, is_main: bool = True) -> R
         from ..models.external import build_external_denoiser  # external HF denoisers (issue 7)
 
         model = build_external_denoiser(recipe.denoiser, tokenizer, process)
+    elif recipe.adapt is not None:  # a causal LM turned into the denoiser of the process (textdiff.adapt)
+        model = hooks.build_model(init_path, init_kind, tokenizer, process, recipe.data.seq_len)
     elif published is not None:
         model = published.model
         if vocab > model.config.vocab_size:
@@ -187,7 +223,21 @@ def prepare_run(recipe: Recipe, resume: bool = False, is_main: bool = True) -> R
         model = apply_lora(model, recipe.lora)
     n_params = sum(p.numel() for p in model.parameters())
     _phase(is_main, "model", f"{type(model).__name__}, {n_params / 1e6:.2f} M parameters, process {type(process).__name__}", clock)
-    return Run(recipe, tokenizer, process, model, train_rows, val_rows, val_ppl)
+    objective = None
+    if recipe.rl is not None:  # before any update: the reference policy is this model
+        from ..rl.trainer import RLObjective, stop_tokens
+
+        objective = RLObjective(recipe, tokenizer, process, model, val_docs, stop_tokens(tokenizer, published, init_path if cfg.init_from else None))
+    return Run(recipe, tokenizer, process, model, train_rows, val_rows, val_ppl, decoding, objective, hooks)
+
+
+def _hooks(recipe: Recipe) -> TrainHooks:
+    """The loop's hooks for this recipe: adaptation of a causal LM, or none."""
+    if recipe.adapt is None:
+        return TrainHooks()
+    from ..adapt.training import Adaptation
+
+    return Adaptation(recipe.adapt, recipe.data.seq_len)
 
 
 def _phase(is_main: bool, name: str, message: str, since: float) -> float:
@@ -248,7 +298,10 @@ def save_final(run: Run, model, path: Path, state_dict: dict | None = None) -> N
     from ..models.format import RECIPE_FILE, pipeline, save_model_folder
 
     out = Path(path).parent
-    meta = pipeline(run.process.config, run.recipe.sampler, run.tokenizer, run.recipe.data.seq_len)
+    decoding = run.decoding
+    meta = (pipeline(run.process.config, run.recipe.sampler, run.tokenizer, run.recipe.data.seq_len) if decoding is None else
+            pipeline(run.process.config, decoding.sampler, run.tokenizer, run.recipe.data.seq_len, decoding.generation,
+                     decoding.stop_token_ids))
     save_model_folder(path, model, run.tokenizer, meta, state_dict=state_dict,
                       recipe_text=(out / RECIPE_FILE).read_text(), metrics_file=out / "metrics.jsonl",
                       overwrite=True, writer_id=f"{run_id(out)}-{writer_tag()}")

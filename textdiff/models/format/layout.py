@@ -26,6 +26,9 @@ RECIPE_FILE = "config.yaml"
 CARD_FILE = "README.md"
 
 TEXTDIFF, EXTERNAL, PUBLISHED = "textdiff", "external", "published"
+#: networks textdiff runs through transformers' own classes: a folder of theirs with textdiff.json is a
+#: textdiff folder (a conversion or fine-tuning run), without it the publisher's layout
+WRAPPED_MODEL_TYPES = ("diffusion_gemma",)
 
 
 def model_type(folder) -> Optional[str]:
@@ -55,7 +58,7 @@ def folder_kind(folder) -> str:
     if (folder / DENOISER_FILE).is_file():
         return EXTERNAL
     network = model_type(folder)
-    if network in NATIVE_MODEL_TYPES:
+    if network in NATIVE_MODEL_TYPES or (network in WRAPPED_MODEL_TYPES and (folder / PIPELINE_FILE).is_file()):
         return TEXTDIFF
     if not (folder / PIPELINE_FILE).is_file():
         return PUBLISHED

@@ -16,8 +16,9 @@ from .layout import PIPELINE_FILE
 
 
 def pipeline(process_config, sampler_config, tokenizer, seq_len: Optional[int], generation: Optional[dict] = None,
-             stop_token_ids: Optional[Sequence[int]] = None) -> dict:
-    """The contents of ``textdiff.json`` for a model with these configs and tokenizer."""
+             stop_token_ids: Optional[Sequence[int]] = None, published: Optional[dict] = None) -> dict:
+    """The contents of ``textdiff.json`` for a model with these configs and tokenizer; ``published``:
+    the publisher's family and config.json of a converted checkpoint that can be written back."""
     from ...dataclass_io import to_dict
 
     meta = {"process": to_dict(process_config), "sampler": to_dict(sampler_config),
@@ -27,6 +28,8 @@ def pipeline(process_config, sampler_config, tokenizer, seq_len: Optional[int], 
         meta["generation"] = dict(generation)
     if stop_token_ids:
         meta["stop_token_ids"] = [int(i) for i in stop_token_ids]
+    if published:
+        meta["published"] = published
     return meta
 
 

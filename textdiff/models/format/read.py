@@ -32,6 +32,7 @@ def read_model_folder(path: Path, device, dtype, trust_remote_code: bool = False
     weight_files(path, allow_pickle)  # one-line errors for missing shards / pickle-only folders
     meta = read_pipeline(path)
     read_json(path / "config.json")  # a damaged config.json: one line, before the tokenizer reads it
+    check_network_config(path)  # a bad value in it (num_heads: 0) is the config's error, not the tokenizer's
     tok_source = path if (path / "tokenizer_config.json").is_file() else path.parent / "tokenizer"
     if not (tok_source / "tokenizer_config.json").is_file() and not (tok_source / "tokenizer.json").is_file():
         raise ConfigError(f"model folder {str(path)!r} has no tokenizer (tokenizer.json / tokenizer_config.json); "
@@ -41,13 +42,42 @@ def read_model_folder(path: Path, device, dtype, trust_remote_code: bool = False
     return model, tokenizer, meta
 
 
+def check_network_config(path: Path) -> None:
+    """The config.json of a folder of textdiff's own networks, built as its config class would build
+    it: a value the class refuses is a one-line error naming the file (transformers would otherwise
+    fail later, inside the tokenizer's or the network's loading, under their names)."""
+    from .. import NATIVE_MODEL_TYPES
+
+    if model_type(path) not in NATIVE_MODEL_TYPES:
+        return
+    from transformers import AutoConfig
+
+    from ..auto import register_auto_classes
+
+    register_auto_classes()
+    try:
+        AutoConfig.from_pretrained(str(path), trust_remote_code=False)
+    except Exception as e:  # noqa: BLE001  the config class's own check (ValueError, ZeroDivisionError, TypeError)
+        why = " ".join(str(e).split())[:200]
+        raise ConfigError(f"{path / 'config.json'} has a value its network cannot be built with ({type(e).__name__}: "
+                          f"{why}); fix that value or re-save the model") from None
+
+
 def read_network(path: Path, kind: str, device=None, dtype=None, trust_remote_code: bool = False,
                  allow_pickle: bool = False, placement: Optional[dict] = None, vocab_size: Optional[int] = None):
     """The network of a textdiff (``kind="textdiff"``) or external folder, in eval mode, on ``device``
     (or spread by ``placement``). ``vocab_size``: grow the embeddings to it (fine-tuning with a
     tokenizer that gained tokens)."""
+    from ..adapted import adapted_spec
+
     if placement is not None or is_bidirectional_folder(path):  # shard by shard, maybe a device_map
         model = load_bidirectional(path, device, dtype, allow_pickle, placement)
+    elif model_type(path) == "diffusion_gemma":  # transformers' own class (models/diffusion_gemma.py)
+        from ..diffusion_gemma import load_diffusion_gemma
+
+        model = load_diffusion_gemma(path, dtype)
+    elif kind == EXTERNAL and adapted_spec(path) is not None:  # a causal LM adapted to diffusion (models/adapted.py)
+        model = load_adapted(path, dtype, vocab_size)
     elif kind == EXTERNAL:  # a Hugging Face network trained as a denoiser (models/external.py)
         from ..external import load_external_denoiser
 
@@ -59,11 +89,31 @@ def read_network(path: Path, kind: str, device=None, dtype=None, trust_remote_co
 
         register_auto_classes()  # AutoModel reads the folder's config.json: textdiff's classes must be known
         model = load_strict(AutoModel, path, dtype)
-    if vocab_size is not None and kind != EXTERNAL:
+    if vocab_size is not None and kind != EXTERNAL and model_type(path) != "diffusion_gemma":
         grow_vocabulary(model, vocab_size)
     if placement is None and device is not None:
         model.to(device)  # (already there when read shard by shard)
     return model.eval()
+
+
+def load_adapted(path: Path, dtype, vocab_size: Optional[int] = None):
+    """An adapted causal LM: its network (a textdiff AR model or a transformers causal LM, the installed
+    package's classes, every weight present) wrapped by its saved spec."""
+    from ..adapted import adapted_spec, from_spec
+    from .layout import model_type
+
+    if model_type(path) == "textdiff":
+        from transformers import AutoModel
+
+        from ..auto import register_auto_classes
+
+        register_auto_classes()
+        network = load_strict(AutoModel, path, dtype)
+    else:
+        from transformers import AutoModelForCausalLM
+
+        network = load_strict(AutoModelForCausalLM, path, dtype)
+    return from_spec(network, adapted_spec(path), path, vocab_size)
 
 
 def grow_vocabulary(model, vocab_size: int) -> None:

@@ -144,9 +144,40 @@ def staged_folder(target: PathLike, kind: str, *, overwrite: bool = False, sourc
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def current_umask() -> int:
+    """The process's file-mode creation mask (read without changing it where /proc allows)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def apply_umask(folder: Path) -> None:
+    """Give every file under ``folder`` the mode the user's umask gives a new file (0644 under umask
+    022): libraries that write through private temporary files (the weights) leave them 0600."""
+    mask = current_umask()
+    for root, dirs, files in os.walk(folder):
+        for name in dirs:
+            path = os.path.join(root, name)
+            if not os.path.islink(path):
+                os.chmod(path, 0o777 & ~mask)
+        for name in files:
+            path = os.path.join(root, name)
+            if not os.path.islink(path):
+                executable = os.stat(path).st_mode & 0o111
+                os.chmod(path, (0o777 if executable else 0o666) & ~mask)
+
+
 def commit(tmp: Path, target: Path, writer_id: str) -> None:
-    """``tmp`` becomes ``target``; a replaced target (checked by the caller to be textdiff's own) is
-    renamed aside first and removed only once the new one is in place."""
+    """``tmp`` becomes ``target``, its files with the user's umask (:func:`apply_umask`); a replaced
+    target (checked by the caller to be textdiff's own) is renamed aside first and removed only once
+    the new one is in place."""
+    apply_umask(tmp)
     if not target.exists() or _empty(target):
         os.rename(tmp, target)  # (an empty folder is replaced by the rename itself)
         return

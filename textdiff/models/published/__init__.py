@@ -1,4 +1,5 @@
-"""Published checkpoints (MDLM, BD3-LM, SEDD, DUO / UDLM, LLaDA, Dream, LLaDA-MoE, LLaDA 2.0) loaded natively.
+"""Published checkpoints (MDLM, BD3-LM, SEDD, DUO / UDLM, LLaDA, Dream, LLaDA-MoE, LLaDA 2.0) loaded natively; DiffusionGemma through
+transformers' own classes.
 
 A *family* is one publisher's on-disk layout: a small class (:class:`~.family.Family`, which says
 how to add one) that recognises its folders from config.json's own fields, declares the rename
@@ -35,6 +36,7 @@ FAMILIES = {
     "dream": "dream.Dream",
     "llada_moe": "llada_moe.LLaDAMoE",
     "llada2": "llada2.LLaDA2",
+    "diffusion_gemma": "diffusion_gemma.DiffusionGemma",
     "llada21": "llada21.LLaDA21",
     "sdar": "sdar.SDAR",
     "fast_dllm_v2": "fast_dllm_v2.FastDLLMv2",

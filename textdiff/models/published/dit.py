@@ -88,7 +88,7 @@ class DiTFamily(Family):
         from ...tokenization import ensure_special_tokens
 
         tokenizer = read_tokenizer(folder, options, cls.tokenizer_default)
-        ensure_special_tokens(tokenizer)
+        ensure_special_tokens(tokenizer, source=None if options.tokenizer is None else f"tokenizer={options.tokenizer!r:.60}")
         return tokenizer
 
     @classmethod

@@ -61,7 +61,10 @@ class Dream(DecoderFamily):
     tokenizer_default = "Dream-org/Dream-v0-Instruct-7B"
     sampler = {"name": "confidence", "ordering": "entropy", "temperature": 0.2, "top_p": 0.95,
                "commit_rounding": "floor", "time_eps": 1e-3, "score_from": "sampling"}
-    generation = {}
+    #: with its approximate caches (prefix / dual), Fast-dLLM's Dream decoding unless the caller says otherwise:
+    #: blocks of 32 (its evaluations' block_length), the token before a block kept in the stale cache
+    #: (lookback 0) and the block's leftmost [MASK] committed at the cache-refresh forward
+    generation = {"cached": {"block_size": 32, "lookback": 0, "first_commit": "leftmost"}}
     stop_tokens = ("<|im_end|>", "<|endoftext|>")
     protocol = "Dream diffusion_generate: alg='entropy', alg_temp=0, eps=1e-3, steps = max_new_tokens"
 

@@ -78,6 +78,9 @@ class Family:
     supports_device_map: ClassVar[bool] = False
     #: dtype of the weights when the caller names none (None: as stored)
     default_dtype: ClassVar[Optional[torch.dtype]] = None
+    #: :meth:`write_back` inverts the rename table: ``textdiff convert --to published`` (families
+    #: other engines serve); the converted folder then records config.json (``notes["published"]``)
+    writes_back: ClassVar[bool] = False
 
     @classmethod
     def matches(cls, config: dict) -> bool:
@@ -120,7 +123,15 @@ class Family:
             notes["stop_token_ids"] = token_ids(tokenizer, cls.stop_tokens)
         if cls.protocol:
             notes["protocol"] = cls.protocol
+        if cls.writes_back:
+            notes["published"] = {"family": cls.name, "config": config}
         return notes
+
+    @classmethod
+    def write_back(cls, tensors: dict, config: dict) -> dict:
+        """The network's tensors (textdiff's names) -> the publisher's names and shapes: the inverse of
+        :meth:`renames` (:mod:`.export`)."""
+        raise ConfigError(f"textdiff cannot write {cls.label} checkpoints in the publisher's layout yet")
 
     @classmethod
     def load(cls, folder: Path, config: dict, options: LoadOptions) -> Published:

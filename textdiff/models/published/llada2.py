@@ -47,6 +47,10 @@ the sampler's ``min_commit = "even_split"`` does the same (one per step at the r
 """
 from __future__ import annotations
 
+import re
+
+import torch
+
 from .ling import BLOCK_SIZE, LingBlockFamily
 
 
@@ -61,8 +65,44 @@ class LLaDA2(LingBlockFamily):
     generation = {"block_size": BLOCK_SIZE, "blocks_from": "sequence_start"}
     protocol = ("LLaDA2MoeModelLM.generate: block_length 32, steps 32 per block, threshold 0.95, "
                 "temperature 0, stop after the block with EOS")
+    writes_back = True  # SGLang and vLLM serve LLaDA 2.0: textdiff convert --to published
 
     @classmethod
     def matches(cls, config: dict) -> bool:
         kind = config.get("model_type")
         return kind == "llada2_moe" or (kind != "llada21_moe" and "LLaDA2MoeModelLM" in (config.get("architectures") or []))
+
+    @classmethod
+    def write_back(cls, tensors: dict, config: dict) -> dict:
+        """The inverse of :meth:`renames`: q / k / v rows fused again into ``query_key_value``, the
+        attention names moved back under ``attention``, the router bias renamed, each layer's stacked
+        experts split into ``experts.j.{gate,up,down}_proj`` (``gate_up_proj`` rows are [gate; up])."""
+        back = [(r"model\.embed_tokens\.weight", "model.word_embeddings.weight"),
+                (r"(.*\.mlp\.gate)\.e_score_correction_bias", r"\1.expert_bias"),
+                (SELF + r"o_proj\.(weight|bias)", BACK + r"dense.\2"),
+                (SELF + r"q_norm\.(weight|bias)", BACK + r"query_layernorm.\2"),
+                (SELF + r"k_norm\.(weight|bias)", BACK + r"key_layernorm.\2"),
+                (SELF + r"(\w+)\.(weight|bias)", BACK + r"\2.\3")]
+        out = {}
+        for name, t in tensors.items():
+            fused = re.fullmatch(SELF + r"([qkv])_proj\.(weight|bias)", name)
+            experts = re.fullmatch(r"(model\.layers\.\d+\.mlp\.experts)\.(gate_up_proj|down_proj)", name)
+            if fused:
+                if fused.group(2) == "q":
+                    i, kind = fused.group(1), fused.group(3)
+                    parts = [tensors[f"model.layers.{i}.self_attn.{p}_proj.{kind}"] for p in "qkv"]
+                    out[f"model.layers.{i}.attention.query_key_value.{kind}"] = torch.cat(parts, 0)
+            elif experts:
+                for j in range(t.shape[0]):  # t: [E, 2I, d] (gate_up) or [E, d, I] (down)
+                    if experts.group(2) == "gate_up_proj":
+                        gate, up = t[j].chunk(2, 0)
+                        out[f"{experts.group(1)}.{j}.gate_proj.weight"] = gate.clone()
+                        out[f"{experts.group(1)}.{j}.up_proj.weight"] = up.clone()
+                    else:
+                        out[f"{experts.group(1)}.{j}.down_proj.weight"] = t[j].clone()
+            else:
+                out[next((re.sub(p, r, name) for p, r in back if re.fullmatch(p, name)), name)] = t
+        return out
+
+
+SELF, BACK = r"model\.layers\.(\d+)\.self_attn\.", r"model.layers.\1.attention."
