@@ -96,7 +96,7 @@ def test_mask_logit_keep_ranks_with_the_mask_in_the_softmax():
 
 
 @pytest.mark.parametrize("field,value", [("editing_threshold", 1.5), ("max_post_steps", -1), ("min_commit", 0),
-                                         ("mask_logit", "sometimes")])
+                                         ("mask_logit", "sometimes"), ("rng", "torch")])
 def test_bad_fields_are_one_line_errors(field, value):
     with pytest.raises(ConfigError, match=field):
         _sampler(**{field: value})

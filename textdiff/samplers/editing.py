@@ -54,6 +54,8 @@ class EditingConfig(_UnmaskerKnobs, SamplerConfig):
 
     def validate(self) -> None:
         super().validate()
+        if self.rng != "rows":
+            raise ConfigError(f"sampler.rng={self.rng!r}: the editing sampler draws with textdiff's per-row generators only ('rows')")
         for key in ("threshold", "editing_threshold"):
             if not 0.0 <= getattr(self, key) <= 1.0:
                 raise ConfigError(f"sampler.{key}={getattr(self, key)} must be in [0, 1]")

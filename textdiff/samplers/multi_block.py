@@ -48,6 +48,8 @@ class MultiBlockConfig(_UnmaskerKnobs, SamplerConfig):
 
     def validate(self) -> None:
         super().validate()
+        if self.rng != "rows":
+            raise ConfigError(f"sampler.rng={self.rng!r}: the multi_block sampler draws with textdiff's per-row generators only ('rows')")
         if self.multi_block is not None and self.multi_block < 1:
             raise ConfigError(f"sampler.multi_block={self.multi_block} must be at least 1 (or null)")
         if self.threshold < 0:
