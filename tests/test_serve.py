@@ -343,8 +343,11 @@ def ask(url, body):
 
 @pytest.mark.slow
 def test_the_same_answer_under_load_as_alone(tiny_trained):
+    """20 mixed requests, under --exact-batching (the openai-client test below runs the default)."""
     requests = mixed_requests()
-    with ServerThread(fresh_lm(tiny_trained), ServeOptions(model_name="tiny", max_batch=8, shutdown_timeout=2)) as s:
+    options = ServeOptions(model_name="tiny", max_batch=8, shutdown_timeout=2, exact_batching=True)
+    with ServerThread(fresh_lm(tiny_trained), options) as s:
+        assert s.app.state.engine.calls.exact_width is not None
         alone = [ask(s.url, body) for body in requests]  # one at a time: every batch holds one request
         with ThreadPoolExecutor(len(requests)) as pool:
             loaded = list(pool.map(lambda body: ask(s.url, body), requests))

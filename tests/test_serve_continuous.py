@@ -74,6 +74,27 @@ def test_the_merged_forward_gives_each_call_its_own_logits(lm):
     assert kept_positions(0, 4).tolist() == [0, 1, 2, 3] and kept_positions(2, 4).tolist() == [2, 3]
 
 
+def test_exact_batching_gives_each_row_the_bits_it_gets_alone(lm):
+    """--exact-batching: rows of different widths and kept positions, merged, get bit for bit the
+    logits of their own forward (also merged alone); widths in different multiples do not merge."""
+    V = lm.process.vocab_size
+    gen = torch.Generator().manual_seed(1)
+    shapes = [(5, 0), (7, 3), (2, torch.tensor([0, 1])), (6, torch.tensor([2, 4, 5])), (9, 4), (16, 0)]
+    made = []
+    for T, keep in shapes:
+        ids = torch.randint(0, V - 1, (1, T), generator=gen)
+        made.append(((ids, torch.rand(1, generator=gen), torch.ones(1, T, dtype=torch.long), torch.arange(T)[None],
+                      None, False), keep))
+    calls = ModelCalls(lm, exact_width=8)
+    merged = [Call(a, k) for a, k in made]
+    calls.run(merged)
+    assert calls.forwards == 2 and [c.shared for c in merged] == [4, 4, 4, 4, 2, 2]  # widths 8 and 16
+    for (args, keep), c in zip(made, merged):
+        alone = Call(args, keep)
+        ModelCalls(lm, exact_width=8).run([alone])
+        assert torch.equal(c.logits, alone.logits) and c.logits.shape[1] == kept_positions(keep, args[0].shape[1]).numel()
+
+
 def test_a_call_with_a_cache_runs_alone_and_a_failing_call_fails_only_itself(lm):
     calls = ModelCalls(lm)
     T = 4
