@@ -84,7 +84,7 @@ class Server:
         env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
         cmd = [sys.executable, "-m", "textdiff.cli", "serve", args.model, "--host", "127.0.0.1", "--port", str(self.port),
                "--model-name", "m", "--max-batch", str(args.max_batch), "--max-queue", str(args.max_queue),
-               "--device", "cpu", "--quiet", "--shutdown-timeout", "10"]
+               "--device", "cpu", "--quiet", "--shutdown-timeout", "10"] + (["--exact-batching"] if args.exact_batching else [])
         self.proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
         end = time.monotonic() + 300
         while True:
@@ -210,6 +210,7 @@ def load_test(server: Server, args) -> None:
     ceiling = forward_ceiling(args.model, args.clients)
     meta = {"machine": machine(), "model": args.model, "clients": args.clients, "requests": args.requests,
             "max_tokens": args.max_tokens, "steps": args.steps, "max_batch": args.max_batch, "rounds": args.rounds,
+            "exact_batching": args.exact_batching,
             "mismatches": mismatches, "compared": compared, "threads": os.environ.get("OMP_NUM_THREADS"),
             "load average (1 min) at the end": os.getloadavg()[0], "batching ceiling": ceiling}
     keys = [k for k in rows[-1] if k != "section"]
@@ -337,6 +338,7 @@ def main() -> None:
     p.add_argument("--max-batch", type=int, default=8)
     p.add_argument("--max-queue", type=int, default=256)
     p.add_argument("--rounds", type=int, default=2, help="interleaved sequential / concurrent rounds")
+    p.add_argument("--exact-batching", action="store_true", help="serve with --exact-batching (bit-for-bit rows)")
     p.add_argument("--duration", type=float, default=900.0, help="cap in seconds on all phases together")
     p.add_argument("--soak", type=float, default=None, metavar="MINUTES", help="run the soak instead")
     p.add_argument("--seed", type=int, default=0)

@@ -12,6 +12,7 @@ from textdiff.serve.calls import Call, ModelCalls, kept_positions
 from textdiff.serve.continuous import ContinuousScheduler
 from textdiff.serve.engine import DecodeSettings, Delta, Failed, Finished, Request
 from textdiff.serve.runner import BatchRunner
+from textdiff.serve.text import AnswerText
 
 
 def settings(N=8, steps=None, sampler="ancestral", block_size=None, cache="auto", **fields):
@@ -71,6 +72,27 @@ def test_the_merged_forward_gives_each_call_its_own_logits(lm):
         assert c.logits.shape == (1, kept_positions(keep, args[0].shape[1]).numel(), V)
         torch.testing.assert_close(c.logits, alone.logits, rtol=1e-5, atol=1e-5)
     assert kept_positions(0, 4).tolist() == [0, 1, 2, 3] and kept_positions(2, 4).tolist() == [2, 3]
+
+
+def test_exact_batching_gives_each_row_the_bits_it_gets_alone(lm):
+    """--exact-batching: rows of different widths and kept positions, merged, get bit for bit the
+    logits of their own forward (also merged alone); widths in different multiples do not merge."""
+    V = lm.process.vocab_size
+    gen = torch.Generator().manual_seed(1)
+    shapes = [(5, 0), (7, 3), (2, torch.tensor([0, 1])), (6, torch.tensor([2, 4, 5])), (9, 4), (16, 0)]
+    made = []
+    for T, keep in shapes:
+        ids = torch.randint(0, V - 1, (1, T), generator=gen)
+        made.append(((ids, torch.rand(1, generator=gen), torch.ones(1, T, dtype=torch.long), torch.arange(T)[None],
+                      None, False), keep))
+    calls = ModelCalls(lm, exact_width=8)
+    merged = [Call(a, k) for a, k in made]
+    calls.run(merged)
+    assert calls.forwards == 2 and [c.shared for c in merged] == [4, 4, 4, 4, 2, 2]  # widths 8 and 16
+    for (args, keep), c in zip(made, merged):
+        alone = Call(args, keep)
+        ModelCalls(lm, exact_width=8).run([alone])
+        assert torch.equal(c.logits, alone.logits) and c.logits.shape[1] == kept_positions(keep, args[0].shape[1]).numel()
 
 
 def test_a_call_with_a_cache_runs_alone_and_a_failing_call_fails_only_itself(lm):
@@ -141,7 +163,6 @@ def test_admission_keeps_both_bounds_and_arrival_order(lm):
     assert max(seen) == 2 and e.stats().batches > 0
 
 
-@pytest.mark.slow
 def test_llada2_streams_final_prefixes_under_continuous_batching():
     """LLaDA 2.0 (blocks counted from the sequence start): text arrives before the end, adds up to
     the answer, and equals DiffusionLM.generate's answer."""
@@ -156,12 +177,16 @@ def test_llada2_streams_final_prefixes_under_continuous_batching():
         rows = [row(list(range(3, 3 + n)), settings(N=10, block_size=4, sampler="confidence", temperature=0.0), seed=n,
                     stream=True) for n in (1, 3, 6)]
         e.submit(rows)
+        early = 0
         for r, n in zip(rows, (1, 3, 6)):
             end = result(r)
             deltas = [ev.text for ev in r.inbox.events if isinstance(ev, Delta)]
             assert "".join(deltas) + end.delta == end.text
+            early += sum(1 for d in deltas if d)
             _, out = lm2.generate([list(range(3, 3 + n))], max_new_tokens=10, block_size=4, seed=[n],
                                   sampler={"name": "confidence", "temperature": 0.0}, return_output=True)
             assert end.completion_tokens == len(out.generated[0])
+            assert end.text == AnswerText(lm2.tokenizer, (), BatchRunner(lm2).stop_token_ids).decode(out.generated[0])[0]
+        assert early >= 2  # text before the end (phase 1 sent LLaDA 2.0 answers only at the end)
     finally:
         e.close(10)

@@ -267,7 +267,7 @@ def _cmd_serve(args) -> None:
     options = ServeOptions(model_name=name, api_key=api_key, max_batch=args.max_batch,
                            max_tokens_in_flight=args.max_tokens_in_flight, max_queue=args.max_queue,
                            request_timeout=args.request_timeout, shutdown_timeout=args.shutdown_timeout,
-                           default_max_tokens=args.default_max_tokens)
+                           default_max_tokens=args.default_max_tokens, exact_batching=args.exact_batching)
     lm = _load_lm(args)
     print(f"serving {name!r} on http://{args.host}:{args.port}/v1 (OpenAI API; /health, /metrics)", file=sys.stderr)
     serve(lm, options, host=args.host, port=args.port, log_level="warning" if args.quiet else "info")
@@ -432,6 +432,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--shutdown-timeout", type=float, default=30.0,
                    help="on SIGINT / SIGTERM: seconds running rows get to finish before they are cancelled")
     v.add_argument("--default-max-tokens", type=int, default=64, help="answer length when a request gives no max_tokens")
+    v.add_argument("--exact-batching", action="store_true",
+                   help="merged forwards give every row the same bits as alone (rows padded to widths of 32, "
+                        "all logits computed; slower): the default agrees to float32 rounding")
     _add_loading_flags(v)
     v.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None, help="cast the weights when loading")
     v.add_argument("--quiet", action="store_true", help="only warnings in the log")

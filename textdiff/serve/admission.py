@@ -29,6 +29,7 @@ class ServeOptions:
     shutdown_timeout: float = 30.0  # graceful shutdown: running rows get this long, then 503
     default_max_tokens: int = 64  # when a request gives no max_tokens
     max_body_bytes: int = 4 << 20
+    exact_batching: bool = False  # merged forwards bit for bit equal to a row's own (serve/calls.py)
 
 
 @dataclass

@@ -32,6 +32,7 @@ from .protocol import ApiError, ChatRequest, CompletionRequest, parse_body
 from .runner import BatchRunner
 
 logger = logging.getLogger("textdiff.serve")
+EXACT_WIDTH = 32  # --exact-batching: forwards fed at widths rounded up to a multiple of this
 
 
 class _Gone(Exception):
@@ -174,7 +175,8 @@ def create_app(lm, options: ServeOptions, engine=None):
     from starlette.exceptions import HTTPException
 
     if engine is None:
-        engine = ContinuousScheduler(BatchRunner(lm), ModelCalls(lm), options.max_batch, options.max_tokens_in_flight,
+        calls = ModelCalls(lm, exact_width=EXACT_WIDTH if options.exact_batching else None)
+        engine = ContinuousScheduler(BatchRunner(lm), calls, options.max_batch, options.max_tokens_in_flight,
                                      options.max_queue)
     api = Api(lm, options, engine)
 

@@ -87,32 +87,52 @@ def kept_positions(keep, width: int) -> torch.Tensor:
 
 
 class ModelCalls:
-    """Runs the parked calls of one engine step (module docstring)."""
+    """Runs the parked calls of one engine step (module docstring).
 
-    def __init__(self, lm):
+    ``exact_width`` (``textdiff serve --exact-batching``): bit-for-bit batch invariance. A row's
+    logits depend on how wide its forward is (the attention kernels reduce over the padded key
+    axis; the output layer over the rows kept), not on how many rows share it; so every mergeable
+    call is left-padded to its own width rounded up to a multiple of ``exact_width``, calls merge
+    only with calls of the same rounded width, and every position's logits are computed (then cut).
+    A row then gets the same bits in any batch as alone, at the price of the padding and the full
+    output layer. ``None``: pad to the widest call of the step (equal to float32 rounding)."""
+
+    def __init__(self, lm, exact_width: Optional[int] = None):
         self.denoise = _model_call(lm.model, lm.process)
         self.pad_id = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
+        self.exact_width = exact_width
         self.forwards = 0  # network forwards run
+
+    def width(self, c: Call) -> int:
+        """The width ``c`` is fed at: its own, or rounded up to ``exact_width``."""
+        T = c.args[0].shape[1]
+        return T if self.exact_width is None else -(-T // self.exact_width) * self.exact_width
 
     @torch.no_grad()
     def run(self, calls: list[Call]) -> None:
         """Answer every call (logits or an error); one forward for the mergeable ones of equal time rank."""
         groups: dict = {}
         for c in calls:
-            key = ("merged", c.args[1].dim()) if c.mergeable else ("alone", id(c))
+            if c.mergeable:
+                key = ("merged", c.args[1].dim(), None if self.exact_width is None else self.width(c))
+            else:
+                key = ("alone", id(c))
             groups.setdefault(key, []).append(c)
         for group in groups.values():
             try:
-                self._merged(group) if len(group) > 1 else self._alone(group[0])
+                self._merged(group) if len(group) > 1 or self._pads(group[0]) else self._alone(group[0])
             except Exception as e:  # noqa: BLE001  one bad row must not fail the others: run them alone
                 for c in group:
                     if len(group) == 1:
                         c.answer(error=e)
                         continue
                     try:
-                        self._alone(c)
+                        self._merged([c]) if self._pads(c) else self._alone(c)
                     except Exception as err:  # noqa: BLE001
                         c.answer(error=err)
+
+    def _pads(self, c: Call) -> bool:
+        return c.mergeable and self.exact_width is not None
 
     def _alone(self, c: Call) -> None:
         self.forwards += 1
@@ -121,7 +141,7 @@ class ModelCalls:
     def _merged(self, group: list[Call]) -> None:
         """Stack the calls into one left-padded forward and hand each its own logits rows."""
         sizes = [c.args[0].shape[0] for c in group]
-        B, T = sum(sizes), max(c.args[0].shape[1] for c in group)
+        B, T = sum(sizes), max(self.width(c) for c in group)
         first = group[0].args
         device, tdim = first[0].device, first[1].dim()
         ids = torch.full((B, T), self.pad_id, dtype=first[0].dtype, device=device)  # [B, T]
@@ -140,12 +160,12 @@ class ModelCalls:
             keeps.append(kept_positions(c.keep, c_ids.shape[1]) + off)
             at += n
         union = torch.unique(torch.cat(keeps))  # [k] sorted positions some row keeps
-        keep = 0 if union.numel() == T else union
+        keep = 0 if union.numel() == T or self.exact_width is not None else union
         self.forwards += 1
         logits = call_keeping(self.denoise, (ids, t, mask, pos, None, False), keep)  # [B, k, V]
         at = 0
         for c, n, mine in zip(group, sizes, keeps):
-            cols = torch.searchsorted(union, mine).to(logits.device)  # [k_c] where its positions sit
+            cols = (mine if isinstance(keep, int) else torch.searchsorted(union, mine)).to(logits.device)  # [k_c] its positions
             c.shared = B
             c.answer(logits[at: at + n, cols])
             at += n
