@@ -196,3 +196,12 @@ def tokenizer_spec(name: str, value: Any) -> Any:
     if value is None or isinstance(value, (str, os.PathLike)) or (callable(value) and hasattr(value, "convert_tokens_to_ids")):
         return value
     raise ConfigError(f"{name} must be a tokenizer, its folder or its hub id, got {type(value).__name__} {_show(value)}")
+
+
+def loading(name_or_path, tokenizer, revision, trust_remote_code, allow_pickle) -> None:
+    """The types of ``DiffusionLM.from_pretrained``'s arguments (values are checked where used)."""
+    path("name_or_path", name_or_path, "a model folder or hub id")
+    tokenizer_spec("tokenizer", tokenizer)
+    optional_text("revision", revision)
+    flag("trust_remote_code", trust_remote_code)
+    flag("allow_pickle", allow_pickle)

@@ -27,3 +27,9 @@ def warn(message: str) -> None:
     import sys
 
     print(f"warning: {message}", file=sys.stderr)
+
+
+def warn_if(message) -> None:
+    """:func:`warn` the message when there is one (a check that returns a message or None / False)."""
+    if message:
+        warn(message)

@@ -20,10 +20,9 @@ from typing import Optional, Sequence, Union
 import torch
 
 from . import arguments
-from .config import resolve_section, to_dict
 from .bounds import check_memory, logit_bytes
-from .errors import ConfigError
-from .errors import warn as _warn
+from .config import resolve_section, to_dict
+from .errors import ConfigError, warn_if
 from .processes.base import build_process
 from .samplers.base import build_sampler, unused_steps_note
 from .signatures import check_keywords, checked, forwarded
@@ -72,7 +71,7 @@ class DiffusionLM:
         from .models.loading import resolve_model_path
 
         dispatch.check_arguments(device_map, max_memory, offload_folder, device)
-        _check_loading(name_or_path, tokenizer, revision, trust_remote_code, allow_pickle)
+        arguments.loading(name_or_path, tokenizer, revision, trust_remote_code, allow_pickle)
         if device_map is None:
             device = arguments.device(device) or ("cuda" if torch.cuda.is_available() else "cpu")
         check_dtype(dtype, device, device_map)  # a torch dtype; float16 on CPU: one warning line
@@ -93,8 +92,8 @@ class DiffusionLM:
             return lm
         placement = None if device_map is None else {"device_map": device_map, "max_memory": max_memory,
                                                       "offload_folder": offload_folder}
-        _note(tokenizer is not None and f"tokenizer= is not used: {path} is a textdiff model folder with its own "
-                                        "tokenizer (tokenizer= is for published folders that ship none)")
+        warn_if(tokenizer is not None and f"tokenizer= is not used: {path} is a textdiff model folder with its own "
+                                          "tokenizer (tokenizer= is for published folders that ship none)")
         return cls._from_textdiff_folder(path, device, dtype, trust_remote_code, allow_pickle, placement)
 
     @classmethod
@@ -320,7 +319,7 @@ class DiffusionLM:
             if sampler is None or isinstance(sampler, (str, dict)):  # a config object is taken as it is
                 options = {k: v for k, v in ruled.items() if not (isinstance(sampler, dict) and k in sampler)}
         s = self.make_sampler(sampler, **options)
-        _note(unused_steps_note(steps, s, self.process))  # an explicit steps the decoding ignores: one warning line
+        warn_if(unused_steps_note(steps, s, self.process))  # an explicit steps the decoding ignores: one warning line
         if guidance_weight:
             from .guidance import ClassifierFreeGuidance, trained_for_guidance
 
@@ -438,20 +437,6 @@ def _sampler_options(options: Optional[dict], **named) -> dict:
 
 #: the arguments of textdiff.generation.generate that DiffusionLM.generate sets itself
 _SET_BY_GENERATE = ("model", "process", "sampler", "prompts", "batch_size", "pad_token_id", "eos_token_id", "generator")
-
-
-def _check_loading(name_or_path, tokenizer, revision, trust_remote_code, allow_pickle) -> None:
-    """The types of from_pretrained's arguments (values are checked where they are used)."""
-    arguments.path("name_or_path", name_or_path, "a model folder or hub id")
-    arguments.tokenizer_spec("tokenizer", tokenizer)
-    arguments.optional_text("revision", revision)
-    arguments.flag("trust_remote_code", trust_remote_code)
-    arguments.flag("allow_pickle", allow_pickle)
-
-
-def _note(message: Optional[str]) -> None:
-    if message:
-        _warn(message)
 
 
 def _is_chat(prompt) -> bool:
