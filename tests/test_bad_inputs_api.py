@@ -54,7 +54,6 @@ def with_template(lm, source: str) -> DiffusionLM:
 
 HOSTILE_TEMPLATES = {
     "nested-loops-1e10": "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
-    "nested-loops-writing": "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
     "repeat-1e9": "{{ 'x' * 1000000000 }}",
     "power-1e9": "{{ 10 ** 1000000000 }}",
     "percent-width-1e9": "{{ '%1000000000s' % 'a' }}",
