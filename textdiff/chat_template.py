@@ -9,8 +9,9 @@ The template runs in the same sandboxed Jinja environment as ``tokenizer.apply_c
 (``messages``, ``add_generation_prompt``, ``tools``, ``documents`` and the special tokens), so it
 renders the same text. On top of the sandbox:
 
-* time: the template's frames are traced line by line; past ``Limits.seconds`` it stops (a nested
-  loop of 1e9 iterations ends within that time, not hours later);
+* time: the template's frames are traced line by line; past ``Limits.seconds`` of the thread's CPU
+  time it stops (a nested loop of 1e9 iterations ends within that time, not hours later; CPU time,
+  so a busy machine does not fail a normal template);
 * output: the text is produced piece by piece and stops past ``Limits.max_chars``; ``*``, ``**``,
   ``%`` and ``+`` are checked before they build a string, list or number larger than that, and
   so are integer arguments of filters, method calls and values stored in a ``namespace``;
@@ -42,7 +43,7 @@ class ChatTemplateError(ConfigError):
 
 @dataclass(frozen=True)
 class Limits:
-    seconds: float = 1.0  # rendering time of one chat
+    seconds: float = 1.0  # rendering time of one chat (the thread's CPU time)
     max_chars: int = 1_000_000  # output text, and any string / list / number built on the way
 
 
@@ -80,7 +81,7 @@ def render_chat(tokenizer, messages, add_generation_prompt: bool = True, origin:
     chat = _messages(messages)
     context = {**getattr(tokenizer, "special_tokens_map", {}), "messages": chat, "tools": None, "documents": None,
                "add_generation_prompt": bool(add_generation_prompt)}
-    deadline = time.monotonic() + limits.seconds
+    deadline = time.thread_time() + limits.seconds
     pieces, size = [], 0
     try:
         with _traced(deadline, limits):
@@ -91,7 +92,7 @@ def render_chat(tokenizer, messages, add_generation_prompt: bool = True, origin:
                     raise _Stop(f"wrote more than {limits.max_chars:,} characters")
                 pieces.append(piece)
     except _Stop as e:
-        raise ChatTemplateError(f"the chat template of {origin} {e}; templates may run {limits.seconds:g} s and write "
+        raise ChatTemplateError(f"the chat template of {origin} {e}; templates may run {limits.seconds:g} s (CPU) and write "
                                 f"{limits.max_chars:,} characters: fix the template or pass plain strings") from None
     except Exception as e:  # noqa: BLE001  syntax, sandbox, raise_exception, undefined, type errors of the program
         kind = type(e).__name__
@@ -252,13 +253,13 @@ class _traced:
         self.deadline, self.limits = deadline, limits
 
     def _local(self, frame, event, arg):
-        if time.monotonic() > self.deadline:
-            raise _Stop(f"ran longer than {self.limits.seconds:g} s")
+        if time.thread_time() > self.deadline:
+            raise _Stop(f"ran longer than {self.limits.seconds:g} s of CPU time")
         return self._local
 
     def _global(self, frame, event, arg):
-        if time.monotonic() > self.deadline:
-            raise _Stop(f"ran longer than {self.limits.seconds:g} s")
+        if time.thread_time() > self.deadline:
+            raise _Stop(f"ran longer than {self.limits.seconds:g} s of CPU time")
         return self._local if frame.f_code.co_filename == TEMPLATE_FILENAME else None
 
     def __enter__(self):
