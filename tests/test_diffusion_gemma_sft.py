@@ -12,6 +12,7 @@ import torch
 pytest.importorskip("peft", reason="LoRA needs peft: pip install 'textdiff[lora]'")
 pytest.importorskip("transformers.models.diffusion_gemma")
 
+import textdiff.training.hooks as hooks  # noqa: E402
 import textdiff.training.loop as loop  # noqa: E402
 from test_sft_published import chat_jsonl  # noqa: E402
 from textdiff.config import load_recipe  # noqa: E402
@@ -41,9 +42,10 @@ def test_lora_sft_recipe_trains_diffusion_gemma_and_merges(tmp_path, monkeypatch
         seen.append((terms.x_t.detach().clone(), x0.detach().clone(), frozen.detach().clone()))
         return terms
 
-    monkeypatch.setattr(loop, "nelbo_terms", spy)
+    monkeypatch.setattr(loop, "nelbo_terms", spy)  # validation
+    monkeypatch.setattr(hooks, "nelbo_terms", spy)  # the training step (TrainHooks.nelbo_terms)
     final = loop.train(recipe)
-    assert len(seen) >= 2
+    assert len(seen) >= 3  # two training steps and a validation batch
     for x_t, x0, frozen in seen:
         assert frozen.any(1).all() and torch.equal(x_t[frozen], x0[frozen])  # the prompt is never corrupted
     assert any((x_t[~frozen] != x0[~frozen]).any() for x_t, x0, frozen in seen)  # answers are
