@@ -71,7 +71,7 @@ def test_validation_rules():
         load_recipe(raw={"model": {"hidden_size": 30, "num_heads": 4}})
     with pytest.raises(ConfigError, match="exactly one of"):
         load_recipe(raw={"tokenizer": {"path": "x", "train": "bpe"}})
-    with pytest.raises(ConfigError, match="does not exist"):
+    with pytest.raises(ConfigError, match="neither a YAML file nor a shipped recipe"):
         load_recipe("no/such/recipe.yaml")
 
 

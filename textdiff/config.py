@@ -389,6 +389,7 @@ def load_yaml(path: str | Path, what: str = "recipe", example: str = "recipes/qu
     return raw
 
 
+@checked
 def load_recipe(path: str | Path | None = None, overrides: list[str] | None = None, raw: dict | None = None) -> Recipe:
     """Read a recipe YAML (or a dict), apply ``key=value`` overrides, validate strictly."""
     if path is not None and not isinstance(path, (str, Path)):

@@ -436,7 +436,7 @@ def _sampler_options(options: Optional[dict], **named) -> dict:
 
 
 #: the arguments of textdiff.generation.generate that DiffusionLM.generate sets itself
-_SET_BY_GENERATE = ("model", "process", "sampler", "prompts", "batch_size", "pad_token_id", "eos_token_id", "generator")
+_SET_BY_GENERATE = ("model", "process", "sampler", "prompts", "batch_size", "pad_token_id", "eos_token_id")
 
 
 def _is_chat(prompt) -> bool:
