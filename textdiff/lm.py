@@ -384,12 +384,13 @@ class DiffusionLM:
     @torch.no_grad()
     def score(self, texts: Sequence[str], t_samples: int = 32, seed: int = 0, progress: Optional[bool] = False) -> list[float]:
         """NELBO (nats, an upper bound on −log p) of each text with EOS appended, averaged over
-        ``t_samples`` draws of t per text (stratified). For AR models it is the exact NLL.
+        ``t_samples`` draws of t per text (stratified), by :func:`textdiff.objective.estimate_nelbo` (the
+        estimator of training validation and the harness; text i is row i). For AR models it is the exact NLL.
 
         Block diffusion needs whole blocks: the last one is filled with EOS and those pads are
         scored too, so the result bounds −log p(text, pads) >= −log p(text), still a valid bound.
         progress: a tqdm bar over the texts with tokens/s (None: when stderr is a terminal)."""
-        from .objective import nelbo_terms
+        from .objective import estimate_nelbo
         from .progress import Progress
 
         texts = arguments.texts("texts", texts)
@@ -409,11 +410,10 @@ class DiffusionLM:
                 raise ConfigError(f"text {i} has {len(ids)} tokens, more than the model's {self.seq_len}; split it")
             check_memory(t_samples, len(ids), self.process.vocab_size, self.device, "use fewer t_samples",
                          item_bytes=logit_bytes(self.model))
-            x0 = torch.tensor([ids] * t_samples, device=self.device)  # [S, L]
-            g = torch.Generator().manual_seed(seed + i)
-            t = self.process.sample_t(t_samples, device=self.device, generator=g, seq_len=x0.shape[1])  # block: one t per block
-            terms = nelbo_terms(self.model, self.process, x0, t=t, generator=g)
-            results.append(float(terms.loss.sum(1).mean() + self.process.prior_loss(x0[:1]).sum()))
+            x0 = torch.tensor([ids], device=self.device)  # [1, L]
+            est = estimate_nelbo(self.model, self.process, x0, seed=seed, t_samples=t_samples, rows=[i],
+                                 rows_per_call=t_samples)  # the K draws in one call
+            results.append(float(est.nats[0]))
             bar.update(1, tokens=len(ids) * t_samples)
         bar.close()
         if unknown:

@@ -21,7 +21,7 @@ import torch
 from ..config import Recipe, save_recipe, to_dict
 from ..errors import ConfigError
 from ..models.format.writer import MARKER, temp_sibling
-from ..objective import nelbo_terms
+from ..objective import estimate_nelbo, nelbo_terms
 from ..sft import with_prompt_dropout
 from .checkpoint import load_checkpoint, load_objective_state, save_checkpoint, select_checkpoint, writer_tag
 from .distributed import accelerator_kwargs, backward_scale, check_launch, configure_deepspeed, full_model_state
@@ -37,29 +37,26 @@ VALIDATION_SEED = 1_000_003  # validation noise is fixed, so evaluations are com
 
 
 @torch.no_grad()
-def evaluate(model, process, rows, batch_size: int, max_batches: int, t_samples: int, device) -> dict:
-    """Validation NELBO (nats per counted token) with fixed noise; the same loss code as training."""
+def evaluate(model, process, rows, batch_size: int, max_batches: int, t_samples: int, device,
+             seed: int = VALIDATION_SEED) -> dict:
+    """Validation NELBO (nats per counted token) with fixed noise, by the one likelihood estimator
+    (:func:`textdiff.objective.estimate_nelbo`: row i's noise depends on (seed, i) only, not on the
+    batch size or the number of processes); the same loss code as training."""
     model.eval()
-    total, count = 0.0, 0.0
+    nats, count = 0.0, 0.0
     n_rows = len(rows) if max_batches == 0 else min(len(rows), max_batches * batch_size)
-    seq_len = len(rows[0]["input_ids"])
-    # the noise of row i depends only on i (not on the batch size or the number of processes)
-    t_rows = [process.sample_t(n_rows, device=device, seq_len=seq_len,
-                               generator=torch.Generator().manual_seed(VALIDATION_SEED + k)) for k in range(t_samples)]
     for start in range(0, n_rows, batch_size):
         batch = rows[start:min(start + batch_size, n_rows)]
         x0 = batch["input_ids"].to(device)  # [B, L]
         mask = batch["loss_mask"].to(device) if "loss_mask" in batch else None
         frozen = batch["prompt_mask"].to(device).bool() if "prompt_mask" in batch else None  # SFT prompts
-        for k in range(t_samples):
-            gens = row_generators(VALIDATION_SEED + 7919 * k, start, x0.shape[0])
-            t = t_rows[k][start:start + x0.shape[0]]
-            terms = nelbo_terms(model, process, x0, loss_mask=mask, t=t, frozen=frozen, generator=gens)
-            total += float(terms.loss.sum()) + float((process.prior_loss(x0) * terms.mask).sum())
-            count += float(terms.mask.sum())
+        est = estimate_nelbo(model, process, x0, seed=seed, t_samples=t_samples, rows=range(start, start + x0.shape[0]),
+                             loss_mask=mask, frozen=frozen, rows_per_call=batch_size)
+        nats += float(est.nats.sum())
+        count += float(est.tokens.sum())
     model.train()
-    nelbo = total / max(count, 1.0)
-    return {"val_nelbo": nelbo, "val_ppl_bound": math.exp(min(nelbo, 700.0)), "val_tokens": count / t_samples}
+    nelbo = nats / max(count, 1.0)
+    return {"val_nelbo": nelbo, "val_ppl_bound": math.exp(min(nelbo, 700.0)), "val_tokens": count}
 
 
 def train(recipe: Recipe, resume: bool = False, stop_at: int | None = None, overwrite: bool = False) -> Path:
