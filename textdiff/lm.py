@@ -283,10 +283,7 @@ class DiffusionLM:
         check_keywords("DiffusionLM.generate", kwargs, forwarded(DiffusionLM.generate, generate, _SET_BY_GENERATE))
         prompts, max_new_tokens, steps, seed, block_size = _generate_arguments(
             prompts, max_new_tokens, steps, sampler, temperature, top_k, top_p, seed, block_size, return_output,
-            guidance_weight, guidance_uncond, sampler_options)
-        arguments.optional_flag("progress", progress)
-        if kwargs.get("callback") is not None and not callable(kwargs["callback"]):
-            raise ConfigError(f"callback must be callable (it receives a StepInfo), got {type(kwargs['callback']).__name__}")
+            guidance_weight, guidance_uncond, sampler_options, progress, kwargs.get("callback"))
         check_memory(len(prompts), min(block_size or max_new_tokens, max_new_tokens), self.process.vocab_size, self.device,
                      item_bytes=logit_bytes(self.model))  # the logits alone exceed free memory: one line, before any work
         chats = [_is_chat(p) for p in prompts]
@@ -294,13 +291,7 @@ class DiffusionLM:
         layout = self.decoding_layout
         block_size = layout.window(block_size, max_new_tokens)
         options = _sampler_options(sampler_options, temperature=temperature, top_k=top_k, top_p=top_p)
-        if self.generation_defaults.get("cached"):  # e.g. Dream's caches: Fast-dLLM's rules unless given
-            block_size, lookback, ruled = self.cache_rules(kwargs.get("use_cache"), block_size, options)
-            if lookback is not None:
-                kwargs.setdefault("lookback", lookback)
-            if sampler is None or isinstance(sampler, (str, dict)):  # a config object is taken as it is
-                options = {k: v for k, v in ruled.items() if not (isinstance(sampler, dict) and k in sampler)}
-        s = self.make_sampler(sampler, **options)
+        s, block_size = self._decoding_sampler(sampler, options, block_size, kwargs)
         warn_if(unused_steps_note(steps, s, self.process))  # an explicit steps the decoding ignores: one warning line
         if guidance_weight:
             from .guidance import ClassifierFreeGuidance, trained_for_guidance
@@ -311,10 +302,7 @@ class DiffusionLM:
         if rows.template is not None:
             kwargs["template"] = rows.template
         max_new_tokens = rows.new_tokens  # whole_blocks families: N rounded up to whole windows
-        eos = self.tokenizer.eos_token_id
-        if self.generation_defaults.get("pad_after_eos"):  # every stop token ends a row; finished rows are padded
-            eos = [eos] + [i for i in self.stop_token_ids if i != eos]
-            kwargs.setdefault("pad_after_eos", True)
+        eos = self._end_tokens(kwargs)
         planned = rows.steps or max_new_tokens
         bar = Progress(planned, "generate", unit="step", enabled=progress)
         callback = _step_callback(bar, kwargs.pop("callback", None), len(ids) * max_new_tokens / planned)
@@ -330,6 +318,27 @@ class DiffusionLM:
         texts = [self.tokenizer.decode(g if chat else p + g, skip_special_tokens=True)
                  for p, g, chat in zip(ids, out.generated, chats)]
         return (texts, out) if return_output else texts
+
+    def _decoding_sampler(self, sampler, options: dict, block_size, kwargs: dict):
+        """(the sampler of one generate() call, its window width): a family with ``cached`` decoding
+        (e.g. Dream's caches) takes Fast-dLLM's rules (:meth:`cache_rules`) unless given; sets
+        ``kwargs["lookback"]`` by them."""
+        if self.generation_defaults.get("cached"):
+            block_size, lookback, ruled = self.cache_rules(kwargs.get("use_cache"), block_size, options)
+            if lookback is not None:
+                kwargs.setdefault("lookback", lookback)
+            if sampler is None or isinstance(sampler, (str, dict)):  # a config object is taken as it is
+                options = {k: v for k, v in ruled.items() if not (isinstance(sampler, dict) and k in sampler)}
+        return self.make_sampler(sampler, **options), block_size
+
+    def _end_tokens(self, kwargs: dict):
+        """The EOS id generate() stops rows at; a family declaring ``pad_after_eos`` (DiffusionGemma) ends
+        a row at every stop token and pads finished rows (sets ``kwargs["pad_after_eos"]`` unless given)."""
+        eos = self.tokenizer.eos_token_id
+        if self.generation_defaults.get("pad_after_eos"):
+            eos = [eos] + [i for i in self.stop_token_ids if i != eos]
+            kwargs.setdefault("pad_after_eos", True)
+        return eos
 
     @property
     def decoding_layout(self):
@@ -400,7 +409,7 @@ _SET_BY_GENERATE = ("model", "process", "sampler", "prompts", "batch_size", "pad
 
 
 def _generate_arguments(prompts, max_new_tokens, steps, sampler, temperature, top_k, top_p, seed, block_size,
-                        return_output, guidance_weight, guidance_uncond, sampler_options):
+                        return_output, guidance_weight, guidance_uncond, sampler_options, progress=False, callback=None):
     """The checked arguments of :meth:`DiffusionLM.generate`: (prompts, max_new_tokens, steps, seed, block_size)."""
     if _is_chat(prompts):
         prompts = [prompts]
@@ -418,6 +427,9 @@ def _generate_arguments(prompts, max_new_tokens, steps, sampler, temperature, to
     arguments.flag("return_output", return_output)
     arguments.number("guidance_weight", guidance_weight)
     arguments.choice("guidance_uncond", guidance_uncond, ("mask", "drop"))
+    arguments.optional_flag("progress", progress)
+    if callback is not None and not callable(callback):
+        raise ConfigError(f"callback must be callable (it receives a StepInfo), got {type(callback).__name__}")
     if sampler_options is not None and not isinstance(sampler_options, dict):
         raise ConfigError(f"sampler_options must be a dict of sampler fields, got {type(sampler_options).__name__}")
     if sampler is not None and not isinstance(sampler, (str, dict)) and not hasattr(sampler, "name"):
