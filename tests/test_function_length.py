@@ -9,7 +9,6 @@ ROOT = Path(__file__).resolve().parents[1] / "textdiff"
 ALLOWED: dict = {
     # the loops branch split these on an older main (612ae3a); today's versions carry the RL objective hook,
     # the adapt hooks and Run.decoding, and are to be split into named steps the same way (issue 29, item 8)
-    "textdiff/training/loop.py:_train": "to split: prepare / optimizer step / bookkeeping / finish (RL + adapt hooks)",
     "textdiff/training/setup.py:prepare_run": "to split: init source / decoding / documents / tokenizer / rows / model",
 }
 
