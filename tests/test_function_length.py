@@ -6,11 +6,7 @@ from pathlib import Path
 LIMIT = 80
 ROOT = Path(__file__).resolve().parents[1] / "textdiff"
 #: "path:function" -> why it may be longer (keep this empty, or very short)
-ALLOWED: dict = {
-    # the loops branch split these on an older main (612ae3a); today's versions carry the RL objective hook,
-    # the adapt hooks and Run.decoding, and are to be split into named steps the same way (issue 29, item 8)
-    "textdiff/training/setup.py:prepare_run": "to split: init source / decoding / documents / tokenizer / rows / model",
-}
+ALLOWED: dict = {}
 
 
 def test_no_function_over_80_lines():

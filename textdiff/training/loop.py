@@ -21,7 +21,7 @@ import torch
 from ..config import Recipe, save_recipe, to_dict
 from ..errors import ConfigError
 from ..models.format.writer import MARKER, temp_sibling
-from ..objective import estimate_nelbo, nelbo_terms
+from ..objective import estimate_nelbo
 from ..sft import with_prompt_dropout
 from .checkpoint import load_checkpoint, load_objective_state, save_checkpoint, select_checkpoint, writer_tag
 from .distributed import accelerator_kwargs, backward_scale, check_launch, configure_deepspeed, full_model_state
