@@ -101,7 +101,7 @@ def test_score_per_token_terms_add_up_to_the_nelbo(tiny_trained, capsys):
     texts = ["The list of things.", "A short one."]
     scores = lm.score(texts, t_samples=4, seed=5)
     for i, (text, nelbo) in enumerate(zip(texts, scores)):
-        terms = token_nelbo_terms(lm, text, t_samples=4, seed=5 + i)
+        terms = token_nelbo_terms(lm, text, t_samples=4, seed=5, row=i)
         assert len(terms["nelbo_terms"]) == len(terms["tokens"]) == len(terms["token_ids"])
         assert terms["tokens"][-1] == lm.tokenizer.eos_token and all(x >= 0 for x in terms["nelbo_terms"])
         assert sum(terms["nelbo_terms"]) + terms["prior"] == pytest.approx(nelbo, rel=1e-5)

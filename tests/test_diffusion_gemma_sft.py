@@ -12,6 +12,7 @@ import torch
 pytest.importorskip("peft", reason="LoRA needs peft: pip install 'textdiff[lora]'")
 pytest.importorskip("transformers.models.diffusion_gemma")
 
+import textdiff.objective as objective  # noqa: E402
 import textdiff.training.hooks as hooks  # noqa: E402
 import textdiff.training.loop as loop  # noqa: E402
 from test_sft_published import chat_jsonl  # noqa: E402
@@ -35,14 +36,14 @@ def test_lora_sft_recipe_trains_diffusion_gemma_and_merges(tmp_path, monkeypatch
         "train.mixed_precision=no", "train.trackers=[]", "lora.dropout=0.0"])
     assert recipe.process.loss == "cross_entropy" and recipe.lora is not None
     seen = []
-    nelbo_terms = loop.nelbo_terms
+    nelbo_terms = objective.nelbo_terms
 
     def spy(model, process, x0, frozen=None, **kw):
         terms = nelbo_terms(model, process, x0, frozen=frozen, **kw)
         seen.append((terms.x_t.detach().clone(), x0.detach().clone(), frozen.detach().clone()))
         return terms
 
-    monkeypatch.setattr(loop, "nelbo_terms", spy)  # validation
+    monkeypatch.setattr(objective, "nelbo_terms", spy)  # validation (objective.estimate_nelbo)
     monkeypatch.setattr(hooks, "nelbo_terms", spy)  # the training step (TrainHooks.nelbo_terms)
     final = loop.train(recipe)
     assert len(seen) >= 3  # two training steps and a validation batch

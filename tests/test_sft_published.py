@@ -12,6 +12,7 @@ import torch
 
 pytest.importorskip("peft", reason="LoRA needs peft: pip install 'textdiff[lora]'")
 
+import textdiff.objective as objective  # noqa: E402
 import textdiff.training.hooks as hooks  # noqa: E402
 import textdiff.training.loop as loop  # noqa: E402
 from textdiff.config import load_recipe  # noqa: E402
@@ -53,7 +54,7 @@ def test_lora_sft_recipe_trains_on_the_published_fixture_and_merges(family, tmp_
     assert recipe.process.name == ("block" if family in BLOCK else "masked") and recipe.sampler.name == {"llada21": "editing"}.get(family, base.sampler_config.name)
 
     seen = []  # what the denoiser was shown, with the clean rows and their prompt masks
-    nelbo_terms = loop.nelbo_terms
+    nelbo_terms = objective.nelbo_terms
 
     def spy(model, process, x0, frozen=None, **kw):
         def shown(input_ids, **call):
@@ -62,7 +63,7 @@ def test_lora_sft_recipe_trains_on_the_published_fixture_and_merges(family, tmp_
             return model(input_ids, **call)
         return nelbo_terms(shown, process, x0, frozen=frozen, **kw)
 
-    monkeypatch.setattr(loop, "nelbo_terms", spy)  # validation
+    monkeypatch.setattr(objective, "nelbo_terms", spy)  # validation (objective.estimate_nelbo)
     monkeypatch.setattr(hooks, "nelbo_terms", spy)  # the training step (TrainHooks.nelbo_terms)
     final = loop.train(recipe)
 

@@ -188,3 +188,11 @@ def sample_rows(logits: torch.Tensor, u: torch.Tensor, transform=None) -> torch.
 def make_generators(seeds: Sequence[int], device="cpu") -> list[torch.Generator]:
     """One generator per row, seeded by ``seeds``."""
     return [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
+
+
+def generator_for(seed: int, *keys: int) -> torch.Generator:
+    """A CPU generator whose seed is a fixed function of (seed, keys) (no Python ``hash``)."""
+    value = int(seed) & 0xFFFF_FFFF
+    for k in keys:
+        value = (value * 1_000_003 + int(k) + 1) % (2**61 - 1)
+    return torch.Generator().manual_seed(value)

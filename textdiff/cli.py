@@ -357,6 +357,61 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replace the run folder output_dir with a fresh run (only a run folder textdiff wrote)")
     t.set_defaults(func=_cmd_train)
 
+    _add_generate(sub)
+
+    s = sub.add_parser("score", help="NELBO (nats) of texts under a saved model")
+    s.add_argument("--model", required=True)
+    s.add_argument("--text", action="append", help="a text to score (repeatable)")
+    s.add_argument("--file", help="texts to score, one per non-blank line")
+    s.add_argument("--t-samples", type=int, default=32, help="draws of t per text (stratified)")
+    s.add_argument("--seed", type=int, default=0, help="text i uses seed + i")
+    s.add_argument("--format", choices=["jsonl", "text"], default="jsonl",
+                   help="jsonl: {\"text\", \"nelbo\"} per line (default); text: NELBO<TAB>text per line")
+    s.add_argument("--per-token", action="store_true",
+                   help="with --format jsonl: each token's NELBO term (nats; they add up with \"prior\" to \"nelbo\")")
+    _add_loading_flags(s)
+    s.add_argument("--quiet", action="store_true", help="no progress (bar or log lines)")
+    s.set_defaults(func=_cmd_score)
+
+    c = sub.add_parser("convert", help="write a published checkpoint (MDLM, BD3-LM, SEDD, DUO, LLaDA, Dream) as a textdiff folder")
+    c.add_argument("model", metavar="SRC", help="the published folder (or hub id)")
+    c.add_argument("dst", metavar="DST", help="the textdiff folder to write")
+    c.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None, help="cast the weights before saving")
+    c.add_argument("--to", choices=["textdiff", "published"], default="textdiff",
+                   help="published: write a folder converted from a block-causal family other engines serve "
+                        "(LLaDA 2.0) back in its publisher's layout, for SGLang / vLLM")
+    c.add_argument("--overwrite", action="store_true",
+                   help="replace DST if it is a model folder textdiff wrote (never the source, a file or the working folder)")
+    _add_loading_flags(c)
+    c.set_defaults(func=_cmd_convert)
+
+    _add_serve(sub)
+
+    e = sub.add_parser("eval", help="run an evaluation suite: a YAML file or a shipped one (quickstart, zero_shot, "
+                                    "process_comparison); `textdiff eval sft MODEL` scores an SFT model's exact-match accuracy")
+    e.add_argument("suite", help="a suite YAML, or the name of a shipped suite, e.g. quickstart")
+    e.add_argument("overrides", nargs="*", default=[], help="dotted key=value overrides, e.g. models.0.path=runs/x/final output_dir=runs/eval/x")
+    e.add_argument("--quiet", action="store_true", help="no progress (bars or log lines)")
+    e.add_argument("--overwrite", action="store_true", help="replace the suite's output_dir if it is a report folder textdiff wrote")
+    e.set_defaults(func=_cmd_eval)
+
+    sub.add_parser("lm-eval", add_help=False,
+                   help="lm-evaluation-harness's own CLI with the textdiff model registered; every argument "
+                        "passes through, e.g. --model_args pretrained=runs/x/final --tasks lambada_openai")
+
+    r = sub.add_parser("recipes", help="list the shipped recipes; `recipes show NAME` prints one, `recipes path NAME` its file")
+    r.add_argument("action", nargs="?", choices=["list", "show", "path"], default="list")
+    r.add_argument("name", nargs="?", help="a shipped recipe, e.g. quickstart or accelerate/ddp")
+    r.set_defaults(func=_cmd_recipes)
+
+    ls = sub.add_parser("list", help="list registered processes, schedules and samplers")
+    ls.set_defaults(func=_cmd_list)
+    p.commands = {name: parser for name, parser in sub.choices.items() if name != "lm-eval"}
+    return p
+
+
+def _add_generate(sub) -> None:
+    """``textdiff generate``'s flags."""
     g = sub.add_parser("generate", help="sample text from a saved model")
     g.add_argument("--model", required=True, help="a model folder (a run's final/, a published checkpoint) or hub id")
     g.add_argument("--prompt", action="append", help="a prompt (repeatable)")
@@ -392,32 +447,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--quiet", action="store_true", help="no progress (bar or log lines)")
     g.set_defaults(func=_cmd_generate)
 
-    s = sub.add_parser("score", help="NELBO (nats) of texts under a saved model")
-    s.add_argument("--model", required=True)
-    s.add_argument("--text", action="append", help="a text to score (repeatable)")
-    s.add_argument("--file", help="texts to score, one per non-blank line")
-    s.add_argument("--t-samples", type=int, default=32, help="draws of t per text (stratified)")
-    s.add_argument("--seed", type=int, default=0, help="text i uses seed + i")
-    s.add_argument("--format", choices=["jsonl", "text"], default="jsonl",
-                   help="jsonl: {\"text\", \"nelbo\"} per line (default); text: NELBO<TAB>text per line")
-    s.add_argument("--per-token", action="store_true",
-                   help="with --format jsonl: each token's NELBO term (nats; they add up with \"prior\" to \"nelbo\")")
-    _add_loading_flags(s)
-    s.add_argument("--quiet", action="store_true", help="no progress (bar or log lines)")
-    s.set_defaults(func=_cmd_score)
 
-    c = sub.add_parser("convert", help="write a published checkpoint (MDLM, BD3-LM, SEDD, DUO, LLaDA, Dream) as a textdiff folder")
-    c.add_argument("model", metavar="SRC", help="the published folder (or hub id)")
-    c.add_argument("dst", metavar="DST", help="the textdiff folder to write")
-    c.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None, help="cast the weights before saving")
-    c.add_argument("--to", choices=["textdiff", "published"], default="textdiff",
-                   help="published: write a folder converted from a block-causal family other engines serve "
-                        "(LLaDA 2.0) back in its publisher's layout, for SGLang / vLLM")
-    c.add_argument("--overwrite", action="store_true",
-                   help="replace DST if it is a model folder textdiff wrote (never the source, a file or the working folder)")
-    _add_loading_flags(c)
-    c.set_defaults(func=_cmd_convert)
-
+def _add_serve(sub) -> None:
+    """``textdiff serve``'s flags."""
     v = sub.add_parser("serve", help="serve a model over HTTP with OpenAI's completions / chat API (pip install 'textdiff[serve]')")
     v.add_argument("model", metavar="MODEL", help="a model folder (a run's final/, a published checkpoint) or hub id")
     v.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
@@ -439,28 +471,6 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None, help="cast the weights when loading")
     v.add_argument("--quiet", action="store_true", help="only warnings in the log")
     v.set_defaults(func=_cmd_serve)
-
-    e = sub.add_parser("eval", help="run an evaluation suite: a YAML file or a shipped one (quickstart, zero_shot, "
-                                    "process_comparison); `textdiff eval sft MODEL` scores an SFT model's exact-match accuracy")
-    e.add_argument("suite", help="a suite YAML, or the name of a shipped suite, e.g. quickstart")
-    e.add_argument("overrides", nargs="*", default=[], help="dotted key=value overrides, e.g. models.0.path=runs/x/final output_dir=runs/eval/x")
-    e.add_argument("--quiet", action="store_true", help="no progress (bars or log lines)")
-    e.add_argument("--overwrite", action="store_true", help="replace the suite's output_dir if it is a report folder textdiff wrote")
-    e.set_defaults(func=_cmd_eval)
-
-    sub.add_parser("lm-eval", add_help=False,
-                   help="lm-evaluation-harness's own CLI with the textdiff model registered; every argument "
-                        "passes through, e.g. --model_args pretrained=runs/x/final --tasks lambada_openai")
-
-    r = sub.add_parser("recipes", help="list the shipped recipes; `recipes show NAME` prints one, `recipes path NAME` its file")
-    r.add_argument("action", nargs="?", choices=["list", "show", "path"], default="list")
-    r.add_argument("name", nargs="?", help="a shipped recipe, e.g. quickstart or accelerate/ddp")
-    r.set_defaults(func=_cmd_recipes)
-
-    ls = sub.add_parser("list", help="list registered processes, schedules and samplers")
-    ls.set_defaults(func=_cmd_list)
-    p.commands = {name: parser for name, parser in sub.choices.items() if name != "lm-eval"}
-    return p
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

@@ -65,10 +65,10 @@ def print_scores(lm, texts: list, scores: list, args) -> None:
             print(f"{nelbo:.4f}\t{text}")
             continue
         row = {"text": text, "nelbo": nelbo}
-        if args.per_token:  # the same draws as score's (seed + i): the terms add up to its NELBO
+        if args.per_token:  # the same draws as score's (seed, row i): the terms add up to its NELBO
             from .eval.token_terms import token_nelbo_terms
 
-            terms = token_nelbo_terms(lm, text, t_samples=args.t_samples, seed=args.seed + i)
+            terms = token_nelbo_terms(lm, text, t_samples=args.t_samples, seed=args.seed, row=i)
             row.update({k: terms[k] for k in ("tokens", "token_ids", "nelbo_terms", "prior")})
         print(json.dumps(row, ensure_ascii=False))
 

@@ -38,6 +38,7 @@ which yields the :class:`StepInfo` objects and keeps the final :class:`Generatio
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field, replace
 from typing import Callable, Optional, Sequence, Union
 
 import torch
@@ -46,7 +47,8 @@ from .categorical import make_generators
 from . import arguments, bounds
 from .contexts import make_context
 from .errors import ConfigError, IncompatibleError
-from .generation_io import GenerationOutput, Layout, StepInfo, _Counted, _model_call, left_pad  # noqa: F401 (importable here)
+from .generation_io import (DecodingPlan, GenerationOutput, Layout, StepInfo, _Counted, _model_call,  # noqa: F401
+                            left_pad)  # (importable here)
 from .signatures import check_keywords, checked, forwarded
 
 # ---------------------------------------------------------------------------------------------
@@ -102,11 +104,47 @@ def _as_time(t, B: int, device, dtype) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------
 
 
-def _run(
-    model, process, sampler, prompts=None, *, max_new_tokens=128, steps=128, batch_size=None,
-    block_size=None, use_cache=True, max_context=None, lookback=None, seed=None, generator=None, pad_token_id=0,
-    eos_token_id=None, stop_at_eos=True, template=None, infill_id=None, denoise=None, pad_after_eos=False,
-):
+def positions_needed(prompt_len: int, new_tokens: int, block_size: Optional[int] = None) -> int:
+    """Positions one decoding needs: the longest prompt rounded up to whole windows (the first new
+    token of every row sits at the same block-aligned position), then the N new positions. THE context
+    rule: :func:`generate` refuses a call needing more than the model's ``max_position_embeddings``
+    (unless ``max_context`` slides the cache); the server admits requests by it (through the
+    :mod:`textdiff.layouts` of the model)."""
+    align = block_size or 1
+    return -(-int(prompt_len) // align) * align + int(new_tokens)
+
+
+def check_context(config, prompt_len: int, new_tokens: int, plan: DecodingPlan) -> None:
+    """Raise when the decoding does not fit in the model's context (see :func:`positions_needed`)."""
+    limit = getattr(config, "max_position_embeddings", None)
+    need = positions_needed(prompt_len, new_tokens, plan.block_size)
+    if plan.max_context is None and limit is not None and need > limit:
+        raise ConfigError(
+            f"prompt ({prompt_len} tokens) + max_new_tokens ({new_tokens}) needs {need} positions, which exceeds the "
+            f"model's context of {limit}; shorten the prompt or max_new_tokens (or set max_context)"
+        )
+
+
+@dataclass
+class _Rows:
+    """The batch the loop decodes: rows ``[left padding | prompt | N new positions]`` and what goes with them."""
+
+    x: torch.Tensor  # [B, P + N] current tokens
+    frozen: torch.Tensor  # [B, P + N] prompt, padding and template tokens: never changed
+    valid: torch.Tensor  # [B, P + N] False on left padding
+    prompt_valid: torch.Tensor  # [B, P]
+    lengths: torch.Tensor  # [B] prompt lengths
+    gens: object  # per-row generators (or one shared generator, or None)
+    windows: list = field(default_factory=list)  # [(lo, hi)] row coordinates, left to right
+    steps_per: int = 1  # sampler steps per window
+    read: Optional[Callable] = None  # x_win -> [B, W] bool: positions whose logits the sampler reads (None: all)
+
+    @property
+    def P(self) -> int:
+        return self.prompt_valid.shape[1]
+
+
+def _run(model, process, sampler, prompts, plan: DecodingPlan):
     """Validate and set up eagerly (errors raise here); return the loop as a generator that yields
     :class:`StepInfo` and returns :class:`GenerationOutput`."""
     from .samplers.base import Sampler, build_sampler
@@ -114,50 +152,79 @@ def _run(
     if not isinstance(sampler, Sampler):  # a name, mapping or config: build it for this process
         sampler = build_sampler(sampler, process)
     device = _device(model)
+    prompts, plan = _checked(prompts, plan)
+    template, marker = _template(plan, process, len(prompts), device)
+    if template is not None:
+        plan = replace(plan, max_new_tokens=template.shape[1])
+    if plan.max_new_tokens < 1:
+        raise ConfigError(f"max_new_tokens={plan.max_new_tokens} must be at least 1")
+    B, N = len(prompts), plan.max_new_tokens
+    bounds.check_steps(plan.steps, N)  # before any allocation: the time grid alone is 8 bytes a step
+    bounds.check_memory(B, min(plan.block_size or N, N), process.vocab_size, device, item_bytes=bounds.logit_bytes(model))
+    gens = _generators(plan.seed, plan.generator, B, device)
+    rows = _initial_rows(process, prompts, plan, template, marker, gens, device)
     config = getattr(model, "config", None)
-    batch_size = arguments.integer("batch_size", batch_size, minimum=1, optional=True)
+    _check_block(config, plan.block_size)
+    check_context(config, rows.P, plan.max_new_tokens, plan)
+    start = positions_needed(rows.P, 0, plan.block_size) if rows.P else 0
+    positions = torch.cumsum(rows.valid.long(), 1) - 1 - rows.lengths[:, None] + start  # [B, T]
+    positions = torch.where(rows.valid, positions, torch.zeros_like(positions)).clamp_min(0)
+    ctx, counted = _context(model, process, plan, rows, positions, start)
+    N, P = plan.max_new_tokens, rows.P
+    rows.windows = [(P + lo, P + min(lo + (plan.block_size or N), N)) for lo in range(0, N, plan.block_size or N)]
+    rows.steps_per = max(1, plan.steps // len(rows.windows))
+    # a process whose clean positions carry over (SUBS) reads no logits there: compute the noise rows only
+    rows.read = process.is_noise if process.clean_logits_unused and not sampler.reads_committed else None
+    return _loop(sampler, ctx, counted, rows, plan)
+
+
+def _checked(prompts, plan: DecodingPlan):
+    """(prompts as token-id lists, plan) after the argument checks."""
+    batch_size = arguments.integer("batch_size", plan.batch_size, minimum=1, optional=True)
     if prompts is None:
         prompts = [[] for _ in range(batch_size or 1)]
     if isinstance(prompts, str) or (hasattr(prompts, "__len__") and len(prompts) and isinstance(prompts[0], int)):
         raise ConfigError("prompts must be a list of token-id lists, e.g. [[5, 8, 13]]; tokenize strings first")
     prompts = arguments.token_lists("prompts", prompts)
-    B = len(prompts)
-    if B == 0:
+    if len(prompts) == 0:
         raise ConfigError("no prompts given; pass a list of prompts (use [[]] for unconditional samples)")
-    arguments.generation(max_new_tokens=None if template is not None else max_new_tokens, steps=steps,
-                         block_size=block_size, max_context=max_context, pad_token_id=pad_token_id,
-                         eos_token_id=None if isinstance(eos_token_id, (list, tuple)) else eos_token_id,
-                         infill_id=infill_id, stop_at_eos=stop_at_eos,
-                         use_cache=use_cache, denoise=denoise, lookback=lookback)
-    if isinstance(eos_token_id, (list, tuple)):  # several tokens end an answer
-        for i, e in enumerate(eos_token_id):
+    arguments.generation(max_new_tokens=None if plan.template is not None else plan.max_new_tokens, steps=plan.steps,
+                         block_size=plan.block_size, max_context=plan.max_context, pad_token_id=plan.pad_token_id,
+                         eos_token_id=None if isinstance(plan.eos_token_id, (list, tuple)) else plan.eos_token_id,
+                         infill_id=plan.infill_id, stop_at_eos=plan.stop_at_eos,
+                         use_cache=plan.use_cache, denoise=plan.denoise, lookback=plan.lookback)
+    if isinstance(plan.eos_token_id, (list, tuple)):  # several tokens end an answer
+        for i, e in enumerate(plan.eos_token_id):
             arguments.integer(f"eos_token_id[{i}]", e, minimum=0)
-    arguments.flag("pad_after_eos", pad_after_eos)
-    if generator is None:
-        seed = arguments.seeds("seed", seed, count=B)
-    if template is not None:
-        marker = process.mask_id if infill_id is None else infill_id
-        if marker is None:
-            raise ConfigError("this process has no mask token; pass infill_id= to mark the template's blanks")
-        try:
-            template = torch.as_tensor(template, dtype=torch.long, device=device)
-        except (TypeError, ValueError, RuntimeError):
-            raise ConfigError(f"template must be [N] or [B, N] token ids (a tensor or lists of ints), got "
-                              f"{type(template).__name__}") from None
-        if template.dim() == 1:
-            template = template[None].expand(B, -1)
-        if template.dim() != 2 or template.shape[0] != B:
-            raise ConfigError(f"template must be [N] or [{B}, N] token ids, got shape {list(template.shape)}")
-        max_new_tokens = template.shape[1]
-    if max_new_tokens < 1:
-        raise ConfigError(f"max_new_tokens={max_new_tokens} must be at least 1")
-    N = max_new_tokens
-    bounds.check_steps(steps, N)  # before any allocation: the time grid alone is 8 bytes a step
-    bounds.check_memory(B, min(block_size or N, N), process.vocab_size, device, item_bytes=bounds.logit_bytes(model))
-    gens = _generators(seed, generator, B, device)
+    arguments.flag("pad_after_eos", plan.pad_after_eos)
+    if plan.generator is None:
+        plan = replace(plan, seed=arguments.seeds("seed", plan.seed, count=len(prompts)))
+    return prompts, plan
 
-    prompt_ids, prompt_valid = left_pad(prompts, pad_token_id, device)  # [B, P]
-    P = prompt_ids.shape[1]
+
+def _template(plan: DecodingPlan, process, B: int, device):
+    """(template [B, N] or None, the id marking its blanks)."""
+    if plan.template is None:
+        return None, None
+    marker = process.mask_id if plan.infill_id is None else plan.infill_id
+    if marker is None:
+        raise ConfigError("this process has no mask token; pass infill_id= to mark the template's blanks")
+    try:
+        template = torch.as_tensor(plan.template, dtype=torch.long, device=device)
+    except (TypeError, ValueError, RuntimeError):
+        raise ConfigError(f"template must be [N] or [B, N] token ids (a tensor or lists of ints), got "
+                          f"{type(plan.template).__name__}") from None
+    if template.dim() == 1:
+        template = template[None].expand(B, -1)
+    if template.dim() != 2 or template.shape[0] != B:
+        raise ConfigError(f"template must be [N] or [{B}, N] token ids, got shape {list(template.shape)}")
+    return template, marker
+
+
+def _initial_rows(process, prompts, plan: DecodingPlan, template, marker, gens, device) -> _Rows:
+    """Left-padded prompts followed by N positions drawn from the process prior (template tokens kept)."""
+    B, N = len(prompts), plan.max_new_tokens
+    prompt_ids, prompt_valid = left_pad(prompts, plan.pad_token_id, device)  # [B, P]
     bad = prompt_valid & ((prompt_ids < 0) | (prompt_ids >= process.vocab_size))
     if bool(bad.any()):
         raise ConfigError(f"prompt token id {int(prompt_ids[bad][0])} is outside the vocabulary [0, {process.vocab_size})")
@@ -169,39 +236,29 @@ def _run(
     x = torch.cat([prompt_ids, new], dim=1)  # [B, T]
     frozen = torch.cat([torch.ones_like(prompt_valid), frozen_new], dim=1)  # prompt + template are fixed
     valid = torch.cat([prompt_valid, torch.ones(B, N, dtype=torch.bool, device=device)], dim=1)
+    return _Rows(x=x, frozen=frozen, valid=valid, prompt_valid=prompt_valid, lengths=prompt_valid.sum(1), gens=gens)
 
-    structural = getattr(config, "attention", "bidirectional")
+
+def _check_block(config, block_size: Optional[int]) -> None:
+    """A block-causal model decodes in windows that are whole blocks or whole fractions of one."""
     model_block = getattr(config, "block_size", None)
-    if block_size is not None and structural == "block_causal" and model_block:
+    if block_size is not None and getattr(config, "attention", "bidirectional") == "block_causal" and model_block:
         if block_size % model_block and model_block % block_size:
             raise ConfigError(f"block_size={block_size} does not fit the model's block size {model_block}")
-    lengths = prompt_valid.sum(1)  # [B]
-    # positions: the first new token of every row sits at the same block-aligned position
-    align = block_size or 1
-    start = int(((int(lengths.max()) + align - 1) // align) * align) if P else 0
-    positions = torch.cumsum(valid.long(), 1) - 1 - lengths[:, None] + start  # [B, T]
-    positions = torch.where(valid, positions, torch.zeros_like(positions)).clamp_min(0)
-    max_pos = getattr(config, "max_position_embeddings", None)
-    if max_context is None and max_pos is not None and int(positions.max()) >= max_pos:
-        raise ConfigError(
-            f"prompt + max_new_tokens needs {int(positions.max()) + 1} positions but the model allows "
-            f"{max_pos}; shorten the prompt or max_new_tokens (or set max_context)"
-        )
 
-    call = denoise or _model_call(model, process)
+
+def _context(model, process, plan: DecodingPlan, rows: _Rows, positions, start: int):
+    """(the context strategy of :mod:`textdiff.contexts`, the counted model call)."""
+    call = plan.denoise or _model_call(model, process)
     if hasattr(call, "setup"):
-        prompt = torch.zeros(B, P + N, dtype=torch.bool, device=device)
-        prompt[:, :P] = prompt_valid
-        call.setup(Layout(valid=valid, positions=positions, prompt=prompt, first_new_position=start,
+        prompt = torch.zeros_like(rows.valid)
+        prompt[:, :rows.P] = rows.prompt_valid
+        call.setup(Layout(valid=rows.valid, positions=positions, prompt=prompt, first_new_position=start,
                           process=process, model=model))
     counted = _Counted(call)
-    ctx = make_context(model, process, counted, valid, positions, block_size=block_size,
-                       cache=use_cache, max_context=max_context, lookback=lookback)
-    windows = [(P + lo, P + min(lo + (block_size or N), N)) for lo in range(0, N, block_size or N)]
-    # a process whose clean positions carry over (SUBS) reads no logits there: compute the noise rows only
-    read = process.is_noise if process.clean_logits_unused and not sampler.reads_committed else None
-    return _loop(sampler, ctx, counted, x, frozen, windows, max(1, steps // len(windows)), gens, P, lengths,
-                 eos_token_id if stop_at_eos else None, block_size, read, pad_after_eos, pad_token_id)
+    ctx = make_context(model, process, counted, rows.valid, positions, block_size=plan.block_size,
+                       cache=plan.use_cache, max_context=plan.max_context, lookback=plan.lookback)
+    return ctx, counted
 
 
 def _before(row: list, stops: list) -> list:
@@ -211,22 +268,22 @@ def _before(row: list, stops: list) -> list:
 
 
 @torch.no_grad()
-def _loop(sampler, ctx, counted, x, frozen, windows, steps_per, gens, P, lengths, eos_token_id, block_size, read=None,
-          pad_after_eos=False, pad_token_id=0):
+def _loop(sampler, ctx, counted, rows: _Rows, plan: DecodingPlan):
     """The sampling loop: yields :class:`StepInfo` after every step, returns :class:`GenerationOutput`.
 
-    ``read(x_win) -> [B, W]`` bool: the positions whose logits the sampler can read (None: all);
-    the context computes only those rows (the others are zeros). ``eos_token_id``: one id or a list;
-    ``pad_after_eos``: after each block, every token after a row's first EOS becomes ``pad_token_id``."""
+    ``rows.read(x_win) -> [B, W]`` bool: the positions whose logits the sampler can read (None: all);
+    the context computes only those rows (the others are zeros). ``plan.eos_token_id``: one id or a list;
+    ``plan.pad_after_eos``: after each block, every token after a row's first EOS becomes ``pad_token_id``."""
+    x, frozen, P, read = rows.x, rows.frozen, rows.P, rows.read
+    eos_token_id = plan.eos_token_id if plan.stop_at_eos else None
     B, device = x.shape[0], x.device
     eos = None if eos_token_id is None else torch.as_tensor(
         [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id), dtype=torch.long, device=device)
     nfe, taken, started = 0, 0, time.perf_counter()
-    row_gens = gens
     skips = sampler.skips_unchanged
-    for lo, hi in windows:
-        gens = _fork(row_gens)  # a row's noise in later windows must not depend on other rows' step counts
-        sampler.set_timesteps(steps_per, device=device)
+    for lo, hi in rows.windows:
+        gens = _fork(rows.gens)  # a row's noise in later windows must not depend on other rows' step counts
+        sampler.set_timesteps(rows.steps_per, device=device)
         start = sampler.begin(x[:, lo:hi], generator=gens)  # a sampler may draw the window's start itself
         if start is not None:
             x[:, lo:hi] = torch.where(frozen[:, lo:hi], x[:, lo:hi], start)
@@ -252,10 +309,10 @@ def _loop(sampler, ctx, counted, x, frozen, windows, steps_per, gens, P, lengths
             yield StepInfo(x=x.clone(), window=(lo, hi), t=t_f, s=s_f, nfe=nfe, x0_pred=out.x0_pred)
         x[:, lo:hi] = torch.where(frozen[:, lo:hi], x[:, lo:hi], sampler.end(x[:, lo:hi]))
         ctx.commit(x, lo, hi)
-        if eos_token_id is not None and block_size is not None:
+        if eos_token_id is not None and plan.block_size is not None:
             ended = torch.isin(x[:, P:hi], eos)  # [B, hi - P]
-            if pad_after_eos:  # finished rows: every token after the first EOS is padding
-                x[:, P:hi] = x[:, P:hi].masked_fill((ended.cumsum(1) - ended.long()) > 0, pad_token_id)
+            if plan.pad_after_eos:  # finished rows: every token after the first EOS is padding
+                x[:, P:hi] = x[:, P:hi].masked_fill((ended.cumsum(1) - ended.long()) > 0, plan.pad_token_id)
             if bool(ended.any(1).all()):
                 x = x[:, :hi]
                 break
@@ -266,7 +323,7 @@ def _loop(sampler, ctx, counted, x, frozen, windows, steps_per, gens, P, lengths
         generated = [_before(row, eos.tolist()) for row in generated]
     return GenerationOutput(
         sequences=x, generated=generated, nfe=nfe, seconds=seconds, lengths=[len(g) for g in generated],
-        prompt_lengths=lengths.tolist(), model_calls=counted.calls, steps=taken,
+        prompt_lengths=rows.lengths.tolist(), model_calls=counted.calls, steps=taken,
     )
 
 
@@ -327,12 +384,11 @@ def generate(
     """
     if callback is not None and not callable(callback):
         raise ConfigError(f"callback must be callable (it receives a StepInfo), got {type(callback).__name__}")
-    run = _run(model, process, sampler, prompts, max_new_tokens=max_new_tokens, steps=steps,
-               batch_size=batch_size, block_size=block_size, use_cache=use_cache, max_context=max_context,
-               lookback=lookback, seed=seed, generator=generator, pad_token_id=pad_token_id, eos_token_id=eos_token_id,
-               stop_at_eos=stop_at_eos, template=template, infill_id=infill_id, denoise=denoise,
-               pad_after_eos=pad_after_eos)
-    stream_ = GenerationStream(run)
+    plan = DecodingPlan(max_new_tokens=max_new_tokens, steps=steps, batch_size=batch_size, block_size=block_size,
+                        use_cache=use_cache, max_context=max_context, lookback=lookback, seed=seed, generator=generator,
+                        pad_token_id=pad_token_id, eos_token_id=eos_token_id, stop_at_eos=stop_at_eos, template=template,
+                        infill_id=infill_id, denoise=denoise, pad_after_eos=pad_after_eos)
+    stream_ = GenerationStream(_run(model, process, sampler, prompts, plan))
     for info in stream_:
         if callback is not None:
             callback(info)
@@ -361,7 +417,7 @@ def stream(model, process, sampler, prompts=None, **kwargs) -> GenerationStream:
     if "callback" in kwargs:
         raise ConfigError("stream() yields every step itself; drop the callback argument")
     check_keywords("stream", kwargs, forwarded(stream, generate, ("model", "process", "sampler", "prompts", "callback")))
-    return GenerationStream(_run(model, process, sampler, prompts, **kwargs))
+    return GenerationStream(_run(model, process, sampler, prompts, DecodingPlan(**kwargs)))
 
 
 def check_compatible(model, process) -> None:

@@ -1,12 +1,12 @@
-"""What :func:`textdiff.generation.generate` hands out and takes in: its output records
-(:class:`GenerationOutput`, the streamed :class:`StepInfo`, the :class:`Layout` a guidance wrapper
-is told), left padding of prompts, and the wrappers that turn a denoiser into the one model call
+"""What :func:`textdiff.generation.generate` hands out and takes in: the options of one call
+(:class:`DecodingPlan`, built once and passed down), its output records (:class:`GenerationOutput`,
+the streamed :class:`StepInfo`, the :class:`Layout` a guidance wrapper is told), left padding of prompts, and the wrappers that turn a denoiser into the one model call
 the sampling loop makes (:func:`_model_call`) and count its forwards (:class:`_Counted`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
 
@@ -15,6 +15,29 @@ from .contexts import apply_keep, call_keeping, takes_logits_to_keep
 # ---------------------------------------------------------------------------------------------
 # Inputs and outputs
 # ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DecodingPlan:
+    """The options of one :func:`textdiff.generation.generate` call (its keyword arguments, documented
+    there), built once by ``generate`` / ``stream`` and handed to the set-up and the loop."""
+
+    max_new_tokens: int = 128  # N (a template's width replaces it)
+    steps: int = 128  # sampler steps in total, split evenly across windows
+    batch_size: Optional[int] = None  # rows when no prompts are given
+    block_size: Optional[int] = None  # window width (None: one window of N)
+    use_cache: Union[bool, str] = True
+    max_context: Optional[int] = None
+    lookback: Optional[int] = None
+    seed: Union[int, Sequence[int], None] = None
+    generator: Any = None
+    pad_token_id: int = 0
+    eos_token_id: Union[int, Sequence[int], None] = None  # one id or several (each ends a row)
+    stop_at_eos: bool = True
+    template: Optional[Any] = None  # [N] or [B, N] ids, blanks marked by infill_id (default process.mask_id)
+    infill_id: Optional[int] = None
+    denoise: Optional[Callable] = None  # replaces the model call (guidance, oracles)
+    pad_after_eos: bool = False  # after each block, tokens after a row's first EOS become pad_token_id
 
 
 @dataclass

@@ -278,118 +278,88 @@ class DiffusionLM:
         Other keyword arguments go to :func:`textdiff.generation.generate` (``use_cache``,
         ``callback``, ``template``, ...)."""
         from .generation import generate
+        from .progress import Progress
 
         check_keywords("DiffusionLM.generate", kwargs, forwarded(DiffusionLM.generate, generate, _SET_BY_GENERATE))
-        if _is_chat(prompts):
-            prompts = [prompts]
-        if isinstance(prompts, (list, tuple)) and any(_is_chat(p) for p in prompts):  # chats (and strings / ids)
-            prompts = [p if _is_chat(p) else arguments.prompts(f"prompts[{i}]", [p])[0] for i, p in enumerate(prompts)]
-        else:
-            prompts = arguments.prompts("prompts", prompts)  # strings or token-id lists
-        chats = [_is_chat(p) for p in prompts]
-        max_new_tokens = arguments.integer("max_new_tokens", max_new_tokens, minimum=1)
-        steps = arguments.integer("steps", steps, minimum=1, optional=True)
-        arguments.number("temperature", temperature, lo=0.0, optional=True)
-        arguments.integer("top_k", top_k, minimum=1, optional=True)
-        arguments.number("top_p", top_p, lo=0.0, hi=1.0, lo_open=True, optional=True)
-        seed = arguments.seeds("seed", seed, count=len(prompts) if isinstance(seed, (list, tuple)) else None)
-        block_size = arguments.integer("block_size", block_size, minimum=1, optional=True)
-        arguments.flag("return_output", return_output)
-        arguments.number("guidance_weight", guidance_weight)
-        arguments.choice("guidance_uncond", guidance_uncond, ("mask", "drop"))
-        arguments.optional_flag("progress", progress)
-        if kwargs.get("callback") is not None and not callable(kwargs["callback"]):
-            raise ConfigError(f"callback must be callable (it receives a StepInfo), got {type(kwargs['callback']).__name__}")
-        if sampler_options is not None and not isinstance(sampler_options, dict):
-            raise ConfigError(f"sampler_options must be a dict of sampler fields, got {type(sampler_options).__name__}")
-        if sampler is not None and not isinstance(sampler, (str, dict)) and not hasattr(sampler, "name"):
-            raise ConfigError(f"sampler must be a name, a mapping or a sampler config, got {type(sampler).__name__}")
+        prompts, max_new_tokens, steps, seed, block_size = _generate_arguments(
+            prompts, max_new_tokens, steps, sampler, temperature, top_k, top_p, seed, block_size, return_output,
+            guidance_weight, guidance_uncond, sampler_options, progress, kwargs.get("callback"))
         check_memory(len(prompts), min(block_size or max_new_tokens, max_new_tokens), self.process.vocab_size, self.device,
                      item_bytes=logit_bytes(self.model))  # the logits alone exceed free memory: one line, before any work
+        chats = [_is_chat(p) for p in prompts]
         ids = self.encode_prompts(prompts)
-        if block_size is None:
-            block_size = self.generation_defaults.get("block_size")
-            if block_size is not None and max_new_tokens <= block_size and not self.generation_defaults.get("whole_blocks"):
-                block_size = None  # one window
+        layout = self.decoding_layout
+        block_size = layout.window(block_size, max_new_tokens)
         options = _sampler_options(sampler_options, temperature=temperature, top_k=top_k, top_p=top_p)
-        if self.generation_defaults.get("cached"):  # e.g. Dream's caches: Fast-dLLM's rules unless given
-            block_size, lookback, ruled = self.cache_rules(kwargs.get("use_cache"), block_size, options)
-            if lookback is not None:
-                kwargs.setdefault("lookback", lookback)
-            if sampler is None or isinstance(sampler, (str, dict)):  # a config object is taken as it is
-                options = {k: v for k, v in ruled.items() if not (isinstance(sampler, dict) and k in sampler)}
-        s = self.make_sampler(sampler, **options)
+        s, block_size = self._decoding_sampler(sampler, options, block_size, kwargs)
         warn_if(unused_steps_note(steps, s, self.process))  # an explicit steps the decoding ignores: one warning line
         if guidance_weight:
             from .guidance import ClassifierFreeGuidance, trained_for_guidance
 
             kwargs["denoise"] = ClassifierFreeGuidance(self.model, self.process, guidance_weight, uncond=guidance_uncond,
                                                        trained=trained_for_guidance(self.source_dir))
-        if self.process.logits_shift:  # next-token (AR) models: one token per window
-            ids = [[self.process.start_token] + p for p in ids]  # the start token predicts the first token
-            block_size = 1 if block_size is None else block_size
-            steps = max_new_tokens
-        if block_size is None and getattr(self.model.config, "attention", None) == "block_causal":
-            block_size = self.model.config.block_size  # block diffusion (BD3-LM) decodes block by block (exact KV cache)
-        eos = self.tokenizer.eos_token_id
-        if block_size and self.generation_defaults.get("whole_blocks"):  # DiffusionGemma: whole canvases only
-            max_new_tokens = -(-max_new_tokens // block_size) * block_size
-            steps = steps or int(self.generation_defaults.get("steps_per_block", block_size)) * (max_new_tokens // block_size)
-        if self.generation_defaults.get("pad_after_eos"):  # every stop token ends a row; finished rows are padded
-            eos = [eos] + [i for i in self.stop_token_ids if i != eos]
-            kwargs.setdefault("pad_after_eos", True)
-        tails = None
-        if self.generation_defaults.get("blocks_from") == "sequence_start" and block_size and "template" not in kwargs:
-            # blocks counted from the sequence start (LLaDA 2.0): the prompt's last partial block is decoded with the answer
-            ids_in, tails = ids, [len(p) % block_size for p in ids]
-            ids, kwargs["template"] = _sequence_start_layout(ids, tails, max_new_tokens, block_size, self.process.mask_id)
-            steps = steps or len(kwargs["template"][0])  # the released decoding: block_size steps per block
-        longest = max(len(p) for p in ids)
-        limit = getattr(self.model.config, "max_position_embeddings", None)
-        if limit is not None and kwargs.get("max_context") is None and longest + max_new_tokens > limit:
-            raise ConfigError(
-                f"prompt ({longest} tokens) + max_new_tokens ({max_new_tokens}) exceeds the model's context of {limit}; shorten them"
-            )
-        from .progress import Progress
-
-        planned = steps or max_new_tokens
+        rows = layout.arrange(ids, max_new_tokens, block_size, steps, template="template" in kwargs)
+        if rows.template is not None:
+            kwargs["template"] = rows.template
+        max_new_tokens = rows.new_tokens  # whole_blocks families: N rounded up to whole windows
+        eos = self._end_tokens(kwargs)
+        planned = rows.steps or max_new_tokens
         bar = Progress(planned, "generate", unit="step", enabled=progress)
-        user_callback = kwargs.pop("callback", None)
-
-        def on_step(info):
-            bar.update(1, tokens=len(ids) * max_new_tokens / planned)  # positions decided per step, on average
-            if user_callback is not None:
-                user_callback(info)
-
+        callback = _step_callback(bar, kwargs.pop("callback", None), len(ids) * max_new_tokens / planned)
         with bar:
             out = generate(
-                self.model, self.process, s, ids, max_new_tokens=max_new_tokens, steps=planned,
+                self.model, self.process, s, rows.ids, max_new_tokens=max_new_tokens, steps=planned,
                 seed=seed, block_size=block_size, pad_token_id=self.tokenizer.pad_token_id,
-                eos_token_id=eos, callback=on_step if (bar.shown or user_callback) else None,
-                **kwargs,
+                eos_token_id=eos, callback=callback, **kwargs,
             )
-        if self.process.logits_shift:
-            ids = [p[1:] for p in ids]
-        if tails is not None:  # the answer starts after the prompt's tail, max_new_tokens long
-            ids = ids_in
-            out.generated = [g[r: r + max_new_tokens] for g, r in zip(out.generated, tails)]
+        out.generated = rows.answer(out.generated)
         if self.stop_token_ids:
             out.generated = [_cut(g, self.stop_token_ids) for g in out.generated]
         texts = [self.tokenizer.decode(g if chat else p + g, skip_special_tokens=True)
                  for p, g, chat in zip(ids, out.generated, chats)]
         return (texts, out) if return_output else texts
 
+    def _decoding_sampler(self, sampler, options: dict, block_size, kwargs: dict):
+        """(the sampler of one generate() call, its window width): a family with ``cached`` decoding
+        (e.g. Dream's caches) takes Fast-dLLM's rules (:meth:`cache_rules`) unless given; sets
+        ``kwargs["lookback"]`` by them."""
+        if self.generation_defaults.get("cached"):
+            block_size, lookback, ruled = self.cache_rules(kwargs.get("use_cache"), block_size, options)
+            if lookback is not None:
+                kwargs.setdefault("lookback", lookback)
+            if sampler is None or isinstance(sampler, (str, dict)):  # a config object is taken as it is
+                options = {k: v for k, v in ruled.items() if not (isinstance(sampler, dict) and k in sampler)}
+        return self.make_sampler(sampler, **options), block_size
+
+    def _end_tokens(self, kwargs: dict):
+        """The EOS id generate() stops rows at; a family declaring ``pad_after_eos`` (DiffusionGemma) ends
+        a row at every stop token and pads finished rows (sets ``kwargs["pad_after_eos"]`` unless given)."""
+        eos = self.tokenizer.eos_token_id
+        if self.generation_defaults.get("pad_after_eos"):
+            eos = [eos] + [i for i in self.stop_token_ids if i != eos]
+            kwargs.setdefault("pad_after_eos", True)
+        return eos
+
+    @property
+    def decoding_layout(self):
+        """How this model lays prompts and answer out for decoding (:mod:`textdiff.layouts`): declared by
+        its process (next-token models) and its family (``generation_defaults``, e.g. LLaDA 2.0's blocks)."""
+        from .layouts import layout_for
+
+        return layout_for(self.process, self.model.config, self.generation_defaults)
+
     # ---- likelihood ---------------------------------------------------------------------------
     @checked
     @torch.no_grad()
     def score(self, texts: Sequence[str], t_samples: int = 32, seed: int = 0, progress: Optional[bool] = False) -> list[float]:
         """NELBO (nats, an upper bound on −log p) of each text with EOS appended, averaged over
-        ``t_samples`` draws of t per text (stratified). For AR models it is the exact NLL.
+        ``t_samples`` draws of t per text (stratified), by :func:`textdiff.objective.estimate_nelbo` (the
+        estimator of training validation and the harness; text i is row i). For AR models it is the exact NLL.
 
         Block diffusion needs whole blocks: the last one is filled with EOS and those pads are
         scored too, so the result bounds −log p(text, pads) >= −log p(text), still a valid bound.
         progress: a tqdm bar over the texts with tokens/s (None: when stderr is a terminal)."""
-        from .objective import nelbo_terms
+        from .objective import estimate_nelbo
         from .progress import Progress
 
         texts = arguments.texts("texts", texts)
@@ -409,11 +379,10 @@ class DiffusionLM:
                 raise ConfigError(f"text {i} has {len(ids)} tokens, more than the model's {self.seq_len}; split it")
             check_memory(t_samples, len(ids), self.process.vocab_size, self.device, "use fewer t_samples",
                          item_bytes=logit_bytes(self.model))
-            x0 = torch.tensor([ids] * t_samples, device=self.device)  # [S, L]
-            g = torch.Generator().manual_seed(seed + i)
-            t = self.process.sample_t(t_samples, device=self.device, generator=g, seq_len=x0.shape[1])  # block: one t per block
-            terms = nelbo_terms(self.model, self.process, x0, t=t, generator=g)
-            results.append(float(terms.loss.sum(1).mean() + self.process.prior_loss(x0[:1]).sum()))
+            x0 = torch.tensor([ids], device=self.device)  # [1, L]
+            est = estimate_nelbo(self.model, self.process, x0, seed=seed, t_samples=t_samples, rows=[i],
+                                 rows_per_call=t_samples)  # the K draws in one call
+            results.append(float(est.nats[0]))
             bar.update(1, tokens=len(ids) * t_samples)
         bar.close()
         if unknown:
@@ -439,20 +408,51 @@ def _sampler_options(options: Optional[dict], **named) -> dict:
 _SET_BY_GENERATE = ("model", "process", "sampler", "prompts", "batch_size", "pad_token_id", "eos_token_id")
 
 
+def _generate_arguments(prompts, max_new_tokens, steps, sampler, temperature, top_k, top_p, seed, block_size,
+                        return_output, guidance_weight, guidance_uncond, sampler_options, progress=False, callback=None):
+    """The checked arguments of :meth:`DiffusionLM.generate`: (prompts, max_new_tokens, steps, seed, block_size)."""
+    if _is_chat(prompts):
+        prompts = [prompts]
+    if isinstance(prompts, (list, tuple)) and any(_is_chat(p) for p in prompts):  # chats (and strings / ids)
+        prompts = [p if _is_chat(p) else arguments.prompts(f"prompts[{i}]", [p])[0] for i, p in enumerate(prompts)]
+    else:
+        prompts = arguments.prompts("prompts", prompts)  # strings or token-id lists
+    max_new_tokens = arguments.integer("max_new_tokens", max_new_tokens, minimum=1)
+    steps = arguments.integer("steps", steps, minimum=1, optional=True)
+    arguments.number("temperature", temperature, lo=0.0, optional=True)
+    arguments.integer("top_k", top_k, minimum=1, optional=True)
+    arguments.number("top_p", top_p, lo=0.0, hi=1.0, lo_open=True, optional=True)
+    seed = arguments.seeds("seed", seed, count=len(prompts) if isinstance(seed, (list, tuple)) else None)
+    block_size = arguments.integer("block_size", block_size, minimum=1, optional=True)
+    arguments.flag("return_output", return_output)
+    arguments.number("guidance_weight", guidance_weight)
+    arguments.choice("guidance_uncond", guidance_uncond, ("mask", "drop"))
+    arguments.optional_flag("progress", progress)
+    if callback is not None and not callable(callback):
+        raise ConfigError(f"callback must be callable (it receives a StepInfo), got {type(callback).__name__}")
+    if sampler_options is not None and not isinstance(sampler_options, dict):
+        raise ConfigError(f"sampler_options must be a dict of sampler fields, got {type(sampler_options).__name__}")
+    if sampler is not None and not isinstance(sampler, (str, dict)) and not hasattr(sampler, "name"):
+        raise ConfigError(f"sampler must be a name, a mapping or a sampler config, got {type(sampler).__name__}")
+    return prompts, max_new_tokens, steps, seed, block_size
+
+
+def _step_callback(bar, user_callback, tokens_per_step: float):
+    """The loop's per-step callback: advances the progress bar and calls the user's (None when neither shows)."""
+    if not (bar.shown or user_callback):
+        return None
+
+    def on_step(info):
+        bar.update(1, tokens=tokens_per_step)  # positions decided per step, on average
+        if user_callback is not None:
+            user_callback(info)
+
+    return on_step
+
+
 def _is_chat(prompt) -> bool:
     """A chat: a non-empty list of message mappings."""
     return isinstance(prompt, (list, tuple)) and len(prompt) > 0 and all(isinstance(m, dict) for m in prompt)
-
-
-def _sequence_start_layout(ids: list, tails: list, max_new_tokens: int, block: int, mask_id: int):
-    """Prompts cut to whole blocks and a template [B, N'] that starts with each prompt's tail (the
-    ``tails[b]`` tokens after its last whole block, frozen) followed by [MASK]s, N' whole blocks
-    holding every row's tail + ``max_new_tokens``: the layout of a decoder whose blocks are counted
-    from position 0 of the sequence (LLaDA 2.0's generate), on textdiff's block-aligned windows."""
-    width = -(-(max(tails) + max_new_tokens) // block) * block  # N': whole blocks
-    heads = [p[: len(p) - r] for p, r in zip(ids, tails)]
-    template = [p[len(p) - r:] + [mask_id] * (width - r) for p, r in zip(ids, tails)]
-    return heads, template
 
 
 def _cut(tokens: list, stops: Sequence[int]) -> list:

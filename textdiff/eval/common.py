@@ -7,6 +7,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ..categorical import generator_for  # noqa: F401 (the metric modules' seeded generators)
 from ..errors import TextDiffError
 from ..extras import MissingExtraError, require  # noqa: F401  (their home is textdiff.extras)
 
@@ -21,14 +22,6 @@ def z_value(level: float) -> float:
     if not 0.0 < level < 1.0:
         raise TextDiffError(f"confidence level {level} must be in (0, 1), e.g. 0.95")
     return float(torch.special.ndtri(torch.tensor((1 + level) / 2, dtype=torch.float64)))
-
-
-def generator_for(seed: int, *keys: int) -> torch.Generator:
-    """A CPU generator whose seed is a fixed function of (seed, keys) (no Python ``hash``)."""
-    value = int(seed) & 0xFFFF_FFFF
-    for k in keys:
-        value = (value * 1_000_003 + int(k) + 1) % (2**61 - 1)
-    return torch.Generator().manual_seed(value)
 
 
 def bootstrap_ratio(num: Sequence[float], den: Sequence[float], level: float, resamples: int, seed: int) -> list[float]:

@@ -1,23 +1,16 @@
 """Likelihood: the NELBO of a dataset and its perplexity bound, with a confidence interval.
 
-Every number comes from :func:`textdiff.objective.nelbo_terms`, the loss code training optimises,
-so an evaluation and a training log measure the same thing. For a diffusion process the estimate
-of row r (token ids x0 [L], counted tokens n_r) is::
+Every number comes from :func:`textdiff.objective.estimate_nelbo`, the one likelihood estimator
+(training validation and ``DiffusionLM.score`` use it too) over the loss code training optimises, so an
+evaluation and a training log measure the same thing. Row r's NELBO_r (nats) is defined there
+(times t drawn per row: ``stratified``, ``antithetic`` or ``iid``; batch size and order change no
+number); over the dataset::
 
-    NELBO_r = (1/K) Σ_k Σ_l loss(x0, t_{r,k})_l + Σ_l prior_loss_l        (nats, K = t_samples)
-    NELBO   = Σ_r NELBO_r / Σ_r n_r                                      (nats per token)
+    NELBO   = Σ_r NELBO_r / Σ_r n_r                                      (nats per token, n_r counted tokens)
     PPL bound = exp(NELBO) ≥ exp(−log p(data) / tokens)
 
 For an autoregressive process (``process.is_diffusion`` False) the loss is the exact next-token
 NLL, t is ignored, K = 1 and the estimator is named ``exact``.
-
-Times t for row r (one uniform offset u per row, or per block for block diffusion, drawn from the
-row's own generator, so results do not depend on batch size or order):
-
-* ``stratified``: t_k = (k + u) / K, one draw in each of K strata (MDLM's low-discrepancy idea,
-  applied within a row);
-* ``antithetic``: pairs (u_j, 1 − u_j);
-* ``iid``: K independent uniforms.
 
 Intervals (both are reported, at ``ci_level``):
 
@@ -43,11 +36,9 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, DataError
-from ..objective import nelbo_terms
+from ..objective import T_SAMPLING, estimate_nelbo
 from ..signatures import checked
-from .common import bootstrap_ratio, generator_for, safe_exp, z_value
-
-T_SAMPLING = ("stratified", "antithetic", "iid")
+from .common import bootstrap_ratio, safe_exp, z_value
 
 
 @dataclass
@@ -96,26 +87,6 @@ def _rows_as_tensors(rows, loss_mask=None):
     return ids, mask
 
 
-def _row_times(process, u: torch.Tensor, k: int, K: int, t_sampling: str, g: torch.Generator) -> torch.Tensor:
-    """The k-th of K times for one row from its offsets ``u`` (shape [] or [blocks])."""
-    if t_sampling == "stratified":
-        return (k + u) / K
-    if t_sampling == "antithetic":
-        if K % 2 == 1 and k == K - 1:
-            return torch.rand(u.shape, generator=g, dtype=torch.float64)  # the odd one out is a fresh draw
-        return u if k % 2 == 0 else 1 - u
-    return torch.rand(u.shape, generator=g, dtype=torch.float64)
-
-
-def _time_shape(process, L: int) -> int:
-    """0 for one t per row ([B]); else the number of independent times per row (blocks)."""
-    probe = process.sample_t(1, device="cpu", generator=torch.Generator().manual_seed(0), seq_len=L)
-    if probe.dim() == 1:
-        return 0
-    size = process.block_size or 1
-    return L // size
-
-
 @checked
 @torch.no_grad()
 def evaluate_likelihood(
@@ -158,32 +129,17 @@ def evaluate_likelihood(
         raise ConfigError(f"t_samples={t_samples} must be at least 1")
     device = torch.device(device) if device is not None else _model_device(model)
     N, L = ids.shape
-    blocks = 0 if exact else _time_shape(process, L)
     started = time.perf_counter()
     was_training = getattr(model, "training", False)
     if hasattr(model, "eval"):
         model.eval()
-
-    totals = np.zeros((N, K))  # Σ_l loss of row r at its k-th time
-    counts = np.zeros(N)
-    prior = np.zeros(N)
+    totals, counts, prior = np.zeros((N, K)), np.zeros(N), np.zeros(N)  # Σ_l loss of row r at its k-th time
     for start in range(0, N, batch_size):
         stop = min(start + batch_size, N)
-        x0 = ids[start:stop].to(device)
-        m = None if mask is None else mask[start:stop].to(device)
-        row_gens = [generator_for(seed, r) for r in range(start, stop)]
-        offsets = [torch.rand((blocks,) if blocks else (), generator=g, dtype=torch.float64) for g in row_gens]
-        for k in range(K):
-            t = torch.stack([_row_times(process, u, k, K, t_sampling, g) for u, g in zip(offsets, row_gens)])
-            if blocks:
-                t = t.repeat_interleave(L // blocks, dim=1)  # [B, L], constant within a block
-            t = t.float().to(device)
-            noise = [generator_for(seed, r, k + 1) for r in range(start, stop)]
-            terms = nelbo_terms(model, process, x0, loss_mask=m, t=t, generator=noise)
-            totals[start:stop, k] = terms.loss.double().sum(1).cpu().numpy()
-            if k == 0:
-                counts[start:stop] = terms.mask.double().sum(1).cpu().numpy()
-                prior[start:stop] = (process.prior_loss(x0).double() * terms.mask.double()).sum(1).cpu().numpy()
+        est = estimate_nelbo(model, process, ids[start:stop].to(device), seed=seed, t_samples=K, t_sampling=t_sampling,
+                             rows=range(start, stop), loss_mask=None if mask is None else mask[start:stop].to(device),
+                             rows_per_call=batch_size)
+        totals[start:stop], counts[start:stop], prior[start:stop] = est.totals.numpy(), est.tokens.numpy(), est.prior.numpy()
         if progress is not None:
             progress.update(stop - start, tokens=(stop - start) * L * K)
     if was_training:

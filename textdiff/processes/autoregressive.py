@@ -51,6 +51,8 @@ class AutoregressiveProcess(ForwardProcess):
     required_attention = "causal"
     #: logits predicting row position i come from position i − 1
     logits_shift = 1
+    #: generation feeds the start token before each prompt and decodes one token per window and step
+    decoding_layout = "next_token"
 
     def __init__(self, config: AutoregressiveConfig, vocab_size: int, mask_id: Optional[int] = None):
         super().__init__(config, vocab_size, mask_id)

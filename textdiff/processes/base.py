@@ -124,6 +124,9 @@ class ForwardProcess(ABC):
     clean_logits_unused: ClassVar[bool] = False
     #: the token a next-token process feeds before the first one (None for diffusion processes)
     start_token: Optional[int] = None
+    #: how generation lays prompts and answer out (:mod:`textdiff.layouts`): "windows" (the prompt, then N new
+    #: positions decoded in windows) or "next_token" (the start token first, one token per window and step)
+    decoding_layout: ClassVar[str] = "windows"
 
     @classmethod
     def config_block_size(cls, config: ProcessConfig) -> Optional[int]:

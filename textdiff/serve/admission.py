@@ -48,9 +48,6 @@ class Admission:
         config = lm.model.config
         self.context: Optional[int] = getattr(config, "max_position_embeddings", None)
         self.vocab_size = lm.process.vocab_size
-        self.block_causal = getattr(config, "attention", None) == "block_causal"
-        self.model_block = getattr(config, "block_size", None)
-        self.shift = int(getattr(lm.process, "logits_shift", 0))  # next-token models get a start token
 
     # ---- requests -----------------------------------------------------------------------------
     def completion(self, req: CompletionRequest) -> Plan:
@@ -117,24 +114,9 @@ class Admission:
 
     # ---- sizes --------------------------------------------------------------------------------
     def positions_needed(self, prompt_len: int, N: int, block_size: Optional[int]) -> int:
-        """Positions a row occupies in :meth:`DiffusionLM.generate`'s layout (block-aligned answer;
-        LLaDA 2.0's blocks counted from the sequence start). Mirrors ``lm.generate``; checked
-        against it in tests/test_serve_engine.py until the generation plan gives it."""
-        bs = block_size
-        if bs is None:
-            bs = self.lm.generation_defaults.get("block_size")
-            if bs is not None and N <= bs:
-                bs = None
-            if self.shift and bs is None:
-                bs = 1
-            elif bs is None and self.block_causal:
-                bs = self.model_block
-        L = prompt_len + self.shift
-        if bs and self.lm.generation_defaults.get("blocks_from") == "sequence_start":
-            tail = L % bs
-            return L - tail + -(-(tail + N) // bs) * bs
-        a = bs or 1
-        return -(-L // a) * a + N
+        """Positions a row occupies in :meth:`DiffusionLM.generate`'s layout: the model's decoding layout
+        (:mod:`textdiff.layouts`) with the one context rule of generation."""
+        return self.lm.decoding_layout.positions_needed(prompt_len, N, block_size)
 
     def _check_fits(self, prompt_len: int, N: int, block_size: Optional[int], index: int) -> None:
         need = self.positions_needed(prompt_len, N, block_size)

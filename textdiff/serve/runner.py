@@ -64,27 +64,17 @@ class BatchRunner:
         self.batches = 0
 
     def answer_backs(self, rows: list[Request]) -> list[int]:
-        """Per row, how many columns before the end of ``generate``'s rows its answer starts.
-
-        Mirrors :meth:`textdiff.lm.DiffusionLM.generate`'s layout (until the generation plan says
-        where the answer lies): the answer is the last N columns, except when blocks are counted
-        from the sequence start (LLaDA 2.0): then the prompt's last partial block (its ``tail``) is
-        decoded with the answer, in N' whole blocks, and the answer starts after that tail."""
-        s = rows[0].settings
-        N, bs, lm = s.max_new_tokens, s.block_size, self.lm
-        if bs is None:
-            bs = lm.generation_defaults.get("block_size")
-            if bs is not None and N <= bs:
-                bs = None
-        if lm.process.logits_shift:
+        """Per row, how many columns before the end of ``generate``'s rows its answer starts: read from
+        the model's decoding layout (:mod:`textdiff.layouts`), as :meth:`textdiff.lm.DiffusionLM.generate`
+        arranges them. The answer is the last N columns, except when the layout decodes part of the
+        prompt with it (LLaDA 2.0's blocks from the sequence start): then it starts after each tail."""
+        s, layout = rows[0].settings, self.lm.decoding_layout
+        N = s.max_new_tokens
+        arranged = layout.arrange([list(r.prompt_ids) for r in rows], N, layout.window(s.block_size, N), None)
+        if arranged.tails is None:
             return [N] * len(rows)
-        if bs is None and getattr(lm.model.config, "attention", None) == "block_causal":
-            bs = lm.model.config.block_size
-        if not bs or lm.generation_defaults.get("blocks_from") != "sequence_start":
-            return [N] * len(rows)
-        tails = [len(r.prompt_ids) % bs for r in rows]
-        width = -(-(max(tails) + N) // bs) * bs  # N': whole blocks
-        return [width - tail for tail in tails]
+        width = len(arranged.template[0])  # N': whole blocks
+        return [width - tail for tail in arranged.tails]
 
     def run(self, rows: list[Request], emit: Callable[[Request, Event], None], stop: Callable[[], bool],
             denoise=None) -> None:

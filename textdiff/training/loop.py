@@ -21,7 +21,7 @@ import torch
 from ..config import Recipe, save_recipe, to_dict
 from ..errors import ConfigError
 from ..models.format.writer import MARKER, temp_sibling
-from ..objective import nelbo_terms
+from ..objective import estimate_nelbo
 from ..sft import with_prompt_dropout
 from .checkpoint import load_checkpoint, load_objective_state, save_checkpoint, select_checkpoint, writer_tag
 from .distributed import accelerator_kwargs, backward_scale, check_launch, configure_deepspeed, full_model_state
@@ -37,29 +37,26 @@ VALIDATION_SEED = 1_000_003  # validation noise is fixed, so evaluations are com
 
 
 @torch.no_grad()
-def evaluate(model, process, rows, batch_size: int, max_batches: int, t_samples: int, device) -> dict:
-    """Validation NELBO (nats per counted token) with fixed noise; the same loss code as training."""
+def evaluate(model, process, rows, batch_size: int, max_batches: int, t_samples: int, device,
+             seed: int = VALIDATION_SEED) -> dict:
+    """Validation NELBO (nats per counted token) with fixed noise, by the one likelihood estimator
+    (:func:`textdiff.objective.estimate_nelbo`: row i's noise depends on (seed, i) only, not on the
+    batch size or the number of processes); the same loss code as training."""
     model.eval()
-    total, count = 0.0, 0.0
+    nats, count = 0.0, 0.0
     n_rows = len(rows) if max_batches == 0 else min(len(rows), max_batches * batch_size)
-    seq_len = len(rows[0]["input_ids"])
-    # the noise of row i depends only on i (not on the batch size or the number of processes)
-    t_rows = [process.sample_t(n_rows, device=device, seq_len=seq_len,
-                               generator=torch.Generator().manual_seed(VALIDATION_SEED + k)) for k in range(t_samples)]
     for start in range(0, n_rows, batch_size):
         batch = rows[start:min(start + batch_size, n_rows)]
         x0 = batch["input_ids"].to(device)  # [B, L]
         mask = batch["loss_mask"].to(device) if "loss_mask" in batch else None
         frozen = batch["prompt_mask"].to(device).bool() if "prompt_mask" in batch else None  # SFT prompts
-        for k in range(t_samples):
-            gens = row_generators(VALIDATION_SEED + 7919 * k, start, x0.shape[0])
-            t = t_rows[k][start:start + x0.shape[0]]
-            terms = nelbo_terms(model, process, x0, loss_mask=mask, t=t, frozen=frozen, generator=gens)
-            total += float(terms.loss.sum()) + float((process.prior_loss(x0) * terms.mask).sum())
-            count += float(terms.mask.sum())
+        est = estimate_nelbo(model, process, x0, seed=seed, t_samples=t_samples, rows=range(start, start + x0.shape[0]),
+                             loss_mask=mask, frozen=frozen, rows_per_call=batch_size)
+        nats += float(est.nats.sum())
+        count += float(est.tokens.sum())
     model.train()
-    nelbo = total / max(count, 1.0)
-    return {"val_nelbo": nelbo, "val_ppl_bound": math.exp(min(nelbo, 700.0)), "val_tokens": count / t_samples}
+    nelbo = nats / max(count, 1.0)
+    return {"val_nelbo": nelbo, "val_ppl_bound": math.exp(min(nelbo, 700.0)), "val_tokens": count}
 
 
 def train(recipe: Recipe, resume: bool = False, stop_at: int | None = None, overwrite: bool = False) -> Path:
@@ -130,15 +127,80 @@ def _discard_setup(out: Path, lock: RunLock, had_tokenizer: bool, marked: bool) 
         (out / MARKER).unlink(missing_ok=True)
 
 
-def _train(acc, recipe: Recipe, resume: bool, stop_at: int | None) -> Path:
-    from accelerate.utils import broadcast_object_list
+def _nelbo_step(acc, model, run, stream, step: int, base: int, scale: float):
+    """The process's NELBO over ``grad_accum`` micro-batches of this process's rows (backward on each):
+    (summed loss, global counted tokens, tokens of the step). Row r's t and noise depend on (seed, step, r)."""
+    cfg, process = run.recipe.train, run.process
+    world, rank = acc.num_processes, acc.process_index
+    rows_per_step = cfg.batch_size * cfg.grad_accum * world
+    t_all = process.sample_t(rows_per_step, device=acc.device, seq_len=run.recipe.data.seq_len,
+                             generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + step))  # [G] or [G, L]
+    micro = []
+    for j in range(cfg.grad_accum):
+        offset = (j * world + rank) * cfg.batch_size  # this process's rows within the step
+        batch = stream.rows(base + offset, cfg.batch_size)
+        x0 = batch["input_ids"].to(acc.device)  # [b, L]
+        mask = batch["loss_mask"].to(acc.device).float() if "loss_mask" in batch else torch.ones_like(x0, dtype=torch.float)
+        prompt = batch["prompt_mask"].to(acc.device).bool() if "prompt_mask" in batch else None  # SFT: never corrupted
+        micro.append((offset, x0, mask, prompt))
+    local_tokens = sum(m.sum() for _, _, m, _ in micro)
+    global_tokens = acc.reduce(local_tokens.detach().clone(), reduction="sum")  # normaliser of the step
+    step_loss = torch.zeros((), device=acc.device)
+    for j, (offset, x0, mask, prompt) in enumerate(micro):
+        gens = row_generators(cfg.seed, base + offset, x0.shape[0])
+        t = t_all[offset:offset + x0.shape[0]]
+        acc.sync_gradients = j == cfg.grad_accum - 1  # DeepSpeed steps at this boundary
+        sync = acc.no_sync(model) if j < cfg.grad_accum - 1 else nullcontext()  # DDP: all-reduce on the last only
+        net = with_prompt_dropout(model, prompt, cfg.cond_dropout, process.mask_id, cfg.seed, base + offset)
+        with sync, acc.autocast():
+            terms = run.hooks.nelbo_terms(net, process, x0, loss_mask=mask, t=t, frozen=prompt, generator=gens)
+            loss = terms.loss.sum() * world / global_tokens * scale  # DDP averages over processes
+        acc.backward(loss)
+        step_loss += terms.loss.sum().detach()
+    step_tokens = rows_per_step * x0.shape[1]
+    return step_loss, global_tokens, step_tokens
 
-    cfg = recipe.train
-    run = prepare_run(recipe, resume=resume, is_main=acc.is_main_process)  # data, tokenizer, model, process
-    acc.wait_for_everyone()  # every process has checked the output folder before the main one writes to it
-    out = Path(recipe.output_dir)
-    tag = broadcast_object_list([writer_tag()])[0]  # the main process's: names this run's temporary folders
-    model, process = run.model, run.process
+
+def _validate(acc, metrics, bar, run, raw_model, ema, step: int, first_eval: bool) -> bool:
+    """Validation NELBO (EMA weights swapped in), logged and shown; returns whether the first eval is still due."""
+    cfg, process, recipe = run.recipe.train, run.process, run.recipe
+    with ema.swapped_in(raw_model) if ema is not None else nullcontext():
+        line = {"step": step, **evaluate(raw_model, process, run.val_rows, cfg.batch_size, cfg.eval_batches,
+                                         cfg.eval_t_samples, acc.device)}
+    if first_eval and run.val_unigram_ppl is not None:  # none for SFT answers
+        line["val_unigram_ppl"] = run.val_unigram_ppl
+        first_eval = False
+    _log(acc, metrics, line)
+    loss_kind = "sft" if recipe.sft is not None else "nelbo" if process.is_diffusion else "nll"  # not `objective`: the step hook
+    bar.write(validation_line(line, run.val_unigram_ppl, loss_kind))
+    return first_eval
+
+
+def _finish(acc, run, out: Path, prepared, raw_model, ema, metrics, objective) -> Path:
+    """final/ (EMA weights when kept), the training curves and the objective's own end; then every process lets go."""
+    acc.wait_for_everyone()
+    final = out / "final"
+    with ema.swapped_in(raw_model) if ema is not None else nullcontext():
+        weights = full_model_state(prepared)  # gathered on every process when sharded, else None
+        if acc.is_main_process:
+            save_final(run, raw_model, final, state_dict=weights)
+    if acc.is_main_process:
+        metrics.close()
+        plot = plot_curves(out / "metrics.jsonl", out / "training_curves.png")
+        if plot is not None:
+            print(f"training curves: {plot}")
+        if objective is not None:
+            objective.finish(out)
+    acc.wait_for_everyone()  # every process is done communicating before any closes the group
+    acc.free_memory()  # the Accelerator lets go of the prepared objects (DeepSpeed's engine is destroyed)
+    acc.end_training()
+    return final
+
+
+def _prepare(acc, run, out: Path, resume: bool):
+    """(checkpoint to resume or None, prepared model, optimizer, scheduler, unwrapped model, EMA or None,
+    the model the steps call: compiled when ``train.compile``)."""
+    cfg, model = run.recipe.train, run.model
     # newest intact checkpoint, weights loaded into the plain model (FSDP / DeepSpeed shard what they are given)
     ckpt = select_checkpoint(out, model, say=acc.print) if resume else None
     optimizer = build_optimizer(model.to(acc.device), cfg)
@@ -147,19 +209,50 @@ def _train(acc, recipe: Recipe, resume: bool, stop_at: int | None) -> Path:
     prepared, optimizer = acc.prepare(model, optimizer)  # DDP / FSDP2 / DeepSpeed wrapper; `prepared` saves and loads
     raw_model = acc.unwrap_model(prepared)  # (LoRA under FSDP2 / ZeRO-3 saves merged weights from the gathered state)
     ema = EMA(raw_model, cfg.ema) if cfg.ema > 0 else None
-    model = torch.compile(prepared) if cfg.compile else prepared
-    compile_start = time.perf_counter() if cfg.compile else None
+    return ckpt, prepared, optimizer, scheduler, raw_model, ema, torch.compile(prepared) if cfg.compile else prepared
 
-    step, rows_seen, elapsed, state = 0, 0, 0.0, {}
+
+def _save(acc, out: Path, cfg, tag: str, state, stream, objective, step: int, rows_seen: int, elapsed: float) -> None:
+    """checkpoint-{step}: ``state`` = (prepared model, optimizer, scheduler, EMA or None), where the
+    streams resume, the objective's own state (every process: sharded state is gathered collectively)."""
+    prepared, optimizer, scheduler, ema = state
+    trainer_state = {"step": step, "rows_seen": rows_seen, "elapsed": elapsed}
+    if hasattr(stream, "position"):  # streaming: where each process's stream resumes
+        from accelerate.utils import gather_object
+
+        trainer_state["streams"] = {"world": acc.num_processes, "batch_size": cfg.batch_size,
+                                    "positions": gather_object([stream.position(rows_seen)])}
+    save_checkpoint(acc, out, step, prepared, optimizer, scheduler, ema, trainer_state, cfg.keep_checkpoints, tag,
+                    objective.state(step) if objective is not None else None)
+
+
+def _resume(acc, recipe: Recipe, out: Path, ckpt, resume: bool, state) -> dict:
+    """The trainer state of ``ckpt`` loaded into ``state`` = (prepared model, optimizer, scheduler, EMA or
+    None) ({} for a fresh run); metrics.jsonl cut back to the checkpoint, config.yaml and the trackers."""
+    trainer_state = {}
     if ckpt is not None:
-        state = load_checkpoint(acc, ckpt, prepared, optimizer, scheduler, ema)
-        step, rows_seen, elapsed = state["step"], state["rows_seen"], state["elapsed"]
-        acc.print(f"resumed from {ckpt} at step {step}")
-    if resume and acc.is_main_process:
-        _truncate_metrics(out / "metrics.jsonl", step)  # drop lines the killed run wrote after its checkpoint
+        trainer_state = load_checkpoint(acc, ckpt, *state)
+        acc.print(f"resumed from {ckpt} at step {trainer_state['step']}")
+    if resume and acc.is_main_process:  # drop lines the killed run wrote after its checkpoint
+        _truncate_metrics(out / "metrics.jsonl", trainer_state.get("step", 0))
     if acc.is_main_process:
         save_recipe(recipe, out / "config.yaml")
         acc.init_trackers(recipe.name, config=_flat(to_dict(recipe)))
+    return trainer_state
+
+
+def _train(acc, recipe: Recipe, resume: bool, stop_at: int | None) -> Path:
+    from accelerate.utils import broadcast_object_list
+
+    cfg = recipe.train
+    run = prepare_run(recipe, resume=resume, is_main=acc.is_main_process)  # data, tokenizer, model, process
+    acc.wait_for_everyone()  # every process has checked the output folder before the main one writes to it
+    out = Path(recipe.output_dir)
+    tag = broadcast_object_list([writer_tag()])[0]  # the main process's: names this run's temporary folders
+    ckpt, prepared, optimizer, scheduler, raw_model, ema, model = _prepare(acc, run, out, resume)
+    compile_start = time.perf_counter() if cfg.compile else None
+    state = _resume(acc, recipe, out, ckpt, resume, (prepared, optimizer, scheduler, ema))
+    step, rows_seen, elapsed = state.get("step", 0), state.get("rows_seen", 0), state.get("elapsed", 0.0)
     metrics = open(out / "metrics.jsonl", "a") if acc.is_main_process else None
 
     world, rank = acc.num_processes, acc.process_index
@@ -177,37 +270,13 @@ def _train(acc, recipe: Recipe, resume: bool, stop_at: int | None) -> Path:
     while step < cfg.max_steps:
         # ---- one optimizer step over grad_accum micro-batches on every process ------------------
         scheduler.apply(step, time.perf_counter() - started)  # before backward: DeepSpeed steps inside it
-        run.hooks.before_step(step, raw_model, process)  # e.g. adaptation: attention annealing, block size
+        run.hooks.before_step(step, raw_model, run.process)  # e.g. adaptation: attention annealing, block size
         base = rows_seen  # global index of the first row of this step
         report = objective.step(model, step) if objective is not None else None  # RL: rollouts, rewards, backward
         if report is not None:
             step_loss, global_tokens, step_tokens = report.loss, torch.ones((), device=acc.device), report.tokens
         else:
-            t_all = process.sample_t(rows_per_step, device=acc.device, seq_len=recipe.data.seq_len,
-                                     generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + step))  # [G] or [G, L]
-            micro = []
-            for j in range(cfg.grad_accum):
-                offset = (j * world + rank) * cfg.batch_size  # this process's rows within the step
-                batch = stream.rows(base + offset, cfg.batch_size)
-                x0 = batch["input_ids"].to(acc.device)  # [b, L]
-                mask = batch["loss_mask"].to(acc.device).float() if "loss_mask" in batch else torch.ones_like(x0, dtype=torch.float)
-                prompt = batch["prompt_mask"].to(acc.device).bool() if "prompt_mask" in batch else None  # SFT: never corrupted
-                micro.append((offset, x0, mask, prompt))
-            local_tokens = sum(m.sum() for _, _, m, _ in micro)
-            global_tokens = acc.reduce(local_tokens.detach().clone(), reduction="sum")  # normaliser of the step
-            step_loss = torch.zeros((), device=acc.device)
-            for j, (offset, x0, mask, prompt) in enumerate(micro):
-                gens = row_generators(cfg.seed, base + offset, x0.shape[0])
-                t = t_all[offset:offset + x0.shape[0]]
-                acc.sync_gradients = j == cfg.grad_accum - 1  # DeepSpeed steps at this boundary
-                sync = acc.no_sync(model) if j < cfg.grad_accum - 1 else nullcontext()  # DDP: all-reduce on the last only
-                net = with_prompt_dropout(model, prompt, cfg.cond_dropout, process.mask_id, cfg.seed, base + offset)
-                with sync, acc.autocast():
-                    terms = run.hooks.nelbo_terms(net, process, x0, loss_mask=mask, t=t, frozen=prompt, generator=gens)
-                    loss = terms.loss.sum() * world / global_tokens * scale  # DDP averages over processes
-                acc.backward(loss)
-                step_loss += terms.loss.sum().detach()
-            step_tokens = rows_per_step * x0.shape[1]
+            step_loss, global_tokens, step_tokens = _nelbo_step(acc, model, run, stream, step, base, scale)
         if cfg.grad_clip > 0:
             acc.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()  # (a no-op under DeepSpeed, whose engine stepped in acc.backward)
@@ -217,7 +286,6 @@ def _train(acc, recipe: Recipe, resume: bool, stop_at: int | None) -> Path:
         step += 1
         rows_seen += rows_per_step
         window_tokens += step_tokens
-
         # ---- bookkeeping: log, validate, checkpoint ---------------------------------------------
         train_loss = float(acc.reduce(step_loss, reduction="sum") / global_tokens)
         if not math.isfinite(train_loss):
@@ -237,24 +305,9 @@ def _train(acc, recipe: Recipe, resume: bool, stop_at: int | None) -> Path:
             _log(acc, metrics, extra)
             bar.write(objective.describe(extra))
         if run.val_rows is not None and (step % cfg.eval_every == 0 or last):
-            with ema.swapped_in(raw_model) if ema is not None else nullcontext():
-                line = {"step": step, **evaluate(raw_model, process, run.val_rows, cfg.batch_size, cfg.eval_batches,
-                                                 cfg.eval_t_samples, acc.device)}
-            if first_eval and run.val_unigram_ppl is not None:  # none for SFT answers
-                line["val_unigram_ppl"] = run.val_unigram_ppl
-                first_eval = False
-            _log(acc, metrics, line)
-            loss_kind = "sft" if recipe.sft is not None else "nelbo" if process.is_diffusion else "nll"  # not `objective`: the step hook
-            bar.write(validation_line(line, run.val_unigram_ppl, loss_kind))
+            first_eval = _validate(acc, metrics, bar, run, raw_model, ema, step, first_eval)
         if step % cfg.save_every == 0 or last:  # every process: sharded state is gathered collectively
-            trainer_state = {"step": step, "rows_seen": rows_seen, "elapsed": elapsed}
-            if hasattr(stream, "position"):  # streaming: where each process's stream resumes
-                from accelerate.utils import gather_object
-
-                trainer_state["streams"] = {"world": world, "batch_size": cfg.batch_size,
-                                            "positions": gather_object([stream.position(rows_seen)])}
-            save_checkpoint(acc, out, step, prepared, optimizer, scheduler, ema, trainer_state, cfg.keep_checkpoints, tag,
-                            objective.state(step) if objective is not None else None)
+            _save(acc, out, cfg, tag, (prepared, optimizer, scheduler, ema), stream, objective, step, rows_seen, elapsed)
         if compile_start is not None:  # the first step traced and compiled the model
             bar.write(f"compile: torch.compile, first step {time.perf_counter() - compile_start:.1f} s")
             compile_start = None
@@ -267,23 +320,7 @@ def _train(acc, recipe: Recipe, resume: bool, stop_at: int | None) -> Path:
             bar.write(f"stopping at step {step}: train.max_minutes={cfg.max_minutes} reached")
             break
     bar.close()
-    acc.wait_for_everyone()
-    final = out / "final"
-    with ema.swapped_in(raw_model) if ema is not None else nullcontext():
-        weights = full_model_state(prepared)  # gathered on every process when sharded, else None
-        if acc.is_main_process:
-            save_final(run, raw_model, final, state_dict=weights)
-    if acc.is_main_process:
-        metrics.close()
-        plot = plot_curves(out / "metrics.jsonl", out / "training_curves.png")
-        if plot is not None:
-            print(f"training curves: {plot}")
-        if objective is not None:
-            objective.finish(out)
-    acc.wait_for_everyone()  # every process is done communicating before any closes the group
-    acc.free_memory()  # the Accelerator lets go of the prepared objects (DeepSpeed's engine is destroyed)
-    acc.end_training()
-    return final
+    return _finish(acc, run, out, prepared, raw_model, ema, metrics, objective)
 
 
 # ---------------------------------------------------------------------------------------------

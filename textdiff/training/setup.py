@@ -73,20 +73,57 @@ def check_output_dir(recipe: Recipe, resume: bool, overwrite: bool = False) -> N
 
 
 def prepare_run(recipe: Recipe, resume: bool = False, is_main: bool = True) -> Run:
+    """Data, tokenizer, rows, process and model of a run, in named steps (each prints one phase line)."""
     import datasets
 
-    from ..data import split_documents, tokenize_rows, unigram_log_probs, unigram_ppl
-    from ..models.build import adapt_attention, check_model_process, denoiser_config
-    from ..models.modeling_textdiff import TextDiffModel
-    from ..tokenization import build_tokenizer, ensure_special_tokens, load_tokenizer
-
     datasets.disable_progress_bars()
-    out = Path(recipe.output_dir)  # checked, locked and marked by the caller (training/loop.py)
-    cfg = recipe.train
+    cfg = recipe.train  # the output folder is checked, locked and marked by the caller (training/loop.py)
     torch.manual_seed(cfg.seed)
+    hooks = _hooks(recipe)
+    init = _init_source(recipe)
+    from .decoding import base_decoding, run_decoding
+
+    decoding = run_decoding(recipe, base_decoding(init.published, init.base_meta))  # before any work: a bad sampler fails now
+    if is_main and decoding.note:
+        print(decoding.note, flush=True)
+    if cfg.cond_dropout > 0 and recipe.sft is None:
+        raise ConfigError("train.cond_dropout drops SFT prompts; it needs an sft section (or set train.cond_dropout=0)")
+    if not 0.0 <= cfg.cond_dropout < 1.0:
+        raise ConfigError(f"train.cond_dropout={cfg.cond_dropout} must be in [0, 1)")
+    clock = time.perf_counter()
+    train_docs, val_docs, corpus_texts, clock = _documents(recipe, is_main, clock)
+    tokenizer, clock = _tokenizer(recipe, resume, is_main, init, train_docs, corpus_texts, clock)
+    train_rows, val_rows, val_ppl, clock = _rows(recipe, tokenizer, train_docs, val_docs, corpus_texts, is_main, clock)
+    process = build_process(recipe.process, vocab_size=len(tokenizer), mask_id=tokenizer.mask_token_id)
+    model = _model(recipe, tokenizer, process, init, hooks)
+    n_params = sum(p.numel() for p in model.parameters())
+    _phase(is_main, "model", f"{type(model).__name__}, {n_params / 1e6:.2f} M parameters, process {type(process).__name__}", clock)
+    objective = None
+    if recipe.rl is not None:  # before any update: the reference policy is this model
+        from ..rl.trainer import RLObjective, stop_tokens
+
+        objective = RLObjective(recipe, tokenizer, process, model, val_docs,
+                                stop_tokens(tokenizer, init.published, init.path if cfg.init_from else None))
+    return Run(recipe, tokenizer, process, model, train_rows, val_rows, val_ppl, decoding, objective, hooks)
+
+
+@dataclass
+class _Init:
+    """Where ``train.init_from`` points (all None without it)."""
+
+    path: Optional[Path] = None
+    kind: Optional[str] = None
+    published: Any = None  # a published checkpoint (MDLM, BD3-LM, SEDD, ...) to fine-tune, converted on load
+    base_meta: Any = None  # the textdiff.json of a textdiff folder to fine-tune
+
+
+def _init_source(recipe: Recipe) -> _Init:
+    """Where ``train.init_from`` points: its path and folder kind, the published checkpoint to fine-tune
+    (converted on load) or the textdiff.json of a textdiff folder (all None without it)."""
+    cfg = recipe.train
+    init_path = init_kind = None
     published = None  # a published checkpoint (MDLM, BD3-LM, SEDD, ...) to fine-tune, converted on load
     base_meta = None  # the textdiff.json of a textdiff folder to fine-tune
-    hooks = _hooks(recipe)
     if cfg.init_from is not None:
         from ..models.format import PIPELINE_FILE, PUBLISHED, folder_kind
         from ..models.loading import resolve_model_path
@@ -104,17 +141,14 @@ def prepare_run(recipe: Recipe, resume: bool = False, is_main: bool = True) -> R
             from ..models.format import read_pipeline
 
             base_meta = read_pipeline(init_path)
-    from .decoding import base_decoding, run_decoding
+    return _Init(init_path, init_kind, published, base_meta)
 
-    decoding = run_decoding(recipe, base_decoding(published, base_meta))  # before any work: a bad sampler fails now
-    if is_main and decoding.note:
-        print(decoding.note, flush=True)
-    if cfg.cond_dropout > 0 and recipe.sft is None:
-        raise ConfigError("train.cond_dropout drops SFT prompts; it needs an sft section (or set train.cond_dropout=0)")
-    if not 0.0 <= cfg.cond_dropout < 1.0:
-        raise ConfigError(f"train.cond_dropout={cfg.cond_dropout} must be in [0, 1)")
 
-    clock = time.perf_counter()
+def _documents(recipe: Recipe, is_main: bool, clock: float):
+    """(training documents, validation documents or None, texts the tokenizer and unigram counts read
+    (None: the training documents), clock): RL prompts, SFT examples, a stream or a corpus."""
+    from ..data import split_documents
+
     if recipe.rl is not None:  # RL: the sft section's prompts and answers (textdiff.rl.data)
         from ..rl.data import load_prompts, prompt_texts_of
 
@@ -139,6 +173,14 @@ def prepare_run(recipe: Recipe, resume: bool = False, is_main: bool = True) -> R
     else:
         clock = _phase(is_main, "data", f"{len(train_docs)} training and {n_val} validation documents from "
                        f"{(recipe.sft.source if recipe.sft else recipe.data.source)!r}", clock)
+    return train_docs, val_docs, corpus_texts, clock
+
+
+def _tokenizer(recipe: Recipe, resume: bool, is_main: bool, init: _Init, train_docs, corpus_texts, clock: float):
+    """(tokenizer, clock): reloaded on resume, the denoiser's, the checkpoint's or trained; saved to the run folder."""
+    from ..tokenization import build_tokenizer, ensure_special_tokens, load_tokenizer
+
+    out, cfg, published, init_path = Path(recipe.output_dir), recipe.train, init.published, init.path
     tok_dir = out / "tokenizer"
     reloaded = resume and (tok_dir / "tokenizer_config.json").is_file()
     if reloaded:
@@ -169,6 +211,14 @@ def prepare_run(recipe: Recipe, resume: bool = False, is_main: bool = True) -> R
     else:
         how = f"trained {recipe.tokenizer.train}"
     clock = _phase(is_main, "tokenizer", f"{how}, {len(tokenizer)} tokens, saved to {tok_dir}", clock)
+    return tokenizer, clock
+
+
+def _rows(recipe: Recipe, tokenizer, train_docs, val_docs, corpus_texts, is_main: bool, clock: float):
+    """(training rows, validation rows or None, validation unigram PPL or None, clock)."""
+    import datasets
+
+    from ..data import tokenize_rows, unigram_log_probs, unigram_ppl
 
     if recipe.rl is not None:  # prompt rows; the held-out ones go to the RL evaluation, not the NELBO one
         from ..rl.data import as_dataset
@@ -191,8 +241,16 @@ def prepare_run(recipe: Recipe, resume: bool = False, is_main: bool = True) -> R
     n_train = "streamed" if recipe.data.streaming and recipe.sft is None else f"{len(train_rows):,}"
     clock = _phase(is_main, "data", f"{n_train} training rows and {len(val_rows) if val_rows is not None else 0:,} validation "
                    f"rows of {recipe.data.seq_len} tokens" + (f"; validation unigram PPL {val_ppl:.1f}" if val_ppl else ""), clock)
+    return train_rows, val_rows, val_ppl, clock
 
-    process = build_process(recipe.process, vocab_size=vocab, mask_id=tokenizer.mask_token_id)
+
+def _model(recipe: Recipe, tokenizer, process, init: _Init, hooks: TrainHooks):
+    """The network to train: external, adapted from a causal LM, a published or textdiff checkpoint, or
+    fresh; then gradient checkpointing and LoRA as the recipe asks."""
+    from ..models.build import adapt_attention, check_model_process, denoiser_config
+    from ..models.modeling_textdiff import TextDiffModel
+
+    cfg, vocab, published, init_path, init_kind = recipe.train, len(tokenizer), init.published, init.path, init.kind
     if recipe.denoiser:
         from ..models.external import build_external_denoiser  # external HF denoisers (issue 7)
 
@@ -221,14 +279,7 @@ def prepare_run(recipe: Recipe, resume: bool = False, is_main: bool = True) -> R
         from ..lora import apply_lora
 
         model = apply_lora(model, recipe.lora)
-    n_params = sum(p.numel() for p in model.parameters())
-    _phase(is_main, "model", f"{type(model).__name__}, {n_params / 1e6:.2f} M parameters, process {type(process).__name__}", clock)
-    objective = None
-    if recipe.rl is not None:  # before any update: the reference policy is this model
-        from ..rl.trainer import RLObjective, stop_tokens
-
-        objective = RLObjective(recipe, tokenizer, process, model, val_docs, stop_tokens(tokenizer, published, init_path if cfg.init_from else None))
-    return Run(recipe, tokenizer, process, model, train_rows, val_rows, val_ppl, decoding, objective, hooks)
+    return model
 
 
 def _hooks(recipe: Recipe) -> TrainHooks:
