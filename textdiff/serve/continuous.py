@@ -27,10 +27,10 @@ import threading
 import time
 from collections import deque
 from dataclasses import replace
-from typing import Optional, Sequence
+from typing import Optional
 
 from .calls import Call, ModelCalls, Parked, Stopped
-from .engine import EngineStats, Event, Failed, Finished, QueueFull, Request, ShuttingDown, _shutting_down
+from .engine import EngineStats, Event, Failed, Finished, QueuedEngine, Request, _shutting_down
 
 
 class _Lane:
@@ -43,7 +43,7 @@ class _Lane:
         self.parked: Optional[Parked] = None  # its model-call hook (counts the rows it shared forwards with)
 
 
-class ContinuousScheduler:
+class ContinuousScheduler(QueuedEngine):
     """A bounded queue of rows, admitted into the running batch at every step boundary."""
 
     def __init__(self, runner, calls: ModelCalls, max_batch: int = 8, max_tokens_in_flight: int = 8192,
@@ -61,39 +61,11 @@ class ContinuousScheduler:
         self._thread = threading.Thread(target=self._work, name="textdiff-engine", daemon=True)
         self._thread.start()
 
-    # ---- the boundary (as BatchScheduler) -----------------------------------------------------
-    def submit(self, rows: Sequence[Request]) -> None:
-        with self._cond:
-            if not self._open:
-                raise ShuttingDown()
-            if len(self._waiting) + len(rows) > self.max_queue:
-                raise QueueFull(self._retry_after())
-            self._waiting.extend(rows)
-            self._cond.notify_all()
-
-    def cancel(self, row: Request) -> None:
-        with self._cond:
-            row.cancelled = True
-            if row in self._waiting:
-                self._waiting.remove(row)
-                self._finish(row, Failed(499, "the request was cancelled", "cancelled"))
-            self._cond.notify_all()
-
+    # ---- the boundary (the queue, cancelling and shutdown: QueuedEngine) ------------------------
     def stats(self) -> EngineStats:
         with self._cond:
             return EngineStats(waiting=len(self._waiting), running=len(self._lanes), batches=self._steps,
                                accepting=self._open)
-
-    def begin_shutdown(self, seconds: float) -> None:
-        with self._cond:
-            self._open = False
-            self._deadline = time.monotonic() + max(0.0, seconds)
-            self._cond.notify_all()
-
-    def close(self, timeout: Optional[float] = None) -> None:
-        if self._deadline is None:
-            self.begin_shutdown(0.0)
-        self._thread.join(timeout)
 
     # ---- the engine thread ----------------------------------------------------------------------
     def _work(self) -> None:
@@ -188,9 +160,6 @@ class ContinuousScheduler:
             self._lanes = [lane for lane in self._lanes if lane.row is not row]
             self._cond.notify_all()
         row.sink(event)
-
-    def _past_deadline(self) -> bool:
-        return self._deadline is not None and time.monotonic() >= self._deadline
 
     def _retry_after(self) -> int:
         """Seconds until the queue has likely moved by a batch's worth of rows (lock held)."""

@@ -148,7 +148,45 @@ class Runner(Protocol):
 # ---------------------------------------------------------------------------------------------
 
 
-class BatchScheduler:
+class QueuedEngine:
+    """What every engine shares at its boundary: a bounded queue of waiting rows under one condition,
+    cancelling, and the shutdown deadline. A subclass sets ``_waiting``, ``_cond``, ``_open``,
+    ``_deadline``, ``max_queue`` and ``_thread``, and defines ``stats``, ``_finish`` and ``_retry_after``."""
+
+    def submit(self, rows: Sequence[Request]) -> None:
+        with self._cond:
+            if not self._open:
+                raise ShuttingDown()
+            if len(self._waiting) + len(rows) > self.max_queue:
+                raise QueueFull(self._retry_after())
+            self._waiting.extend(rows)
+            self._cond.notify_all()
+
+    def cancel(self, row: Request) -> None:
+        with self._cond:
+            row.cancelled = True
+            if row in self._waiting:
+                self._waiting.remove(row)
+                self._finish(row, Failed(499, "the request was cancelled", "cancelled"))
+            self._cond.notify_all()
+
+    def begin_shutdown(self, seconds: float) -> None:
+        """Admit nothing new; decode what is queued until ``seconds`` from now, then cancel the rest."""
+        with self._cond:
+            self._open = False
+            self._deadline = time.monotonic() + max(0.0, seconds)
+            self._cond.notify_all()
+
+    def close(self, timeout: Optional[float] = None) -> None:
+        if self._deadline is None:
+            self.begin_shutdown(0.0)
+        self._thread.join(timeout)
+
+    def _past_deadline(self) -> bool:
+        return self._deadline is not None and time.monotonic() >= self._deadline
+
+
+class BatchScheduler(QueuedEngine):
     """A bounded queue of rows and one worker thread that decodes batches of compatible rows."""
 
     def __init__(self, runner: Runner, max_batch: int = 8, max_tokens_in_flight: int = 8192, max_queue: int = 64):
@@ -165,39 +203,10 @@ class BatchScheduler:
         self._thread.start()
 
     # ---- the boundary ------------------------------------------------------------------------
-    def submit(self, rows: Sequence[Request]) -> None:
-        with self._cond:
-            if not self._open:
-                raise ShuttingDown()
-            if len(self._waiting) + len(rows) > self.max_queue:
-                raise QueueFull(self._retry_after())
-            self._waiting.extend(rows)
-            self._cond.notify()
-
-    def cancel(self, row: Request) -> None:
-        with self._cond:
-            row.cancelled = True
-            if row in self._waiting:
-                self._waiting.remove(row)
-                self._finish(row, Failed(499, "the request was cancelled", "cancelled"))
-            self._cond.notify()
-
     def stats(self) -> EngineStats:
         with self._cond:
             return EngineStats(waiting=len(self._waiting), running=len(self._running), batches=self._batches,
                                accepting=self._open)
-
-    def begin_shutdown(self, seconds: float) -> None:
-        """Admit nothing new; decode what is queued until ``seconds`` from now, then cancel the rest."""
-        with self._cond:
-            self._open = False
-            self._deadline = time.monotonic() + max(0.0, seconds)
-            self._cond.notify()
-
-    def close(self, timeout: Optional[float] = None) -> None:
-        if self._deadline is None:
-            self.begin_shutdown(0.0)
-        self._thread.join(timeout)
 
     # ---- the worker --------------------------------------------------------------------------
     def _work(self) -> None:
@@ -260,9 +269,6 @@ class BatchScheduler:
             if row in self._running:
                 self._running.remove(row)
         row.sink(event)
-
-    def _past_deadline(self) -> bool:
-        return self._deadline is not None and time.monotonic() >= self._deadline
 
     def _retry_after(self) -> int:
         """Seconds until the queue has likely moved by a batch (lock held)."""
