@@ -196,13 +196,18 @@ def load_examples(cfg: SFTConfig) -> tuple[list[dict], Optional[list[dict]]]:
         for r in val:
             check_example(r, cfg)
         return rows, val
+    return held_out_split(rows, cfg, "SFT examples")
+
+
+def held_out_split(rows: list, cfg: SFTConfig, what: str):
+    """(train, held-out) rows: ``sft.val_fraction`` of them held out in a seeded shuffle (None: none)."""
     if cfg.val_fraction == 0:
         return rows, None
     order = list(range(len(rows)))
     random.Random(cfg.seed + 1).shuffle(order)
     n_val = max(1, int(round(cfg.val_fraction * len(rows))))
     if n_val >= len(rows):
-        raise DataError(f"only {len(rows)} SFT examples; lower sft.val_fraction or give sft.val_source")
+        raise DataError(f"only {len(rows)} {what}; lower sft.val_fraction or give sft.val_source")
     val = set(order[:n_val])
     return [r for i, r in enumerate(rows) if i not in val], [r for i, r in enumerate(rows) if i in val]
 

@@ -22,11 +22,10 @@ evaluation (``rl.eval_every``).
 """
 from __future__ import annotations
 
-import random
 from typing import Optional
 
 from ..errors import DataError
-from ..sft import SFTConfig, read_jsonl, synthetic_examples
+from ..sft import SFTConfig, held_out_split, read_jsonl, synthetic_examples
 
 _SKIP = ("_where",)
 
@@ -65,15 +64,7 @@ def load_prompts(cfg: SFTConfig) -> tuple[list[dict], Optional[list[dict]]]:
     rows = [prompt_row(r, cfg) for r in rows]
     if cfg.val_source is not None:
         return rows, [prompt_row(r, cfg) for r in read_jsonl(cfg.val_source)]
-    if cfg.val_fraction == 0:
-        return rows, None
-    order = list(range(len(rows)))
-    random.Random(cfg.seed + 1).shuffle(order)
-    n_val = max(1, int(round(cfg.val_fraction * len(rows))))
-    if n_val >= len(rows):
-        raise DataError(f"only {len(rows)} RL prompts; lower sft.val_fraction or give sft.val_source")
-    val = set(order[:n_val])
-    return [r for i, r in enumerate(rows) if i not in val], [r for i, r in enumerate(rows) if i in val]
+    return held_out_split(rows, cfg, "RL prompts")
 
 
 def as_dataset(rows: list[dict]):
