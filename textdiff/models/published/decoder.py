@@ -69,3 +69,22 @@ class DecoderFamily(Family):
     @classmethod
     def finish_tokenizer(cls, tokenizer, config: dict, network):
         return set_special_tokens(tokenizer, network.mask_token_id, cls.tokenizer_default, eos_token=config.get("eos_token_id"))
+
+
+def qwen2_network_config(cfg: dict, **extra):
+    """The DiffusionQwen2Config of a Qwen2-shaped ``config.json`` (Dream, Fast-dLLM v2): its sizes,
+    plain rotary and no sliding window, the token ids it names, then the family's ``extra`` fields."""
+    from ..modeling_bidirectional import DiffusionQwen2Config
+
+    heads = int(cfg["num_attention_heads"])
+    return DiffusionQwen2Config(
+        vocab_size=int(cfg["vocab_size"]), hidden_size=int(cfg["hidden_size"]),
+        intermediate_size=int(cfg["intermediate_size"]), num_hidden_layers=int(cfg["num_hidden_layers"]),
+        num_attention_heads=heads, num_key_value_heads=int(cfg.get("num_key_value_heads") or heads),
+        hidden_act=cfg.get("hidden_act", "silu"), max_position_embeddings=int(cfg.get("max_position_embeddings", 32768)),
+        rms_norm_eps=float(cfg.get("rms_norm_eps", 1e-6)),
+        rope_parameters={"rope_type": "default", "rope_theta": float(cfg.get("rope_theta", 10000.0))},
+        tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)), use_sliding_window=False,
+        pad_token_id=cfg.get("pad_token_id"), bos_token_id=cfg.get("bos_token_id"), eos_token_id=cfg.get("eos_token_id"),
+        **extra,
+    )

@@ -23,14 +23,12 @@ from pathlib import Path
 
 from ...errors import ConfigError
 from ..weights import Drop, Rename
-from .decoder import DecoderFamily
+from .decoder import DecoderFamily, qwen2_network_config
 from .family import LoadOptions
 
 
 def qwen2_config(cfg: dict):
     """The DiffusionQwen2Config of a Dream config.json (one-line error for what it cannot express)."""
-    from ..modeling_bidirectional import DiffusionQwen2Config
-
     if cfg.get("use_sliding_window"):
         raise ConfigError("this Dream config sets use_sliding_window=true; the released models attend to the full row, "
                           "textdiff converts only that")
@@ -39,18 +37,7 @@ def qwen2_config(cfg: dict):
         raise ConfigError(f"this Dream config sets rope_scaling={scaling!r}; textdiff converts only plain rotary")
     if cfg.get("mask_token_id") is None:
         raise ConfigError("this Dream config.json has no mask_token_id; the folder is incomplete")
-    heads = int(cfg["num_attention_heads"])
-    return DiffusionQwen2Config(
-        vocab_size=int(cfg["vocab_size"]), hidden_size=int(cfg["hidden_size"]),
-        intermediate_size=int(cfg["intermediate_size"]), num_hidden_layers=int(cfg["num_hidden_layers"]),
-        num_attention_heads=heads, num_key_value_heads=int(cfg.get("num_key_value_heads") or heads),
-        hidden_act=cfg.get("hidden_act", "silu"), max_position_embeddings=int(cfg.get("max_position_embeddings", 32768)),
-        rms_norm_eps=float(cfg.get("rms_norm_eps", 1e-6)),
-        rope_parameters={"rope_type": "default", "rope_theta": float(cfg.get("rope_theta", 10000.0))},
-        tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)), use_sliding_window=False,
-        mask_token_id=int(cfg["mask_token_id"]), logits_shift=1, pad_token_id=cfg.get("pad_token_id"),
-        bos_token_id=cfg.get("bos_token_id"), eos_token_id=cfg.get("eos_token_id"),
-    )
+    return qwen2_network_config(cfg, mask_token_id=int(cfg["mask_token_id"]), logits_shift=1)
 
 
 class Dream(DecoderFamily):

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from ...errors import ConfigError
 from ..weights import Drop, Rename
-from .decoder import DecoderFamily
+from .decoder import DecoderFamily, qwen2_network_config
 from .moe import find_mask_token_id, stop_token_ids
 
 MASK_TOKEN, EOT_TOKEN = "|<MASK>|", "<|im_end|>"
@@ -42,8 +42,6 @@ SUB_BLOCK = 8  # generate's small_block_size in the model card
 
 def qwen25_config(cfg: dict, mask_id: int):
     """The DiffusionQwen2Config of a Fast-dLLM v2 config.json (one-line error for what it cannot express)."""
-    from ..modeling_bidirectional import DiffusionQwen2Config
-
     def refuse(key, want):
         raise ConfigError(f"this Fast-dLLM v2 config sets {key}={cfg.get(key)!r}; textdiff converts only {want}")
 
@@ -55,18 +53,7 @@ def qwen25_config(cfg: dict, mask_id: int):
     block = cfg.get("bd_size", 32)
     if not isinstance(block, int) or block < 1:
         refuse("bd_size", "a positive block length")
-    heads = int(cfg["num_attention_heads"])
-    return DiffusionQwen2Config(
-        vocab_size=int(cfg["vocab_size"]), hidden_size=int(cfg["hidden_size"]),
-        intermediate_size=int(cfg["intermediate_size"]), num_hidden_layers=int(cfg["num_hidden_layers"]),
-        num_attention_heads=heads, num_key_value_heads=int(cfg.get("num_key_value_heads") or heads),
-        hidden_act=cfg.get("hidden_act", "silu"), max_position_embeddings=int(cfg.get("max_position_embeddings", 32768)),
-        rms_norm_eps=float(cfg.get("rms_norm_eps", 1e-6)),
-        rope_parameters={"rope_type": "default", "rope_theta": float(cfg.get("rope_theta", 10000.0))},
-        tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)), use_sliding_window=False,
-        attention="block_causal", block_size=block, mask_token_id=int(mask_id), logits_shift=1,
-        pad_token_id=cfg.get("pad_token_id"), bos_token_id=cfg.get("bos_token_id"), eos_token_id=cfg.get("eos_token_id"),
-    )
+    return qwen2_network_config(cfg, attention="block_causal", block_size=block, mask_token_id=int(mask_id), logits_shift=1)
 
 
 class FastDLLMv2(DecoderFamily):
